@@ -1,0 +1,1 @@
+"""How runs execute: the batched gradient-descent engine and the run store."""

@@ -1,0 +1,142 @@
+"""Batched full-batch gradient descent over a leading *configuration* axis.
+
+The small experiments (matrix sensing, diagonal networks, sparse coding) are gradient descent on tiny
+tensors. Running a grid of C configurations one by one is a Python loop of GEMVs; stacking them along a
+leading axis turns every step into a few GEMMs on shared data (DESIGN.md, "Batched engine").
+
+A :class:`BatchedProblem` owns the shared data and knows how to take one step for all configurations at
+once given per-config strengths ``λ_t`` (shape ``(C,)``) and learning rates ``η`` (shape ``(C,)``).
+:func:`run_batched` drives it: it feeds each step's column of the ``(C, T)`` schedule table, records
+metrics every ``log_every`` steps, and marks a configuration *diverged* at the first step its state stops
+being finite — its state is frozen there and its later metrics are NaN, the other configurations go on.
+
+The accumulated regularization of each configuration is tracked as ``a_t = -Σ_{s<t} η_s λ_s``
+(MATH.md §1.2, discrete form) and logged with the metrics as ``lam`` and ``a``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from ..schedules import Schedule
+
+State = dict[str, torch.Tensor]
+
+
+class BatchedProblem(Protocol):
+    """A family of C gradient-descent runs that share data. All state tensors have leading dim C."""
+
+    n_configs: int
+
+    def init_state(self) -> State: ...
+
+    def step(self, state: State, lam: torch.Tensor, lr: torch.Tensor, t: int) -> State: ...
+
+    def metrics(self, state: State) -> Mapping[str, torch.Tensor]: ...
+
+
+@dataclass
+class Trace:
+    """What a batched run recorded: ``metrics[name]`` has shape ``(C, len(steps))``."""
+
+    steps: np.ndarray
+    metrics: dict[str, np.ndarray]
+    diverged_at: np.ndarray  # (C,), -1 where the run stayed finite
+    final_state: State = field(repr=False, default_factory=dict)
+
+    def final(self, name: str) -> np.ndarray:
+        """Last recorded value of ``name`` per configuration (NaN for diverged ones)."""
+        return self.metrics[name][:, -1]
+
+    def rows(self, labels: Sequence[str] | None = None) -> list[dict]:
+        """Long-format rows (config, step, metric...) for ``metrics.csv``."""
+        C = len(self.diverged_at)
+        labels = list(labels) if labels is not None else [str(i) for i in range(C)]
+        names = list(self.metrics)
+        out = []
+        for c in range(C):
+            for j, s in enumerate(self.steps):
+                row = {"config": labels[c], "step": int(s)}
+                for n in names:
+                    row[n] = float(self.metrics[n][c, j])
+                out.append(row)
+        return out
+
+
+def schedule_table(schedules: Sequence[Schedule], steps: int, dtype=torch.float64) -> torch.Tensor:
+    """Stack ``λ_0..λ_{T-1}`` of each schedule into a ``(C, T)`` tensor."""
+    return torch.as_tensor(np.stack([s.table(steps) for s in schedules]), dtype=dtype)
+
+
+def _finite_rows(state: State, C: int) -> torch.Tensor:
+    ok = torch.ones(C, dtype=torch.bool)
+    for v in state.values():
+        if v.is_floating_point():
+            ok &= torch.isfinite(v.reshape(C, -1)).all(dim=1)
+    return ok
+
+
+def run_batched(
+    problem: BatchedProblem,
+    lam_table: torch.Tensor,
+    lr: float | torch.Tensor,
+    log_every: int = 10,
+    progress: Callable[[int], None] | None = None,
+    state: State | None = None,
+) -> Trace:
+    """Run ``T = lam_table.shape[1]`` steps of ``problem`` for all configurations at once.
+
+    Metrics are recorded at steps 0, ``log_every``, 2·``log_every``, ..., and at ``T``. ``progress(k)``
+    is called with the number of steps just completed (for a progress bar).
+    """
+    C, T = lam_table.shape
+    if C != problem.n_configs:
+        raise ValueError(f"lam_table has {C} rows but the problem has {problem.n_configs} configurations")
+    state = problem.init_state() if state is None else state
+    ref = next(iter(state.values()))
+    lam_table = lam_table.to(dtype=ref.dtype)
+    lr_vec = torch.as_tensor(lr, dtype=ref.dtype).expand(C).clone()
+    a = torch.zeros(C, dtype=ref.dtype)
+    diverged_at = torch.full((C,), -1, dtype=torch.long)
+    log_steps = sorted(set(range(0, T, max(1, log_every))) | {T})
+    records: dict[str, list[np.ndarray]] = {}
+
+    def record(t: int) -> None:
+        m = {k: v.detach().to(torch.float64) for k, v in problem.metrics(state).items()}
+        m["lam"] = lam_table[:, t].to(torch.float64) if t < T else torch.zeros(C, dtype=torch.float64)
+        m["a"] = a.to(torch.float64)
+        dead = diverged_at >= 0
+        for k, v in m.items():
+            v = v.clone()
+            v[dead] = float("nan")
+            records.setdefault(k, []).append(v.numpy())
+
+    next_log = 0
+    chunk = 0
+    with torch.no_grad():
+        for t in range(T):
+            if t == log_steps[next_log]:
+                record(t)
+                next_log += 1
+            lam = lam_table[:, t]
+            new = problem.step(state, lam, lr_vec, t)
+            ok = _finite_rows(new, C)
+            if not bool(ok.all()):
+                fresh = (~ok) & (diverged_at < 0)
+                diverged_at[fresh] = t
+                new = {
+                    k: torch.where(ok.view(C, *([1] * (v.dim() - 1))), v, state[k]) if v.is_floating_point() else v
+                    for k, v in new.items()
+                }
+            state = new
+            a = a - torch.where(diverged_at < 0, lr_vec * lam, torch.zeros_like(a))
+            chunk += 1
+            if progress is not None and (chunk >= 50 or t == T - 1):
+                progress(chunk)
+                chunk = 0
+        record(T)
+    metrics = {k: np.stack(v, axis=1) for k, v in records.items()}
+    return Trace(np.asarray(log_steps), metrics, diverged_at.numpy(), state)

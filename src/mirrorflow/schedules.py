@@ -1,0 +1,302 @@
+"""Regularization-strength schedules λ_t: pure functions of the step.
+
+A schedule maps a step ``t`` (0, 1, 2, ...) to a weight-decay strength ``λ_t ≥ 0`` and knows its
+accumulated strength
+
+    integral(t) = Σ_{s<t} λ_s ,
+
+so that, with a learning rate η, the accumulated regularization of the paper is
+``a_t = -η · integral(t)`` (MATH.md §1.2, ``a_t = -∫_0^t α_s ds``; the discrete form of §3).
+The paper compares schedules at *equal total regularization* (App. C, Table 2): see
+:func:`with_budget` and :func:`turn_off_for_budget`.
+
+Style follows optax's schedules: one small constructor per schedule, formula in the docstring,
+``ValueError`` naming the bad argument.
+
+>>> s = turn_off(0.2, at=50)
+>>> s(49), s(50), s.integral(100)
+(0.2, 0.0, 10.0)
+>>> round(with_budget(cosine_decay(1.0, end=500), budget=10.0, horizon=1000).integral(1000), 12)
+10.0
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "Schedule",
+    "constant",
+    "turn_off",
+    "linear_decay",
+    "cosine_decay",
+    "piecewise",
+    "with_budget",
+    "turn_off_for_budget",
+    "from_spec",
+    "SCHEDULE_KINDS",
+]
+
+
+def _finite_nonneg(name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if v < 0:
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+    return v
+
+
+def resolve_step(name: str, at: float, horizon: int | None) -> float:
+    """A point in training given as a step (int, or float ≥ 1) or as a fraction of ``horizon``.
+
+    ``at`` of type ``float`` in [0, 1) is a fraction of the horizon; ``1.0`` is the whole horizon
+    only when ``horizon`` is given, otherwise step 1. Fractional steps are allowed: the schedule
+    then applies the fractional part of λ on the last step so budgets are exact.
+    """
+    if isinstance(at, bool) or at is None:
+        raise ValueError(f"{name} must be a step or a fraction of the horizon, got {at!r}")
+    v = _finite_nonneg(name, at)
+    if horizon is not None:
+        horizon = int(horizon)
+        if horizon <= 0:
+            raise ValueError(f"horizon must be positive, got {horizon!r}")
+    is_fraction = isinstance(at, float) and (v < 1.0 or (v == 1.0 and horizon is not None))
+    if is_fraction:
+        if horizon is None:
+            raise ValueError(f"{name}={at!r} is a fraction of the horizon, but no horizon was given")
+        v = v * horizon
+    if horizon is not None and v > horizon:
+        raise ValueError(f"{name}={at!r} is beyond the horizon ({horizon} steps)")
+    return v
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """λ_t as a vectorized function of the step, with ``integral(t) = Σ_{s<t} λ_s``.
+
+    ``values`` maps an integer array of steps to strengths; ``cumulative`` maps an integer array of
+    ``t`` to the exact sum ``Σ_{s<t} λ_s`` (closed forms, no loops over steps).
+    """
+
+    values: Callable[[np.ndarray], np.ndarray]
+    cumulative: Callable[[np.ndarray], np.ndarray]
+    name: str = "schedule"
+    params: dict = field(default_factory=dict)
+
+    def __call__(self, step: int) -> float:
+        return float(self.values(np.asarray([step], dtype=np.int64))[0])
+
+    def integral(self, t: int) -> float:
+        """Accumulated strength Σ_{s<t} λ_s (the paper's ∫_0^t α_s ds in steps)."""
+        return float(self.cumulative(np.asarray([t], dtype=np.int64))[0])
+
+    def table(self, steps: int) -> np.ndarray:
+        """λ_0, ..., λ_{steps-1} as a float64 array."""
+        return np.asarray(self.values(np.arange(int(steps), dtype=np.int64)), dtype=np.float64)
+
+    def scaled(self, factor: float) -> "Schedule":
+        factor = _finite_nonneg("factor", factor)
+        return Schedule(
+            lambda s: factor * self.values(s),
+            lambda t: factor * self.cumulative(t),
+            self.name,
+            {**self.params, "scale": factor * self.params.get("scale", 1.0)},
+        )
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{self.name}({args})"
+
+
+def _t(t: np.ndarray) -> np.ndarray:
+    return np.maximum(np.asarray(t, dtype=np.float64), 0.0)
+
+
+def constant(value: float) -> Schedule:
+    """λ_t = c for all t; integral(t) = c·t.
+
+    >>> constant(0.01).integral(1000)
+    10.0
+    """
+    c = _finite_nonneg("value", value)
+    return Schedule(
+        lambda s: np.full(np.shape(s), c, dtype=np.float64),
+        lambda t: c * _t(t),
+        "constant",
+        {"value": c},
+    )
+
+
+def turn_off(value: float, at: float, horizon: int | None = None) -> Schedule:
+    """λ_t = c for t < t_off, 0 afterwards (Remark 3.9: the metric freezes at R_{a_T}).
+
+    ``at`` is a step or a fraction of ``horizon``. A fractional ``at`` applies c·(at − ⌊at⌋) on step ⌊at⌋,
+    so integral(∞) = c·at exactly.
+
+    >>> turn_off(2.0, at=0.25, horizon=8).table(4).tolist()
+    [2.0, 2.0, 0.0, 0.0]
+    """
+    return _turn_off_at_step(_finite_nonneg("value", value), resolve_step("at", at, horizon))
+
+
+def _turn_off_at_step(c: float, t_off: float) -> Schedule:
+    def values(s):
+        s = np.asarray(s, dtype=np.float64)
+        return c * np.clip(t_off - s, 0.0, 1.0)
+
+    return Schedule(values, lambda t: c * np.minimum(_t(t), t_off), "turn_off", {"value": c, "at": t_off})
+
+
+def linear_decay(init: float, end: float, horizon: int | None = None) -> Schedule:
+    """λ_t = c·(1 − t/T_end) for t < T_end, 0 afterwards; Σ_{s<t} λ_s = c·(t − t(t−1)/(2T_end)) for t ≤ T_end.
+
+    >>> linear_decay(1.0, end=4).table(5).tolist()
+    [1.0, 0.75, 0.5, 0.25, 0.0]
+    """
+    c = _finite_nonneg("init", init)
+    T = resolve_step("end", end, horizon)
+    if T <= 0:
+        raise ValueError(f"end must be positive, got {end!r}")
+
+    def values(s):
+        s = np.asarray(s, dtype=np.float64)
+        return c * np.clip(1.0 - s / T, 0.0, 1.0) * (s >= 0)
+
+    def cumulative(t):
+        n = np.minimum(_t(t), math.ceil(T))  # steps s < n contribute
+        return c * (n - n * (n - 1) / (2.0 * T))
+
+    return Schedule(values, cumulative, "linear_decay", {"init": c, "end": T})
+
+
+def cosine_decay(init: float, end: float, horizon: int | None = None) -> Schedule:
+    """λ_t = c·½(1 + cos(π t/T_end)) for t < T_end, 0 afterwards.
+
+    Σ_{s<n} cos(sθ) = sin(nθ/2)·cos((n−1)θ/2)/sin(θ/2) with θ = π/T_end gives integral(t) in closed form.
+
+    >>> round(cosine_decay(1.0, end=100).integral(100), 6)
+    50.5
+    """
+    c = _finite_nonneg("init", init)
+    T = resolve_step("end", end, horizon)
+    if T <= 0:
+        raise ValueError(f"end must be positive, got {end!r}")
+    theta = math.pi / T
+
+    def values(s):
+        s = np.asarray(s, dtype=np.float64)
+        return c * 0.5 * (1.0 + np.cos(theta * s)) * ((s < T) & (s >= 0))
+
+    def cumulative(t):
+        n = np.minimum(_t(t), math.ceil(T))
+        cos_sum = np.sin(n * theta / 2) * np.cos((n - 1) * theta / 2) / math.sin(theta / 2)
+        return c * 0.5 * (n + cos_sum)
+
+    return Schedule(values, cumulative, "cosine_decay", {"init": c, "end": T})
+
+
+def piecewise(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+    """Join schedules: ``schedules[k]`` runs on [b_{k-1}, b_k), called with the step relative to b_{k-1}.
+
+    Like optax's ``join_schedules``. ``len(boundaries) == len(schedules) - 1``, boundaries increasing.
+
+    >>> piecewise([constant(1.0), constant(0.5)], [2]).table(4).tolist()
+    [1.0, 1.0, 0.5, 0.5]
+    """
+    schedules = list(schedules)
+    bounds = [int(b) for b in boundaries]
+    if not schedules:
+        raise ValueError("schedules must not be empty")
+    if len(bounds) != len(schedules) - 1:
+        raise ValueError(f"boundaries must have {len(schedules) - 1} entries, got {len(bounds)}")
+    if any(b < 0 for b in bounds) or any(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:])):
+        raise ValueError(f"boundaries must be non-negative and increasing, got {bounds}")
+    starts = [0, *bounds]
+    ends = [*bounds, None]
+
+    def values(s):
+        s = np.asarray(s, dtype=np.int64)
+        out = np.zeros(s.shape, dtype=np.float64)
+        for sched, a, b in zip(schedules, starts, ends):
+            mask = (s >= a) if b is None else ((s >= a) & (s < b))
+            if mask.any():
+                out[mask] = sched.values(s[mask] - a)
+        return out
+
+    def cumulative(t):
+        t = np.asarray(t, dtype=np.int64)
+        out = np.zeros(t.shape, dtype=np.float64)
+        for sched, a, b in zip(schedules, starts, ends):
+            local = np.clip(t - a, 0, None if b is None else b - a)
+            out += sched.cumulative(local)
+        return out
+
+    return Schedule(values, cumulative, "piecewise", {"schedules": schedules, "boundaries": bounds})
+
+
+def with_budget(schedule: Schedule, budget: float, horizon: int) -> Schedule:
+    """Rescale ``schedule`` so that its total strength over ``horizon`` steps equals ``budget``.
+
+    Σ_{s<horizon} λ_s = budget exactly (up to float rounding); the shape is kept. This is how the paper
+    compares linear and cosine decay with constant weight decay at the same ∫λ (App. C, Table 2).
+    """
+    budget = _finite_nonneg("budget", budget)
+    horizon = int(horizon)
+    if horizon <= 0:
+        raise ValueError(f"horizon must be positive, got {horizon!r}")
+    total = schedule.integral(horizon)
+    if total <= 0:
+        if budget == 0:
+            return schedule
+        raise ValueError(f"schedule has zero total strength over {horizon} steps; cannot reach budget={budget}")
+    return schedule.scaled(budget / total)
+
+
+def turn_off_for_budget(value: float, budget: float, horizon: int | None = None) -> Schedule:
+    """Constant ``value`` until ``budget`` = Σλ is spent, then 0: ``turn_off(value, at=budget/value)``.
+
+    Table 2's rows "constant 0.02 / 0.2 / 2 / 20, t-o" are this with the budget of constant 0.01 over
+    the whole run.
+
+    >>> turn_off_for_budget(20.0, budget=10.0).integral(10**6)
+    10.0
+    """
+    c = _finite_nonneg("value", value)
+    budget = _finite_nonneg("budget", budget)
+    if c == 0:
+        raise ValueError("value must be positive to spend a budget")
+    t_off = budget / c
+    if horizon is not None and t_off > int(horizon):
+        raise ValueError(f"budget={budget} at value={c} needs {t_off:g} steps, beyond the horizon ({horizon})")
+    return _turn_off_at_step(c, t_off)
+
+
+SCHEDULE_KINDS = ("none", "constant", "turn_off", "linear", "cosine")
+
+
+def from_spec(kind: str, value: float = 0.0, at: float | None = None, horizon: int | None = None) -> Schedule:
+    """Build a schedule from a config: ``kind`` in :data:`SCHEDULE_KINDS`.
+
+    - ``none``: λ ≡ 0;  ``constant``: λ ≡ value;
+    - ``turn_off``: ``value`` until ``at``;  ``linear``/``cosine``: from ``value`` down to 0 at ``at``.
+    """
+    if kind == "none":
+        return constant(0.0)
+    if kind == "constant":
+        return constant(value)
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULE_KINDS)}; got {kind!r}")
+    if at is None:
+        raise ValueError(f"schedule {kind!r} needs an off-point 'at'")
+    if kind == "turn_off":
+        return turn_off(value, at, horizon)
+    if kind == "linear":
+        return linear_decay(value, at, horizon)
+    return cosine_decay(value, at, horizon)

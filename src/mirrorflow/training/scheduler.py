@@ -1,0 +1,229 @@
+"""``WeightDecayScheduler``: a weight-decay schedule for any ``torch.optim`` optimizer.
+
+It follows the ``torch.optim.lr_scheduler`` contract (``step()``, ``state_dict()``,
+``load_state_dict()``, ``get_last_wd()``): at construction it sets λ_0, and each ``step()`` sets the next
+step's λ in the ``weight_decay`` of every selected param group. It runs beside any LR scheduler.
+
+It also reports the paper's accumulated regularization (MATH.md §1.2)
+
+    a_t = -Σ_{s<t} η_s λ_s ,
+
+read from the learning rate and weight decay *actually used* at each ``optimizer.step()`` (an
+optimizer step pre-hook), so the order of ``lr_scheduler.step()`` and ``wd_scheduler.step()`` does not
+matter and skipped optimizer steps (AMP overflow) do not count.
+
+* Coupled decay (SGD, Adam, ...: the gradient gets ``+λw``): SGD's step is ``w ← w − η(∇f + λw)``,
+  so the decay part accumulates ``−ηλ`` per step: ``a_t = −Σ η_s λ_s``. (With momentum β the
+  steady-state step is η/(1−β); ``a_t`` keeps the plain η as the issue and the paper define it.)
+* Decoupled decay (AdamW, or ``decoupled_weight_decay=True``): torch applies ``w ← (1 − η λ) w``, so
+  λ is multiplied by the learning rate: again ``a_t = −Σ η_s λ_s`` to first order, and the exact
+  multiplicative shrink ``Π(1 − η_s λ_s) = exp(log_shrink)`` is reported as ``log_shrink``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from ..schedules import Schedule
+
+ScheduleLike = Schedule | Callable[[int], float]
+
+
+def is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
+    """True when the optimizer applies weight decay as ``w ← (1 − ηλ)w`` (AdamW style)."""
+    if group.get("decoupled_weight_decay", False):
+        return True
+    return isinstance(optimizer, torch.optim.AdamW)
+
+
+def decay_param_groups(
+    model: torch.nn.Module,
+    weight_decay: float = 0.0,
+    decay: Sequence[str] = ("*",),
+    no_decay: Sequence[str] = ("*bias", "*norm*", "*LayerNorm*", "*ln_*"),
+    trainable_only: bool = True,
+) -> list[dict]:
+    """Split a model's parameters into a ``"decay"`` and a ``"no_decay"`` param group by name pattern.
+
+    A parameter gets decay if its name matches a pattern in ``decay`` and none in ``no_decay``
+    (``fnmatch`` patterns, e.g. ``"*lora_*"``). Groups carry a ``"name"`` key that
+    :class:`WeightDecayScheduler` accepts in ``groups=``.
+    """
+    dec, nodec = [], []
+    for name, p in model.named_parameters():
+        if trainable_only and not p.requires_grad:
+            continue
+        wants = any(fnmatch.fnmatch(name, pat) for pat in decay)
+        excluded = any(fnmatch.fnmatch(name, pat) for pat in no_decay)
+        (dec if wants and not excluded else nodec).append(p)
+    groups = []
+    if dec:
+        groups.append({"params": dec, "weight_decay": weight_decay, "name": "decay"})
+    if nodec:
+        groups.append({"params": nodec, "weight_decay": 0.0, "name": "no_decay"})
+    return groups
+
+
+class WeightDecayScheduler:
+    """Set ``weight_decay`` of param groups from a schedule each step; track ``a_t``.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer`` whose groups have a ``weight_decay`` entry.
+        schedule: one schedule for all selected groups, or one per selected group. A schedule is a
+            :class:`~mirrorflow.schedules.Schedule` or any ``step -> float`` callable.
+        groups: which param groups to drive: indices or group ``"name"`` values; default all groups
+            whose initial ``weight_decay`` is non-zero, or all groups if none is.
+        scale_by_initial: if True, λ_t = (group's initial weight_decay) × schedule(t) (like ``LambdaLR``);
+            otherwise λ_t = schedule(t).
+        last_epoch: as in ``lr_scheduler``: -1 starts fresh.
+
+    >>> import torch
+    >>> from mirrorflow.schedules import turn_off
+    >>> w = torch.nn.Parameter(torch.ones(3))
+    >>> opt = torch.optim.SGD([w], lr=0.1, weight_decay=0.5)
+    >>> sched = WeightDecayScheduler(opt, turn_off(0.5, at=2))
+    >>> for _ in range(3):
+    ...     opt.step(); sched.step()
+    >>> round(sched.a, 6), sched.get_last_wd()
+    (-0.1, [0.0])
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: ScheduleLike | Sequence[ScheduleLike],
+        groups: Iterable[int | str] | None = None,
+        scale_by_initial: bool = False,
+        last_epoch: int = -1,
+    ):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        pg = optimizer.param_groups
+        for i, g in enumerate(pg):
+            if "weight_decay" not in g:
+                raise ValueError(f"param group {i} of {type(optimizer).__name__} has no 'weight_decay'")
+        self.group_indices = self._select(groups)
+        if callable(schedule) and not isinstance(schedule, (list, tuple)):
+            self.schedules = [schedule] * len(self.group_indices)
+        else:
+            self.schedules = list(schedule)
+            if len(self.schedules) != len(self.group_indices):
+                raise ValueError(
+                    f"schedule: got {len(self.schedules)} schedules for {len(self.group_indices)} param groups"
+                )
+        for i in self.group_indices:
+            pg[i].setdefault("initial_weight_decay", pg[i]["weight_decay"])
+        self.scale_by_initial = scale_by_initial
+        self.last_epoch = last_epoch
+        self.a = 0.0  # a_t = -Σ η_s λ_s over the first selected group (see a_per_group)
+        self.a_per_group = [0.0] * len(self.group_indices)
+        self.log_shrink_per_group = [0.0] * len(self.group_indices)
+        self.optimizer_steps = 0
+        self._last_wd: list[float] = []
+        self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step)
+        self.step()
+
+    # -- selection -------------------------------------------------------------------------------
+    def _select(self, groups: Iterable[int | str] | None) -> list[int]:
+        pg = self.optimizer.param_groups
+        if groups is None:
+            nonzero = [i for i, g in enumerate(pg) if g["weight_decay"] != 0]
+            return nonzero or list(range(len(pg)))
+        out = []
+        for sel in groups:
+            if isinstance(sel, str):
+                hits = [i for i, g in enumerate(pg) if g.get("name") == sel]
+                if not hits:
+                    names = [g.get("name") for g in pg]
+                    raise ValueError(f"groups: no param group named {sel!r} (names: {names})")
+                out.extend(hits)
+            else:
+                if not 0 <= int(sel) < len(pg):
+                    raise ValueError(f"groups: index {sel} out of range for {len(pg)} param groups")
+                out.append(int(sel))
+        return sorted(set(out))
+
+    # -- the lr_scheduler contract ---------------------------------------------------------------
+    def _value(self, k: int, step: int) -> float:
+        v = float(self.schedules[k](step))
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"schedule returned an invalid weight decay {v!r} at step {step}")
+        if self.scale_by_initial:
+            v *= self.optimizer.param_groups[self.group_indices[k]]["initial_weight_decay"]
+        return v
+
+    def get_wd(self) -> list[float]:
+        return [self._value(k, self.last_epoch) for k in range(len(self.group_indices))]
+
+    def step(self) -> None:
+        """Advance one step and set λ_{t} in the selected groups."""
+        self.last_epoch += 1
+        values = self.get_wd()
+        for i, v in zip(self.group_indices, values):
+            self.optimizer.param_groups[i]["weight_decay"] = v
+        self._last_wd = values
+
+    def get_last_wd(self) -> list[float]:
+        """λ currently set in each selected group (like ``get_last_lr``)."""
+        return list(self._last_wd)
+
+    def _before_optimizer_step(self, optimizer, args, kwargs) -> None:
+        pg = optimizer.param_groups
+        for k, i in enumerate(self.group_indices):
+            lr = float(pg[i]["lr"])
+            lam = float(pg[i]["weight_decay"])
+            self.a_per_group[k] -= lr * lam
+            if is_decoupled(optimizer, pg[i]):
+                self.log_shrink_per_group[k] += math.log(max(1.0 - lr * lam, 1e-300))
+            else:
+                self.log_shrink_per_group[k] -= lr * lam
+        self.a = self.a_per_group[0] if self.a_per_group else 0.0
+        self.optimizer_steps += 1
+
+    @property
+    def log_shrink(self) -> float:
+        """Σ log(1 − η_s λ_s) for decoupled groups (exact shrink of w from decay alone), −Σηλ for coupled."""
+        return self.log_shrink_per_group[0] if self.log_shrink_per_group else 0.0
+
+    def state_dict(self) -> dict:
+        """Everything but the optimizer and the schedule objects (as ``lr_scheduler`` does)."""
+        return {
+            "last_epoch": self.last_epoch,
+            "a_per_group": list(self.a_per_group),
+            "log_shrink_per_group": list(self.log_shrink_per_group),
+            "optimizer_steps": self.optimizer_steps,
+            "group_indices": list(self.group_indices),
+            "scale_by_initial": self.scale_by_initial,
+            "_last_wd": list(self._last_wd),
+            "schedule_state": [s.state_dict() if hasattr(s, "state_dict") else None for s in self.schedules],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["group_indices"]) != self.group_indices:
+            raise ValueError(
+                f"state_dict drives param groups {state['group_indices']}, this scheduler drives {self.group_indices}"
+            )
+        self.last_epoch = int(state["last_epoch"])
+        self.a_per_group = list(state["a_per_group"])
+        self.log_shrink_per_group = list(state["log_shrink_per_group"])
+        self.a = self.a_per_group[0] if self.a_per_group else 0.0
+        self.optimizer_steps = int(state["optimizer_steps"])
+        self.scale_by_initial = bool(state["scale_by_initial"])
+        for s, st in zip(self.schedules, state.get("schedule_state", [])):
+            if st is not None and hasattr(s, "load_state_dict"):
+                s.load_state_dict(st)
+        self._last_wd = list(state["_last_wd"])
+        for i, v in zip(self.group_indices, self._last_wd):
+            self.optimizer.param_groups[i]["weight_decay"] = v
+
+    def close(self) -> None:
+        """Remove the optimizer hook (the scheduler stops tracking ``a_t``)."""
+        self._hook.remove()
+
+    def __repr__(self) -> str:
+        return f"WeightDecayScheduler(step={self.last_epoch}, wd={self._last_wd}, a={self.a:.6g})"
+
