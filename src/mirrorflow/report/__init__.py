@@ -1,0 +1,1 @@
+"""Tables (markdown/CSV) and figures (matplotlib, Agg backend)."""

@@ -1,0 +1,45 @@
+"""Figures with matplotlib's Agg backend (no display needed)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def line_plot(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    ylabel: str,
+    log: bool = False,
+    xlabel: str = "step",
+    title: str | None = None,
+    hline: float | None = None,
+    vline: float | None = None,
+    size: tuple[float, float] = (6.4, 4.2),
+):
+    """One line per series ``{label: (x, y)}``; NaNs (diverged runs) are simply not drawn."""
+    fig, ax = plt.subplots(figsize=size)
+    for label, (x, y) in series.items():
+        y = np.asarray(y, dtype=float)
+        if log:
+            y = np.where(y > 0, y, np.nan)
+        ax.plot(np.asarray(x), y, label=label, lw=1.4)
+    if log:
+        ax.set_yscale("log")
+    if hline is not None:
+        ax.axhline(hline, color="k", ls=":", lw=1)
+    if vline is not None:
+        ax.axvline(vline, color="grey", ls="--", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel.replace("_", " "))
+    if title:
+        ax.set_title(title)
+    if len(series) > 1:
+        ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
