@@ -190,16 +190,19 @@ class MatrixSensing:
     def metrics(self, state) -> dict[str, torch.Tensor]:
         W = self.W(state["X"])
         W = 0.5 * (W + W.transpose(1, 2))
+        bad = ~torch.isfinite(W).all(dim=2).all(dim=1)  # overflowed (about to diverge): report NaN
+        W = torch.where(bad.view(-1, 1, 1), torch.zeros_like(W), W)
         r = self.residual(W)
         eigs = torch.linalg.eigvalsh(W)
-        diff = W - self.data.W_star
-        return {
+        out = {
             "train_loss": 0.5 * (r * r).mean(1),
-            "rec_error": torch.linalg.matrix_norm(diff),
+            "rec_error": torch.linalg.matrix_norm(W - self.data.W_star),
             "nuclear_norm": eigs.abs().sum(-1),
             "effective_rank": effective_rank(eigs),
-            "hit_step": state["hit"].to(W.dtype),
         }
+        out = {k: v.masked_fill(bad, float("nan")) for k, v in out.items()}
+        out["hit_step"] = state["hit"].to(W.dtype)
+        return out
 
 
 # --------------------------------------------------------------------------------------- running
