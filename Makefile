@@ -21,6 +21,7 @@ demo: venv
 	$(BIN)/mirrorflow reproduce matrix-sensing --out runs/demo
 
 test: venv
+	bash scripts/install-chromium.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: venv
