@@ -1,4 +1,38 @@
-"""Tools for any PyTorch training loop: weight-decay scheduling (and, later, spectral monitoring)."""
-from .scheduler import WeightDecayScheduler, decay_param_groups, is_decoupled
+"""Tools for any PyTorch training loop: weight-decay scheduling, spectral monitoring of factorized
+products (attention W_Q W_Kᵀ, LoRA B A), automatic turn-off, LoRA decay checks, and a Hugging Face
+``Trainer`` callback.
 
-__all__ = ["WeightDecayScheduler", "decay_param_groups", "is_decoupled"]
+``WeightDecayCallback`` lives in :mod:`mirrorflow.training.hf` and is loaded on first access, so
+importing this package does not import ``transformers``.
+"""
+from .auto_off import AutoTurnOff
+from .factors import FactorPair, find_factor_pairs
+from .lora_check import LoRADecayWarning, check_lora_decay, format_lora_decay_report, lora_decay_report
+from .monitor import SpectralMonitor
+from .scheduler import WeightDecayScheduler, decay_param_groups, is_decoupled
+from .spectral import product_singular_values, spectral_metrics
+
+__all__ = [
+    "WeightDecayScheduler",
+    "decay_param_groups",
+    "is_decoupled",
+    "product_singular_values",
+    "spectral_metrics",
+    "FactorPair",
+    "find_factor_pairs",
+    "SpectralMonitor",
+    "AutoTurnOff",
+    "LoRADecayWarning",
+    "check_lora_decay",
+    "lora_decay_report",
+    "format_lora_decay_report",
+    "WeightDecayCallback",
+]
+
+
+def __getattr__(name: str):
+    if name == "WeightDecayCallback":
+        from .hf import WeightDecayCallback
+
+        return WeightDecayCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

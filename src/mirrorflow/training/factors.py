@@ -289,7 +289,7 @@ def _unpaired(model: nn.Module) -> list[str]:
             if ha != hb:
                 out.append(f"{_short(name) or '<root>'}: has {a if ha else b} but no {b if ha else a}")
         if isinstance(mod, nn.MultiheadAttention):
-            out.append(f"{_short(name)}: torch nn.MultiheadAttention (fused in_proj_weight; pass extra=)")
+            out.append(f"{_short(name) or '<root>'}: torch nn.MultiheadAttention (fused in_proj_weight; pass extra=)")
     return out
 
 

@@ -53,7 +53,7 @@ def product_singular_values(
 
     >>> L = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
     >>> R = torch.tensor([[3.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
-    >>> product_singular_values(L, R).tolist()
+    >>> [round(v, 12) for v in product_singular_values(L, R).tolist()]
     [3.0, 2.0]
     """
     if left.dim() < 2 or right.dim() < 2:
