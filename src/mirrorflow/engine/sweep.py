@@ -1,0 +1,386 @@
+"""Sweeps: run every point of a grid into one run store, resumably, locally or on Ray.
+
+The run store of a sweep is a directory ``DIR`` with one run directory per grid point, ``DIR/<run id>``
+(:mod:`mirrorflow.engine.store`), plus ``DIR/sweep.yaml`` (the experiment, the axes and the run ids, read
+by ``mirrorflow report``). A run is finished when its ``summary.json`` exists; it is written last and
+atomically, so a sweep killed at any moment (SIGKILL included) leaves finished runs intact and unfinished
+ones without a summary. Re-running the same command skips the finished runs, deletes what unfinished
+ones left behind, and runs only those.
+
+Work is cut into *units*:
+
+* experiments with the batched trio (``Config.data_key()``, ``run_many``, ``write_run``): configurations
+  with equal ``data_key()`` go to the batched engine as one tensor program (one unit, at most
+  ``batch_size`` configurations; a group is split further so that every worker gets work);
+* other experiments: one ``mod.run(cfg, out)`` per unit.
+
+The local backend runs units on a process pool sized to the cores (``workers``; one torch thread each
+unless ``threads`` says otherwise), or in this process when one worker suffices; the Ray backend
+(:mod:`mirrorflow.engine.ray_backend`) makes each unit a Ray task. Both call :func:`execute_unit`, so a
+run gives the same numbers on either backend. A unit that raises leaves ``error.txt`` in its run
+directories (no summary: a re-run retries them) and the sweep goes on.
+
+Only one sweep may write a store at a time: ``DIR/.sweep.lock`` is held with ``flock`` (released by the
+kernel if the process dies).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..errors import ConfigError, MirrorflowError
+from .grid import Grid, GridPoint
+
+MANIFEST = "sweep.yaml"
+LOCK = ".sweep.lock"
+ERROR_FILE = "error.txt"
+BACKENDS = ("local", "ray")
+DEFAULT_BATCH = 128
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work for a worker: configs (as plain dicts) and their run ids."""
+
+    experiment: str
+    configs: tuple[dict, ...]
+    run_ids: tuple[str, ...]
+    batched: bool
+    threads: int = 1
+
+    def __len__(self) -> int:
+        return len(self.run_ids)
+
+
+@dataclass
+class Outcome:
+    """What happened to one run of a unit."""
+
+    run_id: str
+    ok: bool
+    error: str | None = None
+    compute_s: float = 0.0  # this run's share of the unit's time inside the experiment's own code
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    total: int
+    skipped: int  # finished before this sweep started
+    completed: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    compute_s: float = 0.0  # Σ time spent inside run_many/write_run/run (all workers together)
+
+    @property
+    def missing(self) -> int:
+        return self.total - self.skipped - self.completed
+
+    def line(self) -> str:
+        return (f"{self.total} runs: {self.skipped} finished before, {self.completed} run now, "
+                f"{len(self.failed)} failed ({self.seconds:.1f} s)")
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def has_batched_trio(mod: Any) -> bool:
+    """True when an experiment module supports batched sweeps (``data_key``, ``run_many``, ``write_run``)."""
+    return all(callable(getattr(mod, f, None)) for f in ("run_many", "write_run")) and callable(
+        getattr(mod.Config, "data_key", None)
+    )
+
+
+# ----------------------------------------------------------------------------------- planning
+def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoint], int]:
+    """Points whose run directory has no ``summary.json``; their leftovers are removed. → (todo, skipped)."""
+    from .store import RunDir
+
+    todo: list[GridPoint] = []
+    for p in points:
+        rd = RunDir(out / p.run_id)
+        if rd.done:
+            continue
+        if rd.path.exists():
+            shutil.rmtree(rd.path)  # half-written run of a killed sweep: start it afresh
+        todo.append(p)
+    return todo, len(points) - len(todo)
+
+
+def make_units(experiment: str, mod: Any, points: Sequence[GridPoint], workers: int,
+               batch_size: int = DEFAULT_BATCH, threads: int = 1) -> list[Unit]:
+    """Cut pending points into units: data-sharing batches for batched experiments, single runs otherwise.
+
+    Batches hold configurations with equal ``data_key()`` (in grid order), at most ``batch_size`` and at
+    most ``ceil(len(points) / workers)`` of them, so that ``workers`` processes all get work.
+    """
+    from ..config import config_dict
+
+    if not points:
+        return []
+    if not has_batched_trio(mod):
+        return [Unit(experiment, (config_dict(p.config),), (p.run_id,), False, threads) for p in points]
+    groups: dict[Any, list[GridPoint]] = {}
+    for p in points:
+        key = p.config.data_key()
+        groups.setdefault(repr(key), []).append(p)
+    cap = max(1, min(batch_size, math.ceil(len(points) / max(1, workers))))
+    units = []
+    for members in groups.values():
+        for i in range(0, len(members), cap):
+            chunk = members[i:i + cap]
+            units.append(Unit(experiment, tuple(config_dict(p.config) for p in chunk),
+                              tuple(p.run_id for p in chunk), True, threads))
+    return units
+
+
+# ---------------------------------------------------------------------------------- execution
+def execute_unit(unit: Unit, out: Path | str) -> list[Outcome]:
+    """Run one unit into ``out/<run id>`` (batched: ``run_many`` then ``write_run`` per config).
+
+    Exceptions do not escape: the runs of a failing unit get ``error.txt`` and a failed outcome.
+    """
+    import torch
+
+    from ..config import build
+    from ..experiments import load
+
+    out = Path(out)
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, unit.threads))
+    outcomes: list[Outcome] = []
+    try:
+        mod = load(unit.experiment)
+        cfgs = [build(mod.Config, d) for d in unit.configs]
+        if unit.batched:
+            t0 = time.perf_counter()
+            results = mod.run_many(cfgs)
+            share = (time.perf_counter() - t0) / len(cfgs)
+            for cfg, res, rid in zip(cfgs, results, unit.run_ids):
+                t1 = time.perf_counter()
+                mod.write_run(cfg, res, out / rid, share)
+                outcomes.append(Outcome(rid, True, None, share + time.perf_counter() - t1))
+        else:
+            for cfg, rid in zip(cfgs, unit.run_ids):
+                t0 = time.perf_counter()
+                try:
+                    mod.run(cfg, out / rid)
+                    outcomes.append(Outcome(rid, True, None, time.perf_counter() - t0))
+                except Exception as e:  # one failing run does not stop the others
+                    outcomes.append(_fail(out, rid, e, time.perf_counter() - t0))
+    except Exception as e:
+        done = {o.run_id for o in outcomes}
+        outcomes += [_fail(out, rid, e) for rid in unit.run_ids if rid not in done]
+    finally:
+        torch.set_num_threads(before)
+    return outcomes
+
+
+def _fail(out: Path, rid: str, exc: BaseException, seconds: float = 0.0) -> Outcome:
+    from .store import atomic_write
+
+    line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    try:
+        atomic_write(out / rid / ERROR_FILE, "".join(traceback.format_exception(exc)))
+    except OSError:
+        pass
+    return Outcome(rid, False, line, seconds)
+
+
+def _worker_init() -> None:
+    """Pool worker: die with the parent (Linux ``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphans."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() == 1:  # parent already gone
+            os._exit(1)
+    except Exception:  # pragma: no cover - not Linux
+        pass
+
+
+def _pool_context():
+    """``fork`` (workers inherit torch and the experiment instead of re-importing them) while this process
+    has a single thread; ``forkserver``/``spawn`` otherwise (forking a threaded process can deadlock)."""
+    import multiprocessing as mp
+    import threading
+
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return mp.get_context("fork")
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def run_local(units: Sequence[Unit], out: Path, workers: int, on_done: Callable[[list[Outcome]], None],
+              on_start: Callable[[], None] | None = None) -> None:
+    """Run units in this process (``workers == 1`` or one unit) or on a process pool of ``workers``.
+
+    ``on_start()`` is called once the pool's processes exist (so e.g. a progress bar's thread starts after
+    the fork)."""
+    if workers <= 1 or len(units) <= 1:
+        if on_start is not None:
+            on_start()
+        for u in units:
+            on_done(execute_unit(u, out))
+        return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(units)), mp_context=_pool_context(),
+                               initializer=_worker_init)
+    try:
+        futures = {pool.submit(execute_unit, u, out): u for u in units}  # with fork: all workers start here
+        if on_start is not None:
+            on_start()
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                try:
+                    outcomes = f.result()
+                except Exception as e:  # the worker process died (e.g. out of memory)
+                    outcomes = [_fail(out, rid, e) for rid in futures[f].run_ids]
+                on_done(outcomes)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------------------------- manifest
+def write_manifest(out: Path, grid: Grid, points: Sequence[GridPoint]) -> None:
+    """``DIR/sweep.yaml``: experiment, axes and run ids; merged with an earlier sweep into the same DIR."""
+    import yaml
+
+    from .store import write_yaml
+
+    path = out / MANIFEST
+    runs: dict[str, dict] = {}
+    axes: list[str] = []
+    if path.is_file():
+        old = yaml.safe_load(path.read_text()) or {}
+        if old.get("experiment") not in (None, grid.experiment):
+            raise ConfigError(f"{out} holds a sweep of experiment {old['experiment']!r}, not {grid.experiment!r}")
+        axes = list(old.get("axes") or [])
+        runs = {r["id"]: r.get("params", {}) for r in old.get("runs") or []}
+    for a in grid.axes:
+        if a not in axes:
+            axes.append(a)
+    for p in points:
+        runs[p.run_id] = p.params
+    write_yaml(path, {
+        "experiment": grid.experiment,
+        "axes": axes,
+        "runs": [{"id": k, "params": v} for k, v in runs.items()],
+    })
+
+
+class StoreLock:
+    """``flock`` on ``DIR/.sweep.lock`` for the duration of a sweep."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> "StoreLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise MirrorflowError(f"another sweep is writing {self.path.parent} (lock {LOCK} is held)") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+# ---------------------------------------------------------------------------------- the sweep
+def sweep(
+    grid: Grid,
+    points: Sequence[GridPoint],
+    out: Path | str,
+    backend: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    threads: int | None = None,
+    progress: Callable[[int, int, int], Callable[[int], None] | None] | None = None,
+) -> SweepResult:
+    """Run the pending points of a resolved grid into ``out``.
+
+    ``progress(total, skipped, pending)`` may return a callable ``advance(k)`` called as runs finish.
+    ``workers`` defaults to the cores (local) or to the Ray cluster's CPUs (ray); ``threads`` (torch threads
+    per unit) defaults to 1: the parallelism is across processes, and the experiments' tensors are small
+    (more intra-op threads only add synchronization, and on a shared machine spin-waiting).
+    """
+    from ..experiments import load
+
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if address is not None and backend != "ray":
+        raise ConfigError("--address needs --backend ray")
+    out = Path(out)
+    mod = load(grid.experiment)
+    t0 = time.perf_counter()
+    with StoreLock(out):
+        write_manifest(out, grid, points)
+        todo, skipped = pending_points(points, out)
+        result = SweepResult(out, len(points), skipped)
+        advance: Callable[[int], None] | None = None
+
+        def on_start() -> None:
+            nonlocal advance
+            if progress is not None:
+                advance = progress(len(points), skipped, len(todo))
+
+        def on_done(outcomes: Iterable[Outcome]) -> None:
+            n = 0
+            for o in outcomes:
+                n += 1
+                result.compute_s += o.compute_s
+                if o.ok:
+                    result.completed += 1
+                else:
+                    result.failed[o.run_id] = o.error or "failed"
+            if advance is not None and n:
+                advance(n)
+
+        if todo:
+            if backend == "local":
+                w = workers or cores()
+                units = make_units(grid.experiment, mod, todo, w, batch_size, threads or 1)
+                run_local(units, out, w, on_done, on_start)
+            else:
+                from . import ray_backend
+
+                ray_backend.run_units(
+                    lambda w: make_units(grid.experiment, mod, todo, w, batch_size, threads or 1),
+                    out, address, workers, on_done, on_start,
+                )
+        else:
+            on_start()
+    result.seconds = time.perf_counter() - t0
+    return result
