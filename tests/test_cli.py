@@ -23,7 +23,7 @@ def test_run_writes_a_run_directory_and_skips_finished_work(tmp_path):
     args = ["run", "matrix-sensing", "n=8", "r=2", "steps=300", "schedule=turn_off", "wd=0.2", "off=0.1", "--out", out]
     p = mf(*args)
     assert p.returncode == 0, p.stderr
-    for name in ("config.yaml", "metrics.csv", "summary.json", "train_loss.png", "rec_error.png", "nuclear_norm.png"):
+    for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png"):
         assert (out / name).is_file(), name
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["n"] == 8 and cfg["schedule"] == "turn_off" and cfg["off"] == 0.1

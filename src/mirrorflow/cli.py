@@ -61,6 +61,7 @@ def run(
     from .experiments import load
 
     mod = load(experiment)
+    experiment = experiment.replace("_", "-")
     cfg = C.build(mod.Config, C.parse_overrides(overrides or []))
     resolved = C.config_dict(cfg)
     out = out or Path("runs") / run_id({"experiment": experiment, **resolved}, prefix=experiment)

@@ -28,12 +28,25 @@ def run_id(config: Mapping[str, Any], prefix: str = "") -> str:
     return f"{prefix}-{digest}" if prefix else digest
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path | str, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers see old or new, never half."""
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers see old or new, never half.
+
+    The file gets the usual mode for new files (0666 minus the umask), not mkstemp's 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()

@@ -96,8 +96,9 @@ class Config:
             raise ConfigError(str(e).replace("at=", "off=", 1).replace("'at'", "'off'")) from None
 
     def data_key(self) -> tuple:
-        """Configurations with equal keys share the sensing data and run in one batch."""
-        return (self.n, self.r, self.measurements, self.seed, self.dtype, self.param, self.decay)
+        """Configurations with equal keys share the sensing data (and the logging grid) and run in one batch."""
+        return (self.n, self.r, self.measurements, self.seed, self.dtype, self.param, self.decay,
+                self.log_every, self.loss_threshold)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -210,18 +211,17 @@ def run_group(cfgs: Sequence[Config], progress: Callable[[int], None] | None = N
     """Run configurations that share data (equal :meth:`Config.data_key`) as one batch."""
     keys = {c.data_key() for c in cfgs}
     if len(keys) != 1:
-        raise ValueError("run_group needs configurations that share data (n, r, m, seed, dtype, param, decay)")
+        raise ValueError("run_group needs configurations with equal Config.data_key()")
     steps = {c.steps for c in cfgs}
     if len(steps) != 1:
         raise ValueError("run_group needs configurations with equal 'steps'")
     c0 = cfgs[0]
     dtype = DTYPES[c0.dtype]
     data = make_data(c0.n, c0.r, c0.measurements, c0.seed, dtype)
-    problem = MatrixSensing(data, [c.init_scale for c in cfgs], c0.param, c0.decay, min(c.loss_threshold for c in cfgs))
+    problem = MatrixSensing(data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold)
     lam = schedule_table([c.lam_schedule() for c in cfgs], c0.steps, dtype)
     lr = torch.tensor([c.lr for c in cfgs], dtype=dtype)
-    log_every = min(c.log_every for c in cfgs)
-    return run_batched(problem, lam, lr, log_every=log_every, progress=progress)
+    return run_batched(problem, lam, lr, log_every=c0.log_every, progress=progress)
 
 
 def run_many(cfgs: Sequence[Config], progress: Callable[[int], None] | None = None) -> list[dict]:
@@ -272,14 +272,13 @@ def metric_rows(res: Mapping, label: str | None = None) -> list[dict]:
 
 def write_run(cfg: Config, res: Mapping, out: Path | str, seconds: float = 0.0) -> dict:
     """Write one configuration's result (from :func:`run_many`) as a run directory; summary.json last."""
-    from ..report.figures import line_plot
+    from ..report.figures import panel_plot
 
     rd = RunDir(out)
     rd.write_config({"experiment": "matrix-sensing", **config_dict(cfg)})
     rd.write_metrics(metric_rows(res))
-    for metric, log in (("train_loss", True), ("rec_error", True), ("nuclear_norm", False)):
-        fig = line_plot({"run": (res["steps"], res["metrics"][metric])}, metric, log=log)
-        rd.save_figure(f"{metric}.png", fig)
+    panels = {m: {"run": (res["steps"], res["metrics"][m])} for m in ("train_loss", "rec_error", "nuclear_norm")}
+    rd.save_figure("curves.png", panel_plot(panels, log={"train_loss": True, "rec_error": True}))
     summary = {**summarize(cfg, res), "seconds": round(seconds, 3)}
     rd.finish(summary)
     return summary

@@ -43,3 +43,30 @@ def line_plot(
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def panel_plot(
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+    log: Mapping[str, bool] | None = None,
+    xlabel: str = "step",
+    panel_size: tuple[float, float] = (4.0, 3.2),
+):
+    """One figure, one panel per metric ``{metric: {label: (x, y)}}`` side by side (cheaper than one PNG each)."""
+    log = dict(log or {})
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels), panel_size[1]), squeeze=False)
+    for ax, (metric, series) in zip(axes[0], panels.items()):
+        for label, (x, y) in series.items():
+            y = np.asarray(y, dtype=float)
+            if log.get(metric):
+                y = np.where(y > 0, y, np.nan)
+            ax.plot(np.asarray(x), y, label=label, lw=1.4)
+        if log.get(metric):
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,141 @@
+"""The identity along training (Eq. 5 integrated): ∇R_{a_t}(x_t) = μ_t = −η Σ_{s<t} ∇f(x_s), up to O(η).
+
+Every reparameterization with a closed-form or numeric R_a is trained with the batched engine (weight decay for
+the first half, then off) at step sizes η and η/2 over the same time horizon; the error must be small and
+roughly halve (first order in η)."""
+import math
+
+import pytest
+import torch
+
+from mirrorflow import geometry as G
+from mirrorflow.engine.batched import run_batched, schedule_table
+from mirrorflow.engine.reparam_regression import ReparamRegression
+from mirrorflow.schedules import turn_off
+
+torch.set_num_threads(1)
+D = torch.float64
+
+
+def data(N=4, n=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    Z = torch.linalg.qr(torch.randn(n, N, generator=gen, dtype=D))[0].T * math.sqrt(N)
+    x_star = torch.zeros(n, dtype=D)
+    x_star[:2] = torch.tensor([0.5, -0.3], dtype=D)
+    return Z, Z @ x_star
+
+
+def identity_error(rep, w0, a_total, lr, time_horizon, Z, y, decay="auto"):
+    """max |∇R_{a_T}(x_T) − μ_T| after gradient descent for ``time_horizon`` (= steps·η)."""
+    steps = int(round(time_horizon / lr))
+    on = steps // 2
+    sched = turn_off(abs(a_total) / (lr * on), on)
+    prob = ReparamRegression(rep, Z, y, w0, decay=decay)
+    trace = run_batched(prob, schedule_table([sched], steps), lr=lr, log_every=steps)
+    assert trace.diverged_at[0] == -1
+    a = float(trace.final("a")[0])
+    assert a == pytest.approx(a_total, abs=1e-12)
+    x = prob.x_of(trace.final_state)[0]
+    mu = trace.final_state["mu"][0]
+    leg = rep.legendre(w0, a)
+    return float((rep.flat(leg.grad(rep.point(x))) - mu).abs().max()), float(mu.abs().max())
+
+
+def commuting_quadratic(n=3, d=5, seed=3, B_identity=True):
+    gen = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=D))[0]
+    A = torch.stack([Q @ torch.diag(torch.randn(d, generator=gen, dtype=D)) @ Q.T for _ in range(n)])
+    B = None if B_identity else Q @ torch.diag(torch.rand(d, generator=gen, dtype=D) + 0.5) @ Q.T
+    return G.Quadratic(A, B)
+
+
+CASES = {
+    # name: (reparam factory (n → rep), init kwargs, a, η, horizon, tolerance at η/2)
+    "mw general (Eq. 9)": (lambda n: G.get("mw", n), dict(scale=1.0, x0=0.2), -1.0, 0.02, 8.0, 5e-3),
+    "mw coupled (Eq. 10)": (lambda n: G.get("mw-coupled", n), dict(scale=0.8), -0.8, 0.02, 8.0, 1e-2),
+    "u^2 - v^2 (k = 1)": (lambda n: G.PowerDiff(n, k=1), dict(scale=0.8), -0.3, 0.01, 4.0, 5e-3),
+    "u^4 - v^4 (Eq. 11)": (lambda n: G.PowerDiff(n, k=2), dict(scale=0.9), -0.3, 0.01, 4.0, 5e-3),
+    "u^6 - v^6 (Eq. 11)": (lambda n: G.PowerDiff(n, k=3), dict(scale=0.9), -0.2, 0.01, 4.0, 5e-3),
+    "log u - log v (App. E)": (lambda n: G.get("log", n), dict(scale=1.0, x0=0.3), -0.15, 0.02, 8.0, 5e-3),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_identity_along_training_closed_forms(name):
+    make, init_kw, a, lr, horizon, tol = CASES[name]
+    Z, y = data()
+    rep = make(Z.shape[1])
+    kw = dict(init_kw)
+    if "x0" in kw:
+        kw["x0"] = kw["x0"] * torch.tensor([1.0, -1.0, 0.5, 0.0, -0.5, 1.0], dtype=D)
+    w0 = rep.init(**kw)
+    e1, mu_scale = identity_error(rep, w0, a, lr, horizon, Z, y)
+    e2, _ = identity_error(rep, w0, a, lr / 2, horizon, Z, y)
+    assert mu_scale > 0.05  # the dual variable really moved
+    assert e2 < tol, (e1, e2)
+    assert 0.3 < e2 / e1 < 0.7, (e1, e2)  # O(η): halves with η
+
+
+@pytest.mark.parametrize("B_identity", [True, False], ids=["B=I (exact decay)", "B PSD (gradient decay)"])
+def test_identity_along_training_quadratic(B_identity):
+    """Theorem 3.15: R_a = Q_a* by Newton, for commuting A_i (and B)."""
+    rep = commuting_quadratic(B_identity=B_identity)
+    gen = torch.Generator().manual_seed(7)
+    Z = torch.randn(2, rep.n, generator=gen, dtype=D)
+    y = torch.tensor([0.3, -0.2], dtype=D)
+    w0 = rep.init(scale=0.7)
+    e1, mu_scale = identity_error(rep, w0, -0.4, 0.01, 3.0, Z, y)
+    e2, _ = identity_error(rep, w0, -0.4, 0.005, 3.0, Z, y)
+    assert mu_scale > 0.05 and e2 < 5e-3
+    assert 0.3 < e2 / e1 < 0.7, (e1, e2)
+
+
+def test_identity_along_training_matrix_sensing():
+    """Eq. (17): ∇R_{a_t}(W_t) = M_t = −η Σ ∇f(W_s) for W = UUᵀ with commuting sensing matrices."""
+    n, m = 3, 2
+    gen = torch.Generator().manual_seed(1)
+    Q = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=D))[0]
+    d = torch.linalg.qr(torch.randn(n, m, generator=gen, dtype=D))[0].T * math.sqrt(m)
+    A = torch.stack([Q @ torch.diag(d[i]) @ Q.T for i in range(m)])
+    y = torch.einsum("mij,ij->m", A, Q @ torch.diag(torch.tensor([0.5, 0.3, 0.4], dtype=D)) @ Q.T)
+    rep = G.get("uut", n)
+    w0 = rep.init(scale=0.6)
+    Z = A.reshape(m, -1)
+    e1, mu_scale = identity_error(rep, w0, -0.5, 0.02, 6.0, Z, y)
+    e2, _ = identity_error(rep, w0, -0.5, 0.01, 6.0, Z, y)
+    assert mu_scale > 0.05 and e2 < 5e-3
+    assert 0.3 < e2 / e1 < 0.7, (e1, e2)
+
+
+def test_identity_along_training_generic_flow_path():
+    """A user's (g, h) given as plain callables: R_a from the commuting flows (Theorem B.1), here for
+    x = m⊙w written by hand; and depth 3 without weight decay (a = 0, where g alone commutes)."""
+    n = 3
+    Z, y = data(N=2, n=n, seed=4)
+
+    def g(w):
+        return w[..., :n] * w[..., n:]
+
+    def h(w):
+        return 0.5 * (w * w).sum(-1)
+
+    rep = G.Custom(g, h, n=n, d=2 * n, name="my m*w")
+    w0 = torch.tensor([1.0, 0.8, 1.2, 0.1, -0.2, 0.0], dtype=D)
+    e1, mu_scale = identity_error(rep, w0, -0.5, 0.02, 3.0, Z, y)
+    e2, _ = identity_error(rep, w0, -0.5, 0.01, 3.0, Z, y)
+    assert mu_scale > 0.05 and e2 < 5e-3
+    assert 0.3 < e2 / e1 < 0.7, (e1, e2)
+    deep = G.DeepProduct(n, 3)
+    w0 = deep.init(scale=0.9, x0=torch.tensor([0.2, -0.1, 0.0], dtype=D))
+    e1, _ = identity_error(deep, w0, 0.0, 0.02, 3.0, Z, y)
+    e2, _ = identity_error(deep, w0, 0.0, 0.01, 3.0, Z, y)
+    assert e2 < 5e-3 and 0.3 < e2 / e1 < 0.7, (e1, e2)
+
+
+def test_identity_is_exact_for_plain_gradient_descent_on_x():
+    """g = id, a = 0: R_0 = ½‖x − x_0‖² and x_t − x_0 = μ_t holds exactly for gradient descent."""
+    Z, y = data()
+    rep = G.get("linear", Z.shape[1])
+    w0 = rep.init(x0=0.1)
+    err, mu_scale = identity_error(rep, w0, 0.0, 0.05, 2.0, Z, y)
+    assert mu_scale > 0.05 and err < 1e-10
