@@ -23,6 +23,10 @@ from ..errors import ConfigError
 
 EXPERIMENTS: dict[str, str] = {
     "matrix-sensing": "mirrorflow.experiments.matrix_sensing",
+    "diagonal": "mirrorflow.experiments.diagonal",
+    "sparse-coding": "mirrorflow.experiments.sparse_coding",
+    "lora": "mirrorflow.experiments.lora",
+    "attention": "mirrorflow.experiments.attention",
 }
 
 

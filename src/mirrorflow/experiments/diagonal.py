@@ -33,10 +33,13 @@ All weight decays of one parameterization run as ONE batched tensor program (lea
 ``mirrorflow.engine.batched``): a step is two GEMMs ``(C,d)·(d,N)`` and ``(C,N)·(N,d)``.
 
 Values the paper does not give (MATH.md §4.2, all [NOT RECOVERED]) are chosen here and documented in
-``docs/diagonal-and-sparse-coding.md``: N = 40, d = 100, 5 non-zeros, s = 1, η = 0.05, 4000 + 16000 steps.
+``docs/diagonal-and-sparse-coding.md``: N = 40, d = 100, 5 non-zeros, s = 1, η = 0.05 (u^{2k} − v^{2k}:
+0.005), 4000 + 16000 steps, λ ∈ {0, 0.01, 0.03, 0.1, 0.3, 0.5, 1}. With s = 1 training without weight
+decay ends far from x* (the L2-like regime); with a small init it would already be sparse (MATH.md §7).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
@@ -54,6 +57,7 @@ from ..schedules import turn_off
 MODELS = ("linear", "mw", "mwv", "power")
 POWER_PENALTIES = ("l2", "matched")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+DEFAULT_LR = {"linear": 0.05, "mw": 0.05, "mwv": 0.05, "power": 0.005}  # power: curvature ∝ (2k u^{2k-1})²
 MODEL_TITLES = {
     "linear": "linear x, L2",
     "mw": "m⊙w",
@@ -72,8 +76,8 @@ class Config:
     sparsity: int = 5  # non-zeros of x*
     seed: int = 0
     init_scale: float = 1.0  # s
-    lr: float = 0.05  # η
-    weight_decays: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3)
+    lr: float = 0.0  # η; 0 = the model's default (DEFAULT_LR)
+    weight_decays: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.3, 0.5, 1.0)
     steps_on: int = 4000  # K steps with weight decay
     steps_off: int = 16000  # steps after turn-off
     k: int = 2  # power model: x = u^{2k} - v^{2k}
@@ -81,10 +85,17 @@ class Config:
     log_every: int = 50
     converged_loss: float = 1e-8  # a run counts as converged when its final train loss is below this
     dtype: str = "float64"
+    threads: int = 1  # torch intra-op threads while running (tiny tensors: more threads only add overhead)
 
     @property
     def steps(self) -> int:
         return self.steps_on + self.steps_off
+
+    @property
+    def step_size(self) -> float:
+        """η: ``lr`` if given, else 0.05 (linear, m⊙w, m⊙w⊙v) or 0.005 (u^{2k} − v^{2k}, whose curvature
+        grows like (2k u^{2k−1})²; at 0.05 it diverges from u_0 = 1)."""
+        return self.lr or DEFAULT_LR[self.model]
 
     def validate(self) -> None:
         require(self.model in MODELS, f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
@@ -92,7 +103,7 @@ class Config:
         require(self.dim > self.n_samples, f"dim must exceed n_samples (underdetermined), got dim={self.dim}, n_samples={self.n_samples}")
         require(0 < self.sparsity <= self.dim, f"sparsity must be in 1..dim={self.dim}, got {self.sparsity}")
         require(math.isfinite(self.init_scale) and self.init_scale > 0, f"init_scale must be positive, got {self.init_scale}")
-        require(math.isfinite(self.lr) and self.lr > 0, f"lr must be positive, got {self.lr}")
+        require(math.isfinite(self.lr) and self.lr >= 0, f"lr must be positive (or 0 for the model's default), got {self.lr}")
         require(len(self.weight_decays) > 0, "weight_decays must list at least one value")
         for v in self.weight_decays:
             require(math.isfinite(v) and v >= 0, f"weight_decays must be non-negative numbers, got {v}")
@@ -104,6 +115,7 @@ class Config:
         require(self.log_every > 0, f"log_every must be positive, got {self.log_every}")
         require(self.converged_loss > 0, f"converged_loss must be positive, got {self.converged_loss}")
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        require(self.threads >= 0, f"threads must be non-negative (0 = torch's default), got {self.threads}")
 
     def schedules(self):
         """λ_t = λ for t < steps_on, then 0 (one turn-off schedule per weight decay)."""
@@ -125,12 +137,15 @@ class RegressionData:
 
 def make_data(n_samples: int, dim: int, sparsity: int, seed: int, dtype: torch.dtype = torch.float64) -> RegressionData:
     """Z i.i.d. N(0,1); x* has ``sparsity`` non-zeros on the first coordinates, x*_i = ±(0.5 + |g_i|),
-    g_i ~ N(0,1) (bounded away from 0 so every true coordinate is visible); y = Z x*."""
+    g_i ~ N(0,1) (bounded away from 0 so every true coordinate is visible), sorted by decreasing
+    magnitude so that x_1, the coordinate the paper reports (App. D), is the largest; y = Z x*."""
     g = torch.Generator().manual_seed(seed)
     Z = torch.randn(n_samples, dim, generator=g, dtype=torch.float64)
     vals = torch.randn(sparsity, generator=g, dtype=torch.float64)
     x_star = torch.zeros(dim, dtype=torch.float64)
-    x_star[:sparsity] = torch.sign(vals) * (0.5 + vals.abs())
+    mags = 0.5 + vals.abs()
+    order = torch.argsort(mags, descending=True)
+    x_star[:sparsity] = (torch.sign(vals) * mags)[order]
     y = Z @ x_star
     return RegressionData(Z.to(dtype), y.to(dtype), x_star.to(dtype))
 
@@ -226,6 +241,23 @@ class DiagonalNetwork:
 
 
 # --------------------------------------------------------------------------------------- running
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads (0: leave torch's setting), restoring it afterwards.
+
+    The batched programs here are many small GEMMs; on a shared 2-core machine a second thread made the
+    diagonal sweep ~30× slower (thread hand-off), so the experiments default to one thread."""
+    if n <= 0:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def run_sweep(cfg: Config, progress: Callable[[int], None] | None = None,
               data: RegressionData | None = None) -> tuple[Trace, RegressionData]:
     """All weight decays of ``cfg`` as one batched run; returns the trace and the data."""
@@ -233,7 +265,8 @@ def run_sweep(cfg: Config, progress: Callable[[int], None] | None = None,
     data = data or make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, dtype)
     problem = DiagonalNetwork(data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty)
     lam = schedule_table(cfg.schedules(), cfg.steps, dtype)
-    trace = run_batched(problem, lam, cfg.lr, log_every=cfg.log_every, progress=progress)
+    with torch_threads(cfg.threads):
+        trace = run_batched(problem, lam, cfg.step_size, log_every=cfg.log_every, progress=progress)
     return trace, data
 
 
@@ -250,10 +283,12 @@ def summarize(cfg: Config, trace: Trace, data: RegressionData) -> list[dict]:
     for c, lam in enumerate(cfg.weight_decays):
         div = int(trace.diverged_at[c])
         final_loss = float(trace.final("train_loss")[c])
-        # converged: tiny loss and the distance no longer moves over the last 10% of the off phase
+        # converged: final train loss below cfg.converged_loss; also reported: how much the distance to x*
+        # still moved over the last 10% of the off phase (MATH.md §7: do not read an unconverged state as the limit)
         tail = trace.metrics["dist"][c]
         j0 = int(np.searchsorted(trace.steps, cfg.steps - max(1, cfg.steps_off // 10)))
-        moving = float(np.nanmax(tail[j0:]) - np.nanmin(tail[j0:])) if len(tail[j0:]) else float("nan")
+        window = tail[j0:]
+        moving = float(window.max() - window.min()) if len(window) and np.isfinite(window).all() else float("nan")
         out.append({
             "weight_decay": lam,
             "dist_on": float(_at_step(trace, "dist", K)[c]),
@@ -280,8 +315,9 @@ def final_x(cfg: Config, trace: Trace, data: RegressionData) -> torch.Tensor:
 def predicted_limits(cfg: Config, trace: Trace, data: RegressionData) -> list[dict] | None:
     """Theorem 3.11's limit argmin_{Zx=y} R_{a_∞}(x) for ``mw`` from ``mirrorflow.geometry.predict_limit``.
 
-    Returns per weight decay ``{"pred_dist": ‖x_pred − x*‖, "pred_gap": ‖x_pred − x_trained‖}``, or None
-    when the model is not ``mw`` or the geometry module is not available.
+    Returns per weight decay ``{"pred_dist": ‖x_pred − x*‖, "pred_gap": ‖x_pred − x_trained‖,
+    "pred_converged": bool}`` (the constrained solve's own convergence flag), or None when the model is
+    not ``mw`` or the geometry module is not available.
     """
     if cfg.model != "mw":
         return None
@@ -293,14 +329,16 @@ def predicted_limits(cfg: Config, trace: Trace, data: RegressionData) -> list[di
     out = []
     for c, sched in enumerate(cfg.schedules()):
         try:
-            x_pred = _call_predict_limit(predict_limit, cfg, sched, data)
+            res = _call_predict_limit(predict_limit, cfg, sched, data)
         except Exception as e:  # report, do not fail the experiment
-            out.append({"pred_dist": float("nan"), "pred_gap": float("nan"), "pred_error": str(e)[:200]})
+            out.append({"pred_dist": float("nan"), "pred_gap": float("nan"), "pred_converged": False,
+                        "pred_error": str(e)[:200]})
             continue
-        x_pred = torch.as_tensor(np.asarray(x_pred, dtype=np.float64))
+        x_pred = torch.as_tensor(np.asarray(res.x, dtype=np.float64))
         out.append({
             "pred_dist": float((x_pred - data.x_star.double().cpu()).norm()),
             "pred_gap": float((x_pred - xs[c].double().cpu()).norm()),
+            "pred_converged": bool(res.converged),
         })
     return out
 
@@ -311,22 +349,47 @@ def _call_predict_limit(predict_limit, cfg: Config, sched, data: RegressionData)
     init = {"m": np.full(d, cfg.init_scale), "w": np.zeros(d)}
     Z = data.Z.double().numpy()
     y = data.y.double().numpy()
-    # the accumulated regularization is a_∞ = −η Σλ; the schedule is in steps, scale it by η
-    return predict_limit("mw", init, sched.scaled(cfg.lr), Z, y)
+    # a_∞ = −η Σ_s λ_s: the schedule counts steps, lr=η converts it to the flow's time
+    return predict_limit("mw", init, sched, Z, y, lr=cfg.step_size, full=True)
 
 
 def metric_rows(cfg: Config, trace: Trace) -> list[dict]:
     return trace.rows([f"{cfg.model} wd={lam:g}" for lam in cfg.weight_decays])
 
 
-def _plot_sweep(cfg: Config, trace: Trace, data: RegressionData, metric: str, title: str):
+def trace_plot(trace: Trace, labels: Sequence[str], metric: str, ylabel: str, log: bool = False,
+               xlabel: str = "step", title: str | None = None, hline: float | None = None,
+               vline: float | None = None):
+    """One line per configuration of a batched trace. A diverged configuration is labelled with its step,
+    and the y-range is set by the finished ones (its last finite values can be orders of magnitude larger)."""
     from ..report.figures import line_plot
 
-    series = {f"λ={lam:g}": (trace.steps, trace.metrics[metric][c]) for c, lam in enumerate(cfg.weight_decays)}
+    div = trace.diverged_at
+    series = {}
+    for c, lab in enumerate(labels):
+        if div[c] >= 0:
+            lab = f"{lab} (diverged at {xlabel} {div[c]})"
+        series[lab] = (trace.steps, trace.metrics[metric][c])
+    fig = line_plot(series, ylabel, log=log, xlabel=xlabel, title=title, hline=hline, vline=vline)
+    ok = trace.metrics[metric][div < 0]
+    ok = ok[np.isfinite(ok) & ((ok > 0) if log else True)]
+    if (div >= 0).any() and ok.size:
+        lo, hi = float(ok.min()), float(ok.max())
+        ax = fig.axes[0]
+        if log:
+            ax.set_ylim(lo / 1.5, hi * 1.5)
+        else:
+            pad = 0.05 * (hi - lo or abs(hi) or 1.0)
+            ax.set_ylim(lo - pad, hi + pad)
+    return fig
+
+
+def _plot_sweep(cfg: Config, trace: Trace, data: RegressionData, metric: str, title: str):
+    labels = [f"λ={lam:g}" for lam in cfg.weight_decays]
     hline = data.ratio_star if metric == "l1_l2" else None
     ylabel = {"dist": "‖x − x*‖₂", "l1_l2": "‖x‖₁ / ‖x‖₂", "train_loss": "train loss", "x1": "x₁"}[metric]
-    return line_plot(series, ylabel, log=metric in ("dist", "train_loss"), title=title, hline=hline,
-                     vline=cfg.steps_on)
+    return trace_plot(trace, labels, metric, ylabel, log=metric in ("dist", "train_loss"), title=title,
+                      hline=hline, vline=cfg.steps_on)
 
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
@@ -368,25 +431,32 @@ def _fmt(v: float | None, spec: str = ".3g") -> str:
     return format(v, spec)
 
 
-def table_markdown(base: Config, rows: Sequence[tuple[str, Mapping]], ratio_star: float, x1_star: float) -> str:
+def table_markdown(base: Config, rows: Sequence[tuple[str, Mapping]], ratio_star: float, x1_star: float,
+                   models: Sequence[str] = REPRODUCE_MODELS) -> str:
+    etas = ", ".join(f"{m} {replace(base, model=m).step_size:g}" for m in models)
     head = (
         f"Diagonal linear networks, Figs. 8/9 (N={base.n_samples}, d={base.dim}, ‖x*‖₀={base.sparsity}, "
-        f"init scale {base.init_scale:g}, η={base.lr:g}, {base.steps_on} steps with weight decay + "
+        f"init scale {base.init_scale:g}, η: {etas}, {base.steps_on} steps with weight decay + "
         f"{base.steps_off} without; ‖x*‖₁/‖x*‖₂ = {ratio_star:.3f}, x*₁ = {x1_star:.3f})\n\n"
         "| model | λ | a_∞ | dist at turn-off | dist final | L1/L2 at turn-off | L1/L2 final | train loss | x₁ final "
-        "| converged | Thm 3.11 dist |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| converged | Thm 3.11: dist of x_pred | Thm 3.11: ‖x_pred − x_trained‖ |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for model, r in rows:
         if r["status"] == "diverged":
-            lines.append(f"| {model} | {r['weight_decay']:g} | diverged at step {r['diverged_at']} | – | – | – | – | – | – | no | – |")
+            lines.append(f"| {model} | {r['weight_decay']:g} | diverged at step {r['diverged_at']} | – | – | – | – | – | – | no | – | – |")
             continue
-        pred = _fmt(r.get("pred_dist"), ".3g")
+        if "pred_dist" not in r:
+            pred = gap = "–"
+        elif not r.get("pred_converged", False):
+            pred = gap = "solver n.c."
+        else:
+            pred, gap = _fmt(r["pred_dist"], ".3g"), _fmt(r["pred_gap"], ".2g")
         lines.append(
             f"| {model} | {r['weight_decay']:g} | {r['a_final']:.3g} | {r['dist_on']:.3g} | {r['dist_final']:.3g} "
             f"| {r['l1_l2_on']:.3f} | {r['l1_l2_final']:.3f} | {r['train_loss_final']:.1e} | {r['x1_final']:.3f} "
-            f"| {'yes' if r['converged'] else 'no'} | {pred} |"
+            f"| {'yes' if r['converged'] else 'no'} | {pred} | {gap} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -447,7 +517,7 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         rd.save_figure(f"train_loss_{m}.png", _plot_sweep(cfg, trace, data, "train_loss", f"train loss: {title}"))
     data0 = next(iter(results.values()))[2]
     rd.write_metrics(metric_all)
-    table = table_markdown(base, rows, data0.ratio_star, float(data0.x_star[0]))
+    table = table_markdown(base, rows, data0.ratio_star, float(data0.x_star[0]), models)
     rd.write_text("table.md", table)
     rd.finish({
         "experiment": "diagonal",

@@ -1,0 +1,255 @@
+"""Diagonal linear networks (App. D, Figs. 8/9): batching, theory checks, and the paper's claims at small size.
+
+Small setting used throughout: N = 20, d = 40, 3 non-zeros, init scale 1, η = 0.05, 1000 steps with
+weight decay then 4000 without (a few seconds for all tests together).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mirrorflow.config import build
+from mirrorflow.engine.batched import run_batched, schedule_table
+from mirrorflow.errors import ConfigError
+from mirrorflow.experiments import diagonal as D
+
+SMALL = dict(n_samples=20, dim=40, sparsity=3, steps_on=1000, steps_off=4000, log_every=50)
+
+
+def small(model: str, wds) -> D.Config:
+    return build(D.Config, {**SMALL, "model": model, "weight_decays": wds})
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+    """One batched weight-decay sweep per parameterization (shared by the claim tests)."""
+    out = {}
+    for model, wds in (("linear", (0.0, 0.1, 0.5, 2.0)), ("mw", (0.0, 0.03, 0.1, 0.3)), ("mwv", (0.0, 0.03, 0.1, 0.3))):
+        cfg = small(model, wds)
+        trace, data = D.run_sweep(cfg)
+        out[model] = (cfg, trace, data, D.summarize(cfg, trace, data))
+    return out
+
+
+def test_data_is_underdetermined_sparse_and_exactly_labelled():
+    data = D.make_data(20, 40, 3, seed=0)
+    assert data.Z.shape == (20, 40) and data.Z.dtype == torch.float64
+    nz = torch.nonzero(data.x_star).flatten().tolist()
+    assert nz == [0, 1, 2]
+    mags = data.x_star[:3].abs()
+    assert bool((mags[:-1] >= mags[1:]).all()) and float(mags.min()) >= 0.5  # x_1 is the largest
+    assert torch.allclose(data.Z @ data.x_star, data.y)
+    assert data.ratio_star == pytest.approx(float(mags.sum() / mags.norm()))
+    again = D.make_data(20, 40, 3, seed=0)
+    assert torch.equal(again.Z, data.Z)
+
+
+def test_all_parameterizations_start_at_zero_with_the_same_scale():
+    data = D.make_data(20, 40, 3, seed=0)
+    for model in D.MODELS:
+        p = D.DiagonalNetwork(data, model, n_configs=2, init_scale=0.7)
+        s = p.init_state()
+        assert torch.count_nonzero(p.x_of(s)) == 0
+        assert max(float(v.abs().max()) for v in s.values()) == (0.0 if model == "linear" else 0.7)
+
+
+def test_batched_sweep_equals_a_loop_over_single_configs():
+    cfg = replace(small("mw", (0.0, 0.05, 0.4)), steps_on=300, steps_off=300)
+    trace, data = D.run_sweep(cfg)
+    for c, lam in enumerate(cfg.weight_decays):
+        one, _ = D.run_sweep(replace(cfg, weight_decays=(lam,)), data=data)
+        for name in ("dist", "l1_l2", "train_loss", "x1", "a"):
+            np.testing.assert_allclose(trace.metrics[name][c], one.metrics[name][0], rtol=1e-12, atol=1e-14)
+
+
+def test_explicit_gradients_match_autograd():
+    data = D.make_data(6, 10, 2, seed=3)
+    for model in D.MODELS:
+        p = D.DiagonalNetwork(data, model, n_configs=1, init_scale=0.9, k=2)
+        g = torch.Generator().manual_seed(1)
+        state = {k: v + 0.3 * torch.randn(v.shape, generator=g, dtype=v.dtype) for k, v in p.init_state().items()}
+        lr = torch.tensor([1e-3], dtype=torch.float64)
+        new = p.step(state, torch.zeros(1, dtype=torch.float64), lr, 0)
+        params = {k: v.clone().requires_grad_(True) for k, v in state.items()}
+        x = p.x_of(params)
+        loss = 0.5 * ((x @ data.Z.T - data.y) ** 2).mean()
+        grads = torch.autograd.grad(loss, list(params.values()))
+        for (k, v), gk in zip(state.items(), grads):
+            torch.testing.assert_close(new[k], v - 1e-3 * gk, rtol=1e-12, atol=1e-14)
+
+
+def test_exact_decay_multiplies_parameters_by_exp_minus_eta_lambda():
+    data = D.make_data(6, 10, 2, seed=3)
+    p = D.DiagonalNetwork(data, "mwv", n_configs=2, init_scale=0.5)
+    s = p.init_state()
+    eta_lam = torch.tensor([[0.0], [3.0]], dtype=torch.float64)
+    out = p._decay(s, eta_lam)
+    torch.testing.assert_close(out["m"][1], s["m"][1] * np.exp(-3.0))
+    # matched penalty for u^{2k} (h = u^{2k}): exact flow u^{2-2k} += 4k(k-1)·ηλ
+    q = D.DiagonalNetwork(data, "power", n_configs=1, init_scale=0.8, k=3, power_penalty="matched")
+    u = q._decay({"u": torch.full((1, 10), 0.8, dtype=torch.float64)}, torch.tensor([[0.01]], dtype=torch.float64))["u"]
+    torch.testing.assert_close(u, torch.full_like(u, (0.8 ** -4 + 24 * 0.01) ** (-1 / 4)))
+
+
+def test_mw_conserved_quantity_tracks_accumulated_regularization():
+    """MATH.md §3.1: m² − w² = e^{2a_t}(m_0² − w_0²) along the flow; GD's error is O(η) (halves with η)."""
+    errors = []
+    for lr, steps in ((0.01, 300), (0.005, 600)):
+        cfg = replace(small("mw", (0.0, 0.1, 0.3)), steps_on=steps, steps_off=steps, lr=lr)
+        trace, data = D.run_sweep(cfg)
+        s = trace.final_state
+        a = torch.as_tensor(trace.final("a")).view(-1, 1)
+        assert trace.final("a") == pytest.approx([0.0, -0.3, -0.9])
+        lhs = s["m"] ** 2 - s["w"] ** 2
+        rhs = torch.exp(2 * a) * cfg.init_scale ** 2
+        errors.append(float(((lhs - rhs).abs() / rhs).max()))
+    assert errors[0] < 2e-2
+    assert errors[1] < 0.6 * errors[0]
+
+
+@pytest.mark.parametrize("model, name", [("linear", "linear"), ("mw", "mw"), ("mwv", "depth3")])
+def test_same_trajectory_as_the_generic_reparameterized_regression(model, name):
+    """Cross-check against ``engine.reparam_regression`` with ``geometry``'s g and pullback (same exact decay)."""
+    from mirrorflow import geometry
+    from mirrorflow.engine.reparam_regression import ReparamRegression
+
+    cfg = replace(small(model, (0.0, 0.2)), steps_on=150, steps_off=150)
+    trace, data = D.run_sweep(cfg)
+    ours = D.DiagonalNetwork(data, model, 2, cfg.init_scale)
+    w0 = torch.cat([v[0] for v in ours.init_state().values()])
+    rep = geometry.get(name, cfg.dim)
+    other = ReparamRegression(rep, data.Z, data.y, w0, n_configs=2)
+    with D.torch_threads(1):
+        tr2 = run_batched(other, schedule_table(cfg.schedules(), cfg.steps), cfg.step_size, log_every=cfg.steps)
+    torch.testing.assert_close(D.final_x(cfg, trace, data), other.x_of(tr2.final_state), rtol=1e-10, atol=1e-12)
+
+
+def test_theorem_3_11_prediction_matches_the_trained_mw_limit():
+    """Theorem 3.11 via ``geometry.predict_limit``: x_∞ = argmin_{Zx=y} R_{a_∞}(x); the gap between the
+    trained and the predicted limit is discretisation error, O(η) (it shrinks with η at equal a_∞)."""
+    gaps = []
+    for lr in (0.05, 0.02):  # same a_∞ = −1 and the same flow time after turn-off (160)
+        cfg = replace(small("mw", (0.0, 0.05)), steps_on=round(20 / lr), steps_off=round(160 / lr), lr=lr)
+        trace, data = D.run_sweep(cfg)
+        rows = D.summarize(cfg, trace, data)
+        preds = D.predicted_limits(cfg, trace, data)
+        assert preds is not None
+        for r, p in zip(rows, preds):
+            assert r["converged"] and p["pred_converged"]
+            assert p["pred_gap"] < 5e-3
+        assert trace.final("a") == pytest.approx([0.0, -1.0])
+        assert preds[0]["pred_dist"] > preds[1]["pred_dist"] + 0.2  # weight decay moved the limit towards x*
+        gaps.append(max(p["pred_gap"] for p in preds))
+    assert gaps[1] < 0.6 * gaps[0]
+
+
+def test_claim_a_linear_weight_decay_is_not_stored(sweeps):
+    """(a): after turn-off every λ ends at the same min-L2-norm interpolant; its L1/L2 ratio is above x*'s."""
+    cfg, trace, data, rows = sweeps["linear"]
+    final = np.array([r["dist_final"] for r in rows])
+    assert np.ptp(final) < 1e-8
+    assert final[0] > 0.5
+    assert all(r["train_loss_final"] < 1e-12 for r in rows)
+    assert all(r["l1_l2_final"] > data.ratio_star + 1.0 for r in rows)
+    # the minimum-norm solution: x = Z⁺y
+    x_mn = torch.linalg.pinv(data.Z) @ data.y
+    assert final[0] == pytest.approx(float((x_mn - data.x_star).norm()), rel=1e-8)
+
+
+def test_claim_b_mw_larger_weight_decay_gets_closer_after_turn_off(sweeps):
+    """(b): distance to x* after turn-off decreases with λ; the L1/L2 ratio approaches x*'s only after turn-off."""
+    cfg, trace, data, rows = sweeps["mw"]
+    final = [r["dist_final"] for r in rows]
+    assert all(f1 > f2 for f1, f2 in zip(final, final[1:]))
+    assert final[0] > 1.0 and final[-1] < 0.05
+    big = rows[-1]  # λ = 0.3: far from x* at turn-off, close after
+    assert big["dist_on"] > 0.5
+    assert abs(big["l1_l2_final"] - data.ratio_star) < 0.2 * abs(big["l1_l2_on"] - data.ratio_star)
+    assert rows[0]["l1_l2_final"] > data.ratio_star + 1.0  # no weight decay: L2-like, not sparse
+
+
+def test_claim_c_depth3_small_decay_like_mw_large_decay_range_shrinking(sweeps):
+    """(c): small λ ends near x*; large λ freezes the support: the ratio no longer changes after turn-off and
+    x_1 ends neither at 0 nor at x*_1 (App. D)."""
+    cfg, trace, data, rows = sweeps["mwv"]
+    assert rows[0]["dist_final"] > 1.0
+    assert rows[2]["dist_final"] < 1e-3  # λ = 0.1
+    shrunk = rows[3]  # λ = 0.3
+    assert shrunk["dist_final"] > 0.5 and shrunk["train_loss_final"] > 1e-2
+    assert abs(shrunk["l1_l2_final"] - shrunk["l1_l2_on"]) < 1e-3
+    x1, x1_star = shrunk["x1_final"], float(data.x_star[0])
+    assert abs(x1) > 0.1 and abs(x1 - x1_star) > 0.1
+    assert not shrunk["converged"]
+    # the support froze: a true coordinate stays at 0 although the fit is not exact
+    x = D.final_x(cfg, trace, data)[3]
+    support = set(torch.nonzero(x.abs() > 1e-6).flatten().tolist())
+    assert support < set(torch.nonzero(data.x_star).flatten().tolist())
+
+
+def test_a_diverging_config_is_recorded_and_the_others_continue():
+    cfg = replace(small("mw", (0.0, 0.1)), steps_on=200, steps_off=200)
+    data = D.make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed)
+    problem = D.DiagonalNetwork(data, "mw", 2, cfg.init_scale)
+    lam = schedule_table(cfg.schedules(), cfg.steps)
+    with D.torch_threads(1):
+        trace = run_batched(problem, lam, torch.tensor([0.05, 5.0], dtype=torch.float64), log_every=50)
+    rows = D.summarize(cfg, trace, data)
+    assert rows[1]["status"] == "diverged" and rows[1]["diverged_at"] is not None
+    assert np.isnan(rows[1]["dist_final"])
+    assert rows[0]["status"] == "finished" and np.isfinite(rows[0]["dist_final"])
+    alone, _ = D.run_sweep(replace(cfg, weight_decays=(0.0,)), data=data)
+    assert rows[0]["dist_final"] == pytest.approx(float(alone.final("dist")[0]), rel=1e-12)
+
+
+def test_power_model_runs_and_default_step_size_is_per_model():
+    cfg = build(D.Config, {**SMALL, "model": "power", "k": 2, "weight_decays": (0.0, 0.3), "steps_on": 300, "steps_off": 300})
+    assert cfg.step_size == 0.005 and small("mw", (0.0,)).step_size == 0.05
+    trace, data = D.run_sweep(cfg)
+    assert (trace.diverged_at < 0).all()
+    assert trace.final("train_loss")[0] < trace.metrics["train_loss"][0, 0]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"model": "deep"}, "model must be one of"),
+    ({"dim": 10, "n_samples": 20}, "dim must exceed n_samples"),
+    ({"weight_decays": "0.1,-1"}, "weight_decays must be non-negative"),
+    ({"steps_on": 0, "steps_off": 0}, "must be positive"),
+    ({"power_penalty": "l3"}, "power_penalty"),
+    ({"bogus": 1}, "unknown config key 'bogus'"),
+])
+def test_bad_config_values_name_the_key(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        build(D.Config, bad)
+
+
+def test_cli_run_and_reproduce_write_run_directories(tmp_path, capsys):
+    from mirrorflow.cli import main
+
+    out = tmp_path / "run"
+    main(["run", "diagonal", "model=mw", "n_samples=10", "dim=20", "sparsity=2", "steps_on=100", "steps_off=100",
+          "weight_decays=0,0.1", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"] == "mw" and len(summary["weight_decays"]) == 2
+    assert {"config.yaml", "metrics.csv", "dist.png", "l1_l2.png", "train_loss.png", "x1.png"} <= {p.name for p in out.iterdir()}
+    rep = tmp_path / "rep"
+    main(["reproduce", "diagonal", "n_samples=10", "dim=20", "sparsity=2", "steps_on=100", "steps_off=100",
+          "weight_decays=0,0.1", "--out", str(rep)])
+    printed = capsys.readouterr().out
+    assert "| mwv | 0.1 |" in printed and "| linear | 0 |" in printed
+    names = {p.name for p in rep.iterdir()}
+    assert {f"fig8{c}_dist.png" for c in "abc"} <= names and {f"fig9{c}_l1_l2.png" for c in "abc"} <= names
+    assert (rep / "table.md").read_text() in printed
+
+
+def test_cli_bad_override_is_one_line_error(tmp_path, capsys):
+    from mirrorflow.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce", "diagonal", "models=linear,cubic", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cubic" in err[0]
