@@ -219,3 +219,24 @@ class LegendreFunction:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(a={self.a:g})"
+
+
+class DualSolvedLegendre(LegendreFunction):
+    """R_a = Q_a^* evaluated through the dual point μ(x) solving ∇Q_a(μ) = x (Thm 3.15, Thm B.1).
+
+    Subclasses provide ``_solve(x) -> (μ, ok)``, ``_conjugate(μ)`` = Q_a(μ) and ``_dual_hess(μ)`` = ∇²Q_a(μ);
+    then R_a(x) = ⟨μ, x⟩ − Q_a(μ), ∇R_a(x) = μ(x), ∇²R_a(x) = (∇²Q_a(μ(x)))^{-1}.
+    """
+
+    def _in_domain(self, x):
+        return self._solve(x)[1]
+
+    def _grad(self, x):
+        return self._solve(x)[0]
+
+    def _value(self, x):
+        mu = self._solve(x)[0]
+        return (mu * x).sum(-1) - self._conjugate(mu)
+
+    def _hess(self, x):
+        return torch.linalg.inv(self._dual_hess(self._solve(x)[0]))

@@ -22,10 +22,10 @@ import torch
 
 from ._num import F64, as64
 from .checks import check_commuting, jacobian_rank, sample_points
-from .legendre import LegendreFunction, NonCommutingError
+from .legendre import DualSolvedLegendre, NonCommutingError
 
 
-class FlowLegendre(LegendreFunction):
+class FlowLegendre(DualSolvedLegendre):
     """R_a for user-supplied commuting (g, h), computed from the flows (slow but general)."""
 
     name = "R_a from commuting flows (Theorem B.1)"
@@ -150,16 +150,3 @@ class FlowLegendre(LegendreFunction):
         ok = done & finite
         self._memo = (x.clone(), mu, ok)
         return mu, ok
-
-    def _in_domain(self, x):
-        return self._solve(x)[1]
-
-    def _grad(self, x):
-        return self._solve(x)[0]
-
-    def _value(self, x):
-        mu = self._solve(x)[0]
-        return (mu * x).sum(-1) - self._conjugate(mu)
-
-    def _hess(self, x):
-        return torch.linalg.inv(self._dual_hess(self._solve(x)[0]))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ._num import F64, as64
-from .legendre import LegendreFunction, NonCommutingError
+from .legendre import DualSolvedLegendre, NonCommutingError
 
 
 def _rel(x: torch.Tensor, *refs: torch.Tensor) -> float:
@@ -64,7 +64,7 @@ def simultaneous_eigenbasis(mats: torch.Tensor, tol: float = 1e-8, seed: int = 0
     raise ValueError("could not diagonalize the matrices simultaneously (do they commute?)")
 
 
-class QuadraticLegendre(LegendreFunction):
+class QuadraticLegendre(DualSolvedLegendre):
     """R_a = Q_a* of Theorem 3.15 (numerical conjugate by Newton)."""
 
     name = "quadratic R_a = Q_a* (Theorem 3.15)"
@@ -143,16 +143,3 @@ class QuadraticLegendre(LegendreFunction):
         ok = done & finite & torch.isfinite(mu).all(-1)
         self._memo = (x.clone(), mu, ok)
         return mu, ok
-
-    def _in_domain(self, x):
-        return self._solve(x)[1]
-
-    def _grad(self, x):
-        return self._solve(x)[0]
-
-    def _value(self, x):
-        mu = self._solve(x)[0]
-        return (mu * x).sum(-1) - self._conjugate(mu)
-
-    def _hess(self, x):
-        return torch.linalg.inv(self._dual_hess(self._solve(x)[0]))
