@@ -15,6 +15,7 @@ The accumulated regularization of each configuration is tracked as ``a_t = -Σ_{
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -140,3 +141,20 @@ def run_batched(
         record(T)
     metrics = {k: np.stack(v, axis=1) for k, v in records.items()}
     return Trace(np.asarray(log_steps), metrics, diverged_at.numpy(), state)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block with ``n`` torch intra-op threads (0: leave torch's setting), restoring it afterwards.
+
+    The batched programs here are many small GEMMs; on a shared 2-core machine a second thread made the
+    diagonal sweep ~30× slower (thread hand-off), so the experiments default to one thread."""
+    if n <= 0:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

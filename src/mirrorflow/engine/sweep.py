@@ -151,39 +151,35 @@ def execute_unit(unit: Unit, out: Path | str) -> list[Outcome]:
 
     Exceptions do not escape: the runs of a failing unit get ``error.txt`` and a failed outcome.
     """
-    import torch
-
     from ..config import build
     from ..experiments import load
+    from .batched import torch_threads
 
     out = Path(out)
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, unit.threads))
     outcomes: list[Outcome] = []
-    try:
-        mod = load(unit.experiment)
-        cfgs = [build(mod.Config, d) for d in unit.configs]
-        if unit.batched:
-            t0 = time.perf_counter()
-            results = mod.run_many(cfgs)
-            share = (time.perf_counter() - t0) / len(cfgs)
-            for cfg, res, rid in zip(cfgs, results, unit.run_ids):
-                t1 = time.perf_counter()
-                mod.write_run(cfg, res, out / rid, share)
-                outcomes.append(Outcome(rid, True, None, share + time.perf_counter() - t1))
-        else:
-            for cfg, rid in zip(cfgs, unit.run_ids):
+    with torch_threads(max(1, unit.threads)):
+        try:
+            mod = load(unit.experiment)
+            cfgs = [build(mod.Config, d) for d in unit.configs]
+            if unit.batched:
                 t0 = time.perf_counter()
-                try:
-                    mod.run(cfg, out / rid)
-                    outcomes.append(Outcome(rid, True, None, time.perf_counter() - t0))
-                except Exception as e:  # one failing run does not stop the others
-                    outcomes.append(_fail(out, rid, e, time.perf_counter() - t0))
-    except Exception as e:
-        done = {o.run_id for o in outcomes}
-        outcomes += [_fail(out, rid, e) for rid in unit.run_ids if rid not in done]
-    finally:
-        torch.set_num_threads(before)
+                results = mod.run_many(cfgs)
+                share = (time.perf_counter() - t0) / len(cfgs)
+                for cfg, res, rid in zip(cfgs, results, unit.run_ids):
+                    t1 = time.perf_counter()
+                    mod.write_run(cfg, res, out / rid, share)
+                    outcomes.append(Outcome(rid, True, None, share + time.perf_counter() - t1))
+            else:
+                for cfg, rid in zip(cfgs, unit.run_ids):
+                    t0 = time.perf_counter()
+                    try:
+                        mod.run(cfg, out / rid)
+                        outcomes.append(Outcome(rid, True, None, time.perf_counter() - t0))
+                    except Exception as e:  # one failing run does not stop the others
+                        outcomes.append(_fail(out, rid, e, time.perf_counter() - t0))
+        except Exception as e:
+            done = {o.run_id for o in outcomes}
+            outcomes += [_fail(out, rid, e) for rid in unit.run_ids if rid not in done]
     return outcomes
 
 

@@ -39,7 +39,6 @@ decay ends far from x* (the L2-like regime); with a small init it would already 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, replace
@@ -50,8 +49,9 @@ import numpy as np
 import torch
 
 from ..config import build, config_dict, require
-from ..engine.batched import Trace, run_batched, schedule_table
+from ..engine.batched import Trace, run_batched, schedule_table, torch_threads
 from ..engine.store import RunDir
+from ..report.figures import trace_plot
 from ..schedules import turn_off
 
 MODELS = ("linear", "mw", "mwv", "power")
@@ -241,23 +241,6 @@ class DiagonalNetwork:
 
 
 # --------------------------------------------------------------------------------------- running
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` torch intra-op threads (0: leave torch's setting), restoring it afterwards.
-
-    The batched programs here are many small GEMMs; on a shared 2-core machine a second thread made the
-    diagonal sweep ~30× slower (thread hand-off), so the experiments default to one thread."""
-    if n <= 0:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def run_sweep(cfg: Config, progress: Callable[[int], None] | None = None,
               data: RegressionData | None = None) -> tuple[Trace, RegressionData]:
     """All weight decays of ``cfg`` as one batched run; returns the trace and the data."""
@@ -355,33 +338,6 @@ def _call_predict_limit(predict_limit, cfg: Config, sched, data: RegressionData)
 
 def metric_rows(cfg: Config, trace: Trace) -> list[dict]:
     return trace.rows([f"{cfg.model} wd={lam:g}" for lam in cfg.weight_decays])
-
-
-def trace_plot(trace: Trace, labels: Sequence[str], metric: str, ylabel: str, log: bool = False,
-               xlabel: str = "step", title: str | None = None, hline: float | None = None,
-               vline: float | None = None):
-    """One line per configuration of a batched trace. A diverged configuration is labelled with its step,
-    and the y-range is set by the finished ones (its last finite values can be orders of magnitude larger)."""
-    from ..report.figures import line_plot
-
-    div = trace.diverged_at
-    series = {}
-    for c, lab in enumerate(labels):
-        if div[c] >= 0:
-            lab = f"{lab} (diverged at {xlabel} {div[c]})"
-        series[lab] = (trace.steps, trace.metrics[metric][c])
-    fig = line_plot(series, ylabel, log=log, xlabel=xlabel, title=title, hline=hline, vline=vline)
-    ok = trace.metrics[metric][div < 0]
-    ok = ok[np.isfinite(ok) & ((ok > 0) if log else True)]
-    if (div >= 0).any() and ok.size:
-        lo, hi = float(ok.min()), float(ok.max())
-        ax = fig.axes[0]
-        if log:
-            ax.set_ylim(lo / 1.5, hi * 1.5)
-        else:
-            pad = 0.05 * (hi - lo or abs(hi) or 1.0)
-            ax.set_ylim(lo - pad, hi + pad)
-    return fig
 
 
 def _plot_sweep(cfg: Config, trace: Trace, data: RegressionData, metric: str, title: str):

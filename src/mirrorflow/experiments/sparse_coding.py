@@ -48,9 +48,9 @@ import numpy as np
 import torch
 
 from ..config import build, config_dict, require
-from ..engine.batched import Trace, run_batched
+from ..engine.batched import Trace, run_batched, torch_threads
 from ..engine.store import RunDir
-from .diagonal import torch_threads, trace_plot
+from ..report.figures import trace_plot
 
 PARAMS = ("power", "log")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}

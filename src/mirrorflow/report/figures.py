@@ -70,3 +70,28 @@ def panel_plot(
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def trace_plot(trace, labels: Sequence[str], metric: str, ylabel: str, log: bool = False,
+               xlabel: str = "step", title: str | None = None, hline: float | None = None,
+               vline: float | None = None):
+    """One line per configuration of a batched trace (``steps``, ``metrics[name]`` (C, L), ``diverged_at``). A diverged configuration is labelled with its step,
+    and the y-range is set by the finished ones (its last finite values can be orders of magnitude larger)."""
+    div = trace.diverged_at
+    series = {}
+    for c, lab in enumerate(labels):
+        if div[c] >= 0:
+            lab = f"{lab} (diverged at {xlabel} {div[c]})"
+        series[lab] = (trace.steps, trace.metrics[metric][c])
+    fig = line_plot(series, ylabel, log=log, xlabel=xlabel, title=title, hline=hline, vline=vline)
+    ok = trace.metrics[metric][div < 0]
+    ok = ok[np.isfinite(ok) & ((ok > 0) if log else True)]
+    if (div >= 0).any() and ok.size:
+        lo, hi = float(ok.min()), float(ok.max())
+        ax = fig.axes[0]
+        if log:
+            ax.set_ylim(lo / 1.5, hi * 1.5)
+        else:
+            pad = 0.05 * (hi - lo or abs(hi) or 1.0)
+            ax.set_ylim(lo - pad, hi + pad)
+    return fig
