@@ -22,6 +22,8 @@ def line_plot(
 ):
     """One line per series ``{label: (x, y)}``; NaNs (diverged runs) are simply not drawn."""
     fig, ax = plt.subplots(figsize=size)
+    if len(series) > 10:  # the default cycle repeats after 10 colours
+        ax.set_prop_cycle(color=plt.cm.tab20(np.linspace(0, 1, 20)))
     for label, (x, y) in series.items():
         y = np.asarray(y, dtype=float)
         if log:
