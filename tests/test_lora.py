@@ -1,0 +1,164 @@
+"""LoRA experiment: tiny GPT-2 on tiny_shakespeare (LM), pretrained MiniLM on the speaker task."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mirrorflow.cli import main
+from mirrorflow.config import build
+from mirrorflow.engine.store import read_csv
+from mirrorflow.errors import ConfigError, ModelError
+from mirrorflow.experiments import lora
+from mirrorflow.experiments._transformer_tasks import speaker_lines
+
+LM = {"task": "lm", "steps": "12", "off_at": "6", "eval_every": "3", "batch_size": "4", "block_size": "16",
+      "val_windows": "8", "lr": "0.1", "weight_decays": "0.5", "seeds": "0,1"}
+
+
+def test_speaker_lines_and_split_keep_speeches_on_one_side():
+    text = ("A:\nline one\nline two\n\nB:\nb one\n\nA:\nline three\n\nC:\nc one\nc two\nc three\n\n"
+            "B:\nb two\nb three\n")
+    d = speaker_lines(text, 2)
+    assert d.names == ["A", "B"]  # 3 lines each; C (3 lines) loses the alphabetical tie-break
+    assert d.lines == ["line one", "line two", "b one", "line three", "b two", "b three"]
+    assert d.labels == [0, 0, 1, 0, 1, 1]
+    assert d.speech == [0, 0, 1, 2, 4, 4]
+    with pytest.raises(ConfigError, match="speakers must be at least 2"):
+        speaker_lines(text, 1)
+
+
+def test_speaker_task_on_tiny_shakespeare():
+    from transformers import AutoTokenizer
+
+    from mirrorflow.data.datasets import load_tinyshakespeare
+    from mirrorflow.experiments._transformer_common import minilm_path
+    from mirrorflow.experiments._transformer_tasks import SpeakerTask
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    task = SpeakerTask(load_tinyshakespeare(), tok, k=4, max_length=24, val_size=0)
+    assert task.names == ["GLOUCESTER", "DUKE VINCENTIO", "KING RICHARD II", "LEONTES"]
+    assert task.n_train + task.n_val == 902 + 822 + 758 + 679
+    assert 0.1 < task.n_val / (task.n_train + task.n_val) < 0.3
+    # all four speakers on both sides, no line in both
+    assert set(task.train_y.tolist()) == set(task.val_y.tolist()) == {0, 1, 2, 3}
+    b = task.train_batch(task.train_y.new_tensor([0, 1, 2]))
+    assert b["input_ids"].shape[1] <= 24 and b["attention_mask"][:, 0].all()
+
+
+def _lm_cli(out, **extra):
+    return ["reproduce", "lora", *[f"{k}={v}" for k, v in {**LM, **extra}.items()], "--out", str(out)]
+
+
+def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
+    out = tmp_path / "lm"
+    main(_lm_cli(out))
+    table = capsys.readouterr().out
+    assert "LoRA (Table 5 analog): tiny-gpt2" in table and "| 0.5 |" in table and "| 0 (no WD) |" in table
+    for f in ("table5.md", "fig4_lora_rho.png", "lora_val_loss.png", "summary.json", "config.yaml"):
+        assert (out / f).is_file(), f
+    rows = read_csv(out / "groups" / "wd0.5-seed0" / "metrics.csv")
+    arms = {r["arm"] for r in rows}
+    assert arms == {"constant", "off@6", "auto"}
+    eta, lam = 0.1, 0.5
+    for r in rows:
+        step, wd, a = int(r["step"]), float(r["wd"]), float(r["a"])
+        if r["arm"] == "off@6" and step >= 6:
+            assert wd == 0.0 and a == pytest.approx(-eta * lam * 6)  # a_t frozen after the switch
+        elif r["arm"] == "constant":
+            assert wd == lam and a == pytest.approx(-eta * lam * step)
+    # ρ of B A: NaN at init (B = 0), then finite and in [1, sqrt(r)]
+    for r in rows:
+        rho = float(r["spectral/rho"])
+        if int(r["step"]) == 0:
+            assert math.isnan(rho)
+        else:
+            assert 1.0 <= rho <= math.sqrt(8) + 1e-9
+    # the λ = 0 baseline has no weight decay at all
+    base = read_csv(out / "groups" / "wd0-seed0" / "metrics.csv")
+    assert {r["arm"] for r in base} == {"constant"} and all(float(r["a"]) == 0.0 for r in base)
+    # same seed → same numbers: a second run into another directory, its groups in 2 worker processes
+    main(_lm_cli(tmp_path / "again", workers="2"))
+    assert capsys.readouterr().out.count("| 0.5 |") == 1
+    for g in ("wd0.5-seed0", "wd0.5-seed1", "wd0-seed0", "wd0-seed1"):
+        assert (tmp_path / "again" / "groups" / g / "metrics.csv").read_text() == \
+            (out / "groups" / g / "metrics.csv").read_text(), g
+    assert (out / "groups" / "wd0.5-seed1" / "metrics.csv").read_text() != \
+        (out / "groups" / "wd0.5-seed0" / "metrics.csv").read_text()
+
+
+def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
+    """Real pretrained MiniLM with peft LoRA on query/value: only lora_A/lora_B get weight decay, the head
+    trains without it, the base stays frozen, and ρ(B A) is measured on the 12 adapters."""
+    from mirrorflow.experiments._transformer_common import dist_env
+    from mirrorflow.experiments._transformer_train import Trainer
+    from mirrorflow.training.monitor import SpectralMonitor
+
+    cfg = build(lora.Config, {"steps": "3", "off_at": "1", "eval_every": "3", "batch_size": "4", "val_size": "8",
+                              "seeds": "0"})
+    task = lora.make_task(cfg)
+    model = lora.make_model(cfg, task, seed=0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(("lora_A" in n or "lora_B" in n or n.startswith("head.")) for n in trainable)
+    assert sum("lora_A" in n for n in trainable) == 12  # 6 layers × (query, value)
+    mon = SpectralMonitor(model, every=1, include="lora")
+    tr = Trainer(model, task, cfg.train_spec(0), 0.1, dist_env("cpu"), mon)
+    decay = tr.opt.param_groups[tr.decay_index]
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all("lora_" in names[id(p)] for p in decay["params"]) and len(decay["params"]) == 24
+    tr.advance(3)
+    assert len(mon.pairs) == 12 and all(p.kind == "lora" for p in mon.pairs)
+    assert 1.0 <= tr.rows[-1]["spectral/rho"] <= math.sqrt(8)
+    assert 0.0 <= tr.rows[-1]["val_acc"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["task=lm", "model=gpt2"], "unknown model 'gpt2'"),
+        (["model=/no/such/model/dir"], "'/no/such/model/dir': no such directory"),
+        (["task=speakers", "model=tiny-gpt2"], "task=speakers needs a pretrained text encoder"),
+        (["weight_decays=-1"], "weight_decays must be non-negative"),
+        (["off_at=400", "steps=100"], "off_at must be in 1..steps-1"),
+        (["optimizer=adam"], "optimizer must be one of sgd, adamw"),
+        (["rank=lots"], "rank: expected an integer"),
+        (["task=lm", "target_modules=no_such_layer"], "LoRA on 'tiny-gpt2'"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path, capsys, args, needle):
+    with pytest.raises(SystemExit) as e:
+        main(["reproduce", "lora", *args, "steps=4", "off_at=2", "--out", str(tmp_path / "x")]
+             if "steps=100" not in args else ["reproduce", "lora", *args, "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+
+
+def test_model_error_is_raised_by_the_loader():
+    from mirrorflow.experiments._transformer_common import load_config
+
+    with pytest.raises(ModelError, match="unknown model 'not-a-model-xyz'"):
+        load_config("not-a-model-xyz")
+    assert load_config("minilm").model_type == "bert"
+
+
+def test_lm_with_a_local_causal_lm_directory_and_its_tokenizer(tmp_path):
+    """The path `model=gpt2 hub=true` takes, minus the download: a causal LM directory with its own
+    tokenizer (here a 1-layer GPT-2 saved with MiniLM's WordPiece tokenizer), LoRA on c_attn."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from mirrorflow.experiments._transformer_common import minilm_path
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()))
+    model_dir = tmp_path / "local-gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=tok.vocab_size, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    cfg = build(lora.Config, {"task": "lm", "model": str(model_dir), "steps": "4", "off_at": "2", "eval_every": "2",
+                              "batch_size": "2", "block_size": "16", "val_windows": "4", "weight_decays": "0.1",
+                              "seeds": "0", "baseline": "false", "auto_off": "false"})
+    summary = lora.run(cfg, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "groups" / "wd0.1-seed0" / "metrics.csv")
+    assert {r["arm"] for r in rows} == {"constant", "off@2"}
+    assert any(k.endswith("c_attn/rho") for k in rows[0])
+    assert math.isfinite(float(rows[-1]["val_loss"])) and float(rows[-1]["val_loss"]) < 12
+    assert "local-gpt2" in summary["table"]
