@@ -5,7 +5,6 @@ printed as one line ``error: ...`` with exit code 2, never a traceback.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -28,24 +27,6 @@ def _default_out(kind: str, experiment: str, overrides: dict) -> Path:
     from .engine.store import run_id
 
     return Path("runs") / f"{kind}-{experiment}-{run_id(overrides)[:8]}"
-
-
-def progress_bar(total: int, description: str):
-    """A rich progress bar with an ETA; returns (context manager, advance callable)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    prog = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        transient=False,
-        disable=not sys.stderr.isatty() and False,
-    )
-    task = prog.add_task(description, total=total)
-    return prog, lambda k=1: prog.advance(task, k)
 
 
 @app.command()
@@ -131,6 +112,8 @@ def sweep(
         typer.echo(f"{total} runs in {out}: {skipped} finished before, {pending} to run", err=True)
         if not pending:
             return None
+        from .engine.progress import progress_bar
+
         prog, advance = progress_bar(pending, f"sweep {grid.experiment}")
         prog.start()
         bar["prog"] = prog

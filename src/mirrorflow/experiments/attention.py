@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..config import build, config_dict, require
+from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
 from . import _transformer_common as common
 from . import _transformer_report as rep
@@ -638,18 +639,6 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
     """Fig. 14, Table 3, Table 4 and App. G analogs with the CPU defaults; returns the markdown tables."""
     cfg = build(Config, overrides or {})
-    own = None
-    if progress is None and common.dist_env(cfg.device).is_main:
-        from ..cli import progress_bar
-
-        own, progress = progress_bar(total_steps(cfg), "attention (" + ", ".join(cfg.parts) + ")")
-        own.start()
-    try:
-        table = run(cfg, out, progress)["table"]
-        if own is not None:
-            for t in own.tasks:  # automatic arms that switched off late (or never) ran fewer steps than estimated
-                own.update(t.id, completed=t.total)
-        return table
-    finally:
-        if own is not None:
-            own.stop()
+    with progress_or_bar(progress, total_steps(cfg), "attention (" + ", ".join(cfg.parts) + ")",
+                         show=common.dist_env(cfg.device).is_main) as progress:
+        return run(cfg, out, progress)["table"]

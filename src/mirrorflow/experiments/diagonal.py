@@ -50,6 +50,7 @@ import torch
 
 from ..config import build, config_dict, require
 from ..engine.batched import Trace, run_batched, schedule_table, torch_threads
+from ..engine.progress import progress_or_bar
 from ..engine.store import RunDir
 from ..report.figures import trace_plot
 from ..schedules import turn_off
@@ -438,21 +439,12 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     rd = RunDir(out)
     rd.write_config({"experiment": "diagonal", "reproduce": "figs8-9", "models": models, **config_dict(base)})
     t0 = time.perf_counter()
-    own_bar = None
-    if progress is None:
-        from ..cli import progress_bar
-
-        own_bar, progress = progress_bar(base.steps * len(models), "diagonal networks (Figs. 8, 9)")
-        own_bar.start()
     results = {}
-    try:
+    with progress_or_bar(progress, base.steps * len(models), "diagonal networks (Figs. 8, 9)") as progress:
         for m in models:
             cfg = replace(base, model=m)
             trace, data = run_sweep(cfg, progress)
             results[m] = (cfg, trace, data)
-    finally:
-        if own_bar is not None:
-            own_bar.stop()
     rows: list[tuple[str, Mapping]] = []
     metric_all: list[dict] = []
     summary_models = {}

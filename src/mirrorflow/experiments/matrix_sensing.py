@@ -37,6 +37,7 @@ import torch
 
 from ..config import build, config_dict, require
 from ..engine.batched import Trace, run_batched, schedule_table
+from ..engine.progress import progress_or_bar
 from ..engine.store import RunDir
 from ..schedules import SCHEDULE_KINDS, Schedule, from_spec
 
@@ -361,18 +362,9 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     rd = RunDir(out)
     rd.write_config({"experiment": "matrix-sensing", "reproduce": "table2", **config_dict(base)})
     t0 = time.perf_counter()
-    own_bar = None
-    if progress is None:
-        from ..cli import progress_bar
-
-        groups = len({c.data_key() for c in cfgs})
-        own_bar, progress = progress_bar(base.steps * groups, "matrix sensing (Table 2)")
-        own_bar.start()
-    try:
+    groups = len({c.data_key() for c in cfgs})
+    with progress_or_bar(progress, base.steps * groups, "matrix sensing (Table 2)") as progress:
         results = run_many(cfgs, progress)
-    finally:
-        if own_bar is not None:
-            own_bar.stop()
     summaries = [summarize(c, r) for c, r in zip(cfgs, results)]
     rows = [row for lab, res in zip(labels, results) for row in metric_rows(res, lab)]
     rd.write_metrics(rows)

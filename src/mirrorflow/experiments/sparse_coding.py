@@ -49,6 +49,7 @@ import torch
 
 from ..config import build, config_dict, require
 from ..engine.batched import Trace, run_batched, torch_threads
+from ..engine.progress import progress_or_bar
 from ..engine.store import RunDir
 from ..report.figures import trace_plot
 
@@ -385,18 +386,10 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
                      "power": config_dict(power_cfg), "log": config_dict(log_cfg)})
     t0 = time.perf_counter()
     Y = faces(power_cfg.image_size, power_cfg.n_images)
-    own_bar = None
-    if progress is None:
-        from ..cli import progress_bar
-
-        own_bar, progress = progress_bar(power_cfg.iterations + log_cfg.iterations, "sparse coding (Figs. 11, 13)")
-        own_bar.start()
-    try:
+    total = power_cfg.iterations + log_cfg.iterations
+    with progress_or_bar(progress, total, "sparse coding (Figs. 11, 13)") as progress:
         tr_power = run_sweep(power_cfg, progress, Y)
         tr_log = run_sweep(log_cfg, progress, Y)
-    finally:
-        if own_bar is not None:
-            own_bar.stop()
     rows_power, rows_log = summarize(power_cfg, tr_power), summarize(log_cfg, tr_log)
     rd.write_metrics(metric_rows(power_cfg, tr_power) + metric_rows(log_cfg, tr_log))
     rd.save_figure("fig11a_nuclear_norm.png", _plot(power_cfg, tr_power, "nuclear_norm", "Fig. 11a: u^(2k) − v^(2k)"))

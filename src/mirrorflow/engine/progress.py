@@ -1,0 +1,44 @@
+"""Progress reporting: a rich progress bar with an ETA, or the caller's own ``progress(k)`` callable."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+Progress = Callable[[int], None]
+
+
+def progress_bar(total: int, description: str):
+    """A rich progress bar with an ETA; returns (the ``rich.progress.Progress``, an ``advance(k=1)`` callable)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    prog = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    task = prog.add_task(description, total=total)
+    return prog, lambda k=1: prog.advance(task, k)
+
+
+@contextlib.contextmanager
+def progress_or_bar(progress: Progress | None, total: int, description: str,
+                    show: bool = True) -> Iterator[Progress | None]:
+    """Yield ``progress`` when the caller gave one; otherwise (if ``show``) a bar's ``advance``.
+
+    On success the bar is filled (estimated totals may exceed the steps actually run, e.g. runs that
+    switch weight decay off early), and it is always stopped.
+    """
+    if progress is not None or not show:
+        yield progress
+        return
+    prog, advance = progress_bar(total, description)
+    prog.start()
+    try:
+        yield advance
+        for t in prog.tasks:
+            prog.update(t.id, completed=t.total)
+    finally:
+        prog.stop()
