@@ -16,13 +16,7 @@ from mirrorflow.training.hf import STATE_FILE, WeightDecayCallback  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 STEPS, LR = 8, 1e-2
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest on the shared 2-core machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

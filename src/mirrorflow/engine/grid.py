@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..config import parse_overrides
 from ..errors import ConfigError
 
 MAX_POINTS = 100_000
@@ -144,13 +145,7 @@ def parse_cli(tokens: Iterable[str], config_cls: type) -> tuple[dict[str, Any], 
     base: dict[str, Any] = {}
     axes: dict[str, list[Any]] = {}
     seeds: int | None = None
-    for tok in tokens:
-        if "=" not in tok:
-            raise ConfigError(f"expected key=value or key=v1,v2,..., got {tok!r}")
-        key, text = tok.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if not key:
-            raise ConfigError(f"expected key=value, got {tok!r}")
+    for key, text in parse_overrides(tokens).items():
         if key == "seeds":
             seeds = parse_seeds(text)
             continue

@@ -25,6 +25,7 @@ kernel if the process dies).
 """
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import shutil
@@ -53,6 +54,7 @@ class Unit:
     run_ids: tuple[str, ...]
     batched: bool
     threads: int = 1
+    module: str = ""  # the experiment's module, resolved in the parent (a worker may not share its registry)
 
     def __len__(self) -> int:
         return len(self.run_ids)
@@ -130,7 +132,7 @@ def make_units(experiment: str, mod: Any, points: Sequence[GridPoint], workers: 
     if not points:
         return []
     if not has_batched_trio(mod):
-        return [Unit(experiment, (config_dict(p.config),), (p.run_id,), False, threads) for p in points]
+        return [Unit(experiment, (config_dict(p.config),), (p.run_id,), False, threads, mod.__name__) for p in points]
     groups: dict[Any, list[GridPoint]] = {}
     for p in points:
         key = p.config.data_key()
@@ -141,7 +143,7 @@ def make_units(experiment: str, mod: Any, points: Sequence[GridPoint], workers: 
         for i in range(0, len(members), cap):
             chunk = members[i:i + cap]
             units.append(Unit(experiment, tuple(config_dict(p.config) for p in chunk),
-                              tuple(p.run_id for p in chunk), True, threads))
+                              tuple(p.run_id for p in chunk), True, threads, mod.__name__))
     return units
 
 
@@ -159,7 +161,7 @@ def execute_unit(unit: Unit, out: Path | str) -> list[Outcome]:
     outcomes: list[Outcome] = []
     with torch_threads(max(1, unit.threads)):
         try:
-            mod = load(unit.experiment)
+            mod = importlib.import_module(unit.module) if unit.module else load(unit.experiment)
             cfgs = [build(mod.Config, d) for d in unit.configs]
             if unit.batched:
                 t0 = time.perf_counter()
@@ -210,14 +212,14 @@ def _worker_init() -> None:
 
 def _pool_context():
     """``fork`` (workers inherit torch and the experiment instead of re-importing them) while this process
-    has a single thread; ``forkserver``/``spawn`` otherwise (forking a threaded process can deadlock)."""
+    has a single thread; ``spawn`` otherwise (forking a threaded process can deadlock). Not ``forkserver``:
+    its server keeps the ``sys.path`` of the moment it started, so a later plug-in experiment is not found."""
     import multiprocessing as mp
     import threading
 
-    methods = mp.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
+    if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
         return mp.get_context("fork")
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return mp.get_context("spawn")
 
 
 def run_local(units: Sequence[Unit], out: Path, workers: int, on_done: Callable[[list[Outcome]], None],
