@@ -6,8 +6,8 @@ import warnings
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
-peft = pytest.importorskip("peft")
+import transformers
+import peft
 
 from mirrorflow.schedules import cosine_decay, linear_decay, turn_off, with_budget  # noqa: E402
 from mirrorflow.training import AutoTurnOff, LoRADecayWarning, SpectralMonitor  # noqa: E402
