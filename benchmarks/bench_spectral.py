@@ -37,44 +37,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def bench_lora(repeats: int, device: str) -> dict:
-    g = torch.Generator().manual_seed(0)
-    L, d, k, r = 12, 768, 768, 8
-    B = torch.randn(L, d, r, generator=g).to(device)  # lora_B weights (out, r)
-    A = torch.randn(L, r, k, generator=g).to(device) / k**0.5  # lora_A weights (r, in)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def factored():
-        s = product_singular_values(B, A)
-        sync()
-        return s
-
-    def explicit():
-        s = torch.linalg.svdvals(B @ A)
-        sync()
-        return s
-
-    t_f = _median_time(factored, repeats)
-    t_e = _median_time(explicit, max(1, repeats // 5), warmup=False)  # seconds per call: no warm-up
-    s_f, s_e = factored(), explicit()[..., :r]
-    s_ref = torch.linalg.svdvals(B.double() @ A.double())[..., :r]
-    return {
-        "t_factored": t_f,
-        "t_explicit": t_e,
-        "speedup": t_e / t_f,
-        "rel_vs_explicit_f32": _rel(s_f, s_e),
-        "rel_vs_float64": _rel(s_f, s_ref),
-    }
-
-
-def bench_heads(repeats: int, device: str) -> dict:
-    g = torch.Generator().manual_seed(1)
-    d, H = 768, 12
-    hd = d // H
-    Wq = torch.randn(d, d, generator=g).to(device) / d**0.5
-    Wk = torch.randn(d, d, generator=g).to(device) / d**0.5
-    left = Wq.reshape(d, H, hd).permute(1, 0, 2).contiguous()  # (H, d, hd)
-    right = Wk.reshape(d, H, hd).permute(1, 2, 0).contiguous()  # (H, hd, d)
+def _compare(left: torch.Tensor, right: torch.Tensor, r: int, repeats: int, device: str) -> dict:
+    """Time the factored singular values of left @ right against svdvals of the explicit product."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def factored():
@@ -88,9 +52,9 @@ def bench_heads(repeats: int, device: str) -> dict:
         return s
 
     t_f = _median_time(factored, repeats)
-    t_e = _median_time(explicit, max(1, repeats // 5), warmup=False)
-    s_f, s_e = factored(), explicit()[..., :hd]
-    s_ref = torch.linalg.svdvals(left.double() @ right.double())[..., :hd]
+    t_e = _median_time(explicit, max(1, repeats // 5), warmup=False)  # seconds per call: no warm-up
+    s_f, s_e = factored(), explicit()[..., :r]
+    s_ref = torch.linalg.svdvals(left.double() @ right.double())[..., :r]
     return {
         "t_factored": t_f,
         "t_explicit": t_e,
@@ -98,6 +62,25 @@ def bench_heads(repeats: int, device: str) -> dict:
         "rel_vs_explicit_f32": _rel(s_f, s_e),
         "rel_vs_float64": _rel(s_f, s_ref),
     }
+
+
+def bench_lora(repeats: int, device: str) -> dict:
+    g = torch.Generator().manual_seed(0)
+    L, d, k, r = 12, 768, 768, 8
+    B = torch.randn(L, d, r, generator=g).to(device)  # lora_B weights (out, r)
+    A = torch.randn(L, r, k, generator=g).to(device) / k**0.5  # lora_A weights (r, in)
+    return _compare(B, A, r, repeats, device)
+
+
+def bench_heads(repeats: int, device: str) -> dict:
+    g = torch.Generator().manual_seed(1)
+    d, H = 768, 12
+    hd = d // H
+    Wq = torch.randn(d, d, generator=g).to(device) / d**0.5
+    Wk = torch.randn(d, d, generator=g).to(device) / d**0.5
+    left = Wq.reshape(d, H, hd).permute(1, 0, 2).contiguous()  # (H, d, hd)
+    right = Wk.reshape(d, H, hd).permute(1, 2, 0).contiguous()  # (H, hd, d)
+    return _compare(left, right, hd, repeats, device)
 
 
 def bench_minilm(repeats: int, device: str, every: int = 10, batch: int = 8, seq: int = 128) -> dict:
