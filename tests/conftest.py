@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -18,3 +19,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def commuting_sensing(n: int = 3, m: int = 2, seed: int = 1):
+    """(Q, A): symmetric sensing matrices A_i = Q diag(d_i) Qᵀ that commute (one eigenbasis Q), with orthogonal
+    eigenvalue profiles d_i (well-conditioned measurements); float64."""
+    gen = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))[0]
+    d = torch.linalg.qr(torch.randn(n, m, generator=gen, dtype=torch.float64))[0].T * math.sqrt(m)
+    return Q, torch.stack([Q @ torch.diag(d[i]) @ Q.T for i in range(m)])
+
+
+@pytest.fixture
+def plugin_experiment(tmp_path, monkeypatch):
+    """Register a throw-away experiment module: ``plugin_experiment(name, source) -> name``."""
+    from mirrorflow import experiments
+
+    def register(name: str, source: str) -> str:
+        module = name.replace("-", "_")
+        pkg = tmp_path / f"{module}_pkg"
+        pkg.mkdir()
+        (pkg / f"{module}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(pkg))
+        monkeypatch.setitem(experiments.EXPERIMENTS, name, module)
+        return name
+
+    return register

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from conftest import commuting_sensing
 from mirrorflow import geometry as G
 from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.engine.reparam_regression import ReparamRegression
@@ -93,10 +94,7 @@ def test_identity_along_training_quadratic(B_identity):
 def test_identity_along_training_matrix_sensing():
     """Eq. (17): ∇R_{a_t}(W_t) = M_t = −η Σ ∇f(W_s) for W = UUᵀ with commuting sensing matrices."""
     n, m = 3, 2
-    gen = torch.Generator().manual_seed(1)
-    Q = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=D))[0]
-    d = torch.linalg.qr(torch.randn(n, m, generator=gen, dtype=D))[0].T * math.sqrt(m)
-    A = torch.stack([Q @ torch.diag(d[i]) @ Q.T for i in range(m)])
+    Q, A = commuting_sensing(n, m, seed=1)
     y = torch.einsum("mij,ij->m", A, Q @ torch.diag(torch.tensor([0.5, 0.3, 0.4], dtype=D)) @ Q.T)
     rep = G.get("uut", n)
     w0 = rep.init(scale=0.6)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import commuting_sensing
 from mirrorflow import geometry as G
 from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.engine.reparam_regression import ReparamRegression
@@ -76,11 +77,7 @@ def test_log_parameterization_balanced_init_limit_ignores_a():
 def test_matrix_sensing_limit_matches_training():
     """Cor. C.3: W = UUᵀ, commuting symmetric sensing matrices, U_0 = α I, weight decay turned off."""
     n, m = 3, 2
-    gen = torch.Generator().manual_seed(1)
-    Q = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=D))[0]
-    # eigenvalue profiles d_i of the A_i: orthogonal rows (well-conditioned measurements)
-    d = torch.linalg.qr(torch.randn(n, m, generator=gen, dtype=D))[0].T * math.sqrt(m)
-    A = torch.stack([Q @ torch.diag(d[i]) @ Q.T for i in range(m)])
+    Q, A = commuting_sensing(n, m, seed=1)
     W_star = Q @ torch.diag(torch.tensor([0.5, 0.3, 0.4], dtype=D)) @ Q.T
     y = torch.einsum("mij,ij->m", A, W_star)
     rep = G.get("uut", n)

@@ -43,15 +43,8 @@ PROBE = textwrap.dedent('''
 
 
 @pytest.fixture
-def probe_sweep(tmp_path, monkeypatch):
-    from mirrorflow import experiments
-
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "report_probe.py").write_text(PROBE)
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.setitem(experiments.EXPERIMENTS, "report-probe", "report_probe")
-    grid, points = resolve("report-probe", None, ["x=1,2,11", "kind=a,b", "seeds=3"])
+def probe_sweep(tmp_path, plugin_experiment):
+    grid, points = resolve(plugin_experiment("report-probe", PROBE), None, ["x=1,2,11", "kind=a,b", "seeds=3"])
     out = tmp_path / "sweep"
     res = sweep(grid, points, out, workers=1)
     assert res.completed == 18

@@ -99,15 +99,8 @@ PROBE = textwrap.dedent('''
 
 
 @pytest.fixture
-def probe(tmp_path, monkeypatch):
-    from mirrorflow import experiments
-
-    pkg = tmp_path / "probe_pkg"
-    pkg.mkdir()
-    (pkg / "sweep_probe.py").write_text(PROBE)
-    monkeypatch.syspath_prepend(str(pkg))
-    monkeypatch.setitem(experiments.EXPERIMENTS, "sweep-probe", "sweep_probe")
-    return "sweep-probe"
+def probe(plugin_experiment):
+    return plugin_experiment("sweep-probe", PROBE)
 
 
 def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and_retried(tmp_path, probe):
