@@ -14,7 +14,7 @@ import torch
 
 from mirrorflow.cli import main
 from mirrorflow.config import build
-from mirrorflow.engine.store import read_csv
+from mirrorflow.store import read_csv
 from mirrorflow.experiments import attention
 from mirrorflow.experiments._transformer_common import dist_env
 from mirrorflow.experiments._transformer_tasks import DigitsTask

@@ -7,7 +7,7 @@ import pytest
 
 from mirrorflow.cli import main
 from mirrorflow.config import build
-from mirrorflow.engine.store import read_csv
+from mirrorflow.store import read_csv
 from mirrorflow.errors import ConfigError, ModelError
 from mirrorflow.experiments import lora
 from mirrorflow.experiments._transformer_tasks import speaker_lines

@@ -18,7 +18,7 @@ PROBE = textwrap.dedent('''
     from dataclasses import dataclass
 
     from mirrorflow.config import config_dict
-    from mirrorflow.engine.store import RunDir
+    from mirrorflow.store import RunDir
 
 
     @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import pytest
 
 from mirrorflow.config import build, config_dict
 from mirrorflow.engine import grid as G
-from mirrorflow.engine.store import run_id
+from mirrorflow.store import run_id
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import matrix_sensing as M
 

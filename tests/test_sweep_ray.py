@@ -9,7 +9,7 @@ import pytest
 import ray  # the ray extra (pip install "mirrorflow[ray]"); CI installs it
 
 from mirrorflow.engine.grid import resolve
-from mirrorflow.engine.store import read_csv
+from mirrorflow.store import read_csv
 from mirrorflow.engine.sweep import sweep
 
 AXES = ["n=8", "r=2", "steps=200", "schedule=turn_off", "wd=0,0.2", "seeds=2"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mirrorflow.engine.grid import resolve
-from mirrorflow.engine.store import read_csv, run_id
+from mirrorflow.store import read_csv, run_id
 from mirrorflow.engine.sweep import sweep
 
 AXES = ["n=8", "r=2", "steps=200", "wd=0,0.1", "seeds=2"]
@@ -76,7 +76,7 @@ PROBE = textwrap.dedent('''
     from dataclasses import dataclass
 
     from mirrorflow.config import config_dict
-    from mirrorflow.engine.store import RunDir
+    from mirrorflow.store import RunDir
 
 
     @dataclass(frozen=True)

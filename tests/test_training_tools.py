@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from mirrorflow.engine.store import read_csv
+from mirrorflow.store import read_csv
 from mirrorflow.schedules import constant, linear_decay
 from mirrorflow.training import (
     AutoTurnOff,
@@ -111,7 +111,7 @@ def test_monitor_csv_round_trip_repair_and_resume(tmp_path):
 
 
 def test_monitor_writes_into_a_run_directory(tmp_path):
-    from mirrorflow.engine.store import RunDir
+    from mirrorflow.store import RunDir
 
     run = RunDir(tmp_path / "r")
     L = torch.randn(5, 2)

@@ -24,7 +24,7 @@ OUT_HELP = "Run directory to write into (created if missing)."
 
 
 def _default_out(kind: str, experiment: str, overrides: dict) -> Path:
-    from .engine.store import run_id
+    from .store import run_id
 
     return Path("runs") / f"{kind}-{experiment}-{run_id(overrides)[:8]}"
 
@@ -38,7 +38,7 @@ def run(
 ) -> None:
     """Run one configuration of an experiment (key=value overrides) into a run directory."""
     from . import config as C
-    from .engine.store import RunDir, run_id
+    from .store import RunDir, run_id
     from .experiments import load
 
     mod = load(experiment)
@@ -91,7 +91,7 @@ def sweep(
 ) -> None:
     """Run a grid of configurations (YAML spec and/or key=v1,v2 axes × seeds=N) into one resumable run store."""
     from .engine.grid import resolve
-    from .engine.store import run_id
+    from .store import run_id
     from .engine.sweep import sweep as run_sweep
     from .errors import ConfigError
 

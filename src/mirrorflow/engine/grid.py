@@ -284,7 +284,7 @@ def make_grid(experiment: str, config_cls: type, spec: Path | str | None = None,
 def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
     """Every grid point as a validated config with its run id; duplicates (same resolved config) dropped."""
     from ..config import build, config_dict
-    from .store import run_id
+    from ..store import run_id
 
     types = field_types(config_cls)
     if grid.seeds is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import ConfigError, MirrorflowError
-from .store import SUMMARY, atomic_write
+from ..store import SUMMARY, atomic_write
 from .sweep import Outcome, Unit, execute_unit
 
 

@@ -1,7 +1,7 @@
 """Sweeps: run every point of a grid into one run store, resumably, locally or on Ray.
 
 The run store of a sweep is a directory ``DIR`` with one run directory per grid point, ``DIR/<run id>``
-(:mod:`mirrorflow.engine.store`), plus ``DIR/sweep.yaml`` (the experiment, the axes and the run ids, read
+(:mod:`mirrorflow.store`), plus ``DIR/sweep.yaml`` (the experiment, the axes and the run ids, read
 by ``mirrorflow report``). A run is finished when its ``summary.json`` exists; it is written last and
 atomically, so a sweep killed at any moment (SIGKILL included) leaves finished runs intact and unfinished
 ones without a summary. Re-running the same command skips the finished runs, deletes what unfinished
@@ -107,7 +107,7 @@ def has_batched_trio(mod: Any) -> bool:
 # ----------------------------------------------------------------------------------- planning
 def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoint], int]:
     """Points whose run directory has no ``summary.json``; their leftovers are removed. → (todo, skipped)."""
-    from .store import RunDir
+    from ..store import RunDir
 
     todo: list[GridPoint] = []
     for p in points:
@@ -186,7 +186,7 @@ def execute_unit(unit: Unit, out: Path | str) -> list[Outcome]:
 
 
 def _fail(out: Path, rid: str, exc: BaseException, seconds: float = 0.0) -> Outcome:
-    from .store import atomic_write
+    from ..store import atomic_write
 
     line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
     try:
@@ -262,7 +262,7 @@ def write_manifest(out: Path, grid: Grid, points: Sequence[GridPoint]) -> None:
     """``DIR/sweep.yaml``: experiment, axes and run ids; merged with an earlier sweep into the same DIR."""
     import yaml
 
-    from .store import write_yaml
+    from ..store import write_yaml
 
     path = out / MANIFEST
     runs: dict[str, dict] = {}

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..engine.store import RunDir, read_csv
+from ..store import RunDir, read_csv
 from ._transformer_train import ArmResult
 
 LINESTYLES = {"constant": "-", "auto": ":"}

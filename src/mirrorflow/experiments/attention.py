@@ -602,7 +602,7 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
 
 
 def _run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None) -> dict:
-    from ..engine.store import RunDir
+    from ..store import RunDir
 
     t0 = time.perf_counter()
     R = Runner(cfg, out, progress)

@@ -51,7 +51,7 @@ import torch
 from ..config import build, config_dict, require
 from ..engine.batched import Trace, run_batched, schedule_table, torch_threads
 from ..engine.progress import progress_or_bar
-from ..engine.store import RunDir
+from ..store import RunDir
 from ..report.figures import trace_plot
 from ..schedules import turn_off
 

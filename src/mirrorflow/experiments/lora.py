@@ -363,7 +363,7 @@ def figures(cfg: Config, grid: Mapping, rd) -> None:
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
     """The grid of ``cfg`` into ``out``: groups/, table5.md, figures, summary.json (last)."""
-    from ..engine.store import RunDir
+    from ..store import RunDir
 
     from ..engine.batched import torch_threads
 

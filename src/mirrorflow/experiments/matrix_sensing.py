@@ -38,7 +38,7 @@ import torch
 from ..config import build, config_dict, require
 from ..engine.batched import Trace, run_batched, schedule_table
 from ..engine.progress import progress_or_bar
-from ..engine.store import RunDir
+from ..store import RunDir
 from ..schedules import SCHEDULE_KINDS, Schedule, from_spec
 
 PARAMS = ("uu", "linear")

@@ -50,7 +50,7 @@ import torch
 from ..config import build, config_dict, require
 from ..engine.batched import Trace, run_batched, torch_threads
 from ..engine.progress import progress_or_bar
-from ..engine.store import RunDir
+from ..store import RunDir
 from ..report.figures import trace_plot
 
 PARAMS = ("power", "log")

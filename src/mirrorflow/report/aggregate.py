@@ -264,7 +264,7 @@ def tidy_rows(sweep: Sweep) -> tuple[list[dict], list[str]]:
 
 def curve_rows(sweep: Sweep) -> tuple[list[dict], list[str]]:
     """``curves.csv``: each run's ``metrics.csv`` with ``run_id`` and the axis values in front."""
-    from ..engine.store import read_csv
+    from ..store import read_csv
 
     rows: list[dict] = []
     cols: list[str] = []
@@ -424,7 +424,7 @@ def final_metric_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
 
 def curve_metric_names(sweep: Sweep) -> list[str]:
     """Learning-curve columns of ``metrics.csv`` (numbers, not ``step``/``lam``/``a``), train loss first."""
-    from ..engine.store import read_csv
+    from ..store import read_csv
 
     for r in sweep.runs:
         p = r.path / "metrics.csv"
@@ -454,7 +454,7 @@ def curve_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
     import matplotlib.pyplot as plt
     from scipy import stats
 
-    from ..engine.store import read_csv
+    from ..store import read_csv
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     allv: list[float] = []
@@ -539,7 +539,7 @@ class Report:
 
 def write_report(root: Path | str, out: Path | str | None = None) -> Report:
     """Write runs.csv, curves.csv, summary.md, figures and index.html into ``out`` (default ``root/report``)."""
-    from ..engine.store import atomic_write, write_csv
+    from ..store import atomic_write, write_csv
     from .html import render_page
 
     sweep = collect(root)

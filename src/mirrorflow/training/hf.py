@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from transformers import TrainerCallback
 
-from ..engine.store import write_json
+from ..store import write_json
 from .lora_check import _unwrap, check_lora_decay
 from .monitor import SpectralMonitor
 from .scheduler import WeightDecayScheduler

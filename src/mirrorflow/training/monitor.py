@@ -98,7 +98,7 @@ class SpectralMonitor:
         pairs: explicit :class:`FactorPair` list (skips discovery).
         per_head: attention products per head instead of per layer.
         csv_path: append one row per measurement (``step`` + all keys) to this CSV; a
-            :class:`~mirrorflow.engine.store.RunDir` means its ``spectral.csv``.
+            :class:`~mirrorflow.store.RunDir` means its ``spectral.csv``.
         tensorboard_dir: also write scalars with ``torch.utils.tensorboard`` when it is installed
             (a warning otherwise).
         include, extra: passed to ``find_factor_pairs``.
