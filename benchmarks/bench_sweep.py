@@ -43,12 +43,14 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from mirrorflow.engine.grid import resolve
-    from mirrorflow.engine.sweep import execute_unit, make_units, sweep
+    from mirrorflow.experiments import load
+    from mirrorflow.engine.sweep import make_units, sweep
+    from mirrorflow.engine.units import execute_unit
     from mirrorflow.experiments import matrix_sensing as M
 
     wds = ",".join(f"{0.02 * k:g}" for k in range(args.wds))
     tokens = ["n=8", "r=2", "steps=200", f"wd={wds}", f"seeds={args.seeds}"]
-    grid, points = resolve("matrix-sensing", None, tokens)
+    grid, points = resolve("matrix-sensing", load("matrix-sensing"), None, tokens)
     N = len(points)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     print(f"matrix sensing {' '.join(tokens)}: {N} runs, {torch.get_num_threads()} torch thread(s)\n")

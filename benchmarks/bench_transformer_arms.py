@@ -17,9 +17,9 @@ import torch
 
 from mirrorflow.config import build
 from mirrorflow.experiments import attention
-from mirrorflow.experiments._transformer_common import dist_env
-from mirrorflow.experiments._transformer_tasks import DigitsTask
-from mirrorflow.experiments._transformer_train import Trainer, run_arms
+from mirrorflow.experiments.transformers.distributed import dist_env
+from mirrorflow.experiments.transformers.tasks import DigitsTask
+from mirrorflow.experiments.transformers.train import Trainer, run_arms
 from mirrorflow.schedules import turn_off
 from mirrorflow.training.monitor import SpectralMonitor
 

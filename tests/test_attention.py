@@ -16,9 +16,9 @@ from mirrorflow.cli import main
 from mirrorflow.config import build
 from mirrorflow.store import read_csv
 from mirrorflow.experiments import attention
-from mirrorflow.experiments._transformer_common import dist_env
-from mirrorflow.experiments._transformer_tasks import DigitsTask
-from mirrorflow.experiments._transformer_train import Trainer, intersection, run_arms
+from mirrorflow.experiments.transformers.distributed import dist_env
+from mirrorflow.experiments.transformers.tasks import DigitsTask
+from mirrorflow.experiments.transformers.train import Trainer, intersection, run_arms
 from mirrorflow.schedules import turn_off
 from mirrorflow.training.monitor import SpectralMonitor
 

@@ -73,3 +73,33 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle)
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], p.stderr
     assert "Traceback" not in p.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (["run", "matrix-sensing", "--workers", "abc"], "No such option: --workers"),
+        (["sweep", "matrix-sensing", "--workers", "abc"], "Invalid value for '--workers'"),
+        (["run"], "Missing argument 'experiment'"),
+        (["report"], "Missing argument 'directory'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args, needle):
+    """Usage errors raised by click (the copy typer bundles or the standalone one) are mapped to one line."""
+    p = mf(*args)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], p.stderr
+
+
+def test_no_arguments_shows_the_help_and_exits_2():
+    p = mf()
+    assert p.returncode == 2 and "Usage" in p.stdout and "Traceback" not in p.stderr
+
+
+def test_version():
+    from importlib.metadata import version
+
+    p = mf("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"mirrorflow {version('mirrorflow')}"

@@ -10,7 +10,7 @@ from mirrorflow.config import build
 from mirrorflow.store import read_csv
 from mirrorflow.errors import ConfigError, ModelError
 from mirrorflow.experiments import lora
-from mirrorflow.experiments._transformer_tasks import speaker_lines
+from mirrorflow.experiments.transformers.tasks import speaker_lines
 
 LM = {"task": "lm", "steps": "12", "off_at": "6", "eval_every": "3", "batch_size": "4", "block_size": "16",
       "val_windows": "8", "lr": "0.1", "weight_decays": "0.5", "seeds": "0,1"}
@@ -32,8 +32,8 @@ def test_speaker_task_on_tiny_shakespeare():
     from transformers import AutoTokenizer
 
     from mirrorflow.data.datasets import load_tinyshakespeare
-    from mirrorflow.experiments._transformer_common import minilm_path
-    from mirrorflow.experiments._transformer_tasks import SpeakerTask
+    from mirrorflow.experiments.transformers.models import minilm_path
+    from mirrorflow.experiments.transformers.tasks import SpeakerTask
 
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     task = SpeakerTask(load_tinyshakespeare(), tok, k=4, max_length=24, val_size=0)
@@ -90,8 +90,8 @@ def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
 def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
     """Real pretrained MiniLM with peft LoRA on query/value: only lora_A/lora_B get weight decay, the head
     trains without it, the base stays frozen, and ρ(B A) is measured on the 12 adapters."""
-    from mirrorflow.experiments._transformer_common import dist_env
-    from mirrorflow.experiments._transformer_train import Trainer
+    from mirrorflow.experiments.transformers.distributed import dist_env
+    from mirrorflow.experiments.transformers.train import Trainer
     from mirrorflow.training.monitor import SpectralMonitor
 
     cfg = build(lora.Config, {"steps": "3", "off_at": "1", "eval_every": "3", "batch_size": "4", "val_size": "8",
@@ -135,7 +135,7 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, args, needle):
 
 
 def test_model_error_is_raised_by_the_loader():
-    from mirrorflow.experiments._transformer_common import load_config
+    from mirrorflow.experiments.transformers.models import load_config
 
     with pytest.raises(ModelError, match="unknown model 'not-a-model-xyz'"):
         load_config("not-a-model-xyz")
@@ -147,7 +147,7 @@ def test_lm_with_a_local_causal_lm_directory_and_its_tokenizer(tmp_path):
     tokenizer (here a 1-layer GPT-2 saved with MiniLM's WordPiece tokenizer), LoRA on c_attn."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from mirrorflow.experiments._transformer_common import minilm_path
+    from mirrorflow.experiments.transformers.models import minilm_path
 
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     model_dir = tmp_path / "local-gpt2"

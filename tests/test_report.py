@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from mirrorflow.experiments import load
 from mirrorflow.engine.grid import resolve
 from mirrorflow.engine.sweep import sweep
 from mirrorflow.report import aggregate as A
+from mirrorflow.report.stats import t_interval
 
 PROBE = textwrap.dedent('''
     """Tiny experiment for report tests: value = x**2 + seed**1.5, 'diverged' (no value) when x > 10."""
@@ -44,7 +46,7 @@ PROBE = textwrap.dedent('''
 
 @pytest.fixture
 def probe_sweep(tmp_path, plugin_experiment):
-    grid, points = resolve(plugin_experiment("report-probe", PROBE), None, ["x=1,2,11", "kind=a,b", "seeds=3"])
+    grid, points = resolve("report-probe", load(plugin_experiment("report-probe", PROBE)), None, ["x=1,2,11", "kind=a,b", "seeds=3"])
     out = tmp_path / "sweep"
     res = sweep(grid, points, out, workers=1)
     assert res.completed == 18
@@ -59,14 +61,14 @@ def t_halfwidth(xs):
 
 def test_ci95_is_the_t_interval():
     xs = [1.0, 2.5, 2.0, 4.0]
-    mean, half, n = A.ci95(xs)
+    mean, half, n = t_interval(xs)
     assert (mean, n) == (pytest.approx(statistics.mean(xs)), 4)
     assert half == pytest.approx(t_halfwidth(xs), rel=1e-12)
     assert half > 1.96 * statistics.stdev(xs) / 2  # wider than the normal interval for n = 4
-    m, h, k = A.ci95([3.0, float("nan"), 5.0, float("inf")])
+    m, h, k = t_interval([3.0, float("nan"), 5.0, float("inf")])
     assert (m, k) == (4.0, 2) and h == pytest.approx(t_halfwidth([3.0, 5.0]))
-    assert A.ci95([7.0])[0] == 7.0 and math.isnan(A.ci95([7.0])[1])
-    assert A.ci95([])[2] == 0
+    assert t_interval([7.0])[0] == 7.0 and math.isnan(t_interval([7.0])[1])
+    assert t_interval([])[2] == 0
 
 
 def test_report_files_tidy_csv_and_table(probe_sweep):

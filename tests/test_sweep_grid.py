@@ -5,6 +5,7 @@ from typing import Optional
 
 import pytest
 
+from mirrorflow.experiments import load
 from mirrorflow.config import build, config_dict
 from mirrorflow.engine import grid as G
 from mirrorflow.store import run_id
@@ -28,7 +29,7 @@ class ListConfig:
 
 
 def test_cli_axes_times_seeds_expand_to_the_product_with_the_run_ids_of_mirrorflow_run():
-    grid, points = G.resolve("matrix-sensing", None, [*TINY, "wd=0,0.01,0.1", "schedule=constant,turn_off", "seeds=3"])
+    grid, points = G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.01,0.1", "schedule=constant,turn_off", "seeds=3"])
     assert grid.axes == ["wd", "schedule", "seed"]
     assert len(points) == 3 * 2 * 3
     got = {(p.params["wd"], p.params["schedule"], p.params["seed"]) for p in points}
@@ -44,13 +45,13 @@ def test_cli_axes_times_seeds_expand_to_the_product_with_the_run_ids_of_mirrorfl
 
 
 def test_ids_are_deterministic_and_depend_on_the_resolved_config_only():
-    a = [p.run_id for p in G.resolve("matrix-sensing", None, [*TINY, "wd=0,0.1", "seeds=2"])[1]]
-    b = [p.run_id for p in G.resolve("matrix-sensing", None, ["steps=200", "r=2", "wd=0.0,1e-1", "n=8", "seeds=2"])[1]]
+    a = [p.run_id for p in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2"])[1]]
+    b = [p.run_id for p in G.resolve("matrix-sensing", load("matrix-sensing"), None, ["steps=200", "r=2", "wd=0.0,1e-1", "n=8", "seeds=2"])[1]]
     assert a == b  # token order and number spelling do not matter (ids across processes: test_sweep_resume)
-    d = [p.run_id for p in G.resolve("matrix-sensing", None, [*TINY, "wd=0,0.1", "seeds=2", "lr=0.2"])[1]]
+    d = [p.run_id for p in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2", "lr=0.2"])[1]]
     assert not set(d) & set(a)
     # duplicates after resolution are one run
-    dup = G.resolve("matrix-sensing", None, [*TINY, "wd=0.1,0.10,1e-1"])[1]
+    dup = G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0.1,0.10,1e-1"])[1]
     assert len(dup) == 1
 
 
@@ -64,14 +65,14 @@ def test_yaml_spec_base_grid_union_and_cli_override(tmp_path):
         "  - {schedule: [constant], wd: [0.01, 0.1]}\n"
         "  - {schedule: [turn_off], wd: [0.2], off: [0.1, 0.5]}\n"
     )
-    grid, points = G.resolve("matrix-sensing", spec)
+    grid, points = G.resolve("matrix-sensing", load("matrix-sensing"), spec)
     assert len(points) == (2 + 2) * 2
     assert set(grid.axes) == {"schedule", "wd", "off", "seed"}
     turned = [p for p in points if p.config.schedule == "turn_off"]
     assert {(p.config.wd, p.config.off) for p in turned} == {(0.2, 0.1), (0.2, 0.5)}
     assert all(p.config.off == 0.5 for p in points if p.config.schedule == "constant")  # default kept
     # CLI replaces the YAML's entry for a key, and its seeds
-    _, points2 = G.resolve("matrix-sensing", spec, ["wd=0.3", "seeds=1", "n=6"])
+    _, points2 = G.resolve("matrix-sensing", load("matrix-sensing"), spec, ["wd=0.3", "seeds=1", "n=6"])
     assert {p.config.wd for p in points2} == {0.3}
     assert {p.config.n for p in points2} == {6}
     assert {p.config.seed for p in points2} == {0}
@@ -123,7 +124,7 @@ def test_bad_specs_raise_one_config_error_naming_the_problem(tmp_path, text, tok
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("{", r"\{").replace(".", r"\.")):
-        G.resolve("matrix-sensing", spec, tokens)
+        G.resolve("matrix-sensing", load("matrix-sensing"), spec, tokens)
 
 
 def mf(capsys, *args):
@@ -162,5 +163,5 @@ def test_dry_run_lists_the_runs(tmp_path, capsys):
                         "--dry-run")
     assert code == 0, err
     ids = [ln.split()[0] for ln in out.splitlines() if ln.startswith("matrix-sensing-")]
-    assert ids == [q.run_id for q in G.resolve("matrix-sensing", None, [*TINY, "wd=0,0.1", "seeds=2"])[1]]
+    assert ids == [q.run_id for q in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2"])[1]]
     assert not (tmp_path / "o").exists()

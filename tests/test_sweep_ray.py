@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import ray  # the ray extra (pip install "mirrorflow[ray]"); CI installs it
 
+from mirrorflow.experiments import load
 from mirrorflow.engine.grid import resolve
 from mirrorflow.store import read_csv
 from mirrorflow.engine.sweep import sweep
@@ -46,7 +47,7 @@ def assert_same(a, b):
 @pytest.fixture(scope="module")
 def local_results(tmp_path_factory):
     """The local backend's store for AXES (two pool workers, one torch thread each)."""
-    grid, points = resolve("matrix-sensing", None, AXES)
+    grid, points = resolve("matrix-sensing", load("matrix-sensing"), None, AXES)
     out = tmp_path_factory.mktemp("local")
     res = sweep(grid, points, out, backend="local", workers=2, threads=1)
     assert res.completed == 4

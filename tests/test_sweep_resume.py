@@ -11,6 +11,7 @@ import time
 import pytest
 import yaml
 
+from mirrorflow.experiments import load
 from mirrorflow.engine.grid import resolve
 from mirrorflow.store import read_csv, run_id
 from mirrorflow.engine.sweep import sweep
@@ -35,7 +36,7 @@ def check_finished(run_dir, steps=200, log_every=20):
 
 def test_sigkill_mid_sweep_then_rerun_completes_only_the_missing_runs(tmp_path):
     out = tmp_path / "sweep"
-    ids = [p.run_id for p in resolve("matrix-sensing", None, AXES)[1]]
+    ids = [p.run_id for p in resolve("matrix-sensing", load("matrix-sensing"), None, AXES)[1]]
     assert len(ids) == 4
     cmd = [sys.executable, "-m", "mirrorflow", "sweep", "matrix-sensing", *AXES, "--out", str(out), "--workers", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -105,7 +106,7 @@ def probe(plugin_experiment):
 
 def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and_retried(tmp_path, probe):
     out = tmp_path / "s"
-    grid, points = resolve(probe, None, ["x=-1,2,3", "seeds=2"])
+    grid, points = resolve(probe, load(probe), None, ["x=-1,2,3", "seeds=2"])
     half = out / points[-1].run_id  # what a killed sweep leaves: files, a temp file, no summary
     half.mkdir(parents=True)
     (half / "metrics.csv").write_text("step,value\n0,garbage\n")
@@ -128,7 +129,7 @@ def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and
     res2 = sweep(grid, points, out, workers=2)
     assert (res2.skipped, res2.completed, set(res2.failed)) == (4, 0, bad)
     # a bigger grid into the same store runs only the new points; sweep.yaml lists both grids' runs
-    grid3, points3 = resolve(probe, None, ["x=-1,2,3", "seeds=3"])
+    grid3, points3 = resolve(probe, load(probe), None, ["x=-1,2,3", "seeds=3"])
     res3 = sweep(grid3, points3, out, workers=1)
     assert (res3.total, res3.skipped, res3.completed, len(res3.failed)) == (9, 4, 2, 3)
     manifest = yaml.safe_load((out / "sweep.yaml").read_text())

@@ -1,7 +1,8 @@
 """``mirrorflow`` command line: parses and dispatches; heavy imports happen inside commands.
 
-Errors a user can cause (``MirrorflowError``: bad config key/value, missing data, unknown model) are
-printed as one line ``error: ...`` with exit code 2, never a traceback.
+Errors are mapped to one line in one place (:func:`main`): a problem with the user's input
+(``MirrorflowError``, argument checks raising ``ValueError``, a missing file, a usage error of the command
+line itself) prints ``error: ...`` and exits with code 2; Ctrl-C prints ``interrupted`` and exits with 130.
 """
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-
-from .errors import MirrorflowError
 
 app = typer.Typer(
     name="mirrorflow",
@@ -23,10 +22,18 @@ app = typer.Typer(
 OUT_HELP = "Run directory to write into (created if missing)."
 
 
-def _default_out(kind: str, experiment: str, overrides: dict) -> Path:
-    from .store import run_id
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
 
-    return Path("runs") / f"{kind}-{experiment}-{run_id(overrides)[:8]}"
+        typer.echo(f"mirrorflow {version('mirrorflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Weight-decay schedules, time-dependent Legendre functions, and the paper's experiments."""
 
 
 @app.command()
@@ -37,21 +44,11 @@ def run(
     force: bool = typer.Option(False, "--force", help="Redo the run even if it has finished before."),
 ) -> None:
     """Run one configuration of an experiment (key=value overrides) into a run directory."""
-    from . import config as C
-    from .store import RunDir, run_id
-    from .experiments import load
+    from .experiments import run_one
 
-    mod = load(experiment)
-    experiment = experiment.replace("_", "-")
-    cfg = C.build(mod.Config, C.parse_overrides(overrides or []))
-    resolved = C.config_dict(cfg)
-    out = out or Path("runs") / run_id({"experiment": experiment, **resolved}, prefix=experiment)
-    rd = RunDir(out)
-    if rd.done and not force:
+    summary, out, reused = run_one(experiment, overrides or [], out, force)
+    if reused:
         typer.echo(f"finished run found in {out} (use --force to redo)")
-        summary = rd.summary()
-    else:
-        summary = mod.run(cfg, out)
     for k, v in summary.items():
         if not isinstance(v, (dict, list)):
             typer.echo(f"{k}: {v}")
@@ -65,13 +62,9 @@ def reproduce(
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
 ) -> None:
     """Reproduce the paper's table and figures for an experiment; prints the table."""
-    from . import config as C
-    from .experiments import load
+    from .experiments import reproduce as reproduce_experiment
 
-    mod = load(experiment)
-    ov = C.parse_overrides(overrides or [])
-    out = out or _default_out("reproduce", experiment, ov)
-    table = mod.reproduce(out, ov)
+    table, out = reproduce_experiment(experiment, overrides or [], out)
     typer.echo(table)
     typer.echo(f"\nrun directory: {out}")
 
@@ -90,41 +83,19 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the resolved runs and exit."),
 ) -> None:
     """Run a grid of configurations (YAML spec and/or key=v1,v2 axes × seeds=N) into one resumable run store."""
-    from .engine.grid import resolve
-    from .store import run_id
+    from .engine.progress import SweepProgress
     from .engine.sweep import sweep as run_sweep
-    from .errors import ConfigError
+    from .experiments import resolve_sweep
 
-    tokens = list(spec or [])
-    files = [t for t in tokens if "=" not in t]
-    if len(files) > 1:
-        raise ConfigError(f"give at most one spec file, got {', '.join(files)}")
-    grid, points = resolve(experiment, files[0] if files else None, [t for t in tokens if "=" in t])
-    out = out or Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}"
+    grid, points, out = resolve_sweep(experiment, spec or [], out)
     if dry_run:
         for p in points:
             typer.echo(f"{p.run_id}  " + " ".join(f"{k}={v}" for k, v in p.params.items()))
         typer.echo(f"{len(points)} runs into {out}")
         return
-    bar = {}
-
-    def progress(total: int, skipped: int, pending: int):
-        typer.echo(f"{total} runs in {out}: {skipped} finished before, {pending} to run", err=True)
-        if not pending:
-            return None
-        from .engine.progress import progress_bar
-
-        prog, advance = progress_bar(pending, f"sweep {grid.experiment}")
-        prog.start()
-        bar["prog"] = prog
-        return advance
-
-    try:
+    with SweepProgress(f"sweep {grid.experiment}", out, lambda s: typer.echo(s, err=True)) as progress:
         result = run_sweep(grid, points, out, backend=backend, address=address, workers=workers,
                            batch_size=batch_size, progress=progress)
-    finally:
-        if "prog" in bar:
-            bar["prog"].stop()
     typer.echo(result.line())
     typer.echo(f"sweep directory: {out}  (mirrorflow report {out})")
     if result.failed:
@@ -160,66 +131,46 @@ def legendre(
     xmax: Optional[float] = typer.Option(None, "--xmax", help="Right end of the plotted x range."),
 ) -> None:
     """Draw R_a of a one-dimensional reparameterization for several a; print the three effects."""
-    from . import geometry as G
-    from .errors import ConfigError
+    from .experiments.legendre import draw, effects_table
 
-    key = reparam.strip().lower()
-    if key not in G.REPARAMETERIZATIONS:
-        raise ConfigError(f"unknown reparameterization {reparam!r} (known: {', '.join(G.REPARAMETERIZATIONS)})")
-    try:
-        a_values = [float(v) for v in a.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--a: expected comma-separated numbers, got {a!r}") from None
-    if not a_values:
-        raise ConfigError("--a: give at least one value")
-    if scale <= 0:
-        raise ConfigError(f"--scale must be positive, got {scale:g}")
-    rep = G.get(key, 1, k=k)
-    init = rep.init(scale=scale, x0=None if key in ("mw-coupled", "uut") else x0)
-    rows = G.three_effects(rep, init, a_values, scale=data_scale)
-    typer.echo(f"{rep.name}: x*_a = argmin R_a (positional bias), tau = curvature ratio R_a''(x* + {data_scale:g})"
-               " / R_a''(x*) outwards (1 = L2-like, 0 = L1-like), dual width = range of the mirror map")
-    typer.echo("| a | minimiser x*_a | type tau | dual width |")
-    typer.echo("|---|---|---|---|")
-    for r in rows:
-        typer.echo(f"| {r['a']:g} | {float(r['minimizer'].flatten()[0]):.6g} | {r['type']:.6g} | "
-                   f"{float(r['dual_width'].flatten()[0]):.6g} |")
+    table, rep, init, a_values = effects_table(reparam, a, scale, x0, k, data_scale)
+    typer.echo(table, nl=False)
     if out is not None:
-        from .geometry.plot import legendre_figure
+        typer.echo(f"figure: {draw(rep, init, a_values, out, xmin, xmax)}")
 
-        rng = None
-        if xmin is not None or xmax is not None:
-            if xmin is None or xmax is None or not xmin < xmax:
-                raise ConfigError("--xmin and --xmax must be given together with xmin < xmax")
-            rng = (xmin, xmax)
-        path = legendre_figure(rep, init, a_values, out, x_range=rng)
-        typer.echo(f"figure: {path}")
+
+def _one_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the typer app, turning user errors into one line and exit code 2."""
+    """Entry point: run the app; every error a user can cause becomes one line (module docstring)."""
+    from .errors import MirrorflowError
+
     try:
         app(args=argv, standalone_mode=False)
-    except MirrorflowError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise SystemExit(2)
-    except ValueError as e:  # schedule constructors and other argument checks
-        typer.echo(f"error: {e}", err=True)
-        raise SystemExit(2)
-    except FileNotFoundError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise SystemExit(2)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            raise SystemExit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            raise SystemExit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+    except (MirrorflowError, ValueError, OSError) as e:
+        where = f"{e.filename}: " if isinstance(e, OSError) and getattr(e, "filename", None) else ""
+        msg = e.strerror if isinstance(e, OSError) and e.strerror else _one_line(e)
+        typer.echo(f"error: {where}{msg}", err=True)
+        raise SystemExit(2) from None
+    except Exception as e:
+        # usage errors of click (or of the copy of click that typer bundles): they carry an exit code
+        if callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int):
+            lines = str(e.format_message()).strip().splitlines()
+            if lines:  # an empty message: the help was shown (no arguments)
+                typer.echo(f"error: {lines[0]}", err=True)
+            raise SystemExit(e.exit_code) from None
+        if type(e).__name__ == "Abort":  # click's Abort (e.g. Ctrl-C at a prompt)
+            typer.echo("interrupted", err=True)
+            raise SystemExit(130) from None
         raise
 
 

@@ -3,6 +3,10 @@
 The run id is a hash of the resolved config, so a re-run finds finished work and skips it. Every file is
 written to a temporary name in the same directory and renamed (``os.replace`` is atomic on POSIX), and
 ``summary.json`` is written last: a directory without it is unfinished and is redone.
+
+A *sweep directory* holds one run directory per grid point plus ``sweep.yaml`` (the experiment, the axes
+and the run ids); a run that failed holds ``error.txt`` instead of a summary. :class:`StoreLock` lets only
+one process write a sweep directory at a time.
 """
 from __future__ import annotations
 
@@ -19,6 +23,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.csv"
+ERROR = "error.txt"
+MANIFEST = "sweep.yaml"
+LOCK = ".sweep.lock"
 
 
 def run_id(config: Mapping[str, Any], prefix: str = "") -> str:
@@ -115,19 +124,13 @@ class RunDir:
         return self.path / name
 
     def write_config(self, config: Mapping[str, Any]) -> Path:
-        return write_yaml(self.path / "config.yaml", dict(config))
+        return write_yaml(self.path / CONFIG, dict(config))
 
     def write_metrics(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
-        return write_csv(self.path / "metrics.csv", rows, columns)
+        return write_csv(self.path / METRICS, rows, columns)
 
     def write_text(self, name: str, text: str) -> Path:
         return atomic_write(self.path / name, text)
-
-    def save_figure(self, name: str, fig) -> Path:
-        """Save a matplotlib figure atomically as PNG."""
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        return atomic_write(self.path / name, buf.getvalue())
 
     def finish(self, summary: Mapping[str, Any]) -> Path:
         """Write ``summary.json`` last: marks the run complete."""
@@ -137,7 +140,57 @@ class RunDir:
         return json.loads((self.path / SUMMARY).read_text())
 
 
-def runs_under(root: Path | str) -> Iterable[RunDir]:
-    """Finished run directories below ``root`` (any depth)."""
-    for p in sorted(Path(root).rglob(SUMMARY)):
-        yield RunDir(p.parent)
+def runs_under(root: Path | str, skip: Sequence[str] = ()) -> Iterable[RunDir]:
+    """Finished run directories below ``root`` (any depth), except those below a folder named in ``skip``."""
+    root = Path(root)
+    for p in sorted(root.rglob(SUMMARY)):
+        if not set(p.relative_to(root).parts[:-1]) & set(skip):
+            yield RunDir(p.parent)
+
+
+def read_yaml(path: Path | str) -> Any:
+    """A YAML file parsed with PyYAML's safe loader."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def read_manifest(out: Path | str) -> dict[str, Any] | None:
+    """The sweep directory's ``sweep.yaml`` (``experiment``, ``axes``, ``runs``: ``[{id, params}]``) or None."""
+    path = Path(out) / MANIFEST
+    return (read_yaml(path) or {}) if path.is_file() else None
+
+
+def write_manifest(out: Path | str, experiment: str, axes: Sequence[str], runs: Mapping[str, Mapping]) -> Path:
+    """Write ``sweep.yaml``: the experiment, the axes, and ``runs`` (run id → the axis values that picked it)."""
+    return write_yaml(Path(out) / MANIFEST, {
+        "experiment": experiment,
+        "axes": list(axes),
+        "runs": [{"id": k, "params": dict(v)} for k, v in runs.items()],
+    })
+
+
+class StoreLock:
+    """``flock`` on ``DIR/.sweep.lock`` while a sweep writes ``DIR`` (released by the kernel if the process dies)."""
+
+    def __init__(self, out: Path | str):
+        self.path = Path(out) / LOCK
+        self.fd: int | None = None
+
+    def __enter__(self) -> "StoreLock":
+        import fcntl
+
+        from .errors import MirrorflowError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise MirrorflowError(f"another sweep is writing {self.path.parent} (lock {LOCK} is held)") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

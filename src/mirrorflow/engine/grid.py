@@ -63,6 +63,7 @@ class Grid:
     base: dict[str, Any] = field(default_factory=dict)
     grids: list[dict[str, list[Any]]] = field(default_factory=lambda: [{}])
     seeds: int | None = None
+    module: Any = field(default=None, repr=False, compare=False)  # the experiment module (its Config, run, ...)
 
     @property
     def axes(self) -> list[str]:
@@ -330,12 +331,10 @@ def _fmt_point(point: Mapping[str, Any]) -> str:
     return "{" + ", ".join(f"{k}={v}" for k, v in point.items()) + "}" if point else "{}"
 
 
-def resolve(experiment: str, spec: Path | str | None = None, tokens: Sequence[str] = ()) -> tuple[Grid, list[GridPoint]]:
-    """``mirrorflow sweep EXPERIMENT [spec.yaml] [tokens]`` → (grid, resolved points)."""
-    from ..experiments import EXPERIMENTS, load
-
-    mod = load(experiment)
-    name = experiment.replace("_", "-")
-    assert name in EXPERIMENTS
-    grid = make_grid(name, mod.Config, spec, tokens)
-    return grid, expand(grid, mod.Config)
+def resolve(experiment: str, module: Any, spec: Path | str | None = None,
+            tokens: Sequence[str] = ()) -> tuple[Grid, list[GridPoint]]:
+    """``mirrorflow sweep EXPERIMENT [spec.yaml] [tokens]`` → (grid, resolved points) for the experiment
+    named ``experiment`` whose module (``Config``, ``run``, optionally ``run_many``) is ``module``."""
+    grid = make_grid(experiment.replace("_", "-"), module.Config, spec, tokens)
+    grid.module = module
+    return grid, expand(grid, module.Config)

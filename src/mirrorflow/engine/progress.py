@@ -42,3 +42,30 @@ def progress_or_bar(progress: Progress | None, total: int, description: str,
             prog.update(t.id, completed=t.total)
     finally:
         prog.stop()
+
+
+class SweepProgress:
+    """The progress of a sweep: a line with the counts, then a bar over the runs still to do.
+
+    ``sweep(..., progress=p)`` calls ``p(total, skipped, pending)`` once the workers exist and gets the bar's
+    ``advance``; use as a context manager so the bar is always stopped.
+    """
+
+    def __init__(self, description: str, out, echo: Callable[[str], None]):
+        self.description, self.out, self.echo = description, out, echo
+        self._bar = None
+
+    def __call__(self, total: int, skipped: int, pending: int):
+        self.echo(f"{total} runs in {self.out}: {skipped} finished before, {pending} to run")
+        if not pending:
+            return None
+        self._bar, advance = progress_bar(pending, self.description)
+        self._bar.start()
+        return advance
+
+    def __enter__(self) -> "SweepProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()

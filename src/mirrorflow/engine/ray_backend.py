@@ -1,7 +1,7 @@
 """Ray backend for sweeps (``mirrorflow sweep ... --backend ray [--address ADDR]``).
 
-Each unit of :mod:`mirrorflow.engine.sweep` (one run, or one batch of runs that share data) becomes a
-Ray task with ``num_cpus=1``. The task runs :func:`mirrorflow.engine.sweep.execute_unit` into a
+Each unit of a sweep (:mod:`mirrorflow.engine.units`) (one run, or one batch of runs that share data) becomes a
+Ray task with ``num_cpus=1``. The task runs :func:`mirrorflow.engine.units.execute_unit` into a
 temporary directory on whichever node it lands on and returns the files it wrote; the driver writes them
 into the run store (every file atomically, ``summary.json`` last), so the results land in the same store
 as the local backend's, with no shared file system needed between the nodes.
@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from ..errors import ConfigError, MirrorflowError
 from ..store import SUMMARY, atomic_write
-from .sweep import Outcome, Unit, execute_unit
+from .units import Outcome, Unit, execute_unit
 
 
 def execute_collect(unit: Unit) -> list[tuple[Outcome, dict[str, bytes]]]:

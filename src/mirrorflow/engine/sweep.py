@@ -25,49 +25,21 @@ kernel if the process dies).
 """
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import shutil
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from ..errors import ConfigError, MirrorflowError
+from ..errors import ConfigError
+from ..store import RunDir, StoreLock, read_manifest, write_manifest
 from .grid import Grid, GridPoint
+from .units import Outcome, Unit, _fail, execute_unit
 
-MANIFEST = "sweep.yaml"
-LOCK = ".sweep.lock"
-ERROR_FILE = "error.txt"
 BACKENDS = ("local", "ray")
 DEFAULT_BATCH = 128
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One piece of work for a worker: configs (as plain dicts) and their run ids."""
-
-    experiment: str
-    configs: tuple[dict, ...]
-    run_ids: tuple[str, ...]
-    batched: bool
-    threads: int = 1
-    module: str = ""  # the experiment's module, resolved in the parent (a worker may not share its registry)
-
-    def __len__(self) -> int:
-        return len(self.run_ids)
-
-
-@dataclass
-class Outcome:
-    """What happened to one run of a unit."""
-
-    run_id: str
-    ok: bool
-    error: str | None = None
-    compute_s: float = 0.0  # this run's share of the unit's time inside the experiment's own code
 
 
 @dataclass
@@ -107,8 +79,6 @@ def has_batched_trio(mod: Any) -> bool:
 # ----------------------------------------------------------------------------------- planning
 def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoint], int]:
     """Points whose run directory has no ``summary.json``; their leftovers are removed. → (todo, skipped)."""
-    from ..store import RunDir
-
     todo: list[GridPoint] = []
     for p in points:
         rd = RunDir(out / p.run_id)
@@ -145,55 +115,6 @@ def make_units(experiment: str, mod: Any, points: Sequence[GridPoint], workers: 
             units.append(Unit(experiment, tuple(config_dict(p.config) for p in chunk),
                               tuple(p.run_id for p in chunk), True, threads, mod.__name__))
     return units
-
-
-# ---------------------------------------------------------------------------------- execution
-def execute_unit(unit: Unit, out: Path | str) -> list[Outcome]:
-    """Run one unit into ``out/<run id>`` (batched: ``run_many`` then ``write_run`` per config).
-
-    Exceptions do not escape: the runs of a failing unit get ``error.txt`` and a failed outcome.
-    """
-    from ..config import build
-    from ..experiments import load
-    from .batched import torch_threads
-
-    out = Path(out)
-    outcomes: list[Outcome] = []
-    with torch_threads(max(1, unit.threads)):
-        try:
-            mod = importlib.import_module(unit.module) if unit.module else load(unit.experiment)
-            cfgs = [build(mod.Config, d) for d in unit.configs]
-            if unit.batched:
-                t0 = time.perf_counter()
-                results = mod.run_many(cfgs)
-                share = (time.perf_counter() - t0) / len(cfgs)
-                for cfg, res, rid in zip(cfgs, results, unit.run_ids):
-                    t1 = time.perf_counter()
-                    mod.write_run(cfg, res, out / rid, share)
-                    outcomes.append(Outcome(rid, True, None, share + time.perf_counter() - t1))
-            else:
-                for cfg, rid in zip(cfgs, unit.run_ids):
-                    t0 = time.perf_counter()
-                    try:
-                        mod.run(cfg, out / rid)
-                        outcomes.append(Outcome(rid, True, None, time.perf_counter() - t0))
-                    except Exception as e:  # one failing run does not stop the others
-                        outcomes.append(_fail(out, rid, e, time.perf_counter() - t0))
-        except Exception as e:
-            done = {o.run_id for o in outcomes}
-            outcomes += [_fail(out, rid, e) for rid in unit.run_ids if rid not in done]
-    return outcomes
-
-
-def _fail(out: Path, rid: str, exc: BaseException, seconds: float = 0.0) -> Outcome:
-    from ..store import atomic_write
-
-    line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-    try:
-        atomic_write(out / rid / ERROR_FILE, "".join(traceback.format_exception(exc)))
-    except OSError:
-        pass
-    return Outcome(rid, False, line, seconds)
 
 
 def _worker_init() -> None:
@@ -258,57 +179,19 @@ def run_local(units: Sequence[Unit], out: Path, workers: int, on_done: Callable[
 
 
 # ---------------------------------------------------------------------------------- manifest
-def write_manifest(out: Path, grid: Grid, points: Sequence[GridPoint]) -> None:
+def update_manifest(out: Path, grid: Grid, points: Sequence[GridPoint]) -> None:
     """``DIR/sweep.yaml``: experiment, axes and run ids; merged with an earlier sweep into the same DIR."""
-    import yaml
-
-    from ..store import write_yaml
-
-    path = out / MANIFEST
-    runs: dict[str, dict] = {}
-    axes: list[str] = []
-    if path.is_file():
-        old = yaml.safe_load(path.read_text()) or {}
-        if old.get("experiment") not in (None, grid.experiment):
-            raise ConfigError(f"{out} holds a sweep of experiment {old['experiment']!r}, not {grid.experiment!r}")
-        axes = list(old.get("axes") or [])
-        runs = {r["id"]: r.get("params", {}) for r in old.get("runs") or []}
+    old = read_manifest(out) or {}
+    if old.get("experiment") not in (None, grid.experiment):
+        raise ConfigError(f"{out} holds a sweep of experiment {old['experiment']!r}, not {grid.experiment!r}")
+    axes = list(old.get("axes") or [])
+    runs = {r["id"]: r.get("params", {}) for r in old.get("runs") or []}
     for a in grid.axes:
         if a not in axes:
             axes.append(a)
     for p in points:
         runs[p.run_id] = p.params
-    write_yaml(path, {
-        "experiment": grid.experiment,
-        "axes": axes,
-        "runs": [{"id": k, "params": v} for k, v in runs.items()],
-    })
-
-
-class StoreLock:
-    """``flock`` on ``DIR/.sweep.lock`` for the duration of a sweep."""
-
-    def __init__(self, out: Path):
-        self.path = out / LOCK
-        self.fd: int | None = None
-
-    def __enter__(self) -> "StoreLock":
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise MirrorflowError(f"another sweep is writing {self.path.parent} (lock {LOCK} is held)") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    write_manifest(out, grid.experiment, axes, runs)
 
 
 # ---------------------------------------------------------------------------------- the sweep
@@ -323,15 +206,13 @@ def sweep(
     threads: int | None = None,
     progress: Callable[[int, int, int], Callable[[int], None] | None] | None = None,
 ) -> SweepResult:
-    """Run the pending points of a resolved grid into ``out``.
+    """Run the pending points of a resolved grid (``grid.module`` is the experiment module) into ``out``.
 
     ``progress(total, skipped, pending)`` may return a callable ``advance(k)`` called as runs finish.
     ``workers`` defaults to the cores (local) or to the Ray cluster's CPUs (ray); ``threads`` (torch threads
     per unit) defaults to 1: the parallelism is across processes, and the experiments' tensors are small
     (more intra-op threads only add synchronization, and on a shared machine spin-waiting).
     """
-    from ..experiments import load
-
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if workers is not None and workers < 1:
@@ -341,10 +222,12 @@ def sweep(
     if address is not None and backend != "ray":
         raise ConfigError("--address needs --backend ray")
     out = Path(out)
-    mod = load(grid.experiment)
+    mod = grid.module
+    if mod is None:
+        raise ValueError("sweep: the grid has no experiment module (use engine.grid.resolve)")
     t0 = time.perf_counter()
     with StoreLock(out):
-        write_manifest(out, grid, points)
+        update_manifest(out, grid, points)
         todo, skipped = pending_points(points, out)
         result = SweepResult(out, len(points), skipped)
         advance: Callable[[int], None] | None = None

@@ -1,4 +1,4 @@
-"""The paper's experiments, one module each (DESIGN.md). Imported lazily by name.
+"""The paper's experiments, one module each, and the entry points the command line dispatches to.
 
 Each experiment module provides:
 
@@ -17,7 +17,9 @@ Optionally, for batched sweeps (the engine runs configs that share data as one t
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
+from typing import Any, Sequence
 
 from ..errors import ConfigError
 
@@ -30,9 +32,58 @@ EXPERIMENTS: dict[str, str] = {
 }
 
 
+def canonical(name: str) -> str:
+    """The registry spelling of an experiment name (``matrix_sensing`` → ``matrix-sensing``)."""
+    return name.replace("_", "-")
+
+
 def load(name: str) -> ModuleType:
     """The module of experiment ``name`` (e.g. ``"matrix-sensing"``)."""
-    key = name.replace("_", "-")
+    key = canonical(name)
     if key not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r} (known: {', '.join(sorted(EXPERIMENTS))})")
     return importlib.import_module(EXPERIMENTS[key])
+
+
+def run_one(experiment: str, tokens: Sequence[str], out: Path | None = None,
+            force: bool = False) -> tuple[dict[str, Any], Path, bool]:
+    """``mirrorflow run``: build the config from ``key=value`` tokens and run it into ``out`` (default
+    ``runs/<experiment>-<hash of the resolved config>``). A finished run there is reused unless ``force``.
+    Returns (summary, run directory, reused)."""
+    from ..config import build, config_dict, parse_overrides
+    from ..store import RunDir, run_id
+
+    mod = load(experiment)
+    name = canonical(experiment)
+    cfg = build(mod.Config, parse_overrides(tokens))
+    out = out or Path("runs") / run_id({"experiment": name, **config_dict(cfg)}, prefix=name)
+    rd = RunDir(out)
+    if rd.done and not force:
+        return rd.summary(), out, True
+    return mod.run(cfg, out), out, False
+
+
+def reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None) -> tuple[str, Path]:
+    """``mirrorflow reproduce``: the experiment's paper reproduction into ``out`` (default
+    ``runs/reproduce-<experiment>-<hash of the overrides>``); returns (the table it printed, ``out``)."""
+    from ..config import parse_overrides
+    from ..store import run_id
+
+    mod = load(experiment)
+    overrides = parse_overrides(tokens)
+    out = out or Path("runs") / f"reproduce-{canonical(experiment)}-{run_id(overrides)[:8]}"
+    return mod.reproduce(out, overrides), out
+
+
+def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = None):
+    """``mirrorflow sweep``: an optional spec file and ``key=v1,v2`` tokens → (grid, points, sweep directory)."""
+    from ..engine.grid import resolve
+    from ..store import run_id
+
+    files = [t for t in tokens if "=" not in t]
+    if len(files) > 1:
+        raise ConfigError(f"give at most one spec file, got {', '.join(files)}")
+    grid, points = resolve(canonical(experiment), load(experiment), files[0] if files else None,
+                           [t for t in tokens if "=" in t])
+    out = out or Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}"
+    return grid, points, out

@@ -39,9 +39,10 @@ from typing import Callable, Mapping, Sequence
 from ..config import build, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
-from . import _transformer_common as common
-from . import _transformer_report as rep
-from ._transformer_train import ArmResult, Trainer, TrainSpec, arm_name, intersection, run_arms
+from .transformers import models
+from .transformers.distributed import barrier, dist_env
+from .transformers.groups import GroupJob, GroupRunner
+from .transformers.train import ArmResult, Trainer, TrainSpec, run_arms
 
 PARTS = ("sweep", "ablation", "finetune", "lr-schedule")
 TRAINABLE = ("qk", "all")
@@ -144,7 +145,7 @@ class Config:
 # --------------------------------------------------------------------------------------------- models
 def make_vit(cfg: Config, seed: int):
     """The small ViT from a config (random init from ``seed``) or a pretrained ViT with a new 10-class head."""
-    common.set_seed(seed)
+    models.set_seed(seed)
     if cfg.vit == "tiny-vit":
         from transformers import ViTConfig, ViTForImageClassification
 
@@ -158,8 +159,8 @@ def make_vit(cfg: Config, seed: int):
 def _pretrained_vit(name: str, hub: bool, seed: int):
     from transformers import AutoModelForImageClassification
 
-    common.set_seed(seed)
-    return common.load_pretrained(AutoModelForImageClassification.from_pretrained, name, hub, num_labels=10,
+    models.set_seed(seed)
+    return models.load_pretrained(AutoModelForImageClassification.from_pretrained, name, hub, num_labels=10,
                                   ignore_mismatched_sizes=True)
 
 
@@ -168,7 +169,7 @@ def is_image_model(config) -> bool:
 
 
 def digits_task(model, device: str):
-    from ._transformer_tasks import DigitsTask
+    from .transformers.tasks import DigitsTask
 
     c = model.config
     return DigitsTask(image_size=c.image_size, channels=c.num_channels, device=device)
@@ -176,11 +177,11 @@ def digits_task(model, device: str):
 
 def make_finetune(cfg: Config, seed: int, device: str, cache: dict):
     """(task, model) of the fine-tuning part; only W_Q, W_K and the head train with ``finetune_train=qk``."""
-    from ._transformer_tasks import SpeakerTask, TextClassifier
+    from .transformers.tasks import SpeakerTask, TextClassifier
 
     name = cfg.finetune_model
     if "config" not in cache:
-        cache["config"] = common.load_config(name, cfg.hub)
+        cache["config"] = models.load_config(name, cfg.hub)
     if is_image_model(cache["config"]):
         model = _pretrained_vit(name, cfg.hub, seed)
         head = "classifier"
@@ -192,14 +193,14 @@ def make_finetune(cfg: Config, seed: int, device: str, cache: dict):
         from transformers import AutoModel, AutoTokenizer
 
         if "encoder" not in cache:
-            cache["encoder"] = common.load_pretrained(AutoModel.from_pretrained, name, cfg.hub)
-            tok = common.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
+            cache["encoder"] = models.load_pretrained(AutoModel.from_pretrained, name, cfg.hub)
+            tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
             from ..data.datasets import load_tinyshakespeare
 
             cache["task"] = SpeakerTask(load_tinyshakespeare(), tok, k=cfg.speakers, max_length=cfg.max_length,
                                         val_size=cfg.val_size, device=device)
         enc = copy.deepcopy(cache["encoder"])
-        common.set_seed(seed)
+        models.set_seed(seed)
         model = TextClassifier(enc, cfg.speakers, enc.config.hidden_size)
         head = "head"
     _select_trainable(model, cfg.finetune_train, head, name)
@@ -242,12 +243,46 @@ def _subset(cfg: Config, keys: Sequence[str]) -> dict:
     return {k: d[k] for k in keys}
 
 
-class Runner:
-    """Shared state of one ``run``: device, output folder, progress, the data and model caches."""
 
-    def __init__(self, cfg: Config, out: Path | str, progress: Callable[[int], None] | None):
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.env = common.dist_env(cfg.device)
+# ----------------------------------------------------------------------------------------------- runs
+def _vit_steps(cfg: Config) -> tuple[int, int]:
+    """(steps per epoch, total steps) of a digits ViT run."""
+    from .transformers.tasks import DIGITS_TRAIN
+
+    spe = DIGITS_TRAIN // cfg.batch_size
+    return spe, cfg.epochs * spe
+
+
+def vit_job(cfg: Config, out: Path | str, part: str, value: float, seed: int, off_epochs: Sequence[int] = (),
+            auto: bool = False, optimizer: str = "adamw", lr_schedule: str = "constant") -> GroupJob:
+    """One ViT-on-digits group: constant λ and, from its snapshots, λ turned off at ``off_epochs``/auto."""
+    label = f"{part}/{optimizer}-{lr_schedule}-wd{value:g}-seed{seed}"
+    config = {"experiment": "attention", "part": part, **_subset(cfg, VIT_KEYS), "weight_decay": value,
+              "seed": seed, "optimizer": optimizer, "lr_schedule": lr_schedule, "off_epochs": list(off_epochs)}
+    spe, T = _vit_steps(cfg)
+    steps = T + sum(T - e * spe for e in off_epochs) + (T // 2 if auto else 0)
+    params = {"kind": "vit", "part": part, "value": value, "seed": seed, "off_epochs": tuple(off_epochs),
+              "auto": auto, "optimizer": optimizer, "lr_schedule": lr_schedule}
+    return GroupJob(Path(out) / "groups" / label, config, steps, params)
+
+
+def finetune_job(cfg: Config, out: Path | str, value: float, seed: int) -> GroupJob:
+    """One fine-tuning group: constant λ, turned off at ``finetune_off_at``, automatic switch-off."""
+    config = {"experiment": "attention", "part": "finetune", **_subset(cfg, FINETUNE_KEYS), "weight_decay": value,
+              "seed": seed}
+    F = cfg.finetune_steps
+    steps = F + ((1 + cfg.auto_off) * (F - cfg.finetune_off_at) if value > 0 else 0)
+    # a MiniLM step costs about 7 small-ViT steps (orders the worker pool)
+    return GroupJob(Path(out) / "groups" / f"finetune/wd{value:g}-seed{seed}", config, steps,
+                    {"kind": "finetune", "value": value, "seed": seed}, cost=7.0)
+
+
+class AttentionRunner(GroupRunner):
+    """Computes the ViT and fine-tuning groups of one ``run``; keeps the digits task and the pretrained model."""
+
+    def __init__(self, cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None):
+        super().__init__(__name__, config_dict(cfg), out, dist_env(cfg.device), progress)
+        self.cfg = cfg
         self._digits = None
         self.ft_cache: dict = {}
 
@@ -261,376 +296,97 @@ class Runner:
             self._digits = digits_task(model, self.env.device)
         return self._digits
 
-    def _vit_path_config(self, part, value, seed, off_epochs, optimizer, lr_schedule):
-        label = f"{part}/{optimizer}-{lr_schedule}-wd{value:g}-seed{seed}"
-        gcfg = {"experiment": "attention", "part": part, **_subset(self.cfg, VIT_KEYS), "weight_decay": value,
-                "seed": seed, "optimizer": optimizer, "lr_schedule": lr_schedule, "off_epochs": list(off_epochs)}
-        return self.out / "groups" / label, gcfg
+    def compute(self, job: GroupJob) -> list[ArmResult]:
+        from ..training.monitor import SpectralMonitor
+
+        p, cfg = job.params, self.cfg
+        if p["kind"] == "finetune":
+            task, model = make_finetune(cfg, p["seed"], self.env.device, self.ft_cache)
+            trainer = Trainer(model, task, cfg.finetune_spec(p["seed"]), p["value"], self.env,
+                              SpectralMonitor(model, every=1, include="attention"))
+            return run_arms(trainer, p["value"], [cfg.finetune_off_at] if p["value"] > 0 else [],
+                            self.auto() if p["value"] > 0 else None, self.progress)
+        model = make_vit(cfg, p["seed"])
+        task = self.digits(model)
+        spe = task.n_train // cfg.batch_size
+        spec = cfg.vit_spec(p["seed"], spe, p["optimizer"], p["lr_schedule"])
+        trainer = Trainer(model, task, spec, p["value"], self.env, SpectralMonitor(model, every=1, include="attention"))
+        return run_arms(trainer, p["value"], [e * spe for e in p["off_epochs"]], self.auto() if p["auto"] else None,
+                        self.progress)
 
     def vit_group(self, part: str, value: float, seed: int, off_epochs: Sequence[int] = (), auto: bool = False,
                   optimizer: str = "adamw", lr_schedule: str = "constant") -> list[ArmResult]:
-        """One ViT-on-digits group: constant λ and, from its snapshots, λ turned off at ``off_epochs``/auto."""
-        from ..training.monitor import SpectralMonitor
-
-        def compute() -> list[ArmResult]:
-            model = make_vit(self.cfg, seed)
-            task = self.digits(model)
-            spe = task.n_train // self.cfg.batch_size
-            spec = self.cfg.vit_spec(seed, spe, optimizer, lr_schedule)
-            trainer = Trainer(model, task, spec, value, self.env, SpectralMonitor(model, every=1, include="attention"))
-            return run_arms(trainer, value, [e * spe for e in off_epochs], self.auto() if auto else None, self.progress)
-
-        path, gcfg = self._vit_path_config(part, value, seed, off_epochs, optimizer, lr_schedule)
-        return rep.run_group(path, gcfg, compute, self.env.is_main)
-
-    def _finetune_path_config(self, value, seed):
-        gcfg = {"experiment": "attention", "part": "finetune", **_subset(self.cfg, FINETUNE_KEYS), "weight_decay": value,
-                "seed": seed}
-        return self.out / "groups" / f"finetune/wd{value:g}-seed{seed}", gcfg
+        return self.group(vit_job(self.cfg, self.out, part, value, seed, off_epochs, auto, optimizer, lr_schedule))
 
     def finetune_group(self, value: float, seed: int) -> list[ArmResult]:
-        """One fine-tuning group: constant λ, turned off at ``finetune_off_at``, automatic switch-off."""
-        from ..training.monitor import SpectralMonitor
-
-        cfg = self.cfg
-
-        def compute() -> list[ArmResult]:
-            task, model = make_finetune(cfg, seed, self.env.device, self.ft_cache)
-            trainer = Trainer(model, task, cfg.finetune_spec(seed), value, self.env,
-                              SpectralMonitor(model, every=1, include="attention"))
-            return run_arms(trainer, value, [cfg.finetune_off_at] if value > 0 else [],
-                            self.auto() if value > 0 else None, self.progress)
-
-        path, gcfg = self._finetune_path_config(value, seed)
-        return rep.run_group(path, gcfg, compute, self.env.is_main)
-
-    # -- jobs of the worker pool (see :func:`plan`) ------------------------------------------------
-    def job_done(self, job: tuple) -> bool:
-        if job[0] == "finetune":
-            return rep.group_done(*self._finetune_path_config(job[1], job[2]))
-        _, part, v, s, offs, _, opt, sched = job
-        return rep.group_done(*self._vit_path_config(part, v, s, offs, opt, sched))
-
-    def run_job(self, job: tuple) -> None:
-        if job[0] == "finetune":
-            self.finetune_group(job[1], job[2])
-        else:
-            _, part, v, s, offs, auto, opt, sched = job
-            self.vit_group(part, v, s, offs, auto, opt, sched)
+        return self.group(finetune_job(self.cfg, self.out, value, seed))
 
 
-_WORKER: dict = {}
+def make_runner(values: Mapping, out: Path | str) -> AttentionRunner:
+    """The runner of a worker process (a worker process runs jobs only)."""
+    cfg = build(Config, values)
+    models.set_threads(cfg.threads)
+    return AttentionRunner(cfg, out)
 
 
-def _job(values: dict, out: str, job: tuple) -> None:
-    """One group in a worker process (``workers > 1``); the Runner (data, MiniLM) is kept per process."""
-    key = (repr(sorted(values.items())), out)
-    if key not in _WORKER:
-        _WORKER.clear()
-        cfg = build(Config, values)
-        common.set_threads(cfg.threads)  # a worker process runs jobs only
-        _WORKER[key] = Runner(cfg, out, None)
-    _WORKER[key].run_job(job)
-
-
-def _by_arm(groups: Sequence[Sequence[ArmResult]]) -> dict[str, list[ArmResult]]:
-    out: dict[str, list[ArmResult]] = {}
-    for arms in groups:
-        for a in arms:
-            out.setdefault(a.name, []).append(a)
-    return out
-
-
-def _steps_per_epoch(arms: Sequence[ArmResult]) -> int:
-    """Steps per epoch of a digits run, read back from its rows (step / epoch of the second row)."""
-    for a in arms:
-        if len(a.rows) > 1 and a.rows[1]["epoch"] > 0:
-            return int(round(a.rows[1]["step"] / a.rows[1]["epoch"]))
-    return 1
-
-
-def _epoch_of(arm: ArmResult, step: float) -> float:
-    for r in arm.rows:
-        if float(r["step"]) == float(step):
-            return float(r["epoch"])
-    return math.nan
-
-
-# --------------------------------------------------------------------------------------------- parts
-def part_sweep(R: Runner, rd) -> str:
-    """Fig. 14 analog: ρ and validation accuracy of the digits ViT for each weight decay (AdamW, constant)."""
-    cfg = R.cfg
-    res = {v: [R.vit_group("sweep", v, s)[0] for s in cfg.seeds] for v in cfg.sweep_weight_decays}
-    lines = [
-        f"Fig. 14 analog: ViT from scratch on digits ({_vit_desc(cfg)}), AdamW lr {cfg.lr:g} "
-        f"(warm-up {cfg.warmup_epochs} epochs, then constant), {cfg.epochs} epochs, constant weight decay. "
-        f"Final values, mean ± std over seeds {_seeds(cfg)}.\n",
-        "| weight decay | ρ (final) | min ρ | val acc | val error | train loss |",
-        "|---|---|---|---|---|---|",
-    ]
-    for v, arms in res.items():
-        lines.append(
-            f"| {v:g} | {rep.pm([rep.final(a, 'spectral/rho') for a in arms], '.2f')} "
-            f"| {rep.pm([float(min(rep.column(a, 'spectral/rho'))) for a in arms], '.2f')} "
-            f"| {rep.pm([rep.final(a, 'val_acc') for a in arms])} | {rep.pm([1 - rep.final(a, 'val_acc') for a in arms])} "
-            f"| {rep.pm([rep.final(a, 'train_loss') for a in arms])} |" + _diverged(arms))
-    colors = {v: rep.COLORS[i % len(rep.COLORS)] for i, v in enumerate(res)}
-    panels = []
-    for key, title in (("spectral/rho", "ρ of W_Q W_Kᵀ"), ("val_acc", "validation accuracy")):
-        curves = [rep.Curve(f"λ={v:g}", *rep.curve(arms, key, "epoch"), colors[v]) for v, arms in res.items()]
-        panels.append((title, curves, [], []))
-    rd.save_figure("fig14_sweep_curves.png", rep.curves_figure(panels, "value", "epoch"))
-    xs = list(res)
-    stats = {
-        "final ρ": [rep.mean_std([rep.final(a, "spectral/rho") for a in res[v]])[:2] for v in xs],
-        "val error": [rep.mean_std([1 - rep.final(a, "val_acc") for a in res[v]])[:2] for v in xs],
-    }
-    rd.save_figure("fig14_sweep_final.png", rep.bars_figure(
-        xs, {k: ([m for m, _ in s], [e for _, e in s]) for k, s in stats.items()}, "weight decay",
-        "ViT on digits: final ρ and validation error against weight decay"))
-    return "\n".join(lines) + "\n"
-
-
-def table3_rows(by: Mapping[str, list[ArmResult]], ref: str = "constant") -> list[dict]:
-    """For each turned-off arm: off epoch, intersection epoch (on the seed-mean ρ curves), and validation
-    accuracy (kept vs off) and ρ at the intersection, or at the end (with ρ of each) when they do not cross."""
-    const = by[ref]
-    steps, rho_c, _ = rep.curve(const, "spectral/rho")
-    out = []
-    for name, arms in by.items():
-        if name == ref:
-            continue
-        s2, rho_o, _ = rep.curve(arms, "spectral/rho")
-        offs = [a.off_at for a in arms if a.off_at is not None]
-        row = {"arm": name, "off_epochs": [_epoch_of(a, a.off_at) for a in arms if a.off_at is not None],
-               "triggered": len(offs), "seeds": len(arms)}
-        cross = intersection(steps, rho_c, rho_o, min(offs)) if offs and len(s2) == len(steps) else None
-        at = cross if cross is not None else steps[-1]
-        i = list(steps).index(at)
-        row.update({
-            "intersect_epoch": None if cross is None else _epoch_of(const[0], cross),
-            "acc_wd": [rep.at_step(a, "val_acc", at) for a in const],
-            "acc_off": [rep.at_step(a, "val_acc", at) for a in arms],
-            "rho_wd": float(rho_c[i]), "rho_off": float(rho_o[i]),
-            "final_acc_wd": [rep.final(a, "val_acc") for a in const],
-            "final_acc_off": [rep.final(a, "val_acc") for a in arms],
-            "final_rho_off": [rep.final(a, "spectral/rho") for a in arms],
-        })
-        out.append(row)
-    return out
-
-
-def part_ablation(R: Runner, rd) -> tuple[str, dict]:
-    """Table 3 analog: turn-off epoch ablation (and the automatic switch-off) at one weight decay."""
-    cfg = R.cfg
-    v = cfg.ablation_weight_decay
-    groups = [R.vit_group("ablation", v, s, cfg.ablation_off_epochs, auto=cfg.auto_off) for s in cfg.seeds]
-    by = _by_arm(groups)
-    rows = table3_rows(by)
-    lines = [
-        f"Table 3 analog: ViT from scratch on digits ({_vit_desc(cfg)}), AdamW lr {cfg.lr:g}, weight decay {v:g} "
-        f"kept (WD) or turned off (Off) at the given epoch, {cfg.epochs} epochs; auto = switch-off on a plateau of ρ "
-        f"(tol {cfg.auto_tol:g}, window {cfg.auto_window} epochs). Intersect = first epoch after the turn-off where "
-        f"the seed-mean ρ curves cross; Val Acc and Norm Ratio (ρ) at that epoch, or at the end with the ρ of each "
-        f"arm in parentheses when they do not cross. Mean ± std over seeds {_seeds(cfg)}.\n",
-        "| WD Off | Intersect | Val Acc (WD) | Val Acc (Off) | Norm Ratio | final Val Acc (WD) | final Val Acc (Off) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        off = ", ".join(f"{e:g}" for e in r["off_epochs"]) if r["arm"] == "auto" else f"{r['off_epochs'][0]:g}"
-        if r["arm"] == "auto":
-            off = f"auto ({off or 'not triggered'})"
-        if r["intersect_epoch"] is None:
-            acc_wd = f"{rep.pm(r['acc_wd'], '.1f', 100)} ({r['rho_wd']:.2f})"
-            acc_off = f"{rep.pm(r['acc_off'], '.1f', 100)} ({r['rho_off']:.2f})"
-            cells = [off, "None", acc_wd, acc_off, "–"]
-        else:
-            cells = [off, f"{r['intersect_epoch']:g}", rep.pm(r["acc_wd"], ".1f", 100), rep.pm(r["acc_off"], ".1f", 100),
-                     f"{0.5 * (r['rho_wd'] + r['rho_off']):.2f}"]
-        cells += [rep.pm(r["final_acc_wd"], ".1f", 100), rep.pm(r["final_acc_off"], ".1f", 100)]
-        lines.append("| " + " | ".join(cells) + " |")
-    spe = _steps_per_epoch(by["constant"])
-    colors = {n: rep.COLORS[i % len(rep.COLORS)] for i, n in enumerate(by)}
-    def label(name: str) -> str:
-        if name.startswith("off@"):
-            return f"off at epoch {int(name[4:]) / spe:g}"
-        return {"constant": "WD kept", "auto": "auto switch-off"}.get(name, name)
-
-    panels = [rep.rho_panel(f"ViT digits, λ={v:g}: {title}", by, key, "epoch", colors.get, label,
-                            step_to_x=lambda s: s / spe)
-              for key, title in (("spectral/rho", "ρ"), ("val_acc", "validation accuracy"))]
-    panels[1] = (panels[1][0], panels[1][1], panels[1][2], [])
-    rd.save_figure("fig4_attention_rho.png", rep.curves_figure(panels, "value", "epoch"))
-    first = arm_name(cfg.ablation_off_epochs[0] * spe) if cfg.ablation_off_epochs else None
-    t4 = {"model": f"ViT (scratch) / digits, off at epoch {cfg.ablation_off_epochs[0]}", "value": v,
-          "by": {k: by[k] for k in ("constant", first, "auto") if k in by}}
-    return "\n".join(lines) + "\n", t4
-
-
-def part_finetune(R: Runner, rd, extra: dict | None) -> str:
-    """Table 4 analog: pretrained fine-tuning with AdamW, weight decay kept vs turned off vs automatic."""
-    cfg = R.cfg
-    res = {v: _by_arm([R.finetune_group(v, s) for s in cfg.seeds]) for v in cfg.finetune_weight_decays}
-    task = R.ft_cache.get("task")
-    desc = task.describe() if task is not None else "(loaded from finished runs)"
-    lines = [
-        f"Table 4 analog: validation accuracy at the end, weight decay kept (WD) vs turned off (Off) vs automatic "
-        f"switch-off (auto). {cfg.finetune_model}: {desc}; AdamW lr {cfg.finetune_lr:g}, batch {cfg.finetune_batch_size}, "
-        f"{cfg.finetune_steps} steps, trained: {'W_Q, W_K and head' if cfg.finetune_train == 'qk' else 'all but embeddings'}, "
-        f"off at step {cfg.finetune_off_at}. Mean ± std over seeds {_seeds(cfg)}.\n",
-        "| model / data | λ | Val Acc (WD) | Val Acc (Off) | Val Acc (auto) | Δ Off−WD | ρ (WD) | ρ (Off) | ρ (auto) | auto off at |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    rows = [(f"{cfg.finetune_model} (pretrained) / speakers" if task is None or task.name == "speakers"
-             else f"{cfg.finetune_model} (pretrained) / digits", v, by, f"off@{cfg.finetune_off_at}") for v, by in res.items()]
-    if extra is not None:
-        off_name = next((k for k in extra["by"] if k.startswith("off@")), None)
-        rows.append((extra["model"], extra["value"], extra["by"], off_name))
-    for model, v, by, off_name in rows:
-        if v == 0:
-            continue
-        c, o, a = by.get("constant", []), by.get(off_name, []), by.get("auto", [])
-        acc = lambda arms: [rep.final(x, "val_acc") for x in arms]  # noqa: E731
-        rho = lambda arms: [rep.final(x, "spectral/rho") for x in arms]  # noqa: E731
-        delta = [y - x for x, y in zip(acc(c), acc(o))]
-        auto_at = ", ".join(f"{x.off_at}" for x in a if x.off_at is not None) or "not triggered"
-        lines.append(f"| {model} | {v:g} | {rep.pm(acc(c), '.1f', 100)} | {rep.pm(acc(o), '.1f', 100)} | "
-                     f"{rep.pm(acc(a), '.1f', 100)} | {rep.pm(delta, '+.1f', 100)} | {rep.pm(rho(c), '.2f')} | "
-                     f"{rep.pm(rho(o), '.2f')} | {rep.pm(rho(a), '.2f')} | {auto_at} |")
-    colors = {v: rep.COLORS[i % len(rep.COLORS)] for i, v in enumerate(res)}
-    panels = []
-    for key, title in (("spectral/rho", "ρ of W_Q W_Kᵀ"), ("val_acc", "validation accuracy")):
-        curves, vlines, marks = [], [], []
-        for v, by in res.items():
-            _, cs, vl, mk = rep.rho_panel("", by, key, "step", lambda n, v=v: colors[v], lambda n, v=v: f"λ={v:g} {n}")
-            curves += cs
-            vlines += vl
-            marks += mk if key == "spectral/rho" else []
-        panels.append((f"{cfg.finetune_model} fine-tuning: {title}", curves, sorted(set(vlines)), marks))
-    rd.save_figure("table4_finetune_curves.png", rep.curves_figure(panels, "value", "step"))
-    return "\n".join(lines) + "\n"
-
-
-def part_lr_schedule(R: Runner, rd) -> str:
-    """App. G (Figs. 15, 16): constant learning rate vs CosineAnnealingWarmRestarts, AdamW and SGD."""
-    cfg = R.cfg
-    lines = [
-        f"App. G analog: ViT from scratch on digits ({_vit_desc(cfg)}), {cfg.epochs} epochs, constant weight decay; "
-        f"learning rate constant (AdamW after {cfg.warmup_epochs} warm-up epochs) or CosineAnnealingWarmRestarts "
-        f"(T_0 = {cfg.restart_epochs} epochs). AdamW lr {cfg.lr:g}; SGD lr {cfg.sgd_lr:g}, momentum {cfg.momentum:g}, "
-        f"gradient norm clipped at {cfg.sgd_clip:g}, no warm-up. "
-        f"Final values, mean ± std over seeds {_seeds(cfg)}.\n",
-        "| optimizer | λ | lr schedule | val acc | ρ (final) | train loss |",
-        "|---|---|---|---|---|---|",
-    ]
-    for opt in cfg.lrs_optimizers:
-        values = cfg.lrs_adamw_weight_decays if opt == "adamw" else cfg.lrs_sgd_weight_decays
-        curves_rho, curves_acc = [], []
-        for i, v in enumerate(values):
-            for sched, style in (("constant", "-"), ("cosine_restarts", "--")):
-                arms = [R.vit_group("lr-schedule", v, s, optimizer=opt, lr_schedule=sched)[0] for s in cfg.seeds]
-                lines.append(f"| {opt} | {v:g} | {sched} | {rep.pm([rep.final(a, 'val_acc') for a in arms])} | "
-                             f"{rep.pm([rep.final(a, 'spectral/rho') for a in arms], '.2f')} | "
-                             f"{rep.pm([rep.final(a, 'train_loss') for a in arms])} |" + _diverged(arms))
-                col = rep.COLORS[i % len(rep.COLORS)]
-                curves_rho.append(rep.Curve(f"λ={v:g} {sched}", *rep.curve(arms, "spectral/rho", "epoch"), col, style))
-                curves_acc.append(rep.Curve(f"λ={v:g} {sched}", *rep.curve(arms, "val_acc", "epoch"), col, style))
-        fig = rep.curves_figure([(f"{opt}: ρ", curves_rho, [], []), (f"{opt}: validation accuracy", curves_acc, [], [])],
-                                "value", "epoch")
-        rd.save_figure(f"fig{15 if opt == 'adamw' else 16}_lr_schedule_{opt}.png", fig)
-    return "\n".join(lines) + "\n"
-
-
-def _vit_desc(cfg: Config) -> str:
-    if cfg.vit != "tiny-vit":
-        return cfg.vit
-    return f"patch {cfg.patch_size}, width {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, batch {cfg.batch_size}"
-
-
-def _seeds(cfg: Config) -> str:
-    return ", ".join(map(str, cfg.seeds))
-
-
-def _diverged(arms: Sequence[ArmResult]) -> str:
-    n = sum(a.diverged_at is not None for a in arms)
-    return f" {n} diverged" if n else ""
-
-
-def plan(cfg: Config) -> list[tuple[tuple, int]]:
-    """``(job, training steps)`` for every group of the selected parts (jobs are ``Runner.run_job`` args)."""
-    from ._transformer_tasks import DIGITS_TRAIN
-
-    spe = DIGITS_TRAIN // cfg.batch_size
-    T = cfg.epochs * spe
-    jobs: list[tuple[tuple, int]] = []
+def plan(cfg: Config, out: Path | str = ".") -> list[GroupJob]:
+    """Every group of the selected parts, in the order the parts read them."""
+    jobs: list[GroupJob] = []
     for s in cfg.seeds:
         if "sweep" in cfg.parts:
-            jobs += [(("vit", "sweep", v, s, (), False, "adamw", "constant"), T) for v in cfg.sweep_weight_decays]
+            jobs += [vit_job(cfg, out, "sweep", v, s) for v in cfg.sweep_weight_decays]
         if "ablation" in cfg.parts:
-            cost = T + sum(T - e * spe for e in cfg.ablation_off_epochs) + (T // 2 if cfg.auto_off else 0)
-            jobs.append((("vit", "ablation", cfg.ablation_weight_decay, s, tuple(cfg.ablation_off_epochs),
-                          cfg.auto_off, "adamw", "constant"), cost))
+            jobs.append(vit_job(cfg, out, "ablation", cfg.ablation_weight_decay, s, tuple(cfg.ablation_off_epochs),
+                                cfg.auto_off))
         if "finetune" in cfg.parts:
-            F = cfg.finetune_steps
-            jobs += [(("finetune", v, s), F + ((1 + cfg.auto_off) * (F - cfg.finetune_off_at) if v > 0 else 0))
-                     for v in cfg.finetune_weight_decays]
+            jobs += [finetune_job(cfg, out, v, s) for v in cfg.finetune_weight_decays]
         if "lr-schedule" in cfg.parts:
             for opt in cfg.lrs_optimizers:
                 vals = cfg.lrs_adamw_weight_decays if opt == "adamw" else cfg.lrs_sgd_weight_decays
-                jobs += [(("vit", "lr-schedule", v, s, (), False, opt, sched), T)
+                jobs += [vit_job(cfg, out, "lr-schedule", v, s, optimizer=opt, lr_schedule=sched)
                          for v in vals for sched in ("constant", "cosine_restarts")]
     return jobs
 
 
-def _cost(job_steps: tuple[tuple, int]) -> float:
-    """Relative cost for ordering the worker pool: a MiniLM step costs about 7 small-ViT steps."""
-    job, steps = job_steps
-    return steps * (7 if job[0] == "finetune" else 1)
-
-
 def total_steps(cfg: Config) -> int:
     """Training steps of the whole run (for the progress bar)."""
-    return sum(n for _, n in plan(cfg))
+    return sum(j.steps for j in plan(cfg))
+
+
+TABLE_FILES = {"sweep": "fig14_sweep.md", "ablation": "table3.md", "finetune": "table4.md",
+               "lr-schedule": "appG_lr_schedule.md"}
 
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
     """The selected parts into ``out``: groups/, one markdown table per part, figures, summary.json last."""
     from ..engine.batched import torch_threads
-
-    with torch_threads(cfg.threads):
-        return _run(cfg, out, progress)
-
-
-def _run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None) -> dict:
     from ..store import RunDir
+    from . import attention_parts as P
 
     t0 = time.perf_counter()
-    R = Runner(cfg, out, progress)
-    if cfg.workers > 1 and not R.env.distributed:
-        todo = sorted((jc for jc in plan(cfg) if not R.job_done(jc[0])), key=lambda jc: -_cost(jc))
-        tick = (lambda i: progress(todo[i][1])) if progress is not None else None
-        common.run_parallel(_job, [(config_dict(cfg), str(out), j) for j, _ in todo], cfg.workers, tick)
-    rd = RunDir(out)
-    tables: dict[str, str] = {}
-    t4 = None
-    if "sweep" in cfg.parts:
-        tables["sweep"] = part_sweep(R, rd)
-    if "ablation" in cfg.parts:
-        tables["ablation"], t4 = part_ablation(R, rd)
-    if "finetune" in cfg.parts:
-        tables["finetune"] = part_finetune(R, rd, t4)
-    if "lr-schedule" in cfg.parts:
-        tables["lr-schedule"] = part_lr_schedule(R, rd)
-    names = {"sweep": "fig14_sweep.md", "ablation": "table3.md", "finetune": "table4.md", "lr-schedule": "appG_lr_schedule.md"}
+    with torch_threads(cfg.threads):
+        R = AttentionRunner(cfg, out, progress)
+        R.prepare(plan(cfg, out), cfg.workers)
+        rd = RunDir(out)
+        tables: dict[str, str] = {}
+        t4 = None
+        if "sweep" in cfg.parts:
+            tables["sweep"] = P.part_sweep(R, rd)
+        if "ablation" in cfg.parts:
+            tables["ablation"], t4 = P.part_ablation(R, rd)
+        if "finetune" in cfg.parts:
+            tables["finetune"] = P.part_finetune(R, rd, t4)
+        if "lr-schedule" in cfg.parts:
+            tables["lr-schedule"] = P.part_lr_schedule(R, rd)
     text = "\n".join(tables[p] for p in PARTS if p in tables)
     summary = {"experiment": "attention", "tables": tables, "seconds": round(time.perf_counter() - t0, 1)}
     if R.env.is_main:
         rd.write_config({"experiment": "attention", **config_dict(cfg)})
         for p, t in tables.items():
-            rd.write_text(names[p], t)
+            rd.write_text(TABLE_FILES[p], t)
         rd.write_text("tables.md", text)
         rd.finish(summary)
-    common.barrier(R.env)
+    barrier(R.env)
     summary["table"] = text
     return summary
 
@@ -640,5 +396,5 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     """Fig. 14, Table 3, Table 4 and App. G analogs with the CPU defaults; returns the markdown tables."""
     cfg = build(Config, overrides or {})
     with progress_or_bar(progress, total_steps(cfg), "attention (" + ", ".join(cfg.parts) + ")",
-                         show=common.dist_env(cfg.device).is_main) as progress:
+                         show=dist_env(cfg.device).is_main) as progress:
         return run(cfg, out, progress)["table"]

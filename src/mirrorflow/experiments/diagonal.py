@@ -52,7 +52,7 @@ from ..config import build, config_dict, require
 from ..engine.batched import Trace, run_batched, schedule_table, torch_threads
 from ..engine.progress import progress_or_bar
 from ..store import RunDir
-from ..report.figures import trace_plot
+from ..report.figures import save_png, trace_plot
 from ..schedules import turn_off
 
 MODELS = ("linear", "mw", "mwv", "power")
@@ -358,7 +358,7 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
     rd.write_metrics(metric_rows(cfg, trace))
     title = MODEL_TITLES[cfg.model] + (f", k={cfg.k}" if cfg.model == "power" else "")
     for metric in ("dist", "l1_l2", "train_loss", "x1"):
-        rd.save_figure(f"{metric}.png", _plot_sweep(cfg, trace, data, metric, title))
+        save_png(_plot_sweep(cfg, trace, data, metric, title), rd.file(f"{metric}.png"))
     per_wd = summarize(cfg, trace, data)
     preds = predicted_limits(cfg, trace, data)
     if preds is not None:
@@ -459,10 +459,10 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         summary_models[m] = per_wd
         title = MODEL_TITLES[m] + (f", k={cfg.k}" if m == "power" else "")
         letter = FIG_LETTER[m]
-        rd.save_figure(f"fig8{letter}_dist.png", _plot_sweep(cfg, trace, data, "dist", f"Fig. 8{letter}: {title}"))
-        rd.save_figure(f"fig9{letter}_l1_l2.png", _plot_sweep(cfg, trace, data, "l1_l2", f"Fig. 9{letter}: {title}"))
-        rd.save_figure(f"x1_{m}.png", _plot_sweep(cfg, trace, data, "x1", f"first coordinate: {title}"))
-        rd.save_figure(f"train_loss_{m}.png", _plot_sweep(cfg, trace, data, "train_loss", f"train loss: {title}"))
+        save_png(_plot_sweep(cfg, trace, data, "dist", f"Fig. 8{letter}: {title}"), rd.file(f"fig8{letter}_dist.png"))
+        save_png(_plot_sweep(cfg, trace, data, "l1_l2", f"Fig. 9{letter}: {title}"), rd.file(f"fig9{letter}_l1_l2.png"))
+        save_png(_plot_sweep(cfg, trace, data, "x1", f"first coordinate: {title}"), rd.file(f"x1_{m}.png"))
+        save_png(_plot_sweep(cfg, trace, data, "train_loss", f"train loss: {title}"), rd.file(f"train_loss_{m}.png"))
     data0 = next(iter(results.values()))[2]
     rd.write_metrics(metric_all)
     table = table_markdown(base, rows, data0.ratio_star, float(data0.x_star[0]), models)

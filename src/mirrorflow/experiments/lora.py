@@ -42,9 +42,13 @@ from typing import Callable, Mapping
 from ..config import build, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
-from . import _transformer_common as common
-from . import _transformer_report as rep
-from ._transformer_train import OPTIMIZERS, ArmResult, Trainer, TrainSpec, intersection, run_arms
+from ..report.stats import format_mean_std as pm
+from ..report.tables import markdown_table
+from .transformers import arms as A
+from .transformers import models
+from .transformers.distributed import barrier, dist_env
+from .transformers.groups import GroupJob, GroupRunner
+from .transformers.train import OPTIMIZERS, ArmResult, Trainer, TrainSpec, intersection, run_arms
 
 TASKS = ("speakers", "lm")
 TINY_GPT2 = {"n_embd": 64, "n_layer": 2, "n_head": 4}
@@ -134,27 +138,27 @@ def _pretrained(kind: str, name: str, hub: bool):
 
         loader = AutoModel.from_pretrained if kind == "encoder" else AutoModelForCausalLM.from_pretrained
         _BASES.clear()
-        _BASES[key] = common.load_pretrained(loader, name, hub)
+        _BASES[key] = models.load_pretrained(loader, name, hub)
     return copy.deepcopy(_BASES[key])
 
 
 def make_task(cfg: Config, device: str = "cpu"):
     """The task object (data, tokenization, split) of ``cfg``."""
     from ..data.datasets import load_tinyshakespeare
-    from ._transformer_tasks import LMTask, SpeakerTask
+    from .transformers.tasks import LMTask, SpeakerTask
 
     text = load_tinyshakespeare()
     name = cfg.resolved_model
     if cfg.task == "speakers":
         from transformers import AutoTokenizer
 
-        tok = common.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
+        tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
         return SpeakerTask(text, tok, k=cfg.speakers, max_length=cfg.max_length, val_size=cfg.val_size, device=device)
     if name == "tiny-gpt2":
         return LMTask(text, None, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device)
     from transformers import AutoTokenizer
 
-    tok = common.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
+    tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
     return LMTask(text, tok, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device)
 
 
@@ -162,15 +166,15 @@ def make_model(cfg: Config, task, seed: int):
     """Base model + peft LoRA adapter (rank r, α, no dropout); LoRA's A and the head are drawn from ``seed``."""
     from peft import LoraConfig, get_peft_model
 
-    from ._transformer_tasks import TextClassifier
+    from .transformers.tasks import TextClassifier
 
     name = cfg.resolved_model
     lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
                       target_modules=list(cfg.target_modules) or None)
-    common.set_seed(seed)
+    models.set_seed(seed)
     if cfg.task == "speakers":
         enc = _pretrained("encoder", name, cfg.hub)
-        common.set_seed(seed)
+        models.set_seed(seed)
         model = TextClassifier(_peft(get_peft_model, enc, lora, name), task.n_classes, enc.config.hidden_size)
         model.head.requires_grad_(cfg.train_head)
         return model
@@ -183,7 +187,7 @@ def make_model(cfg: Config, task, seed: int):
         base = _pretrained("causal", name, cfg.hub)
         if cfg.block_size > getattr(base.config, "n_positions", getattr(base.config, "max_position_embeddings", 10**9)):
             raise ConfigError(f"block_size={cfg.block_size} is longer than {name}'s context")
-    common.set_seed(seed)
+    models.set_seed(seed)
     return _peft(get_peft_model, base, lora, name)
 
 
@@ -191,7 +195,7 @@ def _peft(get_peft_model, base, lora, name: str):
     try:
         return get_peft_model(base, lora)
     except ValueError as e:  # e.g. target modules not found, or no default for the architecture
-        raise ConfigError(f"LoRA on {name!r}: {common._first_line(e)} (set target_modules=...)") from None
+        raise ConfigError(f"LoRA on {name!r}: {models._first_line(e)} (set target_modules=...)") from None
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -205,49 +209,50 @@ def _values(cfg: Config) -> list[float]:
     return list(cfg.weight_decays) + ([0.0] if cfg.baseline and 0.0 not in cfg.weight_decays else [])
 
 
-def _group_path(out: Path | str, value: float, seed: int) -> Path:
-    return Path(out) / "groups" / f"wd{value:g}-seed{seed}"
-
-
 def _group_steps(cfg: Config, value: float) -> int:
     return cfg.steps + (((2 if cfg.auto_off else 1) * (cfg.steps - cfg.off_at)) if value > 0 else 0)
 
 
-def _group(cfg: Config, out: Path | str, value: float, seed: int, task, env,
-           progress: Callable[[int], None] | None) -> list[ArmResult]:
-    """One (λ, seed) group: constant λ, turned off at ``off_at``, automatic switch-off (λ > 0)."""
-    from ..training.monitor import SpectralMonitor
-
-    def compute() -> list[ArmResult]:
-        model = make_model(cfg, task, seed)
-        trainer = Trainer(model, task, cfg.train_spec(seed), value, env, SpectralMonitor(model, every=1, include="lora"))
-        offs = [cfg.off_at] if value > 0 else []
-        return run_arms(trainer, value, offs, _auto_kwargs(cfg) if value > 0 else None, progress)
-
-    return rep.run_group(_group_path(out, value, seed), _group_config(cfg, value, seed), compute, env.is_main,
-                         progress, _group_steps(cfg, value))
-
-
-def _group_config(cfg: Config, value: float, seed: int) -> dict:
-    """What determines a group's numbers (not the grid's other values: adding a seed reuses the others)."""
+def group_job(cfg: Config, out: Path | str, value: float, seed: int) -> GroupJob:
+    """One (λ, seed) group. Its config holds what determines its numbers (not the grid's other values:
+    adding a seed or a weight decay reuses the finished groups)."""
     grid = ("weight_decays", "seeds", "baseline")
-    return {"experiment": "lora", **{k: v for k, v in config_dict(cfg).items() if k not in grid},
-            "weight_decay": value, "seed": seed}
+    config = {"experiment": "lora", **{k: v for k, v in config_dict(cfg).items() if k not in grid},
+              "weight_decay": value, "seed": seed}
+    return GroupJob(Path(out) / "groups" / f"wd{value:g}-seed{seed}", config, _group_steps(cfg, value),
+                    {"value": value, "seed": seed})
 
 
-_WORKER_TASK: dict = {}
+class LoRARunner(GroupRunner):
+    """Computes one (λ, seed) group: constant λ, turned off at ``off_at``, automatic switch-off (λ > 0)."""
+
+    def __init__(self, cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None):
+        super().__init__(__name__, config_dict(cfg), out, dist_env(cfg.device), progress)
+        self.cfg = cfg
+        self._task = None
+
+    @property
+    def task(self):
+        if self._task is None:
+            self._task = make_task(self.cfg, self.env.device)
+        return self._task
+
+    def compute(self, job: GroupJob) -> list[ArmResult]:
+        from ..training.monitor import SpectralMonitor
+
+        cfg, value, seed = self.cfg, job.params["value"], job.params["seed"]
+        model = make_model(cfg, self.task, seed)
+        trainer = Trainer(model, self.task, cfg.train_spec(seed), value, self.env,
+                          SpectralMonitor(model, every=1, include="lora"))
+        offs = [cfg.off_at] if value > 0 else []
+        return run_arms(trainer, value, offs, _auto_kwargs(cfg) if value > 0 else None, self.progress)
 
 
-def _group_job(values: dict, out: str, value: float, seed: int) -> None:
-    """One group in a worker process (``workers > 1``); the task is built once per process."""
+def make_runner(values: Mapping, out: Path | str) -> LoRARunner:
+    """The runner of a worker process (one torch thread set by the config)."""
     cfg = build(Config, values)
-    common.set_threads(cfg.threads)
-    env = common.dist_env(cfg.device)
-    key = repr(sorted(values.items()))
-    if key not in _WORKER_TASK:
-        _WORKER_TASK.clear()
-        _WORKER_TASK[key] = make_task(cfg, env.device)
-    _group(cfg, out, value, seed, _WORKER_TASK[key], env, None)
+    models.set_threads(cfg.threads)
+    return LoRARunner(cfg, out)
 
 
 def run_grid(cfg: Config, out: Path | str,
@@ -257,28 +262,13 @@ def run_grid(cfg: Config, out: Path | str,
     With ``workers > 1`` the unfinished groups first run in that many processes (one thread each).
     Returns ``{λ: [arms of seed 0, arms of seed 1, ...]}`` (λ = 0 for the baseline) and the task's description.
     """
-    env = common.dist_env(cfg.device)
-    jobs = [(v, s) for v in _values(cfg) for s in cfg.seeds]
-    if cfg.workers > 1 and not env.distributed:
-        todo = [(v, s) for v, s in jobs if not rep.group_done(_group_path(out, v, s), _group_config(cfg, v, s))]
-        todo.sort(key=lambda j: -_group_steps(cfg, j[0]))
-        tick = (lambda i: progress(_group_steps(cfg, todo[i][0]))) if progress is not None else None
-        values = config_dict(cfg)
-        common.run_parallel(_group_job, [(values, str(out), v, s) for v, s in todo], cfg.workers, tick)
-        progress = None  # every group is on disk now
-    task = make_task(cfg, env.device)
+    runner = LoRARunner(cfg, out, progress)
+    keys = [(v, s) for v in _values(cfg) for s in cfg.seeds]
+    groups = runner.run_all([group_job(cfg, out, v, s) for v, s in keys], cfg.workers)
     result: dict[float, list[list[ArmResult]]] = {}
-    for v, s in jobs:
-        result.setdefault(v, []).append(_group(cfg, out, v, s, task, env, progress))
-    return result, task.describe()
-
-
-def _by_arm(groups: list[list[ArmResult]]) -> dict[str, list[ArmResult]]:
-    out: dict[str, list[ArmResult]] = {}
-    for arms in groups:
-        for a in arms:
-            out.setdefault(a.name, []).append(a)
-    return out
+    for (v, _), arms in zip(keys, groups):
+        result.setdefault(v, []).append(arms)
+    return result, runner.task.describe()
 
 
 def summarize(cfg: Config, grid: Mapping) -> list[dict]:
@@ -286,20 +276,20 @@ def summarize(cfg: Config, grid: Mapping) -> list[dict]:
     rows = []
     off_name = f"off@{cfg.off_at}"
     for value in grid:
-        by = _by_arm(grid[value])
+        by = A.by_arm(grid[value])
         row: dict = {"weight_decay": value}
         for arm, key in (("constant", "constant"), (off_name, "off"), ("auto", "auto")):
             arms = by.get(arm, [])
-            row[f"val_loss_{key}"] = [rep.final(a, "val_loss") for a in arms]
-            row[f"val_acc_{key}"] = [rep.final(a, "val_acc") for a in arms]
-            row[f"rho_{key}"] = [rep.final(a, "spectral/rho") for a in arms]
+            row[f"val_loss_{key}"] = [A.final(a, "val_loss") for a in arms]
+            row[f"val_acc_{key}"] = [A.final(a, "val_acc") for a in arms]
+            row[f"rho_{key}"] = [A.final(a, "spectral/rho") for a in arms]
             row[f"diverged_{key}"] = sum(a.diverged_at is not None for a in arms)
         row["auto_off_at"] = [a.off_at for a in by.get("auto", []) if a.off_at is not None]
         const, off = by.get("constant", []), by.get(off_name, [])
-        row["delta_val_loss"] = [rep.final(o, "val_loss") - rep.final(c, "val_loss") for c, o in zip(const, off)]
-        row["delta_val_acc"] = [rep.final(o, "val_acc") - rep.final(c, "val_acc") for c, o in zip(const, off)]
-        xs, rc, _ = rep.curve(const, "spectral/rho")
-        _, ro, _ = rep.curve(off, "spectral/rho")
+        row["delta_val_loss"] = [A.final(o, "val_loss") - A.final(c, "val_loss") for c, o in zip(const, off)]
+        row["delta_val_acc"] = [A.final(o, "val_acc") - A.final(c, "val_acc") for c, o in zip(const, off)]
+        xs, rc, _ = A.curve(const, "spectral/rho")
+        _, ro, _ = A.curve(off, "spectral/rho")
         row["intersection"] = intersection(xs, rc, ro, cfg.off_at) if len(rc) and len(rc) == len(ro) else None
         rows.append(row)
     return rows
@@ -319,58 +309,59 @@ def table5_markdown(cfg: Config, rows: list[dict], task_desc: str) -> str:
     if acc:
         cols += ["val acc (WD)", f"val acc (off@{cfg.off_at})", "val acc (auto)"]
     cols += ["ρ (WD)", "ρ (off)", "ρ (auto)", "auto off at", "intersect", "seeds off better"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = []
     for r in rows:
         lam = r["weight_decay"]
         if lam == 0:
-            cells = ["0 (no WD)", rep.pm(r["val_loss_constant"]), "–", "–", "–"]
+            cells = ["0 (no WD)", pm(r["val_loss_constant"]), "–", "–", "–"]
             if acc:
-                cells += [rep.pm(r["val_acc_constant"]), "–", "–"]
-            cells += [rep.pm(r["rho_constant"], ".2f"), "–", "–", "–", "–", "–"]
+                cells += [pm(r["val_acc_constant"]), "–", "–"]
+            cells += [pm(r["rho_constant"], ".2f"), "–", "–", "–", "–", "–"]
         else:
             better = sum(1 for d in r["delta_val_loss"] if math.isfinite(d) and d < 0)
             auto_at = ", ".join(str(s) for s in r["auto_off_at"]) or "not triggered"
-            cells = [f"{lam:g}", rep.pm(r["val_loss_constant"]), rep.pm(r["val_loss_off"]), rep.pm(r["val_loss_auto"]),
-                     rep.pm(r["delta_val_loss"], "+.3f")]
+            cells = [f"{lam:g}", pm(r["val_loss_constant"]), pm(r["val_loss_off"]), pm(r["val_loss_auto"]),
+                     pm(r["delta_val_loss"], "+.3f")]
             if acc:
-                cells += [rep.pm(r["val_acc_constant"]), rep.pm(r["val_acc_off"]), rep.pm(r["val_acc_auto"])]
-            cells += [rep.pm(r["rho_constant"], ".2f"), rep.pm(r["rho_off"], ".2f"), rep.pm(r["rho_auto"], ".2f"),
+                cells += [pm(r["val_acc_constant"]), pm(r["val_acc_off"]), pm(r["val_acc_auto"])]
+            cells += [pm(r["rho_constant"], ".2f"), pm(r["rho_off"], ".2f"), pm(r["rho_auto"], ".2f"),
                       auto_at, "None" if r["intersection"] is None else f"{r['intersection']:g}",
                       f"{better}/{len(r['delta_val_loss'])}"]
         div = sum(r[f"diverged_{k}"] for k in ("constant", "off", "auto"))
         if div:
             cells[0] += f" ({div} diverged)"
-        lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
+        lines.append(cells)
+    return head + markdown_table(cols, lines)
 
 
 def figures(cfg: Config, grid: Mapping, rd) -> None:
     """Fig. 4 analog: ρ of B A over steps per λ (constant solid, turned off dashed, auto dotted; × = crossing)."""
+    from ..report.figures import color_cycle, curves_figure, save_png
+
     values = list(grid)
-    color = {v: rep.COLORS[i % len(rep.COLORS)] for i, v in enumerate(values)}
+    color = color_cycle(values)
     for key, name, ylabel in (("spectral/rho", "fig4_lora_rho.png", "ρ = avg ‖BA‖_* / avg ‖BA‖_F"),
                               ("val_loss", "lora_val_loss.png", "validation loss")):
         curves, vlines, marks = [], [], []
         for v in values:
-            t, c, vl, mk = rep.rho_panel("", _by_arm(grid[v]), key, "step", lambda n, v=v: color[v],
+            t, c, vl, mk = A.rho_panel("", A.by_arm(grid[v]), key, "step", lambda n, v=v: color(v),
                                          lambda n, v=v: f"λ={v:g} {n}")
             curves += c
             vlines += vl
             marks += mk if key == "spectral/rho" else []
-        fig = rep.curves_figure([(f"LoRA {cfg.resolved_model} ({cfg.task})", curves, sorted(set(vlines)), marks)], ylabel)
-        rd.save_figure(name, fig)
+        fig = curves_figure([(f"LoRA {cfg.resolved_model} ({cfg.task})", curves, sorted(set(vlines)), marks)], ylabel)
+        save_png(fig, rd.file(name))
 
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
     """The grid of ``cfg`` into ``out``: groups/, table5.md, figures, summary.json (last)."""
-    from ..store import RunDir
-
     from ..engine.batched import torch_threads
+    from ..store import RunDir
 
     t0 = time.perf_counter()
     with torch_threads(cfg.threads):
         grid, task_desc = run_grid(cfg, out, progress)
-    env = common.dist_env(cfg.device)
+    env = dist_env(cfg.device)
     rows = summarize(cfg, grid)
     table = table5_markdown(cfg, rows, task_desc)
     summary = {"experiment": "lora", "table": table, "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}
@@ -380,7 +371,7 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
         rd.write_text("table5.md", table)
         figures(cfg, grid, rd)
         rd.finish(summary)
-    common.barrier(env)
+    barrier(env)
     return summary
 
 
@@ -394,5 +385,5 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     """Table 5 / Fig. 4 analog with the CPU defaults (MiniLM, speakers); returns the markdown table."""
     cfg = build(Config, overrides or {})
     with progress_or_bar(progress, total_steps(cfg), f"lora ({cfg.resolved_model}, {cfg.task})",
-                         show=common.dist_env(cfg.device).is_main) as progress:
+                         show=dist_env(cfg.device).is_main) as progress:
         return run(cfg, out, progress)["table"]

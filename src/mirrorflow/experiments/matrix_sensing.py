@@ -273,13 +273,13 @@ def metric_rows(res: Mapping, label: str | None = None) -> list[dict]:
 
 def write_run(cfg: Config, res: Mapping, out: Path | str, seconds: float = 0.0) -> dict:
     """Write one configuration's result (from :func:`run_many`) as a run directory; summary.json last."""
-    from ..report.figures import panel_plot
+    from ..report.figures import panel_plot, save_png
 
     rd = RunDir(out)
     rd.write_config({"experiment": "matrix-sensing", **config_dict(cfg)})
     rd.write_metrics(metric_rows(res))
     panels = {m: {"run": (res["steps"], res["metrics"][m])} for m in ("train_loss", "rec_error", "nuclear_norm")}
-    rd.save_figure("curves.png", panel_plot(panels, log={"train_loss": True, "rec_error": True}))
+    save_png(panel_plot(panels, log={"train_loss": True, "rec_error": True}), rd.file("curves.png"))
     summary = {**summarize(cfg, res), "seconds": round(seconds, 3)}
     rd.finish(summary)
     return summary
@@ -353,7 +353,7 @@ def table2_markdown(labels: Sequence[str], summaries: Sequence[Mapping], base: C
 def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
     """Run Table 2 (all arms sharing the data batched together) and write table2.md, metrics, figures."""
-    from ..report.figures import line_plot
+    from ..report.figures import line_plot, save_png
 
     base = build(Config, overrides or {})
     arms = table2_arms(base)
@@ -378,17 +378,17 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     }
     for name, (metric, log) in figures.items():
         series = {lab: (res["steps"], res["metrics"][metric]) for lab, res in zip(labels, results)}
-        rd.save_figure(name, line_plot(series, metric, log=log, hline=1.0 if metric == "nuclear_norm" else None))
+        save_png(line_plot(series, metric, log=log, hline=1.0 if metric == "nuclear_norm" else None), rd.file(name))
     # Fig. 3 / Fig. 7: the three scenarios for both parameterizations; rec error and train loss on one plot.
     three = [0, 3, len(arms) - 4, len(arms) - 3, len(arms) - 2, len(arms) - 1]
     series = {labels[i]: (results[i]["steps"], results[i]["metrics"]["rec_error"]) for i in three}
-    rd.save_figure("fig3_uu_vs_linear.png", line_plot(series, "rec_error", log=True))
+    save_png(line_plot(series, "rec_error", log=True), rd.file("fig3_uu_vs_linear.png"))
     series = {}
     for i in (3,):
         series[f"{labels[i]}: train loss"] = (results[i]["steps"], results[i]["metrics"]["train_loss"])
         series[f"{labels[i]}: rec error"] = (results[i]["steps"], results[i]["metrics"]["rec_error"])
-    rd.save_figure("fig7_grokking.png", line_plot(series, "value", log=True,
-                                                   vline=cfgs[3].lam_schedule().params.get("at")))
+    save_png(line_plot(series, "value", log=True,
+                                                   vline=cfgs[3].lam_schedule().params.get("at")), rd.file("fig7_grokking.png"))
     rd.finish({
         "experiment": "matrix-sensing",
         "arms": {lab: s for lab, s in zip(labels, summaries)},

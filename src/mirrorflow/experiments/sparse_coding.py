@@ -51,7 +51,7 @@ from ..config import build, config_dict, require
 from ..engine.batched import Trace, run_batched, torch_threads
 from ..engine.progress import progress_or_bar
 from ..store import RunDir
-from ..report.figures import trace_plot
+from ..report.figures import save_png, trace_plot
 
 PARAMS = ("power", "log")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -316,7 +316,7 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
     rd.write_metrics(metric_rows(cfg, trace))
     title = "x = u^(2k) − v^(2k)" if cfg.param == "power" else "x = log u − log v"
     for metric in ("mse", "nuclear_norm", "sparsity"):
-        rd.save_figure(f"{metric}.png", _plot(cfg, trace, metric, title))
+        save_png(_plot(cfg, trace, metric, title), rd.file(f"{metric}.png"))
     rows = summarize(cfg, trace)
     summary = {"experiment": "sparse-coding", "param": cfg.param, "configs": rows,
                "diverged": sum(r["status"] == "diverged" for r in rows),
@@ -392,12 +392,12 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         tr_log = run_sweep(log_cfg, progress, Y)
     rows_power, rows_log = summarize(power_cfg, tr_power), summarize(log_cfg, tr_log)
     rd.write_metrics(metric_rows(power_cfg, tr_power) + metric_rows(log_cfg, tr_log))
-    rd.save_figure("fig11a_nuclear_norm.png", _plot(power_cfg, tr_power, "nuclear_norm", "Fig. 11a: u^(2k) − v^(2k)"))
-    rd.save_figure("fig11b_mse.png", _plot(power_cfg, tr_power, "mse", "Fig. 11b: u^(2k) − v^(2k)"))
-    rd.save_figure("fig13a_mse.png", _plot(log_cfg, tr_log, "mse", "Fig. 13: log u − log v"))
-    rd.save_figure("fig13b_nuclear_norm.png", _plot(log_cfg, tr_log, "nuclear_norm", "Fig. 13: log u − log v"))
-    rd.save_figure("sparsity_power.png", _plot(power_cfg, tr_power, "sparsity", "u^(2k) − v^(2k)"))
-    rd.save_figure("sparsity_log.png", _plot(log_cfg, tr_log, "sparsity", "log u − log v"))
+    save_png(_plot(power_cfg, tr_power, "nuclear_norm", "Fig. 11a: u^(2k) − v^(2k)"), rd.file("fig11a_nuclear_norm.png"))
+    save_png(_plot(power_cfg, tr_power, "mse", "Fig. 11b: u^(2k) − v^(2k)"), rd.file("fig11b_mse.png"))
+    save_png(_plot(log_cfg, tr_log, "mse", "Fig. 13: log u − log v"), rd.file("fig13a_mse.png"))
+    save_png(_plot(log_cfg, tr_log, "nuclear_norm", "Fig. 13: log u − log v"), rd.file("fig13b_nuclear_norm.png"))
+    save_png(_plot(power_cfg, tr_power, "sparsity", "u^(2k) − v^(2k)"), rd.file("sparsity_power.png"))
+    save_png(_plot(log_cfg, tr_log, "sparsity", "log u − log v"), rd.file("sparsity_log.png"))
     table = table_markdown(power_cfg, log_cfg, rows_power, rows_log)
     rd.write_text("table.md", table)
     rd.finish({"experiment": "sparse-coding", "power": rows_power, "log": rows_log,

@@ -18,7 +18,7 @@ True
 from .checks import (CommutingReport, Verdict, check_commuting, depth_bracket, gradient_field, is_commuting, jacobian,
                      is_regular, jacobian_rank, lie_bracket, separable_admissible, symbolic_brackets, verdict,
                      wronskian)
-from .effects import dual_range, positional_bias, three_effects, type_of_bias
+from .effects import dual_range, one_dimensional, positional_bias, three_effects, type_of_bias
 from .families import (MW, PSD, REPARAMETERIZATIONS, Custom, DeepProduct, Identity, LogDiff, PowerDiff, Quadratic,
                        get, legendre)
 from .hyperbolic import CoupledEntropy, HyperbolicEntropy
@@ -41,5 +41,5 @@ __all__ = [
     "CommutingReport", "symbolic_brackets", "wronskian", "separable_admissible", "depth_bracket", "verdict",
     "Verdict",
     "predict_limit", "constrained_argmin", "matrix_sensing_limit", "accumulated_regularization", "LimitResult",
-    "positional_bias", "type_of_bias", "dual_range", "three_effects",
+    "positional_bias", "type_of_bias", "dual_range", "three_effects", "one_dimensional",
 ]

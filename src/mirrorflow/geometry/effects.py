@@ -74,3 +74,23 @@ def three_effects(reparam, init, a_values: Iterable[float], scale: float = 1.0, 
             "dual_width": dual_range(leg),
         })
     return rows
+
+
+#: families whose initialization is fixed by the scale alone (their x_0 is not free).
+SCALE_ONLY_INIT = ("mw-coupled", "uut")
+
+
+def one_dimensional(name: str, scale: float = 1.0, x0: float = 0.0, k: int = 2):
+    """(reparameterization, w_init) of the one-dimensional family ``name`` for drawing R_a: initialization
+    scale ``scale`` and x_0 = g(w_0) = ``x0`` (ignored by the families in :data:`SCALE_ONLY_INIT`);
+    ``k`` is the depth exponent of ``power`` (x = u^{2k} − v^{2k}). Raises ``KeyError`` for an unknown name
+    and ``ValueError`` for a scale that is not a positive finite number."""
+    import math
+
+    from .families import get
+
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"the initial scale must be a positive number, got {scale!r}")
+    rep = get(name, 1, k=k)
+    init = rep.init(scale=scale, x0=None if rep.name in SCALE_ONLY_INIT else x0)
+    return rep, init

@@ -23,7 +23,6 @@ Outputs (written to ``DIR/report/`` by :func:`write_report`):
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -33,6 +32,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..store import CONFIG, ERROR, METRICS, SUMMARY, read_csv, read_manifest, read_yaml, runs_under
+from .stats import t_interval, t_interval_columns
+from .tables import markdown_table
 
 REPORT_DIR = "report"
 SKIP_METRICS = {"seconds", "diverged_at"}
@@ -84,19 +86,13 @@ class Sweep:
 
 
 # ------------------------------------------------------------------------------------ collecting
-def _load_yaml(path: Path) -> Any:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
-
-
 def _read_run(path: Path) -> RunRecord | None:
-    s = path / "summary.json"
+    s = path / SUMMARY
     if not s.is_file():
         return None
     try:
         summary = json.loads(s.read_text())
-        config = _load_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
+        config = read_yaml(path / CONFIG) if (path / CONFIG).is_file() else {}
     except (ValueError, OSError) as e:
         raise ConfigError(f"run {path.name}: unreadable summary.json or config.yaml ({e})") from None
     return RunRecord(path.name, path, dict(config or {}), summary if isinstance(summary, dict) else {})
@@ -107,24 +103,22 @@ def collect(root: Path | str) -> Sweep:
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"report: {str(root)!r} is not a directory")
-    manifest = root / "sweep.yaml"
+    m = read_manifest(root)
     failed: dict[str, str] = {}
-    if manifest.is_file():
-        m = _load_yaml(manifest) or {}
+    if m is not None:
         ids = [r["id"] for r in m.get("runs") or []]
         runs = []
         for rid in ids:
             rec = _read_run(root / rid)
             if rec is not None:
                 runs.append(rec)
-            elif (root / rid / "error.txt").is_file():
-                failed[rid] = _first_error_line(root / rid / "error.txt")
+            elif (root / rid / ERROR).is_file():
+                failed[rid] = _first_error_line(root / rid / ERROR)
         experiment = str(m.get("experiment", ""))
         axes = [a for a in m.get("axes") or []]
         planned = len(ids)
     else:
-        runs = [r for r in (_read_run(p.parent) for p in sorted(root.rglob("summary.json"))
-                            if REPORT_DIR not in p.relative_to(root).parts) if r is not None]
+        runs = [r for r in (_read_run(rd.path) for rd in runs_under(root, skip=(REPORT_DIR,))) if r is not None]
         exps = sorted({str(r.config.get("experiment", "")) for r in runs})
         if len(exps) > 1:
             raise ConfigError(f"report: {root} mixes experiments {', '.join(exps)}; report one sweep directory")
@@ -204,21 +198,6 @@ def metric_names(runs: Sequence[RunRecord]) -> list[str]:
     return [n for n in names if n in numeric]
 
 
-def ci95(values: Iterable[float]) -> tuple[float, float, int]:
-    """(mean, half-width of the 95% t-interval, n) over the finite values; half-width nan when n < 2."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, 0
-    mean = float(x.mean())
-    if n < 2:
-        return mean, math.nan, 1
-    half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return mean, half, n
-
-
 def groups(sweep: Sweep) -> list[Group]:
     """Runs grouped by their values of the non-seed axes, in order of first appearance."""
     out: dict[tuple, Group] = {}
@@ -264,12 +243,10 @@ def tidy_rows(sweep: Sweep) -> tuple[list[dict], list[str]]:
 
 def curve_rows(sweep: Sweep) -> tuple[list[dict], list[str]]:
     """``curves.csv``: each run's ``metrics.csv`` with ``run_id`` and the axis values in front."""
-    from ..store import read_csv
-
     rows: list[dict] = []
     cols: list[str] = []
     for r in sweep.runs:
-        p = r.path / "metrics.csv"
+        p = r.path / METRICS
         if not p.is_file():
             continue
         for row in read_csv(p):
@@ -315,10 +292,7 @@ class Table:
     more_metrics: int  # metrics left out of the table (all are in runs.csv)
 
     def markdown(self) -> str:
-        esc = [[c.replace("|", "\\|") for c in row] for row in [self.header, *self.rows]]
-        lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(self.header)]
-        lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
-        return "\n".join(lines) + "\n"
+        return markdown_table(self.header, self.rows, escape=True)
 
 
 def summary_table(sweep: Sweep, gs: Sequence[Group] | None = None) -> Table:
@@ -335,7 +309,7 @@ def summary_table(sweep: Sweep, gs: Sequence[Group] | None = None) -> Table:
         if has_status:
             row.append(str(sum(r.status == "diverged" for r in g.runs)))
         for m in shown:
-            mean, half, k = ci95(_number(flatten(r.summary).get(m)) for r in g.runs)
+            mean, half, k = t_interval(_number(flatten(r.summary).get(m)) for r in g.runs)
             row.append(fmt_ci(mean, half, k, n))
         rows.append(row)
     return Table(header, rows, len(metrics) - len(shown))
@@ -373,14 +347,12 @@ def _log_ok(values: Iterable[float], ratio: float = 100.0) -> bool:
 
 def final_metric_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
     """Group means ± 95% CI of one summary metric, against the main numeric axis."""
-    import matplotlib
+    from .figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     xaxis = _numeric_axis(sweep, gs)
-    stats = {id(g): ci95(_number(flatten(r.summary).get(metric)) for r in g.runs) for g in gs}
+    stats = {id(g): t_interval(_number(flatten(r.summary).get(metric)) for r in g.runs) for g in gs}
     ys = [s[0] for s in stats.values()]
     if xaxis is not None:
         others = [a for a in sweep.group_axes if a != xaxis]
@@ -424,10 +396,8 @@ def final_metric_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
 
 def curve_metric_names(sweep: Sweep) -> list[str]:
     """Learning-curve columns of ``metrics.csv`` (numbers, not ``step``/``lam``/``a``), train loss first."""
-    from ..store import read_csv
-
     for r in sweep.runs:
-        p = r.path / "metrics.csv"
+        p = r.path / METRICS
         if p.is_file():
             rows = read_csv(p)
             if not rows:
@@ -448,21 +418,16 @@ def _is_float(s: str) -> bool:
 
 def curve_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
     """Mean learning curve of ``metric`` per group with its 95% CI band across seeds (t-distribution)."""
-    import matplotlib
+    from .figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy import stats
-
-    from ..store import read_csv
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     allv: list[float] = []
     drawn = 0
     for g in gs[:MAX_LINES]:
         curves = []
         for r in g.runs:
-            p = r.path / "metrics.csv"
+            p = r.path / METRICS
             if not p.is_file():
                 continue
             rows = read_csv(p)
@@ -474,15 +439,7 @@ def curve_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
             continue
         n_steps = min(len(c[0]) for c in curves)
         steps = curves[0][0][:n_steps]
-        Y = np.stack([c[1][:n_steps] for c in curves])
-        ok = np.isfinite(Y)
-        k = ok.sum(0)
-        Y0 = np.where(ok, Y, 0.0)
-        with np.errstate(all="ignore"):
-            mean = np.where(k > 0, Y0.sum(0) / np.maximum(k, 1), np.nan)
-            ss = np.where(ok, (Y0 - mean) ** 2, 0.0).sum(0)
-            sd = np.sqrt(ss / np.maximum(k - 1, 1))
-            half = np.where(k > 1, stats.t.ppf(0.975, np.maximum(k - 1, 1)) * sd / np.sqrt(np.maximum(k, 1)), np.nan)
+        mean, half, _ = t_interval_columns(np.stack([c[1][:n_steps] for c in curves]))
         label = ", ".join(f"{a}={_fmt_param(g.params[a])}" for a in sweep.group_axes) or "all runs"
         (line,) = ax.plot(steps, mean, lw=1.4, label=label)
         if np.isfinite(half).any():
@@ -522,12 +479,6 @@ def figures(sweep: Sweep, gs: Sequence[Group] | None = None) -> list[tuple[str, 
     return out
 
 
-def png_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
-
-
 # ------------------------------------------------------------------------------------- writing
 @dataclass
 class Report:
@@ -540,6 +491,7 @@ class Report:
 def write_report(root: Path | str, out: Path | str | None = None) -> Report:
     """Write runs.csv, curves.csv, summary.md, figures and index.html into ``out`` (default ``root/report``)."""
     from ..store import atomic_write, write_csv
+    from .figures import png_bytes
     from .html import render_page
 
     sweep = collect(root)

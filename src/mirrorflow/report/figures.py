@@ -1,13 +1,45 @@
-"""Figures with matplotlib's Agg backend (no display needed)."""
+"""Figures: the one place that sets up matplotlib (Agg backend, no display) and saves PNGs.
+
+Every figure of mirrorflow is drawn with :func:`pyplot` and written with :func:`png_bytes` /
+:func:`save_png` (atomic write, one resolution for all figures). The plot builders here are shared by the
+experiments, the sweep report and the ``legendre`` command.
+"""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ..store import atomic_write  # noqa: E402
+
+DPI = 110
+COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
+          "tab:olive", "tab:cyan"]
+
+
+def pyplot():
+    """``matplotlib.pyplot`` with the Agg backend selected."""
+    return plt
+
+
+def png_bytes(fig, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes (tight bounding box); the figure is closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def save_png(fig, path: Path | str, dpi: int = DPI) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically; returns the path."""
+    return atomic_write(path, png_bytes(fig, dpi))
 
 
 def line_plot(
@@ -97,3 +129,115 @@ def trace_plot(trace, labels: Sequence[str], metric: str, ylabel: str, log: bool
             pad = 0.05 * (hi - lo or abs(hi) or 1.0)
             ax.set_ylim(lo - pad, hi + pad)
     return fig
+
+
+@dataclass
+class Curve:
+    """One line of :func:`curves_figure`: x, mean over seeds, a band half-width, colour and line style."""
+
+    label: str
+    x: np.ndarray
+    mean: np.ndarray
+    band: np.ndarray
+    color: str = "tab:blue"
+    style: str = "-"
+
+
+def curves_figure(panels: Sequence[tuple[str, Sequence[Curve], Sequence[float], Sequence[tuple[float, float, str]]]],
+                  ylabel: str, xlabel: str = "step", log: bool = False):
+    """One panel per ``(title, curves, vertical lines, marks)``; marks are ``(x, y, color)`` crosses
+    (Fig. 4: ρ for each strength, turned off (dashed) vs constant (solid), intersections marked)."""
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.9), squeeze=False)
+    for ax, (title, curves, vlines, marks) in zip(axes[0], panels):
+        for c in curves:
+            ax.plot(c.x, c.mean, c.style, color=c.color, lw=1.5, label=c.label)
+            if np.any(c.band > 0):
+                ax.fill_between(c.x, c.mean - c.band, c.mean + c.band, color=c.color, alpha=0.12, lw=0)
+        for v in vlines:
+            ax.axvline(v, color="grey", ls="--", lw=0.8)
+        for (mx, my, col) in marks:
+            ax.plot([mx], [my], "x", color=col, ms=9, mew=2)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if curves:
+            ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def bars_figure(xs: Sequence[float], series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                xlabel: str, title: str = ""):
+    """Final metrics (mean ± spread over seeds) against a categorical x, one panel per metric (Fig. 14 right)."""
+    n = len(series)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False)
+    pos = np.arange(len(xs))
+    for ax, (name, (m, s)) in zip(axes[0], series.items()):
+        ax.errorbar(pos, m, yerr=s, fmt="o-", capsize=3)
+        ax.set_xticks(pos, [f"{x:g}" for x in xs])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def legendre_figure(reparam, init, a_values: Sequence[float], x_range: tuple[float, float] | None = None,
+                    points: int = 400):
+    """R_a and its mirror map ∇R_a for several a (Figs. 2, 10, 12) of a one-dimensional reparameterization.
+
+    Left panel: R_a(x) with its minimiser x*_a marked (type and positional bias). Right panel: the mirror
+    map ∇R_a(x) = μ, whose range is the dual domain (range shrinking).
+    """
+    import torch
+
+    if reparam.n != 1:
+        raise ValueError(f"legendre_figure draws one-dimensional R_a; {reparam.name} has n={reparam.n}")
+    if x_range is not None:
+        lo, hi = x_range
+    else:
+        centres = [float(reparam.legendre(init, a).minimizer().flatten()[0]) for a in a_values]
+        width = 2.0 + 2.0 * max(abs(c) for c in centres)
+        lo, hi = min(centres) - width, max(centres) + width
+    grid = torch.linspace(lo, hi, points, dtype=torch.float64)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for a in a_values:
+        leg = reparam.legendre(init, a)
+        pts = reparam.point(grid.reshape(-1, 1))
+        ok = leg.in_domain(pts)
+        xs = grid[ok]
+        if xs.numel() == 0:
+            continue
+        p_ok = pts[ok]
+        (line,) = ax1.plot(xs.numpy(), leg.value(p_ok).numpy(), label=f"a = {a:g}")
+        try:
+            xm = leg.minimizer()
+            ax1.plot([float(xm.flatten()[0])], [float(leg.value(xm))], "o", color=line.get_color())
+        except ValueError:
+            pass
+        ax2.plot(xs.numpy(), leg.grad(p_ok).reshape(-1).numpy(), color=line.get_color(), label=f"a = {a:g}")
+    ax1.set_xlabel("x")
+    ax1.set_ylabel("R_a(x)")
+    ax1.set_title(f"{reparam.name}: R_a (dot: minimiser)")
+    ax2.set_xlabel("x")
+    ax2.set_ylabel("∇R_a(x) = μ")
+    ax2.set_title("mirror map (its range = dual domain)")
+    ax1.legend()
+    ax2.axhline(0.0, color="0.7", lw=0.8)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def color_cycle(keys: Sequence) -> Callable:
+    """``key -> colour`` from :data:`COLORS`, in the order of ``keys``."""
+    table = {k: COLORS[i % len(COLORS)] for i, k in enumerate(keys)}
+    return table.__getitem__

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 
 
 class EpochSampler:

@@ -33,11 +33,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..schedules import Schedule, constant, turn_off
-from ..training.scheduler import WeightDecayScheduler, decay_param_groups
-from ._transformer_common import DistEnv, all_reduce_sum
-from ._transformer_tasks import EpochSampler
+from ...errors import ConfigError
+from ...schedules import Schedule, constant, turn_off
+from ...training.scheduler import WeightDecayScheduler, decay_param_groups
+from .distributed import DistEnv, all_reduce_sum
+from .tasks import EpochSampler
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("constant", "cosine_restarts")
@@ -69,7 +69,7 @@ class TrainSpec:
     seed: int = 0
 
     def validate(self) -> None:
-        from ..config import require
+        from ...config import require
 
         require(self.steps > 0, f"steps must be positive, got {self.steps}")
         require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
@@ -269,7 +269,7 @@ def run_arms(trainer: Trainer, value: float, off_points: Sequence[int] = (), aut
     snaps: dict[str, tuple[Snapshot, Callable[[int], float], int]] = {}
     auto_sched = None
     if auto is not None and value > 0:
-        from ..training.auto_off import AutoTurnOff
+        from ...training.auto_off import AutoTurnOff
 
         auto_sched = AutoTurnOff(value, **auto)
 

@@ -1,0 +1,185 @@
+"""Groups of arms: the unit of work of the transformer experiments, cached on disk, run on a worker pool.
+
+A *group* is one (setting, weight decay, seed): the constant-λ run and the arms that branch from its
+snapshots (λ turned off at given steps, the automatic switch-off; :func:`.train.run_arms`). Each group is
+described by a :class:`GroupJob` — its directory, the config values its numbers depend on, and its cost in
+training steps — and computed by an experiment's :class:`GroupRunner`.
+
+* **Cache.** A finished group is a run directory (``config.yaml``, ``metrics.csv`` with an ``arm``
+  column, ``summary.json`` last). It is reused when its ``config.yaml`` equals the job's config up to
+  :data:`VOLATILE` keys (workers, threads, device do not change the numbers); otherwise it is recomputed.
+* **Pool.** :meth:`GroupRunner.run_all` first computes the unfinished groups in ``workers`` spawned
+  processes (each rebuilds the runner from the experiment module's ``make_runner(values, out)``, once per
+  process), longest first, then loads every group in order.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ...store import CONFIG, METRICS, RunDir, read_csv, read_yaml
+from .train import ArmResult
+
+VOLATILE = ("workers", "threads", "device")  # keys that do not change the numbers
+
+
+@dataclass(frozen=True)
+class GroupJob:
+    """One group: where it lives, what determines its numbers, what it costs, and how to build it.
+
+    ``params`` are the experiment's own arguments for computing the group (weight decay, seed, part, ...).
+    """
+
+    path: Path
+    config: dict
+    steps: int
+    params: dict = field(default_factory=dict)
+    cost: float = 1.0  # relative cost of one training step (orders the pool: most expensive first)
+
+
+# ------------------------------------------------------------------------------------- files
+def save_group(path: Path | str, config: Mapping, arms: Sequence[ArmResult], seconds: float) -> None:
+    """One group: config.yaml, metrics.csv (all arms, column ``arm``), summary.json last."""
+    rd = RunDir(path)
+    rd.write_config(dict(config))
+    rows, cols = [], ["arm", "value"]
+    for a in arms:
+        for r in a.rows:
+            rows.append({"arm": a.name, "value": a.value, **r})
+            for k in r:
+                if k not in cols:
+                    cols.append(k)
+    rd.write_metrics(rows, cols)
+    rd.finish({
+        "arms": [{"name": a.name, "value": a.value, "off_at": a.off_at, "diverged_at": a.diverged_at,
+                  "status": "diverged" if a.diverged_at is not None else "finished", **a.info} for a in arms],
+        "seconds": round(seconds, 3),
+    })
+
+
+def load_group(path: Path | str) -> list[ArmResult]:
+    """The arms of a finished group written by :func:`save_group`."""
+    rd = RunDir(path)
+    summary = rd.summary()
+    by_arm: dict[str, list[dict]] = {}
+    for r in read_csv(rd.file(METRICS)):
+        name = r.pop("arm")
+        r.pop("value", None)
+        by_arm.setdefault(name, []).append({k: _num(v) for k, v in r.items()})
+    out = []
+    for a in summary["arms"]:
+        info = {k: v for k, v in a.items() if k not in ("name", "value", "off_at", "diverged_at", "status")}
+        out.append(ArmResult(a["name"], float(a["value"]), by_arm.get(a["name"], []), a["off_at"], a["diverged_at"], info))
+    return out
+
+
+def _num(v: str) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _same_config(rd: RunDir, config: Mapping) -> bool:
+    import yaml
+
+    try:
+        old = read_yaml(rd.file(CONFIG))
+    except (OSError, yaml.YAMLError):
+        return False
+    new = yaml.safe_load(yaml.safe_dump(dict(config), sort_keys=False))
+    strip = lambda d: {k: v for k, v in (d or {}).items() if k not in VOLATILE}  # noqa: E731
+    return strip(old) == strip(new)
+
+
+def group_done(job: GroupJob) -> bool:
+    """True when ``job``'s directory holds a finished group of the same config."""
+    rd = RunDir(job.path)
+    return rd.done and _same_config(rd, job.config)
+
+
+# -------------------------------------------------------------------------------------- runner
+class GroupRunner:
+    """Computes the groups of one experiment run; subclasses implement :meth:`compute`.
+
+    ``progress(k)`` is advanced by the training steps of each group as it is computed or loaded.
+    """
+
+    def __init__(self, module: str, values: Mapping, out: Path | str, env,
+                 progress: Callable[[int], None] | None = None):
+        self.module = module  # the experiment module's name (worker processes import it)
+        self.values = dict(values)  # the config as plain values (rebuilt in worker processes)
+        self.out = Path(out)
+        self.env = env
+        self.progress = progress
+
+    def compute(self, job: GroupJob) -> list[ArmResult]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def group(self, job: GroupJob) -> list[ArmResult]:
+        """The arms of ``job``: loaded when finished before, else computed (and written on rank 0)."""
+        if group_done(job):
+            if self.progress is not None and job.steps:
+                self.progress(job.steps)
+            return load_group(job.path)
+        t0 = time.perf_counter()
+        arms = self.compute(job)
+        if self.env.is_main:
+            save_group(job.path, job.config, arms, time.perf_counter() - t0)
+        return arms
+
+    def prepare(self, jobs: Sequence[GroupJob], workers: int) -> None:
+        """With ``workers > 1`` (and not under ``torchrun``), compute the unfinished jobs on a process pool,
+        most expensive first; afterwards :meth:`group` loads them (without advancing the progress again)."""
+        if workers <= 1 or self.env.distributed:
+            return
+        todo = sorted((j for j in jobs if not group_done(j)), key=lambda j: -j.steps * j.cost)
+        if len(todo) <= 1:
+            return
+        progress, self.progress = self.progress, None
+        tick = (lambda j: progress(j.steps)) if progress is not None else None
+        _pool([(self.module, self.values, str(self.out), j) for j in todo], workers, todo, tick)
+
+    def run_all(self, jobs: Sequence[GroupJob], workers: int = 1) -> list[list[ArmResult]]:
+        """Every job's arms, in order (:meth:`prepare` first)."""
+        self.prepare(jobs, workers)
+        return [self.group(j) for j in jobs]
+
+
+_WORKER: dict = {}
+
+
+def _worker_job(module: str, values: dict, out: str, job: GroupJob) -> None:
+    """A group in a worker process; the runner (data, pretrained model) is built once per process."""
+    import importlib
+
+    key = (module, repr(sorted(values.items())), out)
+    if key not in _WORKER:
+        _WORKER.clear()
+        _WORKER[key] = importlib.import_module(module).make_runner(values, out)
+    _WORKER[key].group(job)
+
+
+def _pool(args: list[tuple], workers: int, jobs: list[GroupJob], on_done: Callable[[GroupJob], None] | None) -> None:
+    """``_worker_job(*a)`` for every ``a`` in ``workers`` spawned processes; ``on_done(job)`` as each ends.
+
+    The first failure cancels the jobs not yet started and is raised here (a ``MirrorflowError`` keeps its
+    one-line message).
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ex = cf.ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=mp.get_context("spawn"))
+    try:
+        futures = {ex.submit(_worker_job, *a): j for a, j in zip(args, jobs)}
+        for f in cf.as_completed(futures):
+            f.result()
+            if on_done is not None:
+                on_done(futures[f])
+    except BaseException:
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)

