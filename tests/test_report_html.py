@@ -12,7 +12,7 @@ from mirrorflow.cli import main
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--virtual-time-budget=10000"]
+                  "--virtual-time-budget=10000", "--window-size=1200,900"]
 
 # Appended to a copy of the page: after `load`, write every image's decoded size into the DOM.
 CHECKER = """<img id="broken-control" src="data:image/png;base64,iVBORw0KGgoAAAAA" alt="control">
@@ -22,6 +22,7 @@ window.addEventListener("load", function () {
   document.querySelectorAll("img").forEach(function (im) {
     out.push((im.id || "fig") + ":" + (im.complete ? 1 : 0) + ":" + im.naturalWidth + "x" + im.naturalHeight);
   });
+  out.push("width:" + document.documentElement.scrollWidth + ":" + window.innerWidth);
   document.getElementById("imgcheck").textContent = out.join(" ");
 });
 </script></body>"""
@@ -67,5 +68,10 @@ def test_report_page_loads_in_headless_chromium_and_every_figure_renders(tmp_pat
         assert complete == "1" and w > 100 and h > 100
     control = [e for e in entries if e[0] == "broken-control"]
     assert control and control[0][2] == "0x0"  # a PNG that does not decode is caught by this check
+    # the page fits a 1200-pixel window: nothing sticks out sideways
+    (_, width, inner), = [e for e in entries if e[0] == "width"]
+    assert int(inner) == 1200 and int(width) <= int(inner), entries
+    # the data files travel inside the page (it works when sent alone): no relative links
+    assert 'href="data:text/csv;base64,' in html and not re.search(r'href="(?!data:)', html)
     # the table made it into the rendered page, one row per weight decay
     assert dom.count("<td class=\"param\">") == 2 and "Sweep report: matrix-sensing" in dom

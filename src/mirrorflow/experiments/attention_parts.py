@@ -16,6 +16,8 @@ from ..report.tables import markdown_table
 from .transformers import arms as A
 from .transformers.train import ArmResult, arm_name, intersection
 
+RHO_LABEL = "ρ = avg ‖W_Q W_Kᵀ‖_* / avg ‖W_Q W_Kᵀ‖_F"
+
 
 def _steps_per_epoch(arms: Sequence[ArmResult]) -> int:
     """Steps per epoch of a digits run, read back from its rows (step / epoch of the second row)."""
@@ -52,7 +54,7 @@ def part_sweep(R, rd) -> str:
     for key, title in (("spectral/rho", "ρ of W_Q W_Kᵀ"), ("val_acc", "validation accuracy")):
         curves = [Curve(f"λ={v:g}", *A.curve(arms, key, "epoch"), colors(v)) for v, arms in res.items()]
         panels.append((title, curves, [], []))
-    save_png(curves_figure(panels, "value", "epoch"), rd.file("fig14_sweep_curves.png"))
+    save_png(curves_figure(panels, [RHO_LABEL, "validation accuracy"], "epoch"), rd.file("fig14_sweep_curves.png"))
     xs = list(res)
     stats = {
         "final ρ": [mean_std([A.final(a, "spectral/rho") for a in res[v]])[:2] for v in xs],
@@ -135,7 +137,7 @@ def part_ablation(R, rd) -> tuple[str, dict]:
                           step_to_x=lambda s: s / spe)
               for key, title in (("spectral/rho", "ρ"), ("val_acc", "validation accuracy"))]
     panels[1] = (panels[1][0], panels[1][1], panels[1][2], [])
-    save_png(curves_figure(panels, "value", "epoch"), rd.file("fig4_attention_rho.png"))
+    save_png(curves_figure(panels, [RHO_LABEL, "validation accuracy"], "epoch"), rd.file("fig4_attention_rho.png"))
     first = arm_name(cfg.ablation_off_epochs[0] * spe) if cfg.ablation_off_epochs else None
     t4 = {"model": f"ViT (scratch) / digits, off at epoch {cfg.ablation_off_epochs[0]}", "value": v,
           "by": {k: by[k] for k in ("constant", first, "auto") if k in by}}
@@ -182,7 +184,7 @@ def part_finetune(R, rd, extra: dict | None) -> str:
             vlines += vl
             marks += mk if key == "spectral/rho" else []
         panels.append((f"{cfg.finetune_model} fine-tuning: {title}", curves, sorted(set(vlines)), marks))
-    save_png(curves_figure(panels, "value", "step"), rd.file("table4_finetune_curves.png"))
+    save_png(curves_figure(panels, [RHO_LABEL, "validation accuracy"], "step"), rd.file("table4_finetune_curves.png"))
     return "\n".join(lines)
 
 
@@ -210,7 +212,7 @@ def part_lr_schedule(R, rd) -> str:
                 curves_rho.append(Curve(f"λ={v:g} {sched}", *A.curve(arms, "spectral/rho", "epoch"), col, style))
                 curves_acc.append(Curve(f"λ={v:g} {sched}", *A.curve(arms, "val_acc", "epoch"), col, style))
         fig = curves_figure([(f"{opt}: ρ", curves_rho, [], []), (f"{opt}: validation accuracy", curves_acc, [], [])],
-                                "value", "epoch")
+                            [RHO_LABEL, "validation accuracy"], "epoch")
         save_png(fig, rd.file(f"fig{15 if opt == 'adamw' else 16}_lr_schedule_{opt}.png"))
     lines.append(markdown_table(["optimizer", "λ", "lr schedule", "val acc", "ρ (final)", "train loss"], table))
     return "\n".join(lines)

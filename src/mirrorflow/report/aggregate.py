@@ -30,7 +30,7 @@ from typing import Sequence
 
 from .collect import (REPORT_DIR, Group, RunRecord, Sweep, _fmt_param, _number, collect, curve_rows,  # noqa: F401
                       flatten, groups, metric_names, tidy_rows, varying_keys)
-from .stats import t_interval
+from .stats import interval, spans_decades
 from .sweep_figures import figures  # noqa: F401
 from .tables import markdown_table
 
@@ -44,10 +44,18 @@ def fmt_num(v: float) -> str:
     return f"{v:.4g}"
 
 
-def fmt_ci(mean: float, half: float, n: int, total: int) -> str:
+def fmt_ci(centre: float, low: float, high: float, n: int, total: int, log: bool = False) -> str:
+    """``mean ± half-width`` (``± 0`` below 1e-9 relative: rounding), or on the log scale
+    ``geometric mean [low, high]``; ``(n/total)`` when some seeds had no value."""
     if n == 0:
         return "–"
-    s = fmt_num(mean) if not math.isfinite(half) else f"{fmt_num(mean)} ± {half:.2g}"
+    if not math.isfinite(low):
+        s = fmt_num(centre)
+    elif log:
+        s = f"{fmt_num(centre)} [{low:.2g}, {high:.2g}]"
+    else:
+        half = 0.5 * (high - low)
+        s = f"{fmt_num(centre)} ± {0 if half <= 1e-9 * abs(centre) else half:.2g}"
     return s if n == total else f"{s} ({n}/{total})"
 
 
@@ -62,12 +70,14 @@ class Table:
 
 
 def summary_table(sweep: Sweep, gs: Sequence[Group] | None = None) -> Table:
-    """Mean ± 95% CI (t-distribution) across seeds per group, one column per summary metric."""
+    """Mean ± 95% CI (t-distribution) across seeds per group, one column per summary metric; a positive
+    metric that spans decades across the sweep gets its interval on the log scale (:func:`.stats.interval`)."""
     gs = list(gs) if gs is not None else groups(sweep)
     metrics = metric_names(sweep.runs)
     shown = metrics[:MAX_TABLE_METRICS]
     has_status = any("status" in r.summary for r in sweep.runs)
     header = [*sweep.group_axes, "runs", *(["diverged"] if has_status else []), *shown]
+    logs = {m for m in shown if spans_decades(_number(flatten(r.summary).get(m)) for r in sweep.runs)}
     rows = []
     for g in gs:
         n = len(g.runs)
@@ -75,8 +85,8 @@ def summary_table(sweep: Sweep, gs: Sequence[Group] | None = None) -> Table:
         if has_status:
             row.append(str(sum(r.status == "diverged" for r in g.runs)))
         for m in shown:
-            mean, half, k = t_interval(_number(flatten(r.summary).get(m)) for r in g.runs)
-            row.append(fmt_ci(mean, half, k, n))
+            centre, low, high, k = interval((_number(flatten(r.summary).get(m)) for r in g.runs), log=m in logs)
+            row.append(fmt_ci(centre, low, high, k, n, log=m in logs))
         rows.append(row)
     return Table(header, rows, len(metrics) - len(shown))
 
@@ -93,7 +103,9 @@ def describe(sweep: Sweep) -> str:
     parts.append("axes: " + (", ".join(sweep.group_axes) or "none"))
     if "seed" in sweep.axes:
         parts.append(f"{len(seeds)} seeds")
-    return "; ".join(parts) + ". Cells: mean ± half-width of the 95% t-interval across seeds; (k/n): k of n seeds had a value."
+    return "; ".join(parts) + (". Cells: mean ± half-width of the 95% t-interval across seeds, or for a positive "
+                               "metric spanning decades the geometric mean [95% interval on the log scale]; "
+                               "(k/n): k of n seeds had a value.")
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -132,7 +144,7 @@ def write_report(root: Path | str, out: Path | str | None = None) -> Report:
         files.append(atomic_write(out / name, data))
         figs.append((caption, data))
     page = render_page(title, describe(sweep), table, figs,
-                       links=[p.name for p in files if p.suffix in (".csv", ".md")],
+                       links=[(p.name, p.read_bytes()) for p in files if p.suffix in (".csv", ".md")],
                        failed=sweep.failed)
     html_path = atomic_write(out / "index.html", page)
     files.append(html_path)

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from ..store import atomic_write  # noqa: E402
 
 DPI = 110
+LOG_DECADES = 14  # a log axis shows at most this many decades below the largest value (and says so)
 COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
           "tab:olive", "tab:cyan"]
 
@@ -42,6 +43,25 @@ def save_png(fig, path: Path | str, dpi: int = DPI) -> Path:
     return atomic_write(path, png_bytes(fig, dpi))
 
 
+def legend_outside(ax, n_lines: int) -> None:
+    """The legend to the right of the axes (never over the data); none for a single line."""
+    if n_lines > 1:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def clip_log_axis(ax, values, decades: int = LOG_DECADES) -> bool:
+    """Limit a log axis to ``decades`` below the largest positive value; True (and a note on the axes)
+    when some values lie below and are clipped (e.g. a loss at the float64 floor, 1e-30)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0 or v.min() >= v.max() * 10.0 ** -decades:
+        return False
+    ax.set_ylim(bottom=v.max() * 10.0 ** -decades)
+    ax.text(0.01, 0.01, f"values below {v.max() * 10.0 ** -decades:.0e} clipped", transform=ax.transAxes,
+            fontsize=7, color="0.4", va="bottom")
+    return True
+
+
 def line_plot(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     ylabel: str,
@@ -50,9 +70,12 @@ def line_plot(
     title: str | None = None,
     hline: float | None = None,
     vline: float | None = None,
-    size: tuple[float, float] = (6.4, 4.2),
+    size: tuple[float, float] = (7.6, 4.2),
+    vline_label: str = "weight decay turned off",
 ):
-    """One line per series ``{label: (x, y)}``; NaNs (diverged runs) are simply not drawn."""
+    """One line per series ``{label: (x, y)}``; NaNs (diverged runs) are simply not drawn. The legend sits
+    outside the axes; ``vline`` marks a step (by default the turn-off); a log axis is clipped at
+    :data:`LOG_DECADES` decades below the largest value."""
     fig, ax = plt.subplots(figsize=size)
     if len(series) > 10:  # the default cycle repeats after 10 colours
         ax.set_prop_cycle(color=plt.cm.tab20(np.linspace(0, 1, 20)))
@@ -63,16 +86,16 @@ def line_plot(
         ax.plot(np.asarray(x), y, label=label, lw=1.4)
     if log:
         ax.set_yscale("log")
+        clip_log_axis(ax, np.concatenate([np.asarray(y, dtype=float).ravel() for _, y in series.values()]))
     if hline is not None:
         ax.axhline(hline, color="k", ls=":", lw=1)
     if vline is not None:
-        ax.axvline(vline, color="grey", ls="--", lw=1)
+        ax.axvline(vline, color="grey", ls="--", lw=1, label=vline_label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel.replace("_", " "))
     if title:
-        ax.set_title(title)
-    if len(series) > 1:
-        ax.legend(fontsize=7, loc="best")
+        ax.set_title(title, fontsize=9)
+    legend_outside(ax, len(series) + (vline is not None))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.close(fig)
@@ -84,8 +107,11 @@ def panel_plot(
     log: Mapping[str, bool] | None = None,
     xlabel: str = "step",
     panel_size: tuple[float, float] = (4.0, 3.2),
+    title: str | None = None,
+    vline: float | None = None,
 ):
-    """One figure, one panel per metric ``{metric: {label: (x, y)}}`` side by side (cheaper than one PNG each)."""
+    """One figure, one panel per metric ``{metric: {label: (x, y)}}`` side by side (cheaper than one PNG each);
+    ``title`` (e.g. the run's key config) above the panels, ``vline`` marks the turn-off step in each."""
     log = dict(log or {})
     fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels), panel_size[1]), squeeze=False)
     for ax, (metric, series) in zip(axes[0], panels.items()):
@@ -96,11 +122,16 @@ def panel_plot(
             ax.plot(np.asarray(x), y, label=label, lw=1.4)
         if log.get(metric):
             ax.set_yscale("log")
+            clip_log_axis(ax, np.concatenate([np.asarray(y, dtype=float).ravel() for _, y in series.values()]))
+        if vline is not None:
+            ax.axvline(vline, color="grey", ls="--", lw=1)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -144,12 +175,15 @@ class Curve:
 
 
 def curves_figure(panels: Sequence[tuple[str, Sequence[Curve], Sequence[float], Sequence[tuple[float, float, str]]]],
-                  ylabel: str, xlabel: str = "step", log: bool = False):
+                  ylabel: str | Sequence[str], xlabel: str = "step", log: bool = False):
     """One panel per ``(title, curves, vertical lines, marks)``; marks are ``(x, y, color)`` crosses
-    (Fig. 4: ρ for each strength, turned off (dashed) vs constant (solid), intersections marked)."""
+    (Fig. 4: ρ for each strength, turned off (dashed) vs constant (solid), intersections marked; the dashed
+    vertical lines are the turn-off steps). ``ylabel`` is one label or one per panel; the legend of the
+    last panel sits outside it."""
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.9), squeeze=False)
-    for ax, (title, curves, vlines, marks) in zip(axes[0], panels):
+    ylabels = [ylabel] * n if isinstance(ylabel, str) else list(ylabel)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n + 1.6, 3.9), squeeze=False)
+    for j, (ax, (title, curves, vlines, marks)) in enumerate(zip(axes[0], panels)):
         for c in curves:
             ax.plot(c.x, c.mean, c.style, color=c.color, lw=1.5, label=c.label)
             if np.any(c.band > 0):
@@ -162,10 +196,10 @@ def curves_figure(panels: Sequence[tuple[str, Sequence[Curve], Sequence[float], 
             ax.set_yscale("log")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabels[j])
         ax.grid(alpha=0.3)
-        if curves:
-            ax.legend(fontsize=7, loc="best")
+        if curves and j == n - 1:
+            legend_outside(ax, max(2, len(curves)))
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -1,6 +1,7 @@
-"""One static, self-contained HTML page for a sweep report: the summary table and every figure embedded
-as a base64 PNG (``<img src="data:image/png;base64,...">``), so the single file can be opened or shared
-without the run store. No scripts, no external resources.
+"""One static, self-contained HTML page for a sweep report: the summary table, every figure embedded as a
+base64 PNG (``<img src="data:image/png;base64,...">``) and the data files (CSV, markdown) embedded as
+download links (``data:`` URIs), so the single file works when it is sent alone. No scripts, no external
+resources; the layout fits a 1200-pixel-wide window (wide tables scroll inside their box).
 """
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from typing import Mapping, Sequence
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
-color:#222;padding:0 1em}
+color:#222;padding:0 1em;box-sizing:border-box}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.85em;margin:1em 0}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right;white-space:nowrap}
 th{background:#f3f3f3}td.param{text-align:left;font-family:monospace}
 .figs{display:flex;flex-wrap:wrap;gap:1.2em}
-figure{margin:0;flex:1 1 480px;max-width:560px}figure img{width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:.85em;color:#555}.note{color:#555;font-size:.9em}.scroll{overflow-x:auto}
+figure{margin:0;flex:1 1 480px;max-width:100%;min-width:0}figure img{width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555}.note{color:#555;font-size:.9em}.scroll{overflow-x:auto;max-width:100%}
 """
 
 
@@ -40,10 +41,17 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[str]], n_params: i
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
+def data_link(name: str, data: bytes) -> str:
+    """A download link carrying the file itself (a ``data:`` URI)."""
+    mime = {"csv": "text/csv", "md": "text/markdown"}.get(name.rsplit(".", 1)[-1], "application/octet-stream")
+    uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    return f'<a download="{html.escape(name)}" href="{uri}">{html.escape(name)}</a>'
+
+
 def render_page(title: str, description: str, table, figures: Sequence[tuple[str, bytes]],
-                links: Sequence[str] = (), failed: Mapping[str, str] | None = None) -> str:
+                links: Sequence[tuple[str, bytes]] = (), failed: Mapping[str, str] | None = None) -> str:
     """The report page. ``table`` is an :class:`mirrorflow.report.aggregate.Table`; ``figures`` are
-    ``(caption, png bytes)``; ``links`` are file names next to the page (CSV, markdown)."""
+    ``(caption, png bytes)``; ``links`` are ``(file name, contents)`` of the data files, embedded."""
     n_params = table.header.index("runs") if "runs" in table.header else 0  # axis columns come first
     parts = [
         "<!DOCTYPE html>",
@@ -66,7 +74,7 @@ def render_page(title: str, description: str, table, figures: Sequence[tuple[str
             parts.append(f"<figure>{img_tag(png, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
         parts.append("</div>")
     if links:
-        items = " · ".join(f'<a href="{html.escape(n)}">{html.escape(n)}</a>' for n in links)
-        parts.append(f'<p class="note">Data next to this page: {items}</p>')
+        items = " · ".join(data_link(n, d) for n, d in links)
+        parts.append(f'<p class="note">Data (embedded in this page): {items}</p>')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

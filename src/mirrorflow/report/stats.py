@@ -9,6 +9,8 @@ Every table of mirrorflow that summarizes seeds uses these functions:
 
 * :func:`t_interval_columns` — the same for every column of an (n_seeds, n_points) array with missing
   values (learning curves over seeds);
+* :func:`interval` — the same interval on the log scale for positive quantities that span decades
+  (:func:`spans_decades`): geometric mean and 10^(mean ± half-width) of log10 x;
 * :func:`paired_difference` — the comparison of two arms run on the same seeds: the per-seed differences
   d_i = b_i − a_i, their t-interval, the sign count, and the number of seeds that the observed spread says
   would resolve an effect of a given size.
@@ -24,7 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = ["finite", "mean_std", "t_interval", "t_interval_columns", "t_quantile", "PairedDifference",
-           "paired_difference", "seeds_needed", "format_mean_std"]
+           "paired_difference", "seeds_needed", "format_mean_std", "spans_decades", "interval"]
 
 
 def finite(values: Iterable[float | None]) -> list[float]:
@@ -151,3 +153,28 @@ def format_mean_std(values: Iterable[float | None], spec: str = ".3f", scale: fl
     if n == 1:
         return format(m, spec)
     return f"{format(m, spec)} ± {format(s, spec.lstrip('+'))}"
+
+
+def spans_decades(values: Iterable[float | None], ratio: float = 100.0) -> bool:
+    """True when the finite values are all positive and max/min ≥ ``ratio``: such a quantity is shown on a
+    log axis and its interval is computed on the log scale (:func:`interval`)."""
+    v = np.asarray(finite(values), dtype=float)
+    return bool(len(v) > 1 and (v > 0).all() and v.max() / v.min() >= ratio)
+
+
+def interval(values: Iterable[float | None], log: bool = False, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(centre, low, high, n) of the ``level`` t-interval of the mean over the finite values.
+
+    With ``log=True`` (positive quantities on a log axis) the interval is computed for log10 of the values
+    and mapped back: centre = geometric mean, [low, high] = 10^(mean ± half-width), so it never reaches
+    below 0. Non-positive values are then left out. low = high = NaN when fewer than two values count.
+    """
+    v = finite(values)
+    if log:
+        v = [math.log10(x) for x in v if x > 0]
+    m, h, n = t_interval(v, level)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    if log:
+        return 10 ** m, (10 ** (m - h) if math.isfinite(h) else math.nan), (10 ** (m + h) if math.isfinite(h) else math.nan), n
+    return m, m - h, m + h, n

@@ -5,14 +5,14 @@ Each group's values are summarized by the mean and the 95 % t-interval across se
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..store import METRICS, read_csv
 from .collect import Group, Sweep, _fmt_param, _hashable, _number, flatten, groups, metric_names
 from .figures import pyplot
-from .stats import t_interval, t_interval_columns
+from .stats import interval, spans_decades, t_interval_columns
 
 MAX_FIGURE_METRICS = 6
 MAX_CURVE_METRICS = 2
@@ -28,52 +28,66 @@ def _numeric_axis(sweep: Sweep, gs: Sequence[Group]) -> str | None:
     return best
 
 
-def _log_ok(values: Iterable[float], ratio: float = 100.0) -> bool:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
-    return bool(len(v) > 1 and (v > 0).all() and v.max() / v.min() >= ratio)
+def _title(sweep: Sweep, what: str) -> str:
+    n = len({r.config.get("seed") for r in sweep.runs})
+    return f"{sweep.experiment or 'sweep'}: {what} ({n} seed{'s' if n != 1 else ''}, 95% CI)"
+
+
+def _legend_outside(ax, n_lines: int) -> None:
+    """The legend to the right of the axes, so it never covers data."""
+    if n_lines > 1:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
 
 
 def final_metric_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
-    """Group means ± 95% CI of one summary metric, against the main numeric axis."""
+    """Group means with 95% CIs of one summary metric, against the main numeric axis (or a dot per group).
+
+    A positive metric spanning decades is drawn on a log axis with its interval computed on the log scale
+    (geometric mean, :func:`.stats.interval`), so an error bar never reaches below zero."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
     xaxis = _numeric_axis(sweep, gs)
-    stats = {id(g): t_interval(_number(flatten(r.summary).get(metric)) for r in g.runs) for g in gs}
-    ys = [s[0] for s in stats.values()]
+    log = spans_decades(_number(flatten(r.summary).get(metric)) for r in sweep.runs)
+    stats = {id(g): interval((_number(flatten(r.summary).get(metric)) for r in g.runs), log=log) for g in gs}
+
+    def bars(members: Sequence[Group]) -> tuple[np.ndarray, np.ndarray]:
+        c = np.array([stats[id(g)][0] for g in members])
+        lo = np.array([stats[id(g)][1] for g in members])
+        hi = np.array([stats[id(g)][2] for g in members])
+        err = np.stack([np.where(np.isfinite(lo), c - lo, 0.0), np.where(np.isfinite(hi), hi - c, 0.0)])
+        return c, err
+
     if xaxis is not None:
         others = [a for a in sweep.group_axes if a != xaxis]
         lines: dict[tuple, list[Group]] = {}
         for g in gs:
             lines.setdefault(tuple(_hashable(g.params[a]) for a in others), []).append(g)
-        for i, (k, members) in enumerate(list(lines.items())[:MAX_LINES]):
+        for members in list(lines.values())[:MAX_LINES]:
             members = sorted(members, key=lambda g: g.params[xaxis])
             x = np.array([g.params[xaxis] for g in members], dtype=float)
-            y = np.array([stats[id(g)][0] for g in members])
-            e = np.array([stats[id(g)][1] for g in members])
-            label = ", ".join(f"{a}={_fmt_param(v)}" for a, v in zip(others, [members[0].params[a] for a in others]))
-            ax.errorbar(x, y, yerr=np.where(np.isfinite(e), e, 0.0), marker="o", capsize=3, lw=1.4,
-                        label=label or None)
-        xs = [g.params[xaxis] for g in gs]
-        if _log_ok(xs):
+            y, err = bars(members)
+            label = ", ".join(f"{a}={_fmt_param(members[0].params[a])}" for a in others)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, lw=1.4, label=label or None)
+        if spans_decades(g.params[xaxis] for g in gs):
             ax.set_xscale("log")
         ax.set_xlabel(xaxis)
-        if len(lines) > 1:
-            ax.legend(fontsize=7, loc="best")
-        if len(lines) > MAX_LINES:
-            ax.set_title(f"first {MAX_LINES} of {len(lines)} lines", fontsize=8)
+        ax.set_ylabel(metric.replace("_", " "))
+        if log:
+            ax.set_yscale("log")
+        _legend_outside(ax, min(len(lines), MAX_LINES))
+        shown = "" if len(lines) <= MAX_LINES else f"; first {MAX_LINES} of {len(lines)} lines"
+        ax.set_title(_title(sweep, f"{metric} against {xaxis}{shown}"), fontsize=9)
     else:
         labels = [", ".join(f"{a}={_fmt_param(g.params[a])}" for a in sweep.group_axes) or "all runs" for g in gs]
-        y = np.array(ys)
-        e = np.array([stats[id(g)][1] for g in gs])
+        y, err = bars(gs)
         pos = np.arange(len(gs))
-        ax.errorbar(y, pos, xerr=np.where(np.isfinite(e), e, 0.0), fmt="o", capsize=3)
+        ax.errorbar(y, pos, xerr=err, fmt="o", capsize=3)
         ax.set_yticks(pos, labels, fontsize=7)
         ax.invert_yaxis()
-        ax.set_xlabel(metric)
-    if xaxis is not None:
-        ax.set_ylabel(metric.replace("_", " "))
-        if _log_ok(ys):
-            ax.set_yscale("log")
+        ax.set_xlabel(metric.replace("_", " "))
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(_title(sweep, metric), fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.close(fig)
@@ -102,14 +116,31 @@ def _is_float(s: str) -> bool:
         return False
 
 
+def _turn_off_step(rows: Sequence[dict]) -> float | None:
+    """The first logged step where the weight decay ``lam`` is 0 after having been positive (None if never).
+    The last row is left out: the engine logs λ = 0 after the final step of every run."""
+    seen = False
+    for row in rows[:-1]:
+        try:
+            lam = float(row.get("lam", "nan"))
+        except ValueError:
+            return None
+        if lam > 0:
+            seen = True
+        elif seen and lam == 0:
+            return float(row["step"])
+    return None
+
+
 def curve_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
-    """Mean learning curve of ``metric`` per group with its 95% CI band across seeds (t-distribution)."""
+    """Mean learning curve of ``metric`` per group with its 95% CI band across seeds (t-distribution); a
+    positive metric spanning decades gets a log axis and its band on the log scale. A dot marks where
+    a group's weight decay was turned off."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    allv: list[float] = []
-    drawn = 0
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
+    series = []
     for g in gs[:MAX_LINES]:
-        curves = []
+        curves, offs = [], []
         for r in g.runs:
             p = r.path / METRICS
             if not p.is_file():
@@ -119,27 +150,40 @@ def curve_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
                 continue
             if metric in rows[0] and "step" in rows[0]:
                 curves.append((np.array([float(x["step"]) for x in rows]), np.array([float(x[metric]) for x in rows])))
-        if not curves:
-            continue
-        n_steps = min(len(c[0]) for c in curves)
-        steps = curves[0][0][:n_steps]
-        mean, half, _ = t_interval_columns(np.stack([c[1][:n_steps] for c in curves]))
+                offs.append(_turn_off_step(rows))
+        if curves:
+            n_steps = min(len(c[0]) for c in curves)
+            series.append((g, curves[0][0][:n_steps], np.stack([c[1][:n_steps] for c in curves]), offs))
+    if not series:
+        plt.close(fig)
+        return None
+    log = spans_decades(float(v) for _, _, Y, _ in series for v in Y.ravel())
+    for g, steps, Y, offs in series:
+        if log:
+            with np.errstate(all="ignore"):
+                mean, half, _ = t_interval_columns(np.where(Y > 0, np.log10(np.where(Y > 0, Y, 1.0)), np.nan))
+            centre, low, high = 10 ** mean, 10 ** (mean - half), 10 ** (mean + half)
+        else:
+            centre, half, _ = t_interval_columns(Y)
+            low, high = centre - half, centre + half
         label = ", ".join(f"{a}={_fmt_param(g.params[a])}" for a in sweep.group_axes) or "all runs"
-        (line,) = ax.plot(steps, mean, lw=1.4, label=label)
-        if np.isfinite(half).any():
-            ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2, lw=0)
-        allv += [float(v) for v in mean if np.isfinite(v)]
-        drawn += 1
-    if _log_ok(allv):
+        (line,) = ax.plot(steps, centre, lw=1.4, label=label)
+        if np.isfinite(low).any():
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, lw=0)
+        off = next((o for o in offs if o is not None), None)
+        if off is not None and off in steps:
+            i = int(np.nonzero(steps == off)[0][0])
+            ax.plot([off], [centre[i]], "o", color=line.get_color(), ms=5, mec="k", mew=0.6)
+    if log:
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel(metric.replace("_", " "))
-    if drawn > 1:
-        ax.legend(fontsize=7, loc="best")
+    ax.set_title(_title(sweep, f"{metric} during training; dot = weight decay turned off"), fontsize=9)
+    _legend_outside(ax, len(series))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.close(fig)
-    return fig if drawn else None
+    return fig
 
 
 def figures(sweep: Sweep, gs: Sequence[Group] | None = None) -> list[tuple[str, str, Any]]:
@@ -155,9 +199,11 @@ def figures(sweep: Sweep, gs: Sequence[Group] | None = None) -> list[tuple[str, 
     chosen = (varying + [m for m in metrics if m not in varying])[:MAX_FIGURE_METRICS]
     for m in chosen:
         safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in m)
-        out.append((f"final_{safe}.png", f"{m}: mean ± 95% CI across seeds", final_metric_figure(sweep, gs, m)))
+        out.append((f"final_{safe}.png", f"{m}: mean and 95% CI across seeds (log scale: geometric mean)",
+                    final_metric_figure(sweep, gs, m)))
     for m in curve_metric_names(sweep)[:MAX_CURVE_METRICS]:
         fig = curve_figure(sweep, gs, m)
         if fig is not None:
-            out.append((f"curve_{m}.png", f"{m} during training: mean over seeds, band = 95% CI", fig))
+            out.append((f"curve_{m}.png", f"{m} during training: mean over seeds, band = 95% CI, "
+                                          "dot = weight decay turned off", fig))
     return out
