@@ -43,6 +43,15 @@ def save_png(fig, path: Path | str, dpi: int = DPI) -> Path:
     return atomic_write(path, png_bytes(fig, dpi))
 
 
+def finish(fig, title: str | None = None):
+    """Lay out ``fig`` (with an optional title above all panels) and release it from pyplot's registry."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 def legend_outside(ax, n_lines: int) -> None:
     """The legend to the right of the axes (never over the data); none for a single line."""
     if n_lines > 1:
@@ -97,9 +106,7 @@ def line_plot(
         ax.set_title(title, fontsize=9)
     legend_outside(ax, len(series) + (vline is not None))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return finish(fig)
 
 
 def panel_plot(
@@ -130,11 +137,7 @@ def panel_plot(
         ax.grid(alpha=0.3)
         if len(series) > 1:
             ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return finish(fig, title)
 
 
 def trace_plot(trace, labels: Sequence[str], metric: str, ylabel: str, log: bool = False,
@@ -200,9 +203,7 @@ def curves_figure(panels: Sequence[tuple[str, Sequence[Curve], Sequence[float], 
         ax.grid(alpha=0.3)
         if curves and j == n - 1:
             legend_outside(ax, max(2, len(curves)))
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return finish(fig)
 
 
 def bars_figure(xs: Sequence[float], series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
@@ -217,11 +218,7 @@ def bars_figure(xs: Sequence[float], series: Mapping[str, tuple[Sequence[float],
         ax.set_xlabel(xlabel)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return finish(fig, title)
 
 
 def legendre_figure(reparam, init, a_values: Sequence[float], x_range: tuple[float, float] | None = None,
@@ -266,9 +263,7 @@ def legendre_figure(reparam, init, a_values: Sequence[float], x_range: tuple[flo
     ax2.set_title("mirror map (its range = dual domain)")
     ax1.legend()
     ax2.axhline(0.0, color="0.7", lw=0.8)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return finish(fig)
 
 
 def color_cycle(keys: Sequence) -> Callable:

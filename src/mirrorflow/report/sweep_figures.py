@@ -11,7 +11,7 @@ import numpy as np
 
 from ..store import METRICS, read_csv
 from .collect import Group, Sweep, _fmt_param, _hashable, _number, flatten, groups, metric_names
-from .figures import pyplot
+from .figures import finish, pyplot
 from .stats import interval, spans_decades, t_interval_columns
 
 MAX_FIGURE_METRICS = 6
@@ -89,9 +89,7 @@ def final_metric_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
             ax.set_xscale("log")
         ax.set_title(_title(sweep, metric), fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return finish(fig)
 
 
 def curve_metric_names(sweep: Sweep) -> list[str]:
@@ -181,9 +179,7 @@ def curve_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
     ax.set_title(_title(sweep, f"{metric} during training; dot = weight decay turned off"), fontsize=9)
     _legend_outside(ax, len(series))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return finish(fig)
 
 
 def figures(sweep: Sweep, gs: Sequence[Group] | None = None) -> list[tuple[str, str, Any]]:
