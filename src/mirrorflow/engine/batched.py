@@ -119,11 +119,15 @@ def run_batched(
     log_every: int = 10,
     progress: Callable[[int], None] | None = None,
     state: State | None = None,
+    readback: bool | None = None,
 ) -> Trace:
     """Run ``T = lam_table.shape[1]`` steps of ``problem`` for all configurations at once.
 
     Metrics are recorded at steps 0, ``log_every``, 2·``log_every``, ..., and at ``T``. ``progress(k)``
-    is called with the number of steps just completed (for a progress bar).
+    is called with the number of steps just completed (for a progress bar). ``readback``: read the
+    "all rows finite" flag back every step and freeze rows only when one diverged (default: on the CPU),
+    or apply the freeze mask every step without reading anything back (default on an accelerator); both
+    give the same trace.
     """
     C, T = lam_table.shape
     if C != problem.n_configs:
@@ -135,7 +139,7 @@ def run_batched(
     lr_vec = torch.as_tensor(lr, dtype=ref.dtype).to(dev).expand(C).clone()
     a = torch.zeros(C, dtype=ref.dtype, device=dev)
     diverged_at = torch.full((C,), -1, dtype=torch.long, device=dev)
-    on_cpu = dev.type == "cpu"
+    readback = dev.type == "cpu" if readback is None else readback
     log_steps = sorted(set(range(0, T, max(1, log_every))) | {T})
     records: dict[str, list[np.ndarray]] = {}
 
@@ -159,7 +163,7 @@ def run_batched(
             lam = lam_table[:, t]
             new = problem.step(state, lam, lr_vec, t)
             ok = _finite_rows(new, C)
-            if not on_cpu or not bool(ok.all()):  # on an accelerator: no read-back, always apply the mask
+            if not readback or not bool(ok.all()):
                 diverged_at = torch.where((~ok) & (diverged_at < 0), t, diverged_at)
                 new = {
                     k: torch.where(ok.view(C, *([1] * (v.dim() - 1))), v, state[k]) if v.is_floating_point() else v
