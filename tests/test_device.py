@@ -73,6 +73,8 @@ def test_readback_and_mask_every_step_give_the_same_trace_with_a_divergence():
     traces = [run_batched(ms.MatrixSensing(data, [0.1, 0.1, 0.05], decay="gradient"), lam, 0.25, log_every=10,
                           readback=rb) for rb in (True, False)]
     assert 0 <= traces[0].diverged_at[0] < 150 and (traces[0].diverged_at[1:] == -1).all()
+    assert torch.isfinite(lam).all()  # NaN-masking the records never writes into the caller's table
+    assert np.isnan(traces[0].metrics["a"][0, -1]) and traces[0].metrics["a"][2, -1] == pytest.approx(-0.25 * 0.2 * 50)
     np.testing.assert_array_equal(traces[0].diverged_at, traces[1].diverged_at)
     for k in traces[0].metrics:
         np.testing.assert_array_equal(traces[0].metrics[k], traces[1].metrics[k], err_msg=k)

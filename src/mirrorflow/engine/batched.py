@@ -137,7 +137,8 @@ def run_batched(
     dev = ref.device
     lam_table = lam_table.to(device=dev, dtype=ref.dtype)
     lr_vec = torch.as_tensor(lr, dtype=ref.dtype).to(dev).expand(C).clone()
-    a = torch.zeros(C, dtype=ref.dtype, device=dev)
+    # a_t = −Σ_{s<t} η λ_s for every t at once (a diverged row's later values are never reported)
+    a_table = -torch.cumsum(torch.cat([torch.zeros_like(lam_table[:, :1]), lr_vec.view(C, 1) * lam_table], 1), 1)
     diverged_at = torch.full((C,), -1, dtype=torch.long, device=dev)
     readback = dev.type == "cpu" if readback is None else readback
     log_steps = sorted(set(range(0, T, max(1, log_every))) | {T})
@@ -145,11 +146,11 @@ def run_batched(
 
     def record(t: int) -> None:
         m = dict(problem.metrics(state))
-        m["lam"] = lam_table[:, t] if t < T else torch.zeros_like(a)
-        m["a"] = a
+        m["lam"] = lam_table[:, t] if t < T else torch.zeros_like(lr_vec)
+        m["a"] = a_table[:, t]
         dead = (diverged_at >= 0).cpu()
         for k, v in m.items():
-            v = v.detach().to(device="cpu", dtype=torch.float64)  # a copy: the state is never written
+            v = v.detach().to(device="cpu", dtype=torch.float64, copy=True)  # never write into the state
             v[dead] = float("nan")
             records.setdefault(k, []).append(v.numpy())
 
@@ -170,7 +171,6 @@ def run_batched(
                     for k, v in new.items()
                 }
             state = new
-            a = a - torch.where(diverged_at < 0, lr_vec * lam, torch.zeros_like(a))
             chunk += 1
             if progress is not None and (chunk >= 50 or t == T - 1):
                 progress(chunk)
