@@ -161,7 +161,8 @@ class MatrixSensing:
         self.loss_threshold = loss_threshold
         dtype, n = data.A.dtype, data.n
         m = data.y.shape[0]
-        self.data = SensingData(data.A.to(self.device), data.y.to(self.device), data.W_star.to(self.device))
+        self.data, self.n, self.dtype = data, n, dtype  # only the packed Â, y and W* go to the device
+        self.W_star = data.W_star.to(self.device)
         self.init_scales = torch.as_tensor(list(init_scales), dtype=dtype, device=self.device)
         self.n_configs = len(self.init_scales)
         iu = torch.triu_indices(n, n, device=self.device)
@@ -170,13 +171,13 @@ class MatrixSensing:
         full[iu[0], iu[1]] = torch.arange(iu.shape[1], device=self.device)
         self.unpack = (full + full.T - torch.diag(full.diagonal())).reshape(-1)  # (n²,) flat → packed index
         self.weight = torch.where(iu[0] == iu[1], 1.0, 2.0).to(dtype)  # ⟨A, W⟩ weights of the packed entries
-        self.A_packed = self.data.A.index_select(1, self.upper).contiguous()  # (m, p)
-        self.neg_y = -self.data.y
+        self.A_packed = data.A.index_select(1, self.upper.to(data.A.device)).contiguous().to(self.device)  # (m, p)
+        self.neg_y = -data.y.to(self.device)
         self.m = m
 
     def init_state(self) -> dict[str, torch.Tensor]:
-        n, C = self.data.n, self.n_configs
-        eye = torch.eye(n, dtype=self.data.A.dtype, device=self.device).expand(C, n, n)
+        n, C = self.n, self.n_configs
+        eye = torch.eye(n, dtype=self.dtype, device=self.device).expand(C, n, n)
         root = self.init_scales.sqrt() if self.param == "uu" else self.init_scales
         X = eye * root.view(C, 1, 1)
         return {"X": X.clone(), "hit": torch.full((C,), -1, dtype=torch.long, device=self.device)}
@@ -191,7 +192,7 @@ class MatrixSensing:
 
     def unpacked_gradient(self, r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """scale_c · ∇f(W_c) = scale_c/m · Σ_i r_ci A_i as (C, n, n), from one packed GEMM."""
-        C, n = r.shape[0], self.data.n
+        C, n = r.shape[0], self.n
         Gp = (r * (scale / self.m).view(C, 1)) @ self.A_packed
         return Gp.index_select(1, self.unpack).view(C, n, n)
 
@@ -226,7 +227,7 @@ class MatrixSensing:
         eigs = torch.linalg.eigvalsh(W)
         out = {
             "train_loss": 0.5 * (r * r).mean(1),
-            "rec_error": torch.linalg.matrix_norm(W - self.data.W_star),
+            "rec_error": torch.linalg.matrix_norm(W - self.W_star),
             "nuclear_norm": eigs.abs().sum(-1),
             "effective_rank": effective_rank(eigs),
         }
