@@ -19,6 +19,7 @@ import torch
 from mirrorflow import geometry
 from mirrorflow.engine.batched import resolve_device, run_batched, schedule_table
 from mirrorflow.engine.reparam_regression import ReparamRegression
+from mirrorflow.errors import ConfigError
 from mirrorflow.schedules import turn_off
 
 
@@ -107,4 +108,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as e:  # e.g. --device cuda without CUDA
+        raise SystemExit(f"error: {e}") from None

@@ -28,6 +28,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from mirrorflow.engine.batched import resolve_device, run_batched, schedule_table
+from mirrorflow.errors import ConfigError
 from mirrorflow.experiments.matrix_sensing import MatrixSensing, make_data
 from mirrorflow.schedules import constant
 
@@ -177,4 +178,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as e:  # e.g. --device cuda without CUDA
+        raise SystemExit(f"error: {e}") from None
