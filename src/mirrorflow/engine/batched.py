@@ -11,7 +11,14 @@ metrics every ``log_every`` steps, and marks a configuration *diverged* at the f
 being finite — its state is frozen there and its later metrics are NaN, the other configurations go on.
 
 The accumulated regularization of each configuration is tracked as ``a_t = -Σ_{s<t} η_s λ_s``
-(MATH.md §1.2, discrete form) and logged with the metrics as ``lam`` and ``a``.
+(discrete form of a_t = −∫λ_s ds, Eq. (9)) and logged with the metrics as ``lam`` and ``a``.
+
+Devices: the run happens on the device of the problem's state (``device=cuda`` puts the problem's data
+there; :func:`resolve_device` turns ``auto|cpu|cuda`` into a ``torch.device``). The schedule table, the
+learning rates, ``a`` and the divergence bookkeeping live on that device too, and metrics are copied to the
+CPU only at the steps they are recorded. On the CPU a diverged row is frozen only when one appears (a
+cheap check); on an accelerator the freeze is applied every step without reading the flag back, so the
+step loop never waits for the device.
 """
 from __future__ import annotations
 
@@ -22,7 +29,10 @@ from typing import Callable, Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..schedules import Schedule
+
+DEVICES = ("auto", "cpu", "cuda")
 
 State = dict[str, torch.Tensor]
 
@@ -67,13 +77,35 @@ class Trace:
         return out
 
 
-def schedule_table(schedules: Sequence[Schedule], steps: int, dtype=torch.float64) -> torch.Tensor:
-    """Stack ``λ_0..λ_{T-1}`` of each schedule into a ``(C, T)`` tensor."""
-    return torch.as_tensor(np.stack([s.table(steps) for s in schedules]), dtype=dtype)
+def resolve_device(spec: str | torch.device, key: str = "device") -> torch.device:
+    """``auto`` → ``cuda`` when a CUDA device is available, else ``cpu``; ``cpu``/``cuda``/``cuda:K`` as given.
+
+    Raises :class:`~mirrorflow.errors.ConfigError` (one line naming ``key``) for an unknown name or for
+    ``cuda`` on a machine without CUDA."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    name = str(spec).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}={spec}: CUDA is not available on this machine (use {key}=cpu or {key}=auto)")
+        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+            raise ConfigError(f"{key}={spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(name)
+    raise ConfigError(f"{key} must be one of {', '.join(DEVICES)} (or cuda:K), got {spec!r}")
+
+
+def schedule_table(schedules: Sequence[Schedule], steps: int, dtype=torch.float64,
+                   device: str | torch.device | None = None) -> torch.Tensor:
+    """Stack ``λ_0..λ_{T-1}`` of each schedule into a ``(C, T)`` tensor (on ``device``, default CPU)."""
+    return torch.as_tensor(np.stack([s.table(steps) for s in schedules]), dtype=dtype, device=device)
 
 
 def _finite_rows(state: State, C: int) -> torch.Tensor:
-    ok = torch.ones(C, dtype=torch.bool)
+    ok = torch.ones(C, dtype=torch.bool, device=next(iter(state.values())).device)
     for v in state.values():
         if v.is_floating_point():
             ok &= torch.isfinite(v.reshape(C, -1)).all(dim=1)
@@ -87,31 +119,38 @@ def run_batched(
     log_every: int = 10,
     progress: Callable[[int], None] | None = None,
     state: State | None = None,
+    readback: bool | None = None,
 ) -> Trace:
     """Run ``T = lam_table.shape[1]`` steps of ``problem`` for all configurations at once.
 
     Metrics are recorded at steps 0, ``log_every``, 2·``log_every``, ..., and at ``T``. ``progress(k)``
-    is called with the number of steps just completed (for a progress bar).
+    is called with the number of steps just completed (for a progress bar). ``readback``: read the
+    "all rows finite" flag back every step and freeze rows only when one diverged (default: on the CPU),
+    or apply the freeze mask every step without reading anything back (default on an accelerator); both
+    give the same trace.
     """
     C, T = lam_table.shape
     if C != problem.n_configs:
         raise ValueError(f"lam_table has {C} rows but the problem has {problem.n_configs} configurations")
     state = problem.init_state() if state is None else state
-    ref = next(iter(state.values()))
-    lam_table = lam_table.to(dtype=ref.dtype)
-    lr_vec = torch.as_tensor(lr, dtype=ref.dtype).expand(C).clone()
-    a = torch.zeros(C, dtype=ref.dtype)
-    diverged_at = torch.full((C,), -1, dtype=torch.long)
+    ref = next(v for v in state.values() if v.is_floating_point())
+    dev = ref.device
+    lam_table = lam_table.to(device=dev, dtype=ref.dtype)
+    lr_vec = torch.as_tensor(lr, dtype=ref.dtype).to(dev).expand(C).clone()
+    # a_t = −Σ_{s<t} η λ_s for every t at once (a diverged row's later values are never reported)
+    a_table = -torch.cumsum(torch.cat([torch.zeros_like(lam_table[:, :1]), lr_vec.view(C, 1) * lam_table], 1), 1)
+    diverged_at = torch.full((C,), -1, dtype=torch.long, device=dev)
+    readback = dev.type == "cpu" if readback is None else readback
     log_steps = sorted(set(range(0, T, max(1, log_every))) | {T})
     records: dict[str, list[np.ndarray]] = {}
 
     def record(t: int) -> None:
-        m = {k: v.detach().to(torch.float64) for k, v in problem.metrics(state).items()}
-        m["lam"] = lam_table[:, t].to(torch.float64) if t < T else torch.zeros(C, dtype=torch.float64)
-        m["a"] = a.to(torch.float64)
-        dead = diverged_at >= 0
+        m = dict(problem.metrics(state))
+        m["lam"] = lam_table[:, t] if t < T else torch.zeros_like(lr_vec)
+        m["a"] = a_table[:, t]
+        dead = (diverged_at >= 0).cpu()
         for k, v in m.items():
-            v = v.clone()
+            v = v.detach().to(device="cpu", dtype=torch.float64, copy=True)  # never write into the state
             v[dead] = float("nan")
             records.setdefault(k, []).append(v.numpy())
 
@@ -125,22 +164,20 @@ def run_batched(
             lam = lam_table[:, t]
             new = problem.step(state, lam, lr_vec, t)
             ok = _finite_rows(new, C)
-            if not bool(ok.all()):
-                fresh = (~ok) & (diverged_at < 0)
-                diverged_at[fresh] = t
+            if not readback or not bool(ok.all()):
+                diverged_at = torch.where((~ok) & (diverged_at < 0), t, diverged_at)
                 new = {
                     k: torch.where(ok.view(C, *([1] * (v.dim() - 1))), v, state[k]) if v.is_floating_point() else v
                     for k, v in new.items()
                 }
             state = new
-            a = a - torch.where(diverged_at < 0, lr_vec * lam, torch.zeros_like(a))
             chunk += 1
             if progress is not None and (chunk >= 50 or t == T - 1):
                 progress(chunk)
                 chunk = 0
         record(T)
     metrics = {k: np.stack(v, axis=1) for k, v in records.items()}
-    return Trace(np.asarray(log_steps), metrics, diverged_at.numpy(), state)
+    return Trace(np.asarray(log_steps), metrics, diverged_at.cpu().numpy(), state)
 
 
 @contextlib.contextmanager

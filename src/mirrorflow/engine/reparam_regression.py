@@ -26,10 +26,18 @@ State (leading axis C): ``w`` (C, d) the parameters, ``mu`` (C, n) the dual vari
     trace = run_batched(prob, schedule_table([turn_off(0.5, 200)] * 3, 5000), lr=0.05)
     x = prob.x_of(trace.final_state)                          # (3, n)
     x_pred = geometry.predict_limit("mw", w0, turn_off(0.5, 200), Z, y, lr=0.05)
+
+``device="auto"|"cpu"|"cuda"`` puts the data, w0 and every state tensor there (``run_batched`` follows the
+state). The reparameterization's own tensors (e.g. the A_i of ``quadratic``) are moved on a shallow copy;
+a custom g that closes over CPU tensors stays on the CPU.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
+
+from .batched import resolve_device
 
 DECAYS = ("auto", "exact", "gradient")
 
@@ -37,18 +45,20 @@ DECAYS = ("auto", "exact", "gradient")
 class ReparamRegression:
     """Batched gradient descent on f(g(w)) + λ_t h(w) for C configurations sharing (Z, y)."""
 
-    def __init__(self, reparam, Z, y, w0, n_configs: int = 1, decay: str = "auto", dtype=torch.float64):
+    def __init__(self, reparam, Z, y, w0, n_configs: int = 1, decay: str = "auto", dtype=torch.float64,
+                 device: str | torch.device = "cpu"):
         if decay not in DECAYS:
             raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
         if decay == "exact" and not reparam.weight_decay_l2:
             raise ValueError(f"decay='exact' needs h = ½‖w‖², but {reparam.name} has another h; use 'gradient'")
-        self.reparam = reparam
+        self.device = resolve_device(device)
+        self.reparam = _on_device(reparam, self.device, dtype)
         self.exact = decay == "exact" or (decay == "auto" and reparam.weight_decay_l2)
-        self.Z = torch.as_tensor(Z, dtype=dtype).reshape(len(y), -1)
-        self.y = torch.as_tensor(y, dtype=dtype).reshape(-1)
+        self.Z = torch.as_tensor(Z, dtype=dtype).reshape(len(y), -1).to(self.device)
+        self.y = torch.as_tensor(y, dtype=dtype).reshape(-1).to(self.device)
         self.N = self.y.numel()
         self.n_configs = int(n_configs)
-        w0 = reparam.as_params(w0).to(dtype)
+        w0 = reparam.as_params(w0).to(device=self.device, dtype=dtype)
         self.w0 = w0.expand(self.n_configs, -1).clone() if w0.dim() == 1 else w0.clone()
         if self.w0.shape != (self.n_configs, reparam.d):
             raise ValueError(f"w0 must have shape ({reparam.d},) or ({self.n_configs}, {reparam.d}), "
@@ -56,7 +66,7 @@ class ReparamRegression:
 
     def init_state(self) -> dict[str, torch.Tensor]:
         n = self.reparam.n
-        return {"w": self.w0.clone(), "mu": torch.zeros(self.n_configs, n, dtype=self.w0.dtype)}
+        return {"w": self.w0.clone(), "mu": torch.zeros(self.n_configs, n, dtype=self.w0.dtype, device=self.device)}
 
     def grad_f(self, x: torch.Tensor) -> torch.Tensor:
         """∇f(x) = Zᵀ(Zx − y)/N for x of shape (C, n)."""
@@ -80,3 +90,15 @@ class ReparamRegression:
     def metrics(self, state):
         r = self.x_of(state) @ self.Z.T - self.y
         return {"loss": 0.5 * (r * r).mean(-1), "residual": r.abs().amax(-1)}
+
+
+def _on_device(reparam, device: torch.device, dtype: torch.dtype):
+    """``reparam`` itself when its tensors are already on ``device`` in ``dtype``; otherwise a shallow copy whose
+    floating tensor attributes are moved there (so g, h_grad and the pullback run where the state is)."""
+    tensors = {k: v for k, v in vars(reparam).items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    if all(v.device == device and v.dtype == dtype for v in tensors.values()):
+        return reparam
+    moved = copy.copy(reparam)
+    for k, v in tensors.items():
+        setattr(moved, k, v.to(device=device, dtype=dtype))
+    return moved

@@ -22,7 +22,9 @@ Conventions (MATH.md §7 "factor-2"): the loss carries 1/(2m) and the penalty ½
 point of constant weight decay solves min f(W) + (λ/2)‖W‖_* over PSD W.
 
 All configurations that share the data (same n, r, m, seed) run as one batched tensor program:
-``U`` has shape (C, n, n); a step is two GEMMs against the (m, n²) sensing matrix.
+``U`` has shape (C, n, n); a step is two GEMMs against the sensing matrices in the packed symmetric basis
+(m, n(n+1)/2) and two (C, n, n) batched products. ``device=auto|cpu|cuda`` chooses where it runs (the data
+is drawn on the CPU, so every device sees the same problem).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import numpy as np
 import torch
 
 from ..config import build, config_dict, require
-from ..engine.batched import Trace, run_batched, schedule_table
+from ..engine.batched import Trace, resolve_device, run_batched, schedule_table
 from ..engine.progress import progress_or_bar
 from ..store import RunDir
 from ..schedules import SCHEDULE_KINDS, Schedule, from_spec
@@ -65,6 +67,7 @@ class Config:
     loss_threshold: float = 1e-6
     log_every: int = 20
     dtype: str = "float64"
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda
 
     @property
     def measurements(self) -> int:
@@ -84,6 +87,7 @@ class Config:
         require(self.loss_threshold > 0, f"loss_threshold must be positive, got {self.loss_threshold}")
         require(self.log_every > 0, f"log_every must be positive, got {self.log_every}")
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        resolve_device(self.device)  # ConfigError naming 'device' (unknown name, or cuda without CUDA)
         self.lam_schedule()  # raises ConfigError-compatible ValueError naming 'at' if off is beyond steps
 
     def lam_schedule(self) -> Schedule:
@@ -99,7 +103,7 @@ class Config:
     def data_key(self) -> tuple:
         """Configurations with equal keys share the sensing data (and the logging grid) and run in one batch."""
         return (self.n, self.r, self.measurements, self.seed, self.dtype, self.param, self.decay,
-                self.log_every, self.loss_threshold)
+                self.log_every, self.loss_threshold, self.device)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -136,51 +140,76 @@ def effective_rank(eigs: torch.Tensor) -> torch.Tensor:
 
 
 class MatrixSensing:
-    """Batched gradient descent for C configurations sharing one :class:`SensingData` (``BatchedProblem``)."""
+    """Batched gradient descent for C configurations sharing one :class:`SensingData` (``BatchedProblem``).
+
+    The A_i and W are symmetric, so ⟨A_i, W⟩ = Σ_j A_jj W_jj + 2 Σ_{j<k} A_jk W_jk: the two big GEMMs of a step
+    run in the packed basis of the p = n(n+1)/2 upper-triangular entries, with the off-diagonal weight 2 put
+    on the packed W,
+
+        r = (w ⊙ P(W)) Âᵀ − y,      P(∇f(W)) = rÂ / m,     Â ∈ ℝ^{m×p} (rows: packed A_i),
+
+    half the work of the (m, n²) form. ∇f(W) is unpacked to (C, n, n) for the step on U. The state is U
+    (or W for ``param="linear"``) of shape (C, n, n) and ``hit``, the first step whose loss fell below
+    ``loss_threshold``. ``device``: where the data and the state live (``auto`` = CUDA when available).
+    """
 
     def __init__(self, data: SensingData, init_scales: Sequence[float], param: str = "uu",
-                 decay: str = "exact", loss_threshold: float = 1e-6):
-        self.data = data
+                 decay: str = "exact", loss_threshold: float = 1e-6, device: str | torch.device = "cpu"):
+        self.device = resolve_device(device)
         self.param = param
         self.decay = decay
         self.loss_threshold = loss_threshold
-        self.init_scales = torch.as_tensor(list(init_scales), dtype=data.A.dtype)
+        dtype, n = data.A.dtype, data.n
+        m = data.y.shape[0]
+        self.data, self.n, self.dtype = data, n, dtype  # only the packed Â, y and W* go to the device
+        self.W_star = data.W_star.to(self.device)
+        self.init_scales = torch.as_tensor(list(init_scales), dtype=dtype, device=self.device)
         self.n_configs = len(self.init_scales)
-        self.At = data.A.T.contiguous()  # (n², m) for the residual GEMM
+        iu = torch.triu_indices(n, n, device=self.device)
+        self.upper = iu[0] * n + iu[1]  # (p,) flat (j, k), j ≤ k
+        full = torch.zeros(n, n, dtype=torch.long, device=self.device)
+        full[iu[0], iu[1]] = torch.arange(iu.shape[1], device=self.device)
+        self.unpack = (full + full.T - torch.diag(full.diagonal())).reshape(-1)  # (n²,) flat → packed index
+        self.weight = torch.where(iu[0] == iu[1], 1.0, 2.0).to(dtype)  # ⟨A, W⟩ weights of the packed entries
+        self.A_packed = data.A.index_select(1, self.upper.to(data.A.device)).contiguous().to(self.device)  # (m, p)
+        self.neg_y = -data.y.to(self.device)
+        self.m = m
 
     def init_state(self) -> dict[str, torch.Tensor]:
-        n, C = self.data.n, self.n_configs
-        eye = torch.eye(n, dtype=self.data.A.dtype).expand(C, n, n)
+        n, C = self.n, self.n_configs
+        eye = torch.eye(n, dtype=self.dtype, device=self.device).expand(C, n, n)
         root = self.init_scales.sqrt() if self.param == "uu" else self.init_scales
         X = eye * root.view(C, 1, 1)
-        return {"X": X.clone(), "hit": torch.full((C,), -1, dtype=torch.long)}
+        return {"X": X.clone(), "hit": torch.full((C,), -1, dtype=torch.long, device=self.device)}
 
     def W(self, X: torch.Tensor) -> torch.Tensor:
         return X @ X.transpose(1, 2) if self.param == "uu" else X
 
     def residual(self, W: torch.Tensor) -> torch.Tensor:
-        C = W.shape[0]
-        return W.reshape(C, -1) @ self.At - self.data.y
+        """r_i = ⟨A_i, W⟩ − y_i for symmetric W of shape (C, n, n), via the packed basis; shape (C, m)."""
+        Wp = W.reshape(W.shape[0], -1).index_select(1, self.upper) * self.weight
+        return torch.addmm(self.neg_y, Wp, self.A_packed.T)
+
+    def unpacked_gradient(self, r: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """scale_c · ∇f(W_c) = scale_c/m · Σ_i r_ci A_i as (C, n, n), from one packed GEMM."""
+        C, n = r.shape[0], self.n
+        Gp = (r * (scale / self.m).view(C, 1)) @ self.A_packed
+        return Gp.index_select(1, self.unpack).view(C, n, n)
 
     def step(self, state, lam, lr, t):
         X, hit = state["X"], state["hit"]
-        C, n, _ = X.shape
-        m = self.data.y.shape[0]
-        W = self.W(X)
-        r = self.residual(W)
+        C = X.shape[0]
+        r = self.residual(self.W(X))
         loss = 0.5 * (r * r).mean(1)
         hit = torch.where((hit < 0) & (loss < self.loss_threshold), torch.full_like(hit, t), hit)
-        G = ((r @ self.data.A) / m).view(C, n, n)  # ∇f(W) = 1/m Σ r_i A_i
-        eta = lr.view(C, 1, 1)
-        lam3 = lam.view(C, 1, 1)
         if self.param == "uu":
-            step = X - eta * 2.0 * (G @ X)
+            step = torch.baddbmm(X, self.unpacked_gradient(r, -2.0 * lr), X)  # U − 2η ∇f(UUᵀ) U
             if self.decay == "exact":
-                X = torch.exp(-eta * lam3) * step
+                X = torch.exp(-lr * lam).view(C, 1, 1) * step
             else:
-                X = step - eta * lam3 * X
+                X = step - (lr * lam).view(C, 1, 1) * X
         else:
-            X = X - eta * G
+            X = X + self.unpacked_gradient(r, -lr)  # W − η ∇f(W)
             if bool((lam > 0).any()):
                 X = 0.5 * (X + X.transpose(1, 2))
                 evals, evecs = torch.linalg.eigh(X)
@@ -198,7 +227,7 @@ class MatrixSensing:
         eigs = torch.linalg.eigvalsh(W)
         out = {
             "train_loss": 0.5 * (r * r).mean(1),
-            "rec_error": torch.linalg.matrix_norm(W - self.data.W_star),
+            "rec_error": torch.linalg.matrix_norm(W - self.W_star),
             "nuclear_norm": eigs.abs().sum(-1),
             "effective_rank": effective_rank(eigs),
         }
@@ -218,10 +247,10 @@ def run_group(cfgs: Sequence[Config], progress: Callable[[int], None] | None = N
         raise ValueError("run_group needs configurations with equal 'steps'")
     c0 = cfgs[0]
     dtype = DTYPES[c0.dtype]
-    data = make_data(c0.n, c0.r, c0.measurements, c0.seed, dtype)
-    problem = MatrixSensing(data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold)
-    lam = schedule_table([c.lam_schedule() for c in cfgs], c0.steps, dtype)
-    lr = torch.tensor([c.lr for c in cfgs], dtype=dtype)
+    data = make_data(c0.n, c0.r, c0.measurements, c0.seed, dtype)  # drawn on the CPU: the same on every device
+    problem = MatrixSensing(data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold, c0.device)
+    lam = schedule_table([c.lam_schedule() for c in cfgs], c0.steps, dtype, problem.device)
+    lr = torch.tensor([c.lr for c in cfgs], dtype=dtype, device=problem.device)
     return run_batched(problem, lam, lr, log_every=c0.log_every, progress=progress)
 
 
