@@ -113,21 +113,29 @@ def table_markdown(sections: Sequence[tuple[str, Config, Sequence[Mapping]]]) ->
     return head + "\n".join(lines) + "\n"
 
 
+def _finished_mse(cfg: Config, trace: Trace) -> np.ndarray:
+    """MSE (seeds, points, iterations) with the seeds that diverged masked out (NaN) entirely: their last
+    iterations before divergence are orders of magnitude off and would dominate a mean."""
+    mse = trace.metrics["mse"].copy()
+    mse[trace.diverged_at >= 0] = np.nan
+    return mse.reshape(len(cfg.seeds), len(cfg.points()), -1)
+
+
 def authors_table(cfg: Config, trace: Trace) -> str:
-    """Our MSE (mean ± 95% t-interval over seeds) against the stored curve, at its iterations ≤ ours."""
+    """Our MSE (mean ± 95% t-interval over the finished seeds) against the stored curve."""
     ks = [k for k in cfg.ks if k in AUTHORS_STORED_MSE]
-    G = len(cfg.points())
-    mse = trace.metrics["mse"].reshape(len(cfg.seeds), G, -1)
-    head = ("| iteration | " + " | ".join(f"k={k} stored | k={k} ours | ratio" for k in ks) + " |\n"
-            + "|---|" + "---|---|---|" * len(ks) + "\n")
+    mse = _finished_mse(cfg, trace)
+    col = {k: [p for p, (kk, _) in enumerate(cfg.points()) if kk == k][0] for k in ks}
+    fin = {k: int(np.isfinite(mse[:, col[k], 0]).sum()) for k in ks}
+    head = ("| iteration | " + " | ".join(f"k={k} stored | k={k} ours ({fin[k]}/{len(cfg.seeds)} seeds) | ratio" for k in ks)
+            + " |\n" + "|---|" + "---|---|---|" * len(ks) + "\n")
     lines = []
     for j, it in enumerate(AUTHORS_ITERATIONS):
         if it >= mse.shape[2]:
             break
         cells = []
         for k in ks:
-            g = [p for p, (kk, _) in enumerate(cfg.points()) if kk == k][0]
-            m, h, n = _t_interval(mse[:, g, it])
+            m, h, n = _t_interval(mse[:, col[k], it])
             stored = AUTHORS_STORED_MSE[k][j]
             cells.append(f"{stored:.4g} | {m:.4g} ± {h:.2g} | {m / stored:.2f}" if n else f"{stored:.4g} | diverged | –")
         lines.append(f"| {it} | " + " | ".join(cells) + " |")
@@ -148,22 +156,26 @@ def plot(cfg: Config, trace: Trace, metric: str, title: str):
 
 
 def authors_plot(cfg: Config, trace: Trace):
-    """Our MSE curves (mean over seeds; dotted: each seed) against the stored curve (markers)."""
-    G, S = len(cfg.points()), len(cfg.seeds)
-    mse = trace.metrics["mse"].reshape(S, G, -1)
+    """Our MSE curves (mean over the finished seeds) against the stored curve (markers)."""
+    mse = _finished_mse(cfg, trace)
     series = {}
     for g, (k, _) in enumerate(cfg.points()):
-        series[f"k={k} ours (mean of {S} seeds)"] = (trace.steps, np.nanmean(mse[:, g], axis=0))
+        n = int(np.isfinite(mse[:, g, 0]).sum())
+        if n:
+            series[f"k={k} ours (mean of {n} finished seeds)"] = (trace.steps, np.nanmean(mse[:, g], axis=0))
         if k in AUTHORS_STORED_MSE:
             series[f"k={k} paper code, stored"] = (np.asarray(AUTHORS_ITERATIONS), np.asarray(AUTHORS_STORED_MSE[k]))
     fig = line_plot(series, "reconstruction MSE", log=True, xlabel="iteration",
                     title=f"u^(2k) − v^(2k), η = {cfg.lr_scale:g}/‖D‖₂², {cfg.dict_update} update")
     ax = fig.axes[0]
-    for line in ax.get_lines():
-        if "stored" in str(line.get_label()):
+    prev = None
+    for line in ax.get_lines():  # the stored curve as markers in its k's colour
+        if "stored" in str(line.get_label()) and prev is not None:
             line.set_linestyle("none")
             line.set_marker("o")
             line.set_markersize(4)
+            line.set_color(prev.get_color())
+        prev = line
     ax.legend(fontsize=7)
     return fig
 
