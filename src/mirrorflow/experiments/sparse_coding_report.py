@@ -102,7 +102,7 @@ def table_markdown(sections: Sequence[tuple[str, Config, Sequence[Mapping]]]) ->
                 lines.append(f"| {name} | {label} | {fin} | – | – | – | – | – | – | – | – |")
                 continue
             never = sum(r["nuclear_stationary_at"] is None for r in ok)
-            stat = ("never" if never == len(ok) else
+            stat = ("–" if cfg.iterations <= cfg.stationary_window else "never" if never == len(ok) else
                     _pm([r["nuclear_stationary_at"] for r in ok], ".3g") + (f" ({never} never)" if never else ""))
             lines.append(
                 f"| {name} | {label} | {fin} | {_pm([r['mse_at_5'] for r in ok])} | {_pm([r['mse_at_10'] for r in ok])} "
