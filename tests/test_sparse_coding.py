@@ -145,6 +145,20 @@ def test_per_sample_kernels_equal_the_plain_loop(kernel):
     assert (D.norm(dim=2) <= 1 + 1e-12).all() and (D.norm(dim=2) > 0.999).any()  # the projection was active
 
 
+def test_without_a_c_compiler_the_torch_loop_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("MIRRORFLOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(SD, "_LIBS", {})
+    assert SD._library(torch.float64) is None
+    D, A, Bt, X, Y = _per_sample_inputs(C=2, b=3)
+    ref = [_per_sample_loop(*(t[c].numpy() for t in (D, A, Bt, X, Y))) for c in range(2)]
+    SD.per_sample_step(D, A, Bt, X, Y)  # kernel="auto": falls back to torch
+    np.testing.assert_allclose(D.numpy(), np.stack([r[0] for r in ref]), rtol=0, atol=1e-13)
+    with pytest.raises(RuntimeError, match="could not be compiled"):
+        SD.per_sample_step(D, A, Bt, X, Y, kernel="c")
+    assert not any((tmp_path / "cache").rglob("*.so"))
+
+
 def test_per_sample_float32_kernel_matches_float64():
     D, A, Bt, X, Y = _per_sample_inputs(C=2, b=4)
     D32, A32, B32, X32, Y32 = (t.float().contiguous() for t in (D, A, Bt, X, Y))

@@ -180,7 +180,10 @@ def _compile(real: str) -> Path | None:
         src.write_text(f"#define REAL {real}\n{_SOURCE}")
         lib = Path(tmp) / "k.so"
         for fl in (flags, ["-O3", "-shared", "-fPIC"]):  # plain flags: no OpenMP (the pragma is ignored)
-            r = subprocess.run([cc, *fl, str(src), "-o", str(lib), "-lm"], capture_output=True, text=True)
+            try:
+                r = subprocess.run([cc, *fl, str(src), "-o", str(lib), "-lm"], capture_output=True, text=True)
+            except OSError as e:  # the compiler named by CC does not run
+                r = subprocess.CompletedProcess([cc], 1, "", str(e))
             if r.returncode == 0:
                 os.replace(lib, out)  # atomic: concurrent processes never load a half-written file
                 return out
