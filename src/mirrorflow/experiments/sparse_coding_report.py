@@ -1,29 +1,18 @@
-"""Tables, figures and the ``reproduce`` entry point of the sparse-coding experiment (App. E, Figs. 11, 13).
-
-``preset=paper`` (default): u^{2k} − v^{2k} for k = 1..10 at α = 0.001 (Fig. 11) and log u − log v for an α
-sweep (Fig. 13), several seeds, tables with the mean and a 95% t-interval over seeds and the accumulated
-regularization a_∞. ``preset=authors``: the setting that produced the paper code's stored curve
-(``power/MSE.csv``: η = 0.01/‖D‖₂², the per-sample dictionary update, k = 1, 2, 3), compared with the stored
-numbers :data:`AUTHORS_STORED_MSE`.
+"""Tables and figures of the sparse-coding experiment (App. E, Figs. 11, 13): mean ± 95% t-interval over
+seeds per (k, α) with the accumulated regularization a_∞, and our MSE curve against the paper code's stored
+``power/MSE.csv`` (:data:`AUTHORS_STORED_MSE`: η = 0.01/‖D‖₂², per-sample dictionary update, k = 1, 2, 3).
+``cfg`` arguments are :class:`mirrorflow.experiments.sparse_coding.Config` instances.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..config import build, config_dict
 from ..engine.batched import Trace
-from ..engine.progress import progress_or_bar
-from ..errors import ConfigError
 from ..report.figures import line_plot, trace_plot
-from ..store import RunDir
-from .sparse_coding import Config, faces, metric_rows, run_sweep, summarize
 
 LOG_ALPHAS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the paper code's sweep for log u − log v
 PAPER_SEEDS = (0, 1, 2)
@@ -62,13 +51,13 @@ def _pm(values, spec=".4g") -> str:
     return format(m, spec) if n == 1 else f"{m:{spec}} ± {h:.2g}"
 
 
-def by_point(cfg: Config, rows: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
+def by_point(cfg: Any, rows: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
     """The summary rows grouped by (k, α) point, in sweep order."""
     labels = cfg.point_labels()
     return [(lab, [r for r in rows if r["point"] == lab]) for lab in labels]
 
 
-def seed_mean_trace(cfg: Config, trace: Trace):
+def seed_mean_trace(cfg: Any, trace: Trace):
     """A trace-like object with one curve per (k, α): the mean over seeds (a diverged seed makes it NaN
     from its divergence on; ``diverged_at`` is the earliest divergence)."""
     G, S = len(cfg.points()), len(cfg.seeds)
@@ -79,7 +68,7 @@ def seed_mean_trace(cfg: Config, trace: Trace):
 
 
 # ---------------------------------------------------------------------------------------- tables
-def table_markdown(sections: Sequence[tuple[str, Config, Sequence[Mapping]]]) -> str:
+def table_markdown(sections: Sequence[tuple[str, Any, Sequence[Mapping]]]) -> str:
     """One row per (reparameterization, point): mean ± 95% t-interval half-width over the finished seeds."""
     c0 = sections[0][1]
     head = (
@@ -113,7 +102,7 @@ def table_markdown(sections: Sequence[tuple[str, Config, Sequence[Mapping]]]) ->
     return head + "\n".join(lines) + "\n"
 
 
-def _finished_mse(cfg: Config, trace: Trace) -> np.ndarray:
+def _finished_mse(cfg: Any, trace: Trace) -> np.ndarray:
     """MSE (seeds, points, iterations) with the seeds that diverged masked out (NaN) entirely: their last
     iterations before divergence are orders of magnitude off and would dominate a mean."""
     mse = trace.metrics["mse"].copy()
@@ -121,7 +110,7 @@ def _finished_mse(cfg: Config, trace: Trace) -> np.ndarray:
     return mse.reshape(len(cfg.seeds), len(cfg.points()), -1)
 
 
-def authors_table(cfg: Config, trace: Trace) -> str:
+def authors_table(cfg: Any, trace: Trace) -> str:
     """Our MSE (mean ± 95% t-interval over the finished seeds) against the stored curve."""
     ks = [k for k in cfg.ks if k in AUTHORS_STORED_MSE]
     mse = _finished_mse(cfg, trace)
@@ -147,7 +136,7 @@ YLABELS = {"mse": "reconstruction MSE", "nuclear_norm": "‖X‖∗ (code nuclea
            "l1": "‖X‖₁", "frobenius_norm": "‖X‖F"}
 
 
-def plot(cfg: Config, trace: Trace, metric: str, title: str):
+def plot(cfg: Any, trace: Trace, metric: str, title: str):
     """One curve per (k, α): the mean over seeds."""
     if len(cfg.seeds) > 1:
         title = f"{title} (mean of {len(cfg.seeds)} seeds)"
@@ -155,7 +144,7 @@ def plot(cfg: Config, trace: Trace, metric: str, title: str):
                       log=metric == "mse", xlabel="iteration", title=title)
 
 
-def authors_plot(cfg: Config, trace: Trace):
+def authors_plot(cfg: Any, trace: Trace):
     """Our MSE curves (mean over the finished seeds) against the stored curve (markers)."""
     mse = _finished_mse(cfg, trace)
     series = {}
@@ -178,94 +167,3 @@ def authors_plot(cfg: Config, trace: Trace):
         prev = line
     ax.legend(fontsize=7)
     return fig
-
-
-# -------------------------------------------------------------------------------------- running
-def run_into(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
-    """One reparameterization, all (seed, k, α) batched, into run directory ``out``."""
-    rd = RunDir(out)
-    rd.write_config({"experiment": "sparse-coding", **config_dict(cfg)})
-    t0 = time.perf_counter()
-    trace = run_sweep(cfg, progress)
-    rd.write_metrics(metric_rows(cfg, trace))
-    title = "x = u^(2k) − v^(2k)" if cfg.param == "power" else "x = log u − log v"
-    for metric in ("mse", "nuclear_norm", "sparsity"):
-        rd.save_figure(f"{metric}.png", plot(cfg, trace, metric, title))
-    rows = summarize(cfg, trace)
-    name = "u^(2k) − v^(2k)" if cfg.param == "power" else "log u − log v"
-    table = table_markdown([(name, cfg, rows)])
-    rd.write_text("table.md", table)
-    summary = {"experiment": "sparse-coding", "param": cfg.param, "configs": rows,
-               "diverged": sum(r["status"] == "diverged" for r in rows),
-               "seconds": round(time.perf_counter() - t0, 3)}
-    rd.finish(summary)
-    return summary
-
-
-@dataclass(frozen=True)
-class _Extra:
-    """The keys of ``reproduce`` beyond ``Config``: the preset and the log run's α values."""
-
-    preset: str = "paper"
-    log_alphas: tuple[float, ...] = LOG_ALPHAS
-
-
-def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
-    """``preset=paper``: Fig. 11 (u^{2k} − v^{2k}, k = 1..10, α = 0.001) and Fig. 13 (log u − log v, α sweep)
-    analogs over ``seeds`` (default 0,1,2). ``preset=authors``: the stored-curve setting (η = 0.01/‖D‖₂²,
-    per-sample update, k = 1, 2, 3) against the stored numbers. Other keys override either preset and apply
-    to both runs; ``alphas``/``ks`` apply to the power run, ``log_alphas`` to the log run."""
-    ov = dict(overrides or {})
-    if "param" in ov:
-        raise ConfigError("param: reproduce runs both reparameterizations; drop param=")
-    extra = build(_Extra, {k: ov.pop(k) for k in ("preset", "log_alphas") if k in ov})
-    if extra.preset not in ("paper", "authors"):
-        raise ConfigError(f"preset must be one of paper, authors, got {extra.preset!r}")
-    if extra.preset == "authors":
-        return _reproduce_authors(out, {**AUTHORS_PRESET, **ov}, progress)
-    ov.setdefault("seeds", ",".join(map(str, PAPER_SEEDS)))
-    power = build(Config, {**ov, "param": "power"})
-    log = build(Config, {**{k: v for k, v in ov.items() if k not in ("alphas", "ks")}, "param": "log",
-                         "alphas": extra.log_alphas})
-    rd = RunDir(out)
-    rd.write_config({"experiment": "sparse-coding", "reproduce": "figs11-13", "preset": "paper",
-                     "power": config_dict(power), "log": config_dict(log)})
-    t0 = time.perf_counter()
-    Y = faces(power.image_size, power.n_images)
-    with progress_or_bar(progress, power.iterations + log.iterations, "sparse coding (Figs. 11, 13)") as progress:
-        tr_power = run_sweep(power, progress, Y)
-        tr_log = run_sweep(log, progress, Y)
-    rows_power, rows_log = summarize(power, tr_power), summarize(log, tr_log)
-    rd.write_metrics(metric_rows(power, tr_power) + metric_rows(log, tr_log))
-    rd.save_figure("fig11a_nuclear_norm.png", plot(power, tr_power, "nuclear_norm", "Fig. 11a: u^(2k) − v^(2k)"))
-    rd.save_figure("fig11b_mse.png", plot(power, tr_power, "mse", "Fig. 11b: u^(2k) − v^(2k)"))
-    rd.save_figure("fig13a_mse.png", plot(log, tr_log, "mse", "Fig. 13: log u − log v"))
-    rd.save_figure("fig13b_nuclear_norm.png", plot(log, tr_log, "nuclear_norm", "Fig. 13: log u − log v"))
-    rd.save_figure("sparsity_power.png", plot(power, tr_power, "sparsity", "u^(2k) − v^(2k)"))
-    rd.save_figure("sparsity_log.png", plot(log, tr_log, "sparsity", "log u − log v"))
-    table = table_markdown([("u^(2k) − v^(2k)", power, rows_power), ("log u − log v", log, rows_log)])
-    rd.write_text("table.md", table)
-    rd.finish({"experiment": "sparse-coding", "preset": "paper", "power": rows_power, "log": rows_log,
-               "seconds": round(time.perf_counter() - t0, 3)})
-    return table
-
-
-def _reproduce_authors(out: Path | str, ov: Mapping[str, str], progress) -> str:
-    cfg = build(Config, {**ov, "param": "power"})
-    rd = RunDir(out)
-    rd.write_config({"experiment": "sparse-coding", "reproduce": "authors-stored-curve", "preset": "authors",
-                     "power": config_dict(cfg)})
-    t0 = time.perf_counter()
-    with progress_or_bar(progress, cfg.iterations, "sparse coding (paper code's stored curve)") as progress:
-        trace = run_sweep(cfg, progress)
-    rows = summarize(cfg, trace)
-    rd.write_metrics(metric_rows(cfg, trace))
-    rd.save_figure("authors_mse.png", authors_plot(cfg, trace))
-    rd.save_figure("nuclear_norm.png", plot(cfg, trace, "nuclear_norm", "u^(2k) − v^(2k)"))
-    table = (table_markdown([("u^(2k) − v^(2k)", cfg, rows)])
-             + "\nAgainst the paper code's stored power/MSE.csv (one unseeded run per k):\n\n" + authors_table(cfg, trace))
-    rd.write_text("table.md", table)
-    rd.finish({"experiment": "sparse-coding", "preset": "authors", "power": rows,
-               "seconds": round(time.perf_counter() - t0, 3)})
-    return table
