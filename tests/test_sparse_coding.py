@@ -159,6 +159,18 @@ def test_without_a_c_compiler_the_torch_loop_runs(monkeypatch, tmp_path):
     assert not any((tmp_path / "cache").rglob("*.so"))
 
 
+def test_an_unwritable_kernel_cache_still_gives_the_kernel(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("MIRRORFLOW_CACHE", str(blocker))
+    monkeypatch.setattr(SD, "_LIBS", {})
+    assert SD._library(torch.float64) is not None
+    D, A, Bt, X, Y = _per_sample_inputs(C=1, b=2)
+    ref = _per_sample_loop(*(t[0].numpy() for t in (D, A, Bt, X, Y)))
+    SD.per_sample_step(D, A, Bt, X, Y, kernel="c")
+    np.testing.assert_allclose(D[0].numpy(), ref[0], rtol=0, atol=1e-13)
+
+
 def test_per_sample_float32_kernel_matches_float64():
     D, A, Bt, X, Y = _per_sample_inputs(C=2, b=4)
     D32, A32, B32, X32, Y32 = (t.float().contiguous() for t in (D, A, Bt, X, Y))

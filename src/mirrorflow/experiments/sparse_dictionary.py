@@ -174,7 +174,11 @@ def _compile(real: str) -> Path | None:
     out = _cache_dir() / f"per_sample_{real}_{key}.so"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # an unwritable cache: compile into a private temporary directory instead
+        log.warning("kernel cache %s not writable (%s); compiling into a temporary directory", out.parent, e)
+        out = Path(tempfile.mkdtemp(prefix="mirrorflow-kernels-")) / out.name
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.c"
         src.write_text(f"#define REAL {real}\n{_SOURCE}")
