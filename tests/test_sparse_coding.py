@@ -309,7 +309,7 @@ def test_seed_axis_equals_separate_runs_and_the_table_gives_intervals(faces16):
     table = R.table_markdown([("u^(2k) − v^(2k)", cfg, rows)])
     line = next(ln for ln in table.splitlines() if "| k=3 |" in ln)
     v = [rows[1]["mse_at_10"], rows[3]["mse_at_10"]]
-    m, h, n = R._t_interval(v)
+    m, h, n = R.t_interval(v)
     assert n == 2 and m == pytest.approx(np.mean(v)) and h == pytest.approx(12.706 * np.std(v, ddof=1) / np.sqrt(2), rel=1e-3)
     assert f"{m:.4g} ± {h:.2g}" in line and "| 2/2 |" in line
     assert "a_∞" in table and line.endswith(f"| {R._pm([rows[1]['a_code'], rows[3]['a_code']], '.3g')} |")
