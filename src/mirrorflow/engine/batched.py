@@ -73,7 +73,7 @@ def schedule_table(schedules: Sequence[Schedule], steps: int, dtype=torch.float6
 
 
 def _finite_rows(state: State, C: int) -> torch.Tensor:
-    ok = torch.ones(C, dtype=torch.bool)
+    ok = torch.ones(C, dtype=torch.bool, device=next(iter(state.values())).device)
     for v in state.values():
         if v.is_floating_point():
             ok &= torch.isfinite(v.reshape(C, -1)).all(dim=1)
@@ -98,22 +98,23 @@ def run_batched(
         raise ValueError(f"lam_table has {C} rows but the problem has {problem.n_configs} configurations")
     state = problem.init_state() if state is None else state
     ref = next(iter(state.values()))
-    lam_table = lam_table.to(dtype=ref.dtype)
-    lr_vec = torch.as_tensor(lr, dtype=ref.dtype).expand(C).clone()
-    a = torch.zeros(C, dtype=ref.dtype)
-    diverged_at = torch.full((C,), -1, dtype=torch.long)
+    dev = ref.device  # the problem's device: schedules, a_t and the divergence marks live there too
+    lam_table = lam_table.to(dtype=ref.dtype, device=dev)
+    lr_vec = torch.as_tensor(lr, dtype=ref.dtype, device=dev).expand(C).clone()
+    a = torch.zeros(C, dtype=ref.dtype, device=dev)
+    diverged_at = torch.full((C,), -1, dtype=torch.long, device=dev)
     log_steps = sorted(set(range(0, T, max(1, log_every))) | {T})
     records: dict[str, list[np.ndarray]] = {}
 
     def record(t: int) -> None:
         m = {k: v.detach().to(torch.float64) for k, v in problem.metrics(state).items()}
-        m["lam"] = lam_table[:, t].to(torch.float64) if t < T else torch.zeros(C, dtype=torch.float64)
+        m["lam"] = lam_table[:, t].to(torch.float64) if t < T else torch.zeros(C, dtype=torch.float64, device=dev)
         m["a"] = a.to(torch.float64)
         dead = diverged_at >= 0
         for k, v in m.items():
             v = v.clone()
             v[dead] = float("nan")
-            records.setdefault(k, []).append(v.numpy())
+            records.setdefault(k, []).append(v.cpu().numpy())
 
     next_log = 0
     chunk = 0
@@ -140,7 +141,7 @@ def run_batched(
                 chunk = 0
         record(T)
     metrics = {k: np.stack(v, axis=1) for k, v in records.items()}
-    return Trace(np.asarray(log_steps), metrics, diverged_at.numpy(), state)
+    return Trace(np.asarray(log_steps), metrics, diverged_at.cpu().numpy(), state)
 
 
 @contextlib.contextmanager

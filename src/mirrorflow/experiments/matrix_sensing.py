@@ -144,16 +144,16 @@ class MatrixSensing:
         self.param = param
         self.decay = decay
         self.loss_threshold = loss_threshold
-        self.init_scales = torch.as_tensor(list(init_scales), dtype=data.A.dtype)
+        self.init_scales = torch.as_tensor(list(init_scales), dtype=data.A.dtype, device=data.A.device)
         self.n_configs = len(self.init_scales)
         self.At = data.A.T.contiguous()  # (n², m) for the residual GEMM
 
     def init_state(self) -> dict[str, torch.Tensor]:
         n, C = self.data.n, self.n_configs
-        eye = torch.eye(n, dtype=self.data.A.dtype).expand(C, n, n)
+        eye = torch.eye(n, dtype=self.data.A.dtype, device=self.data.A.device).expand(C, n, n)
         root = self.init_scales.sqrt() if self.param == "uu" else self.init_scales
         X = eye * root.view(C, 1, 1)
-        return {"X": X.clone(), "hit": torch.full((C,), -1, dtype=torch.long)}
+        return {"X": X.clone(), "hit": torch.full((C,), -1, dtype=torch.long, device=X.device)}
 
     def W(self, X: torch.Tensor) -> torch.Tensor:
         return X @ X.transpose(1, 2) if self.param == "uu" else X
@@ -208,8 +208,10 @@ class MatrixSensing:
 
 
 # --------------------------------------------------------------------------------------- running
-def run_group(cfgs: Sequence[Config], progress: Callable[[int], None] | None = None) -> Trace:
-    """Run configurations that share data (equal :meth:`Config.data_key`) as one batch."""
+def run_group(cfgs: Sequence[Config], progress: Callable[[int], None] | None = None,
+              device: str | torch.device | None = None) -> Trace:
+    """Run configurations that share data (equal :meth:`Config.data_key`) as one batch on ``device``
+    (default CPU; the data is made on the CPU first, so a seed gives the same problem on any device)."""
     keys = {c.data_key() for c in cfgs}
     if len(keys) != 1:
         raise ValueError("run_group needs configurations with equal Config.data_key()")
@@ -219,21 +221,25 @@ def run_group(cfgs: Sequence[Config], progress: Callable[[int], None] | None = N
     c0 = cfgs[0]
     dtype = DTYPES[c0.dtype]
     data = make_data(c0.n, c0.r, c0.measurements, c0.seed, dtype)
+    if device is not None:
+        data = SensingData(data.A.to(device), data.y.to(device), data.W_star.to(device))
     problem = MatrixSensing(data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold)
     lam = schedule_table([c.lam_schedule() for c in cfgs], c0.steps, dtype)
-    lr = torch.tensor([c.lr for c in cfgs], dtype=dtype)
+    lr = torch.tensor([c.lr for c in cfgs], dtype=dtype, device=device)
     return run_batched(problem, lam, lr, log_every=c0.log_every, progress=progress)
 
 
-def run_many(cfgs: Sequence[Config], progress: Callable[[int], None] | None = None) -> list[dict]:
+def run_many(cfgs: Sequence[Config], progress: Callable[[int], None] | None = None,
+             device: str | torch.device | None = None) -> list[dict]:
     """Run any list of configs, grouping those that share data; returns per-config result dicts
-    (``trace`` slices: steps, metrics arrays, diverged_at) in input order."""
+    (``trace`` slices: steps, metrics arrays, diverged_at) in input order. ``device``: where the
+    batched tensor programs run (``"cuda"`` for large grids); results come back as NumPy arrays."""
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cfgs):
         groups.setdefault(c.data_key() + (c.steps,), []).append(i)
     results: list[dict | None] = [None] * len(cfgs)
     for idx in groups.values():
-        tr = run_group([cfgs[i] for i in idx], progress)
+        tr = run_group([cfgs[i] for i in idx], progress, device)
         for j, i in enumerate(idx):
             results[i] = {
                 "steps": tr.steps,
