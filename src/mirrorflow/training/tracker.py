@@ -50,12 +50,15 @@ F64 = torch.float64
 def identity_residual(reparam: Reparameterization, init, a: float, x: torch.Tensor, mu: torch.Tensor) -> float:
     """ρ = ‖∇R_a(x) − μ‖ / ‖μ‖ for one x = g(w) (flat, shape (n,)) and dual variable μ (Theorem 3.6).
 
-    ``inf`` when x is outside the domain of R_a; NaN when μ = 0 (nothing accumulated yet)."""
+    ``inf`` when x is outside the domain of R_a or on its boundary (a coordinate or eigenvalue collapsed to
+    0, where ∇R_a is not finite: gradient flow never gets there in finite time); NaN when μ = 0."""
     x = torch.as_tensor(x, dtype=F64).reshape(-1)
     mu = torch.as_tensor(mu, dtype=F64).reshape(-1)
     try:
         grad = reparam.flat(reparam.legendre(init, float(a)).grad(reparam.point(x))).reshape(-1)
     except OutsideDomainError:
+        return math.inf
+    if not bool(torch.isfinite(grad).all()):
         return math.inf
     norm = float(mu.norm())
     return float((grad - mu).norm()) / norm if norm > 0 else math.nan

@@ -1,0 +1,150 @@
+"""LegendreTracker on real torch optimizers: the identity ∇R_{a_t}(x_t) = μ_t (Theorem 3.6) holds to O(η)
+for gradient descent and visibly fails for momentum/Adam; a_t agrees with WeightDecayScheduler; the
+Theorem 3.11 prediction matches the trained end point; misuse raises one clear error."""
+import math
+
+import pytest
+import torch
+
+from conftest import commuting_sensing
+from mirrorflow import geometry as G
+from mirrorflow.schedules import turn_off
+from mirrorflow.training.scheduler import WeightDecayScheduler
+from mirrorflow.training.tracker import LegendreTracker, identity_residual
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+D = torch.float64
+
+
+def regression(N=4, n=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    Z = torch.linalg.qr(torch.randn(n, N, generator=gen, dtype=D))[0].T * math.sqrt(N)
+    x_star = torch.zeros(n, dtype=D)
+    x_star[:2] = torch.tensor([0.5, -0.3], dtype=D)
+    return Z, Z @ x_star
+
+
+def train(rep, w0, Z, y, make_opt, lr, horizon, a_total=-0.25, every=None):
+    """Train the factors with ``make_opt(params, lr)`` for time ``horizon`` (steps = horizon/lr), weight
+    decay switched off half-way with a_∞ = a_total; returns (tracker, scheduler)."""
+    steps = int(round(horizon / lr))
+    parts = {k: torch.nn.Parameter(v.clone()) for k, v in rep.unpack(w0).items()}
+    opt = make_opt(list(parts.values()), lr)
+    lam = -a_total / (lr * (steps // 2))
+    opt.param_groups[0]["weight_decay"] = lam
+    sched = WeightDecayScheduler(opt, turn_off(lam, steps // 2))
+    tracker = LegendreTracker(rep, parts, opt, every=every or steps, data=(Z, y))
+    for _ in range(steps):
+        opt.zero_grad()
+        x = tracker.watch(rep.g(torch.cat([p.reshape(-1) for p in parts.values()])))
+        r = Z @ x - y
+        (0.5 * (r * r).mean()).backward()
+        opt.step()
+        sched.step()
+    return tracker, sched
+
+
+def sgd(p, lr):
+    return torch.optim.SGD(p, lr=lr)
+
+
+def test_gradient_descent_identity_is_first_order_in_eta():
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.init(scale=1.0)
+    tr1, sch = train(rep, w0, Z, y, sgd, 0.02, 8.0)
+    tr2, _ = train(rep, w0, Z, y, sgd, 0.01, 8.0)
+    assert tr1.a == pytest.approx(sch.a, abs=1e-12) and tr1.a == pytest.approx(-0.25, abs=1e-12)
+    assert tr1.steps == 400 and len(tr1.history) == 1 and tr1.history[0]["step"] == 400
+    r1, r2 = tr1.history[-1]["residual"], tr2.history[-1]["residual"]
+    assert tr1.history[-1]["mu_norm"] > 0.05
+    assert r2 < 1e-3 and 0.35 < r2 / r1 < 0.65, (r1, r2)
+
+
+def test_tracker_mu_equals_engine_mu_for_gradient_descent():
+    """The tracker's μ from torch SGD equals the batched engine's μ (same discrete step, exact decay aside)."""
+    from mirrorflow.engine.batched import run_batched, schedule_table
+    from mirrorflow.engine.reparam_regression import ReparamRegression
+
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.init(scale=1.0)
+    tr, _ = train(rep, w0, Z, y, sgd, 0.01, 2.0, a_total=0.0)  # no weight decay: both are plain GD
+    prob = ReparamRegression(rep, Z, y, w0)
+    trace = run_batched(prob, schedule_table([turn_off(0.0, 100)], 200), lr=0.01, log_every=200)
+    assert torch.allclose(tr.mu, trace.final_state["mu"][0], atol=1e-12)
+    assert torch.allclose(tr.x(), prob.x_of(trace.final_state)[0], atol=1e-12)
+
+
+def test_matrix_sensing_identity_and_predicted_limit():
+    """W = UUᵀ with commuting sensing matrices (Eq. 17): small residual, end point = Theorem 3.11's x̂."""
+    n, m = 3, 2
+    Q, A = commuting_sensing(n, m, seed=1)
+    y = torch.einsum("mij,ij->m", A, Q @ torch.diag(torch.tensor([0.5, 0.3, 0.4], dtype=D)) @ Q.T)
+    rep = G.get("uut", n)
+    tr, _ = train(rep, rep.init(scale=0.6), A.reshape(m, -1), y, sgd, 0.02, 30.0, a_total=-0.5, every=500)
+    last = tr.history[-1]
+    assert last["loss"] < 1e-10
+    assert last["residual"] < 1e-2
+    assert last["x_pred_dist"] < 2e-2
+    assert [h["step"] for h in tr.history] == [500, 1000, 1500]
+
+
+@pytest.mark.parametrize("name,make", [
+    ("momentum", lambda p, lr: torch.optim.SGD(p, lr=lr * 0.1, momentum=0.9)),
+    ("adam", lambda p, lr: torch.optim.Adam(p, lr=lr * 0.5)),
+])
+def test_momentum_and_adam_leave_the_geometry(name, make):
+    """The same μ_t = −Σ η_s ∇f(x_s) with the optimizer's nominal η: the identity fails by O(1), not O(η)."""
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.init(scale=1.0)
+    tr, _ = train(rep, w0, Z, y, make, 0.02, 8.0)
+    gd, _ = train(rep, w0, Z, y, sgd, 0.02, 8.0)
+    assert tr.history[-1]["residual"] > 0.5
+    assert tr.history[-1]["residual"] > 100 * gd.history[-1]["residual"]
+
+
+def test_momentum_follows_the_flow_on_a_rescaled_clock():
+    """Heavy ball with lr η(1−β) takes effective steps η: rescaling μ and a by 1/(1−β) restores the identity."""
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.init(scale=1.0)
+    tr, _ = train(rep, w0, Z, y, lambda p, lr: torch.optim.SGD(p, lr=lr * 0.1, momentum=0.9), 0.02, 8.0)
+    rho = identity_residual(rep, tr.init, 10 * tr.a, tr.x(), 10 * tr.mu)
+    assert rho < 0.05 < tr.history[-1]["residual"]
+
+
+def test_observe_accumulates_and_missing_gradient_is_an_error():
+    rep = G.get("mw", 2)
+    m = torch.nn.Parameter(torch.ones(2, dtype=D))
+    w = torch.nn.Parameter(torch.zeros(2, dtype=D))
+    opt = torch.optim.SGD([m, w], lr=0.1)
+    tr = LegendreTracker(rep, [m, w], opt, every=1)
+    tr.observe(torch.tensor([1.0, 2.0]))
+    tr.observe(torch.tensor([1.0, 0.0]))  # gradient accumulation: two micro-batches
+    opt.step()
+    assert tr.mu.tolist() == pytest.approx([-0.2, -0.2])
+    assert tr.steps == 1 and len(tr.history) == 1
+    with pytest.raises(RuntimeError, match="tracker.watch"):
+        opt.step()
+    tr.close()
+    opt.step()  # hooks removed: no error, nothing counted
+    assert tr.steps == 1
+
+
+def test_bad_arguments_name_the_problem():
+    rep = G.get("mw", 2)
+    m = torch.nn.Parameter(torch.ones(2, dtype=D))
+    w = torch.nn.Parameter(torch.zeros(2, dtype=D))
+    with pytest.raises(ValueError, match="parts"):
+        LegendreTracker(rep, {"m": m})
+    with pytest.raises(ValueError, match="every"):
+        LegendreTracker(rep, [m, w], every=0)
+    with pytest.raises(ValueError, match="param groups"):
+        LegendreTracker(rep, [m, w], torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1))
+    with pytest.raises(ValueError, match="columns"):
+        LegendreTracker(rep, [m, w], data=(torch.ones(1, 3), torch.ones(1)))
+    tr = LegendreTracker(rep, [m, w])
+    with pytest.raises(ValueError, match="n = 2"):
+        tr.observe(torch.ones(3))
