@@ -141,14 +141,17 @@ def figure(curves):
     for ax, (prob, series) in zip(axes[0], curves.items()):
         for opt_name, (t, rho) in series.items():
             rho = np.asarray(rho, dtype=float)
-            ax.plot(t, np.where(rho > 0, rho, np.nan), label=opt_name, lw=1.4,
+            label = opt_name
+            if np.isinf(rho).any():  # x_t reached the boundary of dom R_a (an eigenvalue collapsed to 0)
+                label += f" (ρ = ∞ from {t[int(np.argmax(np.isinf(rho)))]:.2f}: eigenvalue → 0)"
+            ax.plot(t, np.where((rho > 0) & np.isfinite(rho), rho, np.nan), label=label, lw=1.4,
                     ls="--" if "η/2" in opt_name else "-")
         ax.axvline(0.5, color="grey", ls=":", lw=1, label="weight decay off")
         ax.set_yscale("log")
         ax.set_xlabel("fraction of training")
         ax.set_title(prob, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("‖∇R_{a_t}(x_t) − μ_t‖ / ‖μ_t‖")
+    axes[0][0].set_ylabel(r"$\|\nabla R_{a_t}(x_t) - \mu_t\| \,/\, \|\mu_t\|$")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
     plt.close(fig)

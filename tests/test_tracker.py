@@ -148,3 +148,23 @@ def test_bad_arguments_name_the_problem():
     tr = LegendreTracker(rep, [m, w])
     with pytest.raises(ValueError, match="n = 2"):
         tr.observe(torch.ones(3))
+
+
+def test_identity_residuals_on_a_batched_engine_state():
+    """The batched form on the engine's final state (what a `track=true` run reports): small for every
+    configuration, and equal to the single-row residual."""
+    from mirrorflow.engine.batched import run_batched, schedule_table
+    from mirrorflow.engine.reparam_regression import ReparamRegression
+    from mirrorflow.training.tracker import identity_residuals
+
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.init(scale=1.0)
+    prob = ReparamRegression(rep, Z, y, w0, n_configs=2)
+    trace = run_batched(prob, schedule_table([turn_off(0.5, 200), turn_off(1.0, 100)], 400), lr=0.01,
+                        log_every=400)
+    a, x, mu = trace.final("a"), prob.x_of(trace.final_state), trace.final_state["mu"]
+    rhos = identity_residuals(rep, w0, a, x, mu)
+    assert a.tolist() == pytest.approx([-1.0, -1.0])
+    assert max(rhos) < 2e-2
+    assert rhos[1] == pytest.approx(identity_residual(rep, w0, a[1], x[1], mu[1]), rel=1e-12)

@@ -185,13 +185,14 @@ def cell_config(spec: PhaseSpec, schedule: str, xv: float, yv: float):
 
 
 def run_grid(spec: PhaseSpec, mod, progress: Callable[[int], None] | None = None) -> tuple[dict, dict]:
-    """All cells of every schedule; returns ``({schedule: {metric: (ny, nx) array}}, {schedule: seconds})``.
+    """All cells of every schedule; returns ``({schedule: {metric: (ny, nx) array}}, {schedule: (wall, cpu)})``.
 
     Each schedule's grid is one call of ``mod.run_many`` (one batched program per shared data); identical
     configs (``none`` along a λ axis) run once."""
     import torch
 
     from ..engine.batched import torch_threads
+    from ..engine.progress import progress_or_bar
 
     xs, ys = spec.x.values, spec.y.values
     grids, seconds = {}, {}
@@ -205,11 +206,13 @@ def run_grid(spec: PhaseSpec, mod, progress: Callable[[int], None] | None = None
                 unique[rid] = len(todo)
                 todo.append(c)
         kw = {"device": spec.device} if spec.device is not None else {}
-        t0 = time.perf_counter()
-        with torch_threads(spec.threads), torch.no_grad():
-            results = mod.run_many(todo, progress, **kw)
+        groups = len({(c.data_key(), getattr(c, "steps", 0)) for c in todo}) if hasattr(todo[0], "data_key") else 1
+        t0, c0 = time.perf_counter(), time.process_time()
+        with torch_threads(spec.threads), torch.no_grad(), \
+                progress_or_bar(progress, getattr(spec.base, "steps", 1) * groups, f"phase: {s}") as bar:
+            results = mod.run_many(todo, bar, **kw)
         summaries = [mod.summarize(c, r) for c, r in zip(todo, results)]
-        seconds[s] = time.perf_counter() - t0
+        seconds[s] = (time.perf_counter() - t0, time.process_time() - c0)
         missing = [m for m in spec.metrics + (spec.metric,) if m not in summaries[0]]
         if missing:
             raise ConfigError(f"metric: unknown metric {missing[0]!r} (known: "
@@ -281,8 +284,11 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, seconds, wins) -> None:
     summary = {
         "experiment": spec.experiment,
         "cells_per_schedule": len(xs) * len(ys),
-        "seconds": {s: round(v, 3) for s, v in seconds.items()},
-        "seconds_total": round(sum(seconds.values()), 3),
+        "seconds": {s: round(v[0], 3) for s, v in seconds.items()},  # wall time per schedule
+        "cpu_seconds": {s: round(v[1], 3) for s, v in seconds.items()},  # this process's CPU time
+        "seconds_total": round(sum(v[0] for v in seconds.values()), 3),
+        "device": spec.device or "cpu",
+        "threads": spec.threads,
         "diverged": {s: int((g["status"] == "diverged").sum()) for s, g in grids.items()},
     }
     if wins is not None:

@@ -64,6 +64,15 @@ def identity_residual(reparam: Reparameterization, init, a: float, x: torch.Tens
     return float((grad - mu).norm()) / norm if norm > 0 else math.nan
 
 
+def identity_residuals(reparam: Reparameterization, init, a, x, mu) -> list[float]:
+    """:func:`identity_residual` for each row of a batch (C configurations, e.g. a batched engine's final
+    state: x = g(w) of shape (C, n), μ of shape (C, n), a of shape (C,))."""
+    x = torch.as_tensor(x, dtype=F64)
+    mu = torch.as_tensor(mu, dtype=F64)
+    a = torch.as_tensor(a, dtype=F64).reshape(-1).expand(x.shape[0])
+    return [identity_residual(reparam, init, float(a[c]), x[c], mu[c]) for c in range(x.shape[0])]
+
+
 class LegendreTracker:
     """Accumulate μ_t and a_t from an optimizer's actual steps; report ‖∇R_{a_t}(x_t) − μ_t‖/‖μ_t‖.
 
