@@ -53,19 +53,30 @@ def _outline(ax, xs, ys, mask, log_x: bool, log_y: bool, label: str | None = Non
         ax.plot(sx, sy, color="k", lw=1.6, solid_capstyle="butt", label=label if k == 0 else None)
 
 
+def _colour_scale(finite: np.ndarray):
+    """(norm, colorbar extend): log from the 5th percentile to the maximum when that spans more than a
+    decade (runs that collapsed to ~0 would otherwise take the whole scale), else linear; clipped values
+    get the end colour and an arrow on the colour bar."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    if not finite.size:
+        return Normalize(0.0, 1.0), "neither"
+    lo, hi = float(np.percentile(finite, 5)), float(finite.max())
+    if lo > 0 and hi / lo > 10:
+        return LogNorm(lo, hi), "min" if finite.min() < lo else "neither"
+    lo = float(finite.min()) if finite.min() >= 0 and hi / max(float(finite.min()), 1e-300) <= 10 else lo
+    return Normalize(lo, hi if hi > lo else lo + 1.0), "min" if finite.min() < lo else "neither"
+
+
 def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
                    log_x: bool, log_y: bool, wins: np.ndarray | None = None):
     """One panel per schedule of ``values[schedule]`` (shape (len(ys), len(xs))), one shared colour scale;
     the cells where turning weight decay off beats both other schedules outlined in every panel."""
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values.values()])
-    pos = finite[finite > 0]
-    if pos.size and finite.min() > 0 and pos.max() / pos.min() > 10:
-        norm = LogNorm(pos.min(), pos.max())
-    else:
-        norm = Normalize(finite.min() if finite.size else 0.0, finite.max() if finite.size else 1.0)
+    norm, extend = _colour_scale(np.concatenate([v[np.isfinite(v)].ravel() for v in values.values()]))
     cmap = plt.get_cmap("viridis").with_extremes(bad=NAN_COLOUR)
     k = len(values)
     fig, axes = plt.subplots(1, k, figsize=(4.3 * k + 1.0, 3.9), squeeze=False, sharey=True)
@@ -77,11 +88,12 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
         ax.set_title(s.replace("_", " "), fontsize=10)
         if wins is not None and wins.any():
             _outline(ax, xs, ys, wins, log_x, log_y, label="turned off beats both")
+    cb = fig.colorbar(mesh, ax=list(axes[0]), fraction=0.03, pad=0.02, extend=extend)
+    cb.set_label(metric.replace("_", " ") + (" (step)" if metric.startswith("time") else ""))
+    handles = [Patch(color=NAN_COLOUR, label="never reached / diverged")]
     if wins is not None and wins.any():
-        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.25, 1.0), borderaxespad=0)
-    cb = fig.colorbar(mesh, ax=list(axes[0]), fraction=0.03, pad=0.02)
-    cb.set_label(metric.replace("_", " ") + " (grey: never / diverged)" if "time" in metric else
-                 metric.replace("_", " "))
+        handles.append(Line2D([], [], color="k", lw=1.6, label="turned off beats both"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=2, fontsize=8, frameon=False)
     plt.close(fig)
     return fig
 
