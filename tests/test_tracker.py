@@ -168,3 +168,44 @@ def test_identity_residuals_on_a_batched_engine_state():
     assert a.tolist() == pytest.approx([-1.0, -1.0])
     assert max(rhos) < 2e-2
     assert rhos[1] == pytest.approx(identity_residual(rep, w0, a[1], x[1], mu[1]), rel=1e-12)
+
+
+def test_tracker_inside_a_hugging_face_trainer(tmp_path):
+    """WeightDecayCallback(tracker=...) attaches the tracker to the Trainer's optimizer and logs its residual;
+    the tracker's a_t equals the callback's and plain SGD keeps the identity to O(η)."""
+    import transformers
+
+    from mirrorflow.training.hf import WeightDecayCallback
+
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.unpack(rep.init(scale=1.0))
+
+    class MW(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = torch.nn.Parameter(w0["m"].clone().float())
+            self.w = torch.nn.Parameter(w0["w"].clone().float())
+
+        def forward(self, z, target):
+            x = tracker.watch(self.m * self.w)
+            return {"loss": 0.5 * ((z @ x - target) ** 2).mean()}
+
+    model = MW()
+    tracker = LegendreTracker(rep, {"m": model.m, "w": model.w}, every=10, data=(Z, y))
+    data = [{"z": Z.float(), "target": y.float()}] * 40  # one full batch per step (collated below)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), max_steps=40, per_device_train_batch_size=1, learning_rate=0.02,
+        lr_scheduler_type="constant", weight_decay=0.0, logging_steps=10, report_to=[], use_cpu=True,
+        save_strategy="no", disable_tqdm=True, seed=0, remove_unused_columns=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, weight_decay=0.0)
+    cb = WeightDecayCallback(turn_off(0.5, at=20), tracker=tracker, check_lora=False)
+    tr = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[cb], optimizers=(opt, None),
+                              data_collator=lambda b: {"z": b[0]["z"], "target": b[0]["target"]})
+    tr.train()
+    logs = [h for h in tr.state.log_history if "loss" in h]
+    assert [h["step"] for h in logs] == [10, 20, 30, 40]
+    assert logs[-1]["legendre/a"] == pytest.approx(-0.02 * 0.5 * 20, abs=1e-9)
+    assert logs[-1]["legendre/a"] == pytest.approx(logs[-1]["wd/a"], abs=1e-9)
+    assert 0 < logs[-1]["legendre/residual"] < 0.05
+    assert tracker.steps == 40 and not tracker._hooks  # closed at the end of training
