@@ -1,12 +1,12 @@
 """LegendreTracker on real torch optimizers: the identity ∇R_{a_t}(x_t) = μ_t (Theorem 3.6) holds to O(η)
 for gradient descent and visibly fails for momentum/Adam; a_t agrees with WeightDecayScheduler; the
 Theorem 3.11 prediction matches the trained end point; misuse raises one clear error."""
-import math
 
 import pytest
 import torch
 
 from conftest import commuting_sensing
+from conftest import sparse_regression as regression
 from mirrorflow import geometry as G
 from mirrorflow.schedules import turn_off
 from mirrorflow.training.scheduler import WeightDecayScheduler
@@ -14,14 +14,6 @@ from mirrorflow.training.tracker import LegendreTracker, identity_residual
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 D = torch.float64
-
-
-def regression(N=4, n=6, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    Z = torch.linalg.qr(torch.randn(n, N, generator=gen, dtype=D))[0].T * math.sqrt(N)
-    x_star = torch.zeros(n, dtype=D)
-    x_star[:2] = torch.tensor([0.5, -0.3], dtype=D)
-    return Z, Z @ x_star
 
 
 def train(rep, w0, Z, y, make_opt, lr, horizon, a_total=-0.25, every=None):
