@@ -141,3 +141,15 @@ def test_heatmaps_outline_and_log_axes():
     fig = winner_map(xs, ys, vals, "rec_error", "wd", "init_scale", True, True, wins)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["constant", "turn off", "none", "turned off beats both"]
+
+
+def test_cli_phase_one_schedule(tmp_path, capsys):
+    """One schedule: heatmaps but no comparison (no winner map, no wins fraction)."""
+    out = tmp_path / "p"
+    main(["phase", "matrix-sensing", "x=wd:0.01:0.1:2:log", "y=lr:0.1:0.2:2", "schedules=constant",
+          "metrics=rec_error", "n=4", "r=1", "steps=40", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "cells_per_schedule: 4" in text and f"run directory: {out}" in text
+    assert sorted(p.name for p in out.iterdir()) == ["cells.csv", "config.yaml", "phase_rec_error.png",
+                                                      "summary.json"]
+    assert "turn_off_wins_fraction" not in text
