@@ -2,6 +2,8 @@
 for gradient descent and visibly fails for momentum/Adam; a_t agrees with WeightDecayScheduler; the
 Theorem 3.11 prediction matches the trained end point; misuse raises one clear error."""
 
+import math
+
 import pytest
 import torch
 
@@ -201,3 +203,23 @@ def test_tracker_inside_a_hugging_face_trainer(tmp_path):
     assert logs[-1]["legendre/a"] == pytest.approx(logs[-1]["wd/a"], abs=1e-9)
     assert 0 < logs[-1]["legendre/residual"] < 0.05
     assert tracker.steps == 40 and not tracker._hooks  # closed at the end of training
+
+
+def test_engine_tracks_the_identity_residual_along_training():
+    """ReparamRegression(track=True): a_t in the state equals the engine's a, and the logged residual is the
+    tracker's formula at every log step (what `mirrorflow run diagonal track=true` will report)."""
+    from mirrorflow.engine.batched import run_batched, schedule_table
+    from mirrorflow.engine.reparam_regression import ReparamRegression
+
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.init(scale=1.0)
+    prob = ReparamRegression(rep, Z, y, w0, n_configs=2, track=True)
+    trace = run_batched(prob, schedule_table([turn_off(0.5, 200), turn_off(1.0, 100)], 400), lr=0.01,
+                        log_every=100)
+    rho = trace.metrics["identity_residual"]
+    assert rho.shape == (2, 5) and math.isnan(rho[0, 0])  # μ_0 = 0
+    assert trace.final_state["a"].tolist() == pytest.approx(trace.final("a").tolist(), abs=1e-12)
+    assert (rho[:, 1:] < 2e-2).all() and (rho[:, 1:] > 0).all()
+    x, mu = prob.x_of(trace.final_state)[1], trace.final_state["mu"][1]
+    assert rho[1, -1] == pytest.approx(identity_residual(rep, w0, trace.final("a")[1], x, mu), rel=1e-12)
