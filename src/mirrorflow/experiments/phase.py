@@ -39,6 +39,7 @@ import numpy as np
 
 from ..config import build, config_dict, parse_overrides
 from ..errors import ConfigError
+from ..schedules import SCHEDULE_KINDS
 from ..store import RunDir, run_id, write_csv
 
 MAX_CELLS = 65536  # per schedule (x count × y count)
@@ -124,7 +125,13 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
     if x.count * y.count > MAX_CELLS:
         raise ConfigError(f"y: too many cells ({x.count}×{y.count} = {x.count * y.count}; at most {MAX_CELLS} "
                           "per schedule)")
-    schedules = tuple(s.strip() for s in kv.get("schedules", ",".join(SCHEDULES)).split(",") if s.strip())
+    schedules = tuple(dict.fromkeys(s.strip() for s in kv.get("schedules", ",".join(SCHEDULES)).split(",")
+                                    if s.strip()))
+    if not schedules:
+        raise ConfigError("schedules: give at least one schedule (e.g. schedules=constant,turn_off,none)")
+    for s in schedules:
+        if s not in SCHEDULE_KINDS:
+            raise ConfigError(f"schedules: unknown schedule {s!r} (known: {', '.join(SCHEDULE_KINDS)})")
     if "schedule" in kv or "schedule" in (x.key, y.key):
         raise ConfigError("schedule: phase runs one grid per schedule; use schedules=a,b,c")
     known = PHASE_METRICS.get(experiment)
