@@ -30,6 +30,15 @@ def commuting_sensing(n: int = 3, m: int = 2, seed: int = 1):
     return Q, torch.stack([Q @ torch.diag(d[i]) @ Q.T for i in range(m)])
 
 
+def sparse_regression(N: int = 4, n: int = 6, seed: int = 0):
+    """(Z, y): N orthogonal rows scaled to ‖row‖ = √N, and y = Z x* for a 2-sparse x* = (0.5, −0.3, 0, ...)."""
+    gen = torch.Generator().manual_seed(seed)
+    Z = torch.linalg.qr(torch.randn(n, N, generator=gen, dtype=torch.float64))[0].T * math.sqrt(N)
+    x_star = torch.zeros(n, dtype=torch.float64)
+    x_star[:2] = torch.tensor([0.5, -0.3], dtype=torch.float64)
+    return Z, Z @ x_star
+
+
 @pytest.fixture
 def plugin_experiment(tmp_path, monkeypatch):
     """Register a throw-away experiment module: ``plugin_experiment(name, source) -> name``."""

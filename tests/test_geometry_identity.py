@@ -3,12 +3,12 @@
 Every reparameterization with a closed-form or numeric R_a is trained with the batched engine (weight decay for
 the first half, then off) at step sizes η and η/2 over the same time horizon; the error must be small and
 roughly halve (first order in η)."""
-import math
 
 import pytest
 import torch
 
 from conftest import commuting_sensing
+from conftest import sparse_regression as data
 from mirrorflow import geometry as G
 from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.engine.reparam_regression import ReparamRegression
@@ -16,14 +16,6 @@ from mirrorflow.schedules import turn_off
 
 torch.set_num_threads(1)
 D = torch.float64
-
-
-def data(N=4, n=6, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    Z = torch.linalg.qr(torch.randn(n, N, generator=gen, dtype=D))[0].T * math.sqrt(N)
-    x_star = torch.zeros(n, dtype=D)
-    x_star[:2] = torch.tensor([0.5, -0.3], dtype=D)
-    return Z, Z @ x_star
 
 
 def identity_error(rep, w0, a_total, lr, time_horizon, Z, y, decay="auto"):

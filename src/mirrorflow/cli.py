@@ -106,6 +106,23 @@ def sweep(
 
 
 @app.command()
+def phase(
+    experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
+    spec: Optional[List[str]] = typer.Argument(
+        None, help="x=KEY:LO:HI:COUNT[:log], y=..., metric=NAME, schedules=a,b,c, device=cpu|cuda, key=value overrides."),
+    out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+    force: bool = typer.Option(False, "--force", help="Redo the grid even if it has finished before."),
+) -> None:
+    """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
+    from .experiments.phase import run_phase
+
+    out, summary = run_phase(experiment, spec or [], out, force)
+    for k, v in summary.items():
+        typer.echo(f"{k}: {v}")
+    typer.echo(f"run directory: {out}")
+
+
+@app.command()
 def report(
     directory: Path = typer.Argument(..., help="A sweep directory (or any directory with finished runs)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default DIR/report)."),

@@ -20,7 +20,8 @@ is a_t = −η Σ_{s<t} λ_s — exactly what ``run_batched`` records as ``a`` a
 
 State (leading axis C): ``w`` (C, d) the parameters, ``mu`` (C, n) the dual variable
 μ_t = −η Σ_{s<t} ∇f(x_s) (Eq. 5 integrated; ∇R_{a_t}(x_t) = μ_t up to O(η)). Metrics: ``loss`` f(x),
-``residual`` ‖Zx − y‖_∞.
+``residual`` ‖Zx − y‖_∞. With ``track=True`` the state also carries a_t and the metrics add
+``identity_residual`` ‖∇R_{a_t}(x_t) − μ_t‖/‖μ_t‖ (Theorem 3.6; ``training.tracker.identity_residual``).
 
     prob = ReparamRegression(geometry.get("mw", n), Z, y, w0, n_configs=3)
     trace = run_batched(prob, schedule_table([turn_off(0.5, 200)] * 3, 5000), lr=0.05)
@@ -46,7 +47,7 @@ class ReparamRegression:
     """Batched gradient descent on f(g(w)) + λ_t h(w) for C configurations sharing (Z, y)."""
 
     def __init__(self, reparam, Z, y, w0, n_configs: int = 1, decay: str = "auto", dtype=torch.float64,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", track: bool = False):
         if decay not in DECAYS:
             raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
         if decay == "exact" and not reparam.weight_decay_l2:
@@ -58,6 +59,7 @@ class ReparamRegression:
         self.y = torch.as_tensor(y, dtype=dtype).reshape(-1).to(self.device)
         self.N = self.y.numel()
         self.n_configs = int(n_configs)
+        self.track = bool(track)
         w0 = reparam.as_params(w0).to(device=self.device, dtype=dtype)
         self.w0 = w0.expand(self.n_configs, -1).clone() if w0.dim() == 1 else w0.clone()
         if self.w0.shape != (self.n_configs, reparam.d):
@@ -66,7 +68,10 @@ class ReparamRegression:
 
     def init_state(self) -> dict[str, torch.Tensor]:
         n = self.reparam.n
-        return {"w": self.w0.clone(), "mu": torch.zeros(self.n_configs, n, dtype=self.w0.dtype, device=self.device)}
+        state = {"w": self.w0.clone(), "mu": torch.zeros(self.n_configs, n, dtype=self.w0.dtype, device=self.device)}
+        if self.track:
+            state["a"] = torch.zeros(self.n_configs, dtype=self.w0.dtype, device=self.device)
+        return state
 
     def grad_f(self, x: torch.Tensor) -> torch.Tensor:
         """∇f(x) = Zᵀ(Zx − y)/N for x of shape (C, n)."""
@@ -81,15 +86,26 @@ class ReparamRegression:
             w_new = torch.exp(-(lr * lam)).unsqueeze(-1) * (w - eta * gw)
         else:
             w_new = w - eta * (gw + lam.unsqueeze(-1) * self.reparam.h_grad(w))
-        return {"w": w_new, "mu": state["mu"] - eta * gx}
+        new = {"w": w_new, "mu": state["mu"] - eta * gx}
+        if self.track:
+            new["a"] = state["a"] - lr * lam
+        return new
 
     def x_of(self, state) -> torch.Tensor:
         """x = g(w), shape (C, n)."""
         return self.reparam.g(state["w"])
 
     def metrics(self, state):
-        r = self.x_of(state) @ self.Z.T - self.y
-        return {"loss": 0.5 * (r * r).mean(-1), "residual": r.abs().amax(-1)}
+        x = self.x_of(state)
+        r = x @ self.Z.T - self.y
+        out = {"loss": 0.5 * (r * r).mean(-1), "residual": r.abs().amax(-1)}
+        if self.track:
+            from ..training.tracker import identity_residual
+
+            out["identity_residual"] = torch.tensor([
+                identity_residual(self.reparam, self.w0[c], float(state["a"][c]), x[c], state["mu"][c])
+                for c in range(self.n_configs)], dtype=x.dtype, device=x.device)
+        return out
 
 
 def _on_device(reparam, device: torch.device, dtype: torch.dtype):

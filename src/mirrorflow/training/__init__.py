@@ -3,7 +3,8 @@ products (attention W_Q W_Kᵀ, LoRA B A), automatic turn-off, LoRA decay checks
 ``Trainer`` callback.
 
 ``WeightDecayCallback`` lives in :mod:`mirrorflow.training.hf` and is loaded on first access, so
-importing this package does not import ``transformers``.
+importing this package does not import ``transformers``; likewise ``LegendreTracker`` (and
+``identity_residual``) in :mod:`mirrorflow.training.tracker`, which needs ``mirrorflow.geometry``.
 """
 from .auto_off import AutoTurnOff
 from .factors import FactorPair, find_factor_pairs
@@ -27,6 +28,8 @@ __all__ = [
     "lora_decay_report",
     "format_lora_decay_report",
     "WeightDecayCallback",
+    "LegendreTracker",
+    "identity_residual",
 ]
 
 
@@ -35,4 +38,8 @@ def __getattr__(name: str):
         from .hf import WeightDecayCallback
 
         return WeightDecayCallback
+    if name in ("LegendreTracker", "identity_residual"):
+        from . import tracker
+
+        return getattr(tracker, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

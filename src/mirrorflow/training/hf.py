@@ -70,6 +70,10 @@ class WeightDecayCallback(TrainerCallback):
         force_log: make the Trainer log on every measuring step (else the latest measurement rides along
             with the Trainer's own ``logging_steps``).
         check_lora: run :func:`~mirrorflow.training.lora_check.check_lora_decay` when training begins.
+        tracker: a :class:`~mirrorflow.training.tracker.LegendreTracker` to attach to the Trainer's
+            optimizer when training begins; its latest record is logged as ``legendre/residual``,
+            ``legendre/a`` (and ``legendre/x_pred_dist`` with data). The model's forward must pass
+            x = g(w) through ``tracker.watch``.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class WeightDecayCallback(TrainerCallback):
         log_pairs: bool = False,
         force_log: bool = False,
         check_lora: bool = True,
+        tracker=None,
     ):
         self.schedule = schedule
         self.groups = groups
@@ -97,6 +102,7 @@ class WeightDecayCallback(TrainerCallback):
         self.log_pairs = log_pairs
         self.force_log = force_log
         self.check_lora = check_lora
+        self.tracker = tracker
         self.scheduler: WeightDecayScheduler | None = None
         self.lora_report = None
         self._last_lambda: float | None = None
@@ -148,6 +154,8 @@ class WeightDecayCallback(TrainerCallback):
                 self.scheduler.last_epoch = state.global_step - 1
                 self.scheduler.step()
         self._last_lambda = None
+        if self.tracker is not None:
+            self.tracker.attach(opt)
         if self.monitor is None and self.monitor_every is not None and model is not None:
             self.monitor = SpectralMonitor(model, every=int(self.monitor_every), per_head=self.per_head, include=self.include)
         if self.check_lora and model is not None:
@@ -196,6 +204,8 @@ class WeightDecayCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.scheduler is not None:
             self.scheduler.close()  # stop tracking a_t; the values stay readable
+        if self.tracker is not None:
+            self.tracker.close()
         return control
 
     # -- what is logged --------------------------------------------------------------------------------
@@ -214,4 +224,7 @@ class WeightDecayCallback(TrainerCallback):
             for k, v in self.monitor.last.items():
                 if self.log_pairs or k.count("/") == 1 or (k.count("/") == 2 and k.split("/")[1] in ("attention", "attention_head", "lora", "user")):
                     out[k] = float(v) if math.isfinite(v) else float("nan")
+        if self.tracker is not None and self.tracker.history:
+            last = self.tracker.history[-1]
+            out.update({f"legendre/{k}": float(last[k]) for k in ("residual", "a", "x_pred_dist") if k in last})
         return out
