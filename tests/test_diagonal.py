@@ -273,3 +273,46 @@ def test_cli_bad_override_is_one_line_error(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cubic" in err[0]
+
+
+# ----------------------------------------------------------------------------------- over seeds
+def test_regimes_of_one_run():
+    from mirrorflow.experiments.diagonal_seeds import classify, x1_witness
+
+    row = dict(status="finished", converged=True, dist_final=1e-9, train_loss_final=1e-20, l1_l2_on=2.0, l1_l2_final=2.2)
+    assert classify(row, loss0=2.0, x_norm=1.5, x_star_norm=1.6) == "recovers x*"
+    assert classify({**row, "dist_final": 1.7}, 2.0, 1.5, 1.6) == "interpolant"
+    stuck = {**row, "converged": False, "train_loss_final": 1.6, "l1_l2_on": 1.0, "l1_l2_final": 1.0}
+    assert classify(stuck, 2.0, 1.5, 1.6) == "range shrinking"
+    assert classify({**stuck, "l1_l2_final": 1.3}, 2.0, 1.5, 1.6) == "other"  # the support still moves
+    assert classify({**stuck, "train_loss_final": 1e-7}, 2.0, 1.5, 1.6) == "other"  # slowly fitting, not stuck
+    assert classify(stuck, 2.0, 1e-40, 1.6) == "collapsed"
+    assert classify({**row, "status": "diverged"}, 2.0, 1.5, 1.6) == "other"
+    assert x1_witness(1.588, 1.395) and not x1_witness(1e-60, 1.395) and not x1_witness(1.39, 1.395)
+
+
+def test_reproduce_with_seeds_keeps_the_seed_table_first_and_counts_regimes(tmp_path):
+    import json
+
+    ov = {**{k: str(v) for k, v in SMALL.items()}, "models": "mwv", "weight_decays": "0,0.1,1",
+          "steps_on": "300", "steps_off": "600"}
+    plain = D.reproduce(tmp_path / "a", ov, progress=lambda k: None)
+    both = D.reproduce(tmp_path / "b", {**ov, "seeds": "0,1,2"}, progress=lambda k: None)
+    assert both.startswith(plain)
+    seeds_md = (tmp_path / "b" / "seeds.md").read_text()
+    assert seeds_md in both
+    rows = [ln for ln in seeds_md.splitlines() if ln.startswith("| mwv |")]
+    assert len(rows) == 3
+    for ln in rows:  # the five regime counts of each λ add up to the number of seeds
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        assert sum(int(c.split("/")[0]) for c in cells[7:12]) == 3 and all(c.endswith("/3") for c in cells[7:13])
+    data = json.loads((tmp_path / "b" / "seeds.json").read_text())
+    per_seed = data["models"]["mwv"]
+    assert [p["seed"] for p in per_seed] == [0, 1, 2]
+    assert len({p["x1_star"] for p in per_seed}) == 3  # each seed its own x*
+    assert per_seed[0]["rows"][0]["regime"] == "interpolant"  # λ = 0 at init scale 1: the dense interpolant
+
+
+def test_bad_seeds_option_is_one_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="seeds must be a comma-separated list"):
+        D.reproduce(tmp_path / "x", {"seeds": "0,a"})

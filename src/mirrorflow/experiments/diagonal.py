@@ -51,12 +51,12 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..config import build, config_dict, require
+from ..config import build, config_dict, parse_seed_list, require
 from ..engine.batched import Trace, run_batched, schedule_table, torch_threads
 from ..engine.progress import progress_or_bar
 from ..engine.reparam_regression import ReparamRegression
 from ..geometry import MW, DeepProduct, Identity, PowerDiff, Reparameterization
-from ..store import RunDir
+from ..store import RunDir, write_json
 from ..report.figures import trace_plot
 from ..schedules import turn_off
 
@@ -393,10 +393,12 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
     """Figs. 8 (a, b, c) and 9 (a, b, c): linear, m⊙w and m⊙w⊙v, each a batched weight-decay sweep.
 
-    ``models=linear,mw,mwv`` (default) may add ``power``. Writes ``fig8{a,b,c}_dist.png``,
+    ``models=linear,mw,mwv`` (default) may add ``power``; ``seeds=0,1,2,3,4`` appends the same sweeps over
+    those seeds (``diagonal_seeds``: intervals and the regime counts, ``seeds.md``/``seeds.json``). Writes ``fig8{a,b,c}_dist.png``,
     ``fig9{a,b,c}_l1_l2.png``, ``metrics.csv``, ``table.md`` and ``summary.json`` into ``out``.
     """
     ov = dict(overrides or {})
+    seeds_raw = ov.pop("seeds", None)
     models_raw = ov.pop("models", ",".join(REPRODUCE_MODELS))
     models = [m.strip() for m in str(models_raw).split(",") if m.strip()]
     from ..errors import ConfigError
@@ -407,8 +409,10 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     if "model" in ov:
         raise ConfigError("model: reproduce runs several models; use models=linear,mw,... instead")
     base = build(Config, ov)
+    seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else None
     rd = RunDir(out)
-    rd.write_config({"experiment": "diagonal", "reproduce": "figs8-9", "models": models, **config_dict(base)})
+    rd.write_config({"experiment": "diagonal", "reproduce": "figs8-9", "models": models, **config_dict(base),
+                     **({"seeds": list(seeds)} if seeds else {})})
     t0 = time.perf_counter()
     results = {}
     with progress_or_bar(progress, base.steps * len(models), "diagonal networks (Figs. 8, 9)") as progress:
@@ -438,6 +442,14 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     rd.write_metrics(metric_all)
     table = table_markdown(base, rows, data0.ratio_star, float(data0.x_star[0]), models)
     rd.write_text("table.md", table)
+    if seeds:
+        from . import diagonal_seeds
+
+        per_seed = diagonal_seeds.run_seeds(base, models, seeds)
+        seeds_md = diagonal_seeds.seeds_table(base, per_seed, seeds)
+        rd.write_text("seeds.md", seeds_md)
+        write_json(rd.path / "seeds.json", {"seeds": list(seeds), "models": per_seed})
+        table += "\n" + seeds_md
     rd.finish({
         "experiment": "diagonal",
         "ratio_star": data0.ratio_star,

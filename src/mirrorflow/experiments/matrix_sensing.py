@@ -38,7 +38,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..config import build, config_dict, require
+from ..config import build, config_dict, parse_seed_list, require
 from ..engine.batched import Trace, run_batched, schedule_table
 from ..engine.progress import progress_or_bar
 from ..store import RunDir
@@ -374,7 +374,7 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     if preset not in S.PRESETS:
         raise ConfigError(f"preset must be one of {', '.join(S.PRESETS)}, got {preset!r}")
     seeds_raw = ov.pop("seeds", None)
-    seeds = S.parse_seeds(seeds_raw) if seeds_raw is not None else S.DEFAULT_SEEDS
+    seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else S.DEFAULT_SEEDS
     if preset == "paper-horizon":
         ov.setdefault("steps", str(S.PAPER_HORIZON))
     base = build(Config, ov)

@@ -29,7 +29,6 @@ import numpy as np
 
 from ..config import config_dict
 from ..engine.progress import progress_or_bar
-from ..errors import ConfigError
 from ..report.aggregate import ci95, fmt_ci
 from ..store import RunDir
 from .matrix_sensing import Config, metric_rows, run_many, summarize, table2_arms
@@ -43,17 +42,6 @@ RECOVERED = 1e-2
 PAPER_TABLE2 = ((0.93, None), (1.00, 661), (1.00, 624), (1.00, 716), (1.00, 209), (1.00, 209), (1.00, 239))
 
 Arm = tuple[str, Config]
-
-
-def parse_seeds(raw) -> tuple[int, ...]:
-    """``seeds=0,1,2`` → (0, 1, 2); one ``ConfigError`` line naming ``seeds`` otherwise."""
-    try:
-        seeds = tuple(int(s) for s in str(raw).split(",") if s.strip())
-    except ValueError:
-        raise ConfigError(f"seeds must be a comma-separated list of integers, got {raw!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds must list distinct integers, got {raw!r}")
-    return seeds
 
 
 # ------------------------------------------------------------------------------------------ running
