@@ -277,17 +277,19 @@ def test_cli_bad_override_is_one_line_error(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------- over seeds
 def test_regimes_of_one_run():
-    from mirrorflow.experiments.diagonal_seeds import classify, x1_witness
+    from mirrorflow.experiments.diagonal_seeds import classify, ratio_constant, x1_witness
 
-    row = dict(status="finished", converged=True, dist_final=1e-9, train_loss_final=1e-20, l1_l2_on=2.0, l1_l2_final=2.2)
+    row = dict(status="finished", converged=True, dist_final=1e-9, train_loss_final=1e-20, l1_l2_on=2.0,
+               l1_l2_final=2.2, dist_change_last10pct=0.0)
     assert classify(row, loss0=2.0, x_norm=1.5, x_star_norm=1.6) == "recovers x*"
     assert classify({**row, "dist_final": 1.7}, 2.0, 1.5, 1.6) == "interpolant"
-    stuck = {**row, "converged": False, "train_loss_final": 1.6, "l1_l2_on": 1.0, "l1_l2_final": 1.0}
+    stuck = {**row, "converged": False, "train_loss_final": 1.6, "dist_final": 1.9}
     assert classify(stuck, 2.0, 1.5, 1.6) == "range shrinking"
-    assert classify({**stuck, "l1_l2_final": 1.3}, 2.0, 1.5, 1.6) == "other"  # the support still moves
+    assert classify({**stuck, "dist_change_last10pct": 1e-3}, 2.0, 1.5, 1.6) == "other"  # still moving
     assert classify({**stuck, "train_loss_final": 1e-7}, 2.0, 1.5, 1.6) == "other"  # slowly fitting, not stuck
     assert classify(stuck, 2.0, 1e-40, 1.6) == "collapsed"
     assert classify({**row, "status": "diverged"}, 2.0, 1.5, 1.6) == "other"
+    assert ratio_constant({"l1_l2_on": 1.0, "l1_l2_final": 1.0004}) and not ratio_constant(row)
     assert x1_witness(1.588, 1.395) and not x1_witness(1e-60, 1.395) and not x1_witness(1.39, 1.395)
 
 
@@ -305,7 +307,7 @@ def test_reproduce_with_seeds_keeps_the_seed_table_first_and_counts_regimes(tmp_
     assert len(rows) == 3
     for ln in rows:  # the five regime counts of each λ add up to the number of seeds
         cells = [c.strip() for c in ln.strip("|").split("|")]
-        assert sum(int(c.split("/")[0]) for c in cells[7:12]) == 3 and all(c.endswith("/3") for c in cells[7:13])
+        assert sum(int(c.split("/")[0]) for c in cells[7:12]) == 3 and all(c.endswith("/3") for c in cells[7:14])
     data = json.loads((tmp_path / "b" / "seeds.json").read_text())
     per_seed = data["models"]["mwv"]
     assert [p["seed"] for p in per_seed] == [0, 1, 2]

@@ -165,7 +165,7 @@ def test_default_reproduce_with_seeds_keeps_the_single_seed_table_first(tmp_path
 
 
 def test_paper_horizon_preset_sets_the_horizon_and_both_penalties(tmp_path):
-    text = ms.reproduce(tmp_path / "ph", {"preset": "paper-horizon", "n": "8", "r": "2", "seeds": "0,1",
+    text = ms.reproduce(tmp_path / "ph", {"preset": "paper-horizon", "n": "8", "r": "2", "seeds": "0",
                                           "log_every": "100"}, progress=lambda k: None)
     assert "T=1200" in text
     assert "| Constant 0.01, no t-o | half |" in text and "| Constant 0.01, no t-o | full |" in text
