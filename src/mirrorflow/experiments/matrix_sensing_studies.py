@@ -267,8 +267,9 @@ def _figures(preset: str, base: Config, pairs: list, rd: RunDir) -> None:
     series = {lab: _mean_log_curve(runs, "rec_error") for (lab, _), runs in pairs}
     title = {"paper-horizon": "Table 2 at the paper's horizon", "linear-schedules": "decaying penalties",
              "table2": "Table 2"}[preset] + " (geometric mean over seeds)"
-    rd.save_figure(f"{preset}_rec_error.png", line_plot(series, "‖W − W*‖_F", log=True, title=title,
-                                                       vline=base.steps // 2, size=(7.5, 5.0)))
+    fig = line_plot(series, "‖W − W*‖_F", log=True, title=title, vline=base.steps // 2, size=(9.5, 5.0))
+    fig.axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no curve hidden
+    rd.save_figure(f"{preset}_rec_error.png", fig)
 
 
 # ------------------------------------------------------------------------------------------ entry
