@@ -142,7 +142,7 @@ def test_init_scale_preset_runs_seeds_and_writes_a_run_directory(tmp_path):
     import json
 
     out = tmp_path / "init"
-    text = ms.reproduce(out, {"preset": "init-scale", "n": "8", "r": "2", "steps": "200", "seeds": "0,1"},
+    text = ms.reproduce(out, {"preset": "init-scale", "n": "8", "r": "2", "steps": "100", "seeds": "0,1"},
                         progress=lambda k: None)
     assert text.count("| no weight decay |") == 5 and text.count("| constant 0.02, t-o |") == 5
     assert "α=0.001: log10 rec error, t-o − no weight decay" in text
@@ -156,7 +156,7 @@ def test_init_scale_preset_runs_seeds_and_writes_a_run_directory(tmp_path):
 
 
 def test_default_reproduce_with_seeds_keeps_the_single_seed_table_first(tmp_path):
-    ov = {"n": "8", "r": "2", "steps": "150", "log_every": "50"}
+    ov = {"n": "8", "r": "2", "steps": "60", "log_every": "20"}
     plain = ms.reproduce(tmp_path / "a", ov, progress=lambda k: None)
     both = ms.reproduce(tmp_path / "b", {**ov, "seeds": "0,1"}, progress=lambda k: None)
     assert both.startswith(plain)
@@ -165,9 +165,14 @@ def test_default_reproduce_with_seeds_keeps_the_single_seed_table_first(tmp_path
 
 
 def test_paper_horizon_preset_sets_the_horizon_and_both_penalties(tmp_path):
+    from mirrorflow.experiments.matrix_sensing_studies import preset_overrides
+
+    assert preset_overrides("paper-horizon", {"n": "8"}) == {"steps": "1200", "n": "8"}
+    assert preset_overrides("paper-horizon", {"steps": "300"})["steps"] == "300"  # the user's value wins
+    assert "steps" not in preset_overrides("init-scale", {})
     text = ms.reproduce(tmp_path / "ph", {"preset": "paper-horizon", "n": "8", "r": "2", "seeds": "0",
-                                          "log_every": "100"}, progress=lambda k: None)
-    assert "T=1200" in text
+                                          "steps": "100", "log_every": "50"}, progress=lambda k: None)
+    assert "T=100," in text
     assert "| Constant 0.01, no t-o | half |" in text and "| Constant 0.01, no t-o | full |" in text
     assert text.count("| No weight decay |") == 1
     assert "| 661 |" in text  # the paper's time for linear decay, side by side

@@ -375,9 +375,7 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         raise ConfigError(f"preset must be one of {', '.join(S.PRESETS)}, got {preset!r}")
     seeds_raw = ov.pop("seeds", None)
     seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else S.DEFAULT_SEEDS
-    if preset == "paper-horizon":
-        ov.setdefault("steps", str(S.PAPER_HORIZON))
-    base = build(Config, ov)
+    base = build(Config, S.preset_overrides(preset, ov))
     if preset != "table2":
         RunDir(out).write_config({"experiment": "matrix-sensing", "reproduce": preset, "seeds": list(seeds),
                                   **config_dict(base)})

@@ -44,6 +44,12 @@ PAPER_TABLE2 = ((0.93, None), (1.00, 661), (1.00, 624), (1.00, 716), (1.00, 209)
 Arm = tuple[str, Config]
 
 
+def preset_overrides(preset: str, overrides: Mapping[str, str]) -> dict[str, str]:
+    """The preset's defaults under the user's ``key=value`` overrides (``paper-horizon``: steps = 1200)."""
+    defaults = {"steps": str(PAPER_HORIZON)} if preset == "paper-horizon" else {}
+    return {**defaults, **overrides}
+
+
 # ------------------------------------------------------------------------------------------ running
 def run_seeds(arms: Sequence[Arm], seeds: Sequence[int], progress: Callable[[int], None] | None = None,
               description: str = "matrix sensing over seeds") -> list[list[dict]]:
