@@ -15,6 +15,7 @@ import torch
 from mirrorflow.config import build
 from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.errors import ConfigError
+from mirrorflow.schedules import turn_off
 from mirrorflow.experiments import diagonal as D
 
 SMALL = dict(n_samples=20, dim=40, sparsity=3, steps_on=1000, steps_off=4000, log_every=50)
@@ -82,17 +83,25 @@ def test_explicit_gradients_match_autograd():
             torch.testing.assert_close(new[k], v - 1e-3 * gk, rtol=1e-12, atol=1e-14)
 
 
-def test_exact_decay_multiplies_parameters_by_exp_minus_eta_lambda():
+@pytest.mark.parametrize("model, penalty, k", [("mwv", "l2", 2), ("power", "matched", 3), ("power", "matched", 1)])
+def test_step_is_a_gradient_step_then_the_exact_decay_flow(model, penalty, k):
+    """θ ← e^{−ηλ}θ' for h = ½‖θ‖²; u ← sign(u')(|u'|^{2−2k} + 4k(k−1)ηλ)^{−1/(2k−2)} for h = Σu^{2k} + v^{2k}
+    (e^{−2ηλ} for k = 1), with θ' the gradient step."""
     data = D.make_data(6, 10, 2, seed=3)
-    p = D.DiagonalNetwork(data, "mwv", n_configs=2, init_scale=0.5)
+    p = D.DiagonalNetwork(data, model, n_configs=2, init_scale=0.8, k=k, power_penalty=penalty)
     s = p.init_state()
-    eta_lam = torch.tensor([[0.0], [3.0]], dtype=torch.float64)
-    out = p._decay(s, eta_lam)
-    torch.testing.assert_close(out["m"][1], s["m"][1] * np.exp(-3.0))
-    # matched penalty for u^{2k} (h = u^{2k}): exact flow u^{2-2k} += 4k(k-1)·ηλ
-    q = D.DiagonalNetwork(data, "power", n_configs=1, init_scale=0.8, k=3, power_penalty="matched")
-    u = q._decay({"u": torch.full((1, 10), 0.8, dtype=torch.float64)}, torch.tensor([[0.01]], dtype=torch.float64))["u"]
-    torch.testing.assert_close(u, torch.full_like(u, (0.8 ** -4 + 24 * 0.01) ** (-1 / 4)))
+    lr = torch.tensor([0.01, 0.01], dtype=torch.float64)
+    plain = p.step(s, torch.zeros(2, dtype=torch.float64), lr, 0)["w"]
+    decayed = p.step(s, torch.tensor([0.0, 3.0], dtype=torch.float64), lr, 0)["w"]
+    torch.testing.assert_close(decayed[0], plain[0], rtol=0, atol=0)
+    if penalty == "l2":
+        expected = plain[1] * np.exp(-0.03)
+    elif k == 1:
+        expected = plain[1] * np.exp(-0.06)
+    else:
+        expected = torch.sign(plain[1]) * (plain[1].abs() ** (2 - 2 * k) + 4 * k * (k - 1) * 0.03) ** (-1 / (2 * k - 2))
+    torch.testing.assert_close(decayed[1], expected, rtol=1e-13, atol=0)
+    assert p.reparam is not None and p.exact
 
 
 def test_mw_conserved_quantity_tracks_accumulated_regularization():
@@ -101,7 +110,7 @@ def test_mw_conserved_quantity_tracks_accumulated_regularization():
     for lr, steps in ((0.01, 300), (0.005, 600)):
         cfg = replace(small("mw", (0.0, 0.1, 0.3)), steps_on=steps, steps_off=steps, lr=lr)
         trace, data = D.run_sweep(cfg)
-        s = trace.final_state
+        s = D.reparameterization("mw", cfg.dim).unpack(trace.final_state["w"])
         a = torch.as_tensor(trace.final("a")).view(-1, 1)
         assert trace.final("a") == pytest.approx([0.0, -0.3, -0.9])
         lhs = s["m"] ** 2 - s["w"] ** 2
@@ -111,21 +120,32 @@ def test_mw_conserved_quantity_tracks_accumulated_regularization():
     assert errors[1] < 0.6 * errors[0]
 
 
-@pytest.mark.parametrize("model, name", [("linear", "linear"), ("mw", "mw"), ("mwv", "depth3")])
-def test_same_trajectory_as_the_generic_reparameterized_regression(model, name):
-    """Cross-check against ``engine.reparam_regression`` with ``geometry``'s g and pullback (same exact decay)."""
+@pytest.mark.parametrize("model, name, options", [("linear", "linear", {}), ("mw", "mw", {}), ("mwv", "depth3", {}),
+                                                   ("power", "power", {"k": 2, "penalty": "l2"})])
+def test_models_are_the_geometry_families(model, name, options):
+    """Each model is the registry's family (same g and pullback), and the exact-decay run agrees with plain
+    gradient descent on f + λh (``decay="gradient"``) to first order: the gap halves with η at equal time."""
     from mirrorflow import geometry
     from mirrorflow.engine.reparam_regression import ReparamRegression
 
-    cfg = replace(small(model, (0.0, 0.2)), steps_on=150, steps_off=150)
-    trace, data = D.run_sweep(cfg)
-    ours = D.DiagonalNetwork(data, model, 2, cfg.init_scale)
-    w0 = torch.cat([v[0] for v in ours.init_state().values()])
-    rep = geometry.get(name, cfg.dim)
-    other = ReparamRegression(rep, data.Z, data.y, w0, n_configs=2)
-    with D.torch_threads(1):
-        tr2 = run_batched(other, schedule_table(cfg.schedules(), cfg.steps), cfg.step_size, log_every=cfg.steps)
-    torch.testing.assert_close(D.final_x(cfg, trace, data), other.x_of(tr2.final_state), rtol=1e-10, atol=1e-12)
+    data = D.make_data(8, 12, 2, seed=1)
+    ours = D.DiagonalNetwork(data, model, 2, 0.9, k=options.get("k", 2), power_penalty=options.get("penalty", "l2"))
+    rep = geometry.get(name, 12, **options)
+    w = ours.init_state()["w"] + 0.1
+    torch.testing.assert_close(ours.reparam.g(w), rep.g(w), rtol=0, atol=0)
+    gaps = []
+    for lr in ((0.005, 0.0025) if model == "power" else (0.02, 0.01)):
+        steps = round(2.0 / lr)
+        sched = [turn_off(0.0, 0), turn_off(1.0, steps // 2)]
+        lam = schedule_table(sched, steps)
+        with D.torch_threads(1):
+            a = run_batched(ours, lam, lr, log_every=steps)
+            plain = ReparamRegression(rep, data.Z, data.y, ours.w0, n_configs=2, decay="gradient")
+            b = run_batched(plain, lam, lr, log_every=steps)
+        xa, xb = ours.x_of(a.final_state), plain.x_of(b.final_state)
+        assert float((xa[0] - xb[0]).abs().max()) < 1e-12  # λ = 0: the same step
+        gaps.append(float((xa[1] - xb[1]).norm()))
+    assert 0 < gaps[1] < 0.6 * gaps[0], gaps
 
 
 def test_theorem_3_11_prediction_matches_the_trained_mw_limit():
@@ -253,3 +273,48 @@ def test_cli_bad_override_is_one_line_error(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cubic" in err[0]
+
+
+# ----------------------------------------------------------------------------------- over seeds
+def test_regimes_of_one_run():
+    from mirrorflow.experiments.diagonal_seeds import classify, ratio_constant, x1_witness
+
+    row = dict(status="finished", converged=True, dist_final=1e-9, train_loss_final=1e-20, l1_l2_on=2.0,
+               l1_l2_final=2.2, dist_change_last10pct=0.0)
+    assert classify(row, loss0=2.0, x_norm=1.5, x_star_norm=1.6) == "recovers x*"
+    assert classify({**row, "dist_final": 1.7}, 2.0, 1.5, 1.6) == "interpolant"
+    stuck = {**row, "converged": False, "train_loss_final": 1.6, "dist_final": 1.9}
+    assert classify(stuck, 2.0, 1.5, 1.6) == "range shrinking"
+    assert classify({**stuck, "dist_change_last10pct": 1e-3}, 2.0, 1.5, 1.6) == "other"  # still moving
+    assert classify({**stuck, "train_loss_final": 1e-7}, 2.0, 1.5, 1.6) == "other"  # slowly fitting, not stuck
+    assert classify(stuck, 2.0, 1e-40, 1.6) == "collapsed"
+    assert classify({**row, "status": "diverged"}, 2.0, 1.5, 1.6) == "other"
+    assert ratio_constant({"l1_l2_on": 1.0, "l1_l2_final": 1.0004}) and not ratio_constant(row)
+    assert x1_witness(1.588, 1.395) and not x1_witness(1e-60, 1.395) and not x1_witness(1.39, 1.395)
+
+
+def test_reproduce_with_seeds_keeps_the_seed_table_first_and_counts_regimes(tmp_path):
+    import json
+
+    ov = {**{k: str(v) for k, v in SMALL.items()}, "models": "mwv", "weight_decays": "0,0.1,1",
+          "steps_on": "300", "steps_off": "600"}
+    plain = D.reproduce(tmp_path / "a", ov, progress=lambda k: None)
+    both = D.reproduce(tmp_path / "b", {**ov, "seeds": "0,1,2"}, progress=lambda k: None)
+    assert both.startswith(plain)
+    seeds_md = (tmp_path / "b" / "seeds.md").read_text()
+    assert seeds_md in both
+    rows = [ln for ln in seeds_md.splitlines() if ln.startswith("| mwv |")]
+    assert len(rows) == 3
+    for ln in rows:  # the five regime counts of each λ add up to the number of seeds
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        assert sum(int(c.split("/")[0]) for c in cells[7:12]) == 3 and all(c.endswith("/3") for c in cells[7:14])
+    data = json.loads((tmp_path / "b" / "seeds.json").read_text())
+    per_seed = data["models"]["mwv"]
+    assert [p["seed"] for p in per_seed] == [0, 1, 2]
+    assert len({p["x1_star"] for p in per_seed}) == 3  # each seed its own x*
+    assert per_seed[0]["rows"][0]["regime"] == "interpolant"  # λ = 0 at init scale 1: the dense interpolant
+
+
+def test_bad_seeds_option_is_one_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="seeds must be a comma-separated list"):
+        D.reproduce(tmp_path / "x", {"seeds": "0,a"})

@@ -49,6 +49,8 @@ CASES = {
     "u^2 - v^2 (k = 1)": (lambda n: G.PowerDiff(n, k=1), dict(scale=0.8), -0.3, 0.01, 4.0, 5e-3),
     "u^4 - v^4 (Eq. 11)": (lambda n: G.PowerDiff(n, k=2), dict(scale=0.9), -0.3, 0.01, 4.0, 5e-3),
     "u^6 - v^6 (Eq. 11)": (lambda n: G.PowerDiff(n, k=3), dict(scale=0.9), -0.2, 0.01, 4.0, 5e-3),
+    "u^2 - v^2, h = ½‖w‖² (hyperbolic at a/2)": (lambda n: G.PowerDiff(n, k=1, penalty="l2"), dict(scale=0.8),
+                                                  -0.6, 0.01, 4.0, 5e-3),
     "log u - log v (App. E)": (lambda n: G.get("log", n), dict(scale=1.0, x0=0.3), -0.15, 0.02, 8.0, 5e-3),
 }
 
@@ -129,3 +131,65 @@ def test_identity_is_exact_for_plain_gradient_descent_on_x():
     w0 = rep.init(x0=0.1)
     err, mu_scale = identity_error(rep, w0, 0.0, 0.05, 2.0, Z, y)
     assert mu_scale > 0.05 and err < 1e-10
+
+
+def test_identity_along_training_power_with_gradient_decay():
+    """u^4 − v^4 trained with decay="gradient" (plain GD on f + λh) instead of the exact matched decay flow."""
+    Z, y = data()
+    rep = G.PowerDiff(Z.shape[1], k=2)
+    w0 = rep.init(scale=0.9)
+    e1, mu_scale = identity_error(rep, w0, -0.3, 0.01, 4.0, Z, y, decay="gradient")
+    e2, _ = identity_error(rep, w0, -0.3, 0.005, 4.0, Z, y, decay="gradient")
+    assert mu_scale > 0.05 and e2 < 5e-3
+    assert 0.3 < e2 / e1 < 0.7, (e1, e2)
+
+
+DECAY_FAMILIES = {
+    "mw": lambda: G.get("mw", 3),
+    "depth3": lambda: G.DeepProduct(3, 3),
+    "uut": lambda: G.get("uut", 2),
+    "power k=1": lambda: G.PowerDiff(3, k=1),
+    "power k=2": lambda: G.PowerDiff(3, k=2),
+    "power k=3": lambda: G.PowerDiff(3, k=3),
+    "power k=2, l2": lambda: G.PowerDiff(3, k=2, penalty="l2"),
+}
+
+
+@pytest.mark.parametrize("name", list(DECAY_FAMILIES))
+def test_decay_flow_solves_the_weight_decay_ode(name):
+    """decay_flow(w, s) is the solution at time s of dw/dt = −∇h(w) (checked by RK4 on h_grad), per row of
+    a batch with its own s, and keeps signs (a negative u stays negative)."""
+    rep = DECAY_FAMILIES[name]()
+    gen = torch.Generator().manual_seed(2)
+    w = 0.5 + torch.rand(2, rep.d, generator=gen, dtype=D)
+    w[:, 0] = -w[:, 0]
+    s = torch.tensor([[0.05], [0.4]], dtype=D)
+    assert rep.has_exact_decay
+    out = rep.decay_flow(w, s)
+    ref = w.clone()
+    n_sub = 2000
+    h = s / n_sub
+    for _ in range(n_sub):
+        k1 = -rep.h_grad(ref)
+        k2 = -rep.h_grad(ref + 0.5 * h * k1)
+        k3 = -rep.h_grad(ref + 0.5 * h * k2)
+        k4 = -rep.h_grad(ref + h * k3)
+        ref = ref + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-12)
+    assert bool((out[:, 0] < 0).all())
+
+
+def test_families_without_a_closed_form_decay_and_the_l2_power_penalty():
+    log = G.get("log", 3)
+    assert not log.has_exact_decay and log.decay_flow(torch.ones(1, 6, dtype=D), torch.ones(1, 1, dtype=D)) is None
+    Z, y = data()
+    with pytest.raises(ValueError, match="closed-form decay flow"):
+        ReparamRegression(log, Z, y, log.init(), decay="exact")
+    # u^4 − v^4 with plain weight decay ½‖w‖²: h = ½‖w‖², not commuting, so no R_a
+    rep = G.get("power", 3, k=2, penalty="l2")
+    w = rep.init(scale=0.9)
+    assert rep.weight_decay_l2 and float(rep.h(w)) == pytest.approx(0.5 * float((w * w).sum()))
+    with pytest.raises(G.NonCommutingError, match="2 − 2k"):
+        rep.legendre(w, -0.1)
+    with pytest.raises(ValueError, match="penalty must be one of"):
+        G.PowerDiff(3, k=2, penalty="l1")

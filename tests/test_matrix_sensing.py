@@ -89,3 +89,101 @@ def test_diverging_config_is_marked_and_others_continue():
     assert ms.summarize(cfgs[0], res[0])["status"] == "diverged"
     exact = ms.run_many([replace(cfgs[0], decay="exact")])[0]  # exact decay splitting stays stable
     assert exact["diverged_at"] == -1
+
+
+# ----------------------------------------------------------------------------- penalty convention
+def test_full_penalty_is_half_penalty_at_twice_lambda_and_a_stays_minus_eta_sum_lambda():
+    """penalty=full (λ‖U‖²) decays U by e^{−2ηλ}: the same run as penalty=half at 2λ; a_t = −ηΣλ in both."""
+    base = replace(SMALL, steps=200, schedule="turn_off", off=0.5)
+    full, half2 = ms.run_many([replace(base, wd=0.05, penalty="full"), replace(base, wd=0.1, penalty="half")])
+    for k in ("train_loss", "rec_error", "nuclear_norm"):
+        np.testing.assert_allclose(full["metrics"][k], half2["metrics"][k], rtol=1e-12, atol=1e-15)
+    assert full["metrics"]["a"][-1] == pytest.approx(-0.25 * 0.05 * 100)
+    assert half2["metrics"]["a"][-1] == pytest.approx(2 * full["metrics"]["a"][-1])
+    grad = ms.run_many([replace(base, wd=0.05, penalty="full", decay="gradient"),
+                        replace(base, wd=0.1, penalty="half", decay="gradient")])
+    np.testing.assert_allclose(grad[0]["metrics"]["rec_error"], grad[1]["metrics"]["rec_error"], rtol=1e-12)
+
+
+def test_full_penalty_lowers_the_constant_arms_nuclear_norm():
+    """Constant λ: stationary point of f + λ‖W‖_* (full) has a smaller nuclear norm than f + (λ/2)‖W‖_* (half)."""
+    base = replace(SMALL, steps=600, schedule="constant", wd=0.01)
+    half, full = ms.run_many([base, replace(base, penalty="full")])
+    nh, nf = half["metrics"]["nuclear_norm"][-1], full["metrics"]["nuclear_norm"][-1]
+    assert nf < nh - 0.01
+
+
+# ----------------------------------------------------------------------------- studies over seeds
+def test_paired_difference_is_per_seed_log10_with_a_t_interval():
+    from mirrorflow.experiments.matrix_sensing_studies import paired
+
+    p = paired([1.0, 10.0, 100.0], [0.1, 1.0, 10.0])
+    assert p["mean"] == pytest.approx(-1.0) and p["half"] == pytest.approx(0.0, abs=1e-12)
+    assert p["below_zero"] == 3 and p["n"] == 3
+    q = paired([1.0, 2.0, 3.0, float("nan")], [2.0, 2.0, 5.0, 1.0], log=False)
+    assert q["n"] == 3 and q["total"] == 4 and q["mean"] == pytest.approx(1.0)
+    assert q["half"] == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)  # t_{0.975,2}·s/√n, s = 1
+
+
+def test_linear_schedule_arms_spend_the_same_budget():
+    from mirrorflow.experiments.matrix_sensing_studies import linear_schedule_arms
+
+    arms = linear_schedule_arms(SMALL)
+    budgets = {lab: c.lam_schedule().integral(c.steps) for lab, c in arms}
+    spent = [b for lab, b in budgets.items() if "no reg" not in lab]
+    assert np.allclose(spent, SMALL.wd * SMALL.steps)
+    params = {lab: c.param for lab, c in arms}
+    assert params["Linear param., linear decay"] == "linear" and params["UUᵀ, linear decay"] == "uu"
+    kinds = {c.schedule for lab, c in arms if c.param == "linear"}
+    assert {"constant", "turn_off", "linear", "cosine", "none"} == kinds
+
+
+def test_init_scale_preset_runs_seeds_and_writes_a_run_directory(tmp_path):
+    import json
+
+    out = tmp_path / "init"
+    text = ms.reproduce(out, {"preset": "init-scale", "n": "8", "r": "2", "steps": "100", "seeds": "0,1"},
+                        progress=lambda k: None)
+    assert text.count("| no weight decay |") == 5 and text.count("| constant 0.02, t-o |") == 5
+    assert "α=0.001: log10 rec error, t-o − no weight decay" in text
+    summary = json.loads((out / "summary.json").read_text())
+    arm = summary["arms"]["α=0.001, no weight decay"]
+    assert arm["seeds"] == [0, 1] and len(arm["per_seed"]) == 2
+    assert arm["config"]["init_scale"] == 0.001
+    # each seed is its own data: the two seeds' results differ
+    assert arm["per_seed"][0]["rec_error"] != arm["per_seed"][1]["rec_error"]
+    assert {"init-scale.md", "init_scale_rec_error.png", "metrics.csv", "config.yaml"} <= {p.name for p in out.iterdir()}
+
+
+def test_default_reproduce_with_seeds_keeps_the_single_seed_table_first(tmp_path):
+    ov = {"n": "8", "r": "2", "steps": "60", "log_every": "20"}
+    plain = ms.reproduce(tmp_path / "a", ov, progress=lambda k: None)
+    both = ms.reproduce(tmp_path / "b", {**ov, "seeds": "0,1"}, progress=lambda k: None)
+    assert both.startswith(plain)
+    assert "Table 2 over seeds" in both[len(plain):]
+    assert (tmp_path / "b" / "seeds" / "table2.md").exists()
+
+
+def test_paper_horizon_preset_sets_the_horizon_and_both_penalties(tmp_path):
+    from mirrorflow.experiments.matrix_sensing_studies import preset_overrides
+
+    assert preset_overrides("paper-horizon", {"n": "8"}) == {"steps": "1200", "n": "8"}
+    assert preset_overrides("paper-horizon", {"steps": "300"})["steps"] == "300"  # the user's value wins
+    assert "steps" not in preset_overrides("init-scale", {})
+    text = ms.reproduce(tmp_path / "ph", {"preset": "paper-horizon", "n": "8", "r": "2", "seeds": "0",
+                                          "steps": "100", "log_every": "50"}, progress=lambda k: None)
+    assert "T=100," in text
+    assert "| Constant 0.01, no t-o | half |" in text and "| Constant 0.01, no t-o | full |" in text
+    assert text.count("| No weight decay |") == 1
+    assert "| 661 |" in text  # the paper's time for linear decay, side by side
+
+
+@pytest.mark.parametrize("ov, match", [({"preset": "bogus"}, "preset must be one of"),
+                                       ({"seeds": "0,x"}, "seeds must be"),
+                                       ({"seeds": "1,1"}, "seeds must list distinct"),
+                                       ({"penalty": "double"}, "penalty must be one of")])
+def test_bad_reproduce_options_name_the_key(tmp_path, ov, match):
+    from mirrorflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        ms.reproduce(tmp_path / "x", {"n": "8", "r": "2", "steps": "10", **ov}, progress=lambda k: None)

@@ -108,3 +108,13 @@ def require(cond: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``cond``."""
     if not cond:
         raise ConfigError(message)
+
+
+def parse_seed_list(raw: Any, key: str = "seeds") -> tuple[int, ...]:
+    """``"0,1,2"`` → (0, 1, 2) for a ``reproduce`` option; one :class:`ConfigError` line naming ``key``."""
+    try:
+        seeds = tuple(int(v) for v in str(raw).split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{key} must be a comma-separated list of integers, got {raw!r}") from None
+    require(len(seeds) > 0 and len(set(seeds)) == len(seeds), f"{key} must list distinct integers, got {raw!r}")
+    return seeds

@@ -8,20 +8,24 @@ loss is
 
 and one step (MATH.md §7) is
 
-    decay="exact":     w ← e^{−ηλ_t} (w − η ∂g(w)ᵀ∇f(x))     (only for h = ½‖w‖²: the exact flow of the
-                                                               decay part, stable for any ηλ)
+    decay="exact":     w ← Φ_{ηλ_t}(w − η ∂g(w)ᵀ∇f(x))        Φ_s = the family's exact flow of dw/dt = −∇h(w)
+                                                              (``reparam.decay_flow``: e^{−s}w for h = ½‖w‖²,
+                                                              the matched u^{2k} flow for u^{2k} − v^{2k});
+                                                              stable for any ηλ
     decay="gradient":  w ← w − η (∂g(w)ᵀ∇f(x) + λ_t ∇h(w))    (any h; plain gradient descent on f + λh)
 
-``decay="auto"`` (default) takes "exact" when ``reparam.weight_decay_l2`` (m⊙w, UUᵀ, linear, depth 3,
-quadratic with B = I) and "gradient" otherwise (u^{2k} − v^{2k}, log u − log v, custom h). Both are
-first-order consistent with the flow dw = −∇f dt − α∇h dt with α_t = λ_t, so the accumulated regularization
-is a_t = −η Σ_{s<t} λ_s — exactly what ``run_batched`` records as ``a`` and what
-``geometry.predict_limit(..., schedule, lr=η)`` / ``reparam.legendre(init, a)`` take.
+``decay="auto"`` (default) takes "exact" when the family has a closed-form decay flow
+(``reparam.has_exact_decay``: m⊙w, UUᵀ, linear, depth 3, u^{2k} − v^{2k}, quadratic with B = I) and
+"gradient" otherwise (log u − log v, quadratic with B ≠ I, custom h). Both are first-order consistent with
+the flow dw = −∇f dt − α∇h dt with α_t = λ_t, so the accumulated regularization is a_t = −η Σ_{s<t} λ_s —
+exactly what ``run_batched`` records as ``a`` and what ``geometry.predict_limit(..., schedule, lr=η)`` /
+``reparam.legendre(init, a)`` take.
 
-State (leading axis C): ``w`` (C, d) the parameters, ``mu`` (C, n) the dual variable
-μ_t = −η Σ_{s<t} ∇f(x_s) (Eq. 5 integrated; ∇R_{a_t}(x_t) = μ_t up to O(η)). Metrics: ``loss`` f(x),
-``residual`` ‖Zx − y‖_∞. With ``track=True`` the state also carries a_t and the metrics add
-``identity_residual`` ‖∇R_{a_t}(x_t) − μ_t‖/‖μ_t‖ (Theorem 3.6; ``training.tracker.identity_residual``).
+State (leading axis C): ``w`` (C, d) the parameters and, unless ``dual=False``, ``mu`` (C, n) the dual
+variable μ_t = −η Σ_{s<t} ∇f(x_s) (Eq. 5 integrated; ∇R_{a_t}(x_t) = μ_t up to O(η)). Metrics: ``loss``
+f(x), ``residual`` ‖Zx − y‖_∞ (experiments subclass and override :meth:`metrics`). With ``track=True`` the
+state also carries a_t and the metrics add ``identity_residual`` ‖∇R_{a_t}(x_t) − μ_t‖/‖μ_t‖ (Theorem 3.6;
+``training.tracker.identity_residual``).
 
     prob = ReparamRegression(geometry.get("mw", n), Z, y, w0, n_configs=3)
     trace = run_batched(prob, schedule_table([turn_off(0.5, 200)] * 3, 5000), lr=0.05)
@@ -47,15 +51,20 @@ class ReparamRegression:
     """Batched gradient descent on f(g(w)) + λ_t h(w) for C configurations sharing (Z, y)."""
 
     def __init__(self, reparam, Z, y, w0, n_configs: int = 1, decay: str = "auto", dtype=torch.float64,
-                 device: str | torch.device = "cpu", track: bool = False):
+                 device: str | torch.device = "cpu", track: bool = False, dual: bool = True):
         if decay not in DECAYS:
             raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
-        if decay == "exact" and not reparam.weight_decay_l2:
-            raise ValueError(f"decay='exact' needs h = ½‖w‖², but {reparam.name} has another h; use 'gradient'")
+        if decay == "exact" and not reparam.has_exact_decay:
+            raise ValueError(f"decay='exact' needs a closed-form decay flow, but {reparam.name} has none; "
+                             "use 'gradient'")
+        if track and not dual:
+            raise ValueError("track=True needs the dual variable μ (dual=True)")
         self.device = resolve_device(device)
         self.reparam = _on_device(reparam, self.device, dtype)
-        self.exact = decay == "exact" or (decay == "auto" and reparam.weight_decay_l2)
+        self.exact = decay == "exact" or (decay == "auto" and reparam.has_exact_decay)
+        self.dual = bool(dual)
         self.Z = torch.as_tensor(Z, dtype=dtype).reshape(len(y), -1).to(self.device)
+        self.Zt = self.Z.T.contiguous()  # (n, N)
         self.y = torch.as_tensor(y, dtype=dtype).reshape(-1).to(self.device)
         self.N = self.y.numel()
         self.n_configs = int(n_configs)
@@ -67,26 +76,32 @@ class ReparamRegression:
                              f"got {tuple(w0.shape)}")
 
     def init_state(self) -> dict[str, torch.Tensor]:
-        n = self.reparam.n
-        state = {"w": self.w0.clone(), "mu": torch.zeros(self.n_configs, n, dtype=self.w0.dtype, device=self.device)}
+        state = {"w": self.w0.clone()}
+        if self.dual:
+            state["mu"] = torch.zeros(self.n_configs, self.reparam.n, dtype=self.w0.dtype, device=self.device)
         if self.track:
             state["a"] = torch.zeros(self.n_configs, dtype=self.w0.dtype, device=self.device)
         return state
 
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Zx − y for x of shape (C, n), shape (C, N)."""
+        return x @ self.Zt - self.y
+
     def grad_f(self, x: torch.Tensor) -> torch.Tensor:
         """∇f(x) = Zᵀ(Zx − y)/N for x of shape (C, n)."""
-        return (x @ self.Z.T - self.y) @ self.Z / self.N
+        return (self.residual(x) @ self.Z) / self.N
 
     def step(self, state, lam, lr, t):
         w = state["w"]
-        gx = self.grad_f(self.reparam.g(w))
-        gw = self.reparam.pullback(w, gx)
         eta = lr.unsqueeze(-1)
+        step_x = eta * self.grad_f(self.reparam.g(w))  # η∇f(x), (C, n)
         if self.exact:
-            w_new = torch.exp(-(lr * lam)).unsqueeze(-1) * (w - eta * gw)
+            w_new = self.reparam.decay_flow(w - self.reparam.pullback(w, step_x), (lr * lam).unsqueeze(-1))
         else:
-            w_new = w - eta * (gw + lam.unsqueeze(-1) * self.reparam.h_grad(w))
-        new = {"w": w_new, "mu": state["mu"] - eta * gx}
+            w_new = w - (self.reparam.pullback(w, step_x) + (lr * lam).unsqueeze(-1) * self.reparam.h_grad(w))
+        new = {"w": w_new}
+        if self.dual:
+            new["mu"] = state["mu"] - step_x
         if self.track:
             new["a"] = state["a"] - lr * lam
         return new
@@ -97,7 +112,7 @@ class ReparamRegression:
 
     def metrics(self, state):
         x = self.x_of(state)
-        r = x @ self.Z.T - self.y
+        r = self.residual(x)
         out = {"loss": 0.5 * (r * r).mean(-1), "residual": r.abs().amax(-1)}
         if self.track:
             from ..training.tracker import identity_residual

@@ -25,7 +25,10 @@ One gradient step on f followed by the exact flow of the decay term (operator sp
     θ ← e^{−ηλ_t} (θ − η ∇_θ f(g(θ)))                     (h = ½‖θ‖²)
     u ← sign(u) (|u'|^{2−2k} + 4k(k−1) ηλ_t)^{−1/(2k−2)}   (h = u^{2k}, k > 1; u' the gradient step)
 
-This equals plain gradient descent on f + λh up to O(η²) and stays stable for any ηλ. The accumulated
+This equals plain gradient descent on f + λh up to O(η²) and stays stable for any ηλ. The
+parameterizations are ``geometry``'s families (Identity, MW, DeepProduct, PowerDiff with its ``penalty``) and
+the step is ``engine.reparam_regression.ReparamRegression``'s exact-decay step (each family's ``decay_flow``);
+this module adds the data, the App. D metrics and the tables. The accumulated
 regularization is a_t = −η Σ_{s<t} λ_s (MATH.md §1.2); for ``mw`` Theorem 3.11 predicts the limit
 x_∞ = argmin_{Zx=y} R_{a_∞}(x) with R_a of Eq. (9), γ_a = e^{2a} s²/2.
 
@@ -48,11 +51,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..config import build, config_dict, require
+from ..config import build, config_dict, parse_seed_list, require
 from ..engine.batched import Trace, run_batched, schedule_table, torch_threads
 from ..engine.progress import progress_or_bar
-from ..store import RunDir
+from ..engine.reparam_regression import ReparamRegression
+from ..geometry import MW, DeepProduct, Identity, PowerDiff, Reparameterization
 from ..report.figures import save_png, trace_plot
+from ..store import RunDir, write_json
 from ..schedules import turn_off
 
 MODELS = ("linear", "mw", "mwv", "power")
@@ -152,83 +157,49 @@ def make_data(n_samples: int, dim: int, sparsity: int, seed: int, dtype: torch.d
 
 
 # ------------------------------------------------------------------------------------------ problem
-class DiagonalNetwork:
-    """``BatchedProblem``: C weight decays of one parameterization on shared data, explicit gradients.
+def reparameterization(model: str, dim: int, k: int = 2, power_penalty: str = "l2") -> Reparameterization:
+    """The ``geometry`` family of ``model``: linear → Identity, mw → MW, mwv → DeepProduct(3),
+    power → PowerDiff(k, penalty = ``power_penalty``)."""
+    if model == "linear":
+        return Identity(dim)
+    if model == "mw":
+        return MW(dim)
+    if model == "mwv":
+        return DeepProduct(dim, 3)
+    return PowerDiff(dim, k, penalty=power_penalty)
 
-    State: the parameter factors, each of shape (C, d). ``step`` takes one GD step on f (all factors
-    from the same point) and then applies the exact decay flow for λ_t (see module docstring).
+
+def initial_params(rep: Reparameterization, model: str, init_scale: float) -> torch.Tensor:
+    """x_0 = 0 with parameter scale s (App. D): linear θ_0 = 0; m_0 = s, w_0 = 0; m_0 = w_0 = s, v_0 = 0;
+    u_0 = v_0 = s. Flat parameter vector (d,)."""
+    s = float(init_scale)
+    parts = {name: torch.full(shape, s, dtype=torch.float64) for name, shape in rep.parts.items()}
+    if model != "power":
+        last = list(parts)[-1]
+        parts[last] = torch.zeros_like(parts[last])
+    return rep.pack(**parts)
+
+
+class DiagonalNetwork(ReparamRegression):
+    """``BatchedProblem``: C weight decays of one parameterization on shared data.
+
+    The step is ``engine.reparam_regression``'s exact-decay step (a GD step on f, then the family's decay
+    flow for ηλ_t); state ``w`` (C, d) is the family's flat parameter vector (``rep.unpack`` gives the
+    factors). This class adds only the App. D metrics.
     """
 
     def __init__(self, data: RegressionData, model: str, n_configs: int, init_scale: float,
                  k: int = 2, power_penalty: str = "l2"):
         self.data = data
         self.model = model
-        self.n_configs = n_configs
         self.init_scale = float(init_scale)
-        self.k = int(k)
-        self.power_penalty = power_penalty
-        self.Zt = data.Z.T.contiguous()  # (d, N)
-        self.N = data.Z.shape[0]
-
-    # --- parameterization g(θ) and the chain rule ∂x/∂θ ⊙ ∇f
-    def x_of(self, s: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        if self.model == "linear":
-            return s["x"]
-        if self.model == "mw":
-            return s["m"] * s["w"]
-        if self.model == "mwv":
-            return s["m"] * s["w"] * s["v"]
-        return s["u"] ** (2 * self.k) - s["v"] ** (2 * self.k)
-
-    def init_state(self) -> dict[str, torch.Tensor]:
-        C, d, dt = self.n_configs, self.data.Z.shape[1], self.data.Z.dtype
-        s = self.init_scale
-        full = lambda v: torch.full((C, d), v, dtype=dt)  # noqa: E731
-        if self.model == "linear":
-            return {"x": full(0.0)}
-        if self.model == "mw":
-            return {"m": full(s), "w": full(0.0)}
-        if self.model == "mwv":
-            return {"m": full(s), "w": full(s), "v": full(0.0)}
-        return {"u": full(s), "v": full(s)}
-
-    def grad_f(self, x: torch.Tensor) -> torch.Tensor:
-        """∇f(x) = Zᵀ(Zx − y)/N for every row of x (C, d)."""
-        r = x @ self.Zt - self.data.y
-        return (r @ self.data.Z) / self.N
-
-    def step(self, state, lam, lr, t):
-        eta = lr.view(-1, 1)
-        g = self.grad_f(self.x_of(state))
-        if self.model == "linear":
-            new = {"x": state["x"] - eta * g}
-        elif self.model == "mw":
-            m, w = state["m"], state["w"]
-            new = {"m": m - eta * g * w, "w": w - eta * g * m}
-        elif self.model == "mwv":
-            m, w, v = state["m"], state["w"], state["v"]
-            new = {"m": m - eta * g * w * v, "w": w - eta * g * m * v, "v": v - eta * g * m * w}
-        else:
-            u, v, k = state["u"], state["v"], self.k
-            new = {"u": u - eta * g * 2 * k * u ** (2 * k - 1), "v": v + eta * g * 2 * k * v ** (2 * k - 1)}
-        return self._decay(new, (lr * lam).view(-1, 1))
-
-    def _decay(self, s: dict[str, torch.Tensor], eta_lam: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Exact flow of dθ = −λ ∇h(θ) dt over time η."""
-        if self.model == "power" and self.power_penalty == "matched" and self.k > 1:
-            k = self.k
-            out = {}
-            for name, p in s.items():  # d/dt p^{2−2k} = 4k(k−1) λ  ⇒  p ← (p^{2−2k} + 4k(k−1)ηλ)^{−1/(2k−2)}
-                mag = p.abs()
-                inv = mag.clamp_min(torch.finfo(p.dtype).tiny) ** (2 - 2 * k) + 4 * k * (k - 1) * eta_lam
-                out[name] = torch.sign(p) * inv ** (-1.0 / (2 * k - 2)) * (mag > 0)
-            return out
-        factor = torch.exp(-(2.0 if (self.model == "power" and self.power_penalty == "matched") else 1.0) * eta_lam)
-        return {name: p * factor for name, p in s.items()}
+        rep = reparameterization(model, data.Z.shape[1], k, power_penalty)
+        super().__init__(rep, data.Z, data.y, initial_params(rep, model, init_scale), n_configs,
+                         decay="exact", dtype=data.Z.dtype, dual=False)
 
     def metrics(self, state) -> dict[str, torch.Tensor]:
         x = self.x_of(state)
-        r = x @ self.Zt - self.data.y
+        r = self.residual(x)
         l2 = x.norm(dim=1)
         l1 = x.abs().sum(dim=1)
         tiny = torch.finfo(x.dtype).tiny
@@ -422,10 +393,12 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
     """Figs. 8 (a, b, c) and 9 (a, b, c): linear, m⊙w and m⊙w⊙v, each a batched weight-decay sweep.
 
-    ``models=linear,mw,mwv`` (default) may add ``power``. Writes ``fig8{a,b,c}_dist.png``,
+    ``models=linear,mw,mwv`` (default) may add ``power``; ``seeds=0,1,2,3,4`` appends the same sweeps over
+    those seeds (``diagonal_seeds``: intervals and the regime counts, ``seeds.md``/``seeds.json``). Writes ``fig8{a,b,c}_dist.png``,
     ``fig9{a,b,c}_l1_l2.png``, ``metrics.csv``, ``table.md`` and ``summary.json`` into ``out``.
     """
     ov = dict(overrides or {})
+    seeds_raw = ov.pop("seeds", None)
     models_raw = ov.pop("models", ",".join(REPRODUCE_MODELS))
     models = [m.strip() for m in str(models_raw).split(",") if m.strip()]
     from ..errors import ConfigError
@@ -436,8 +409,10 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     if "model" in ov:
         raise ConfigError("model: reproduce runs several models; use models=linear,mw,... instead")
     base = build(Config, ov)
+    seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else None
     rd = RunDir(out)
-    rd.write_config({"experiment": "diagonal", "reproduce": "figs8-9", "models": models, **config_dict(base)})
+    rd.write_config({"experiment": "diagonal", "reproduce": "figs8-9", "models": models, **config_dict(base),
+                     **({"seeds": list(seeds)} if seeds else {})})
     t0 = time.perf_counter()
     results = {}
     with progress_or_bar(progress, base.steps * len(models), "diagonal networks (Figs. 8, 9)") as progress:
@@ -467,6 +442,14 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     rd.write_metrics(metric_all)
     table = table_markdown(base, rows, data0.ratio_star, float(data0.x_star[0]), models)
     rd.write_text("table.md", table)
+    if seeds:
+        from . import diagonal_seeds
+
+        per_seed = diagonal_seeds.run_seeds(base, models, seeds)
+        seeds_md = diagonal_seeds.seeds_table(base, per_seed, seeds)
+        rd.write_text("seeds.md", seeds_md)
+        write_json(rd.path / "seeds.json", {"seeds": list(seeds), "models": per_seed})
+        table += "\n" + seeds_md
     rd.finish({
         "experiment": "diagonal",
         "ratio_star": data0.ratio_star,

@@ -18,8 +18,11 @@ Setting (Wu & Rebeschini 2021, whose code fixes what the paper leaves open — M
   λ_t‖W‖_* applied by its proximal step (eigenvalue soft-thresholding of the symmetric iterate):
   W ← prox_{ηλ_t‖·‖_*}(W − η∇f(W)).
 
-Conventions (MATH.md §7 "factor-2"): the loss carries 1/(2m) and the penalty ½λ‖U‖_F², so the stationary
-point of constant weight decay solves min f(W) + (λ/2)‖W‖_* over PSD W.
+Conventions (MATH.md §7 "factor-2"): the loss carries 1/(2m) and, with ``penalty=half`` (default), the
+penalty ½λ‖U‖_F², so the stationary point of constant weight decay solves min f(W) + (λ/2)‖W‖_* over PSD W.
+``penalty=full`` takes λ‖U‖_F² instead (decay factor e^{−2ηλ_t}; stationary point of f(W) + λ‖W‖_*, the
+same penalty as the linear arm's λ‖W‖_*). In both conventions the recorded a_t = −η Σ_{s<t} λ_s; with
+``full`` the decay term is 2λ·(½‖U‖²), so Eq. (17)'s R_a is evaluated at 2a_t.
 
 All configurations that share the data (same n, r, m, seed) run as one batched tensor program:
 ``U`` has shape (C, n, n); a step is two GEMMs against the sensing matrices in the packed symmetric basis
@@ -37,7 +40,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..config import build, config_dict, require
+from ..config import build, config_dict, parse_seed_list, require
 from ..engine.batched import Trace, resolve_device, run_batched, schedule_table
 from ..engine.progress import progress_or_bar
 from ..store import RunDir
@@ -45,6 +48,7 @@ from ..schedules import SCHEDULE_KINDS, Schedule, from_spec
 
 PARAMS = ("uu", "linear")
 DECAYS = ("exact", "gradient")
+PENALTIES = ("half", "full")  # ½λ‖U‖_F² or λ‖U‖_F² (the quadratic parameterization only)
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
@@ -64,6 +68,7 @@ class Config:
     wd: float = 0.01  # λ (peak for linear/cosine)
     off: float = 0.5  # off-point (turn_off) or zero-point (linear/cosine): a step, or a fraction of steps if < 1
     decay: str = "exact"
+    penalty: str = "half"  # half: ½λ‖U‖_F² (factor e^{−ηλ}); full: λ‖U‖_F² (factor e^{−2ηλ})
     loss_threshold: float = 1e-6
     log_every: int = 20
     dtype: str = "float64"
@@ -84,6 +89,7 @@ class Config:
         require(self.schedule in SCHEDULE_KINDS, f"schedule must be one of {', '.join(SCHEDULE_KINDS)}, got {self.schedule!r}")
         require(math.isfinite(self.wd) and self.wd >= 0, f"wd must be non-negative, got {self.wd}")
         require(self.decay in DECAYS, f"decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
+        require(self.penalty in PENALTIES, f"penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
         require(self.loss_threshold > 0, f"loss_threshold must be positive, got {self.loss_threshold}")
         require(self.log_every > 0, f"log_every must be positive, got {self.log_every}")
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
@@ -103,7 +109,7 @@ class Config:
     def data_key(self) -> tuple:
         """Configurations with equal keys share the sensing data (and the logging grid) and run in one batch."""
         return (self.n, self.r, self.measurements, self.seed, self.dtype, self.param, self.decay,
-                self.log_every, self.loss_threshold, self.device)
+                self.log_every, self.loss_threshold, self.device, self.penalty)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -154,8 +160,10 @@ class MatrixSensing:
     """
 
     def __init__(self, data: SensingData, init_scales: Sequence[float], param: str = "uu",
-                 decay: str = "exact", loss_threshold: float = 1e-6, device: str | torch.device = "cpu"):
+                 decay: str = "exact", loss_threshold: float = 1e-6, device: str | torch.device = "cpu",
+                 penalty: str = "half"):
         self.device = resolve_device(device)
+        self.rate = 2.0 if penalty == "full" else 1.0  # dU = −rate·λU dt: h = ½‖U‖² (half) or ‖U‖² (full)
         self.param = param
         self.decay = decay
         self.loss_threshold = loss_threshold
@@ -205,9 +213,9 @@ class MatrixSensing:
         if self.param == "uu":
             step = torch.baddbmm(X, self.unpacked_gradient(r, -2.0 * lr), X)  # U − 2η ∇f(UUᵀ) U
             if self.decay == "exact":
-                X = torch.exp(-lr * lam).view(C, 1, 1) * step
+                X = torch.exp(-self.rate * lr * lam).view(C, 1, 1) * step
             else:
-                X = step - (lr * lam).view(C, 1, 1) * X
+                X = step - (self.rate * lr * lam).view(C, 1, 1) * X
         else:
             X = X + self.unpacked_gradient(r, -lr)  # W − η ∇f(W)
             if bool((lam > 0).any()):
@@ -248,7 +256,8 @@ def run_group(cfgs: Sequence[Config], progress: Callable[[int], None] | None = N
     c0 = cfgs[0]
     dtype = DTYPES[c0.dtype]
     data = make_data(c0.n, c0.r, c0.measurements, c0.seed, dtype)  # drawn on the CPU: the same on every device
-    problem = MatrixSensing(data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold, c0.device)
+    problem = MatrixSensing(data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold, c0.device,
+                            c0.penalty)
     lam = schedule_table([c.lam_schedule() for c in cfgs], c0.steps, dtype, problem.device)
     lr = torch.tensor([c.lr for c in cfgs], dtype=dtype, device=problem.device)
     return run_batched(problem, lam, lr, log_every=c0.log_every, progress=progress)
@@ -381,10 +390,27 @@ def table2_markdown(labels: Sequence[str], summaries: Sequence[Mapping], base: C
 
 def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
-    """Run Table 2 (all arms sharing the data batched together) and write table2.md, metrics, figures."""
-    from ..report.figures import line_plot, save_png
+    """Run Table 2 (all arms sharing the data batched together) and write table2.md, metrics, figures.
 
-    base = build(Config, overrides or {})
+    ``preset=paper-horizon|linear-schedules|init-scale`` runs that study over ``seeds=`` (default 0..4)
+    instead (``matrix_sensing_studies``); ``seeds=`` with the default preset appends Table 2 over those seeds
+    after the single-seed table (run directory ``out/seeds``).
+    """
+    from ..errors import ConfigError
+    from ..report.figures import line_plot, save_png
+    from . import matrix_sensing_studies as S
+
+    ov = dict(overrides or {})
+    preset = str(ov.pop("preset", "table2"))
+    if preset not in S.PRESETS:
+        raise ConfigError(f"preset must be one of {', '.join(S.PRESETS)}, got {preset!r}")
+    seeds_raw = ov.pop("seeds", None)
+    seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else S.DEFAULT_SEEDS
+    base = build(Config, S.preset_overrides(preset, ov))
+    if preset != "table2":
+        RunDir(out).write_config({"experiment": "matrix-sensing", "reproduce": preset, "seeds": list(seeds),
+                                  **config_dict(base)})
+        return S.run_study(preset, base, seeds, out, progress)
     arms = table2_arms(base)
     labels = [a for a, _ in arms]
     cfgs = [c for _, c in arms]
@@ -423,4 +449,6 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         "arms": {lab: s for lab, s in zip(labels, summaries)},
         "seconds": round(time.perf_counter() - t0, 3),
     })
+    if seeds_raw is not None:
+        table += "\n" + S.run_study("table2", base, seeds, Path(out) / "seeds", progress)
     return table

@@ -272,6 +272,7 @@ def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = N
 
 
 def write_phase(rd: RunDir, spec: PhaseSpec, grids, seconds, wins) -> None:
+    from ..report.figures import save_png
     from ..report.phase import phase_heatmaps, winner_map
 
     xs, ys = spec.x.values, spec.y.values
@@ -286,11 +287,11 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, seconds, wins) -> None:
                 rows.append(row)
     write_csv(rd.file("cells.csv"), rows)
     for m in spec.metrics:
-        rd.save_figure(f"phase_{m}.png", phase_heatmaps(
-            xs, ys, {s: g[m] for s, g in grids.items()}, m, spec.x.key, spec.y.key, spec.x.log, spec.y.log, wins))
+        save_png(phase_heatmaps(
+            xs, ys, {s: g[m] for s, g in grids.items()}, m, spec.x.key, spec.y.key, spec.x.log, spec.y.log, wins), rd.file(f"phase_{m}.png"))
     if wins is not None:
-        rd.save_figure("winner.png", winner_map(xs, ys, {s: g[spec.metric] for s, g in grids.items()},
-                                                spec.metric, spec.x.key, spec.y.key, spec.x.log, spec.y.log, wins))
+        save_png(winner_map(xs, ys, {s: g[spec.metric] for s, g in grids.items()},
+                                                spec.metric, spec.x.key, spec.y.key, spec.x.log, spec.y.log, wins), rd.file("winner.png"))
     summary = {
         "experiment": spec.experiment,
         "cells_per_schedule": len(xs) * len(ys),

@@ -6,6 +6,7 @@
 | ``mw-coupled``| m⊙w, init m_0 = w_0       | ½(‖m‖² + ‖w‖²)            | Eq. (10)                              |
 | ``uut``       | UUᵀ (U ∈ ℝ^{n×n})         | ½‖U‖_F²                   | Eq. (17) (spectral)                   |
 | ``power``     | u^{2k} − v^{2k}           | Σ u^{2k} + v^{2k}         | Eq. (11) (k > 1); hyperbolic (k = 1)  |
+|  ``penalty="l2"`` | u^{2k} − v^{2k}       | ½(‖u‖² + ‖v‖²)            | hyperbolic at a/2 (k = 1); none (k > 1)|
 | ``log``       | log u − log v             | Σ log u + log v           | log-cosh (App. E)                     |
 | ``quadratic`` | ½wᵀA_iw                   | ½wᵀBw                     | Q_a* (Theorem 3.15)                   |
 | ``linear``    | w                         | ½‖w‖²                     | none for a ≠ 0 (Cor. D.1)             |
@@ -111,40 +112,79 @@ class PSD(Reparameterization):
 
 
 class PowerDiff(Reparameterization):
-    """x = u^{2k} − v^{2k} with h = Σ u^{2k} + v^{2k} (Eq. 11; Cor. 3.12, Example 3.14)."""
+    """x = u^{2k} − v^{2k} with the matched penalty h = Σ u^{2k} + v^{2k} (Eq. 11; Cor. 3.12, Example 3.14)
+    or, with ``penalty="l2"``, plain weight decay h = ½(‖u‖² + ‖v‖²) (Woodworth et al. 2020's model).
+
+    Exact decay flows (``decay_flow``, time s = ηλ): l2 gives w ← e^{−s} w; matched gives u ← e^{−2s} u for
+    k = 1 and, from d/dt u^{2−2k} = 4k(k−1) for k > 1, u ← sign(u)(|u|^{2−2k} + 4k(k−1)s)^{−1/(2k−2)}.
+    R_a: matched as Eq. (11) (k > 1) or the hyperbolic entropy (k = 1); l2 with k = 1 is the matched case at
+    a/2 (½(u² + v²) is half the matched h); l2 with k > 1 does not commute ([∇g, ∇h] = (2 − 2k)∇g) and
+    ``legendre`` raises ``NonCommutingError``.
+    """
 
     name = "power"
-    weight_decay_l2 = False
+    PENALTIES = ("matched", "l2")
 
-    def __init__(self, n: int, k: float = 2):
+    def __init__(self, n: int, k: float = 2, penalty: str = "matched"):
         super().__init__(n, {"u": (n,), "v": (n,)})
         if not float(k) >= 1:
             raise ValueError(f"k must be ≥ 1, got {k!r}")
+        if penalty not in self.PENALTIES:
+            raise ValueError(f"penalty must be one of {', '.join(self.PENALTIES)}, got {penalty!r}")
         self.k = float(k)
+        self.penalty = penalty
+        self.weight_decay_l2 = penalty == "l2"
+        if penalty == "l2":
+            self.hint = f" (h = ½‖w‖² on u^{{2k}} − v^{{2k}}: [∇g, ∇h] = (2 − 2k)∇g = {2 - 2 * self.k:g}·∇g)"
+
+    def _halves(self, t):
+        return t[..., :self.n], t[..., self.n:]
 
     def g(self, w):
-        p = self.unpack(w)
-        return p["u"] ** (2 * self.k) - p["v"] ** (2 * self.k)
+        u2k, v2k = self._halves(w ** (2 * self.k))  # powers on the whole contiguous w (one kernel call)
+        return u2k - v2k
 
     def h(self, w):
+        if self.weight_decay_l2:
+            return super().h(w)
         p = self.unpack(w)
         return (p["u"] ** (2 * self.k) + p["v"] ** (2 * self.k)).sum(-1)
 
     def h_grad(self, w):
+        if self.weight_decay_l2:
+            return w
         p = self.unpack(w)
         c = 2 * self.k
         return torch.cat([c * p["u"] ** (c - 1), c * p["v"] ** (c - 1)], -1)
 
+    @property
+    def has_exact_decay(self) -> bool:
+        return True
+
+    def decay_flow(self, w, s):
+        if self.weight_decay_l2:
+            return w * torch.exp(-s)
+        k = self.k
+        if k == 1.0:  # h = Σ u² + v²: dw/dt = −2w
+            return w * torch.exp(-2.0 * s)
+        mag = w.abs()
+        inv = mag.clamp_min(torch.finfo(w.dtype).tiny) ** (2 - 2 * k) + 4 * k * (k - 1) * s
+        return torch.sign(w) * inv ** (-1.0 / (2 * k - 2)) * (mag > 0)
+
     def pullback(self, w, v):
-        p = self.unpack(w)
         c = 2 * self.k
-        return torch.cat([v * c * p["u"] ** (c - 1), -v * c * p["v"] ** (c - 1)], -1)
+        du, dv = self._halves(w ** (c - 1))
+        return torch.cat([v * c * du, -v * c * dv], -1)
 
     def init(self, scale=1.0, x0=None, generator=None):
         u0, v0 = balanced_init(broadcast_x0(x0, self.n), scale, self.k)
         return self.pack(u=u0, v=v0)
 
     def legendre(self, init, a):
+        if self.weight_decay_l2 and self.k != 1.0:
+            return self.generic_legendre(init, a)
+        if self.weight_decay_l2:
+            a = 0.5 * float(a)
         p = self.unpack(self.as_params(init))
         if self.k == 1.0:
             return HyperbolicEntropy.from_u2v2(p["u"], p["v"], a)
@@ -338,7 +378,7 @@ REPARAMETERIZATIONS: dict[str, Callable[..., Reparameterization]] = {
     "mw": lambda n=1, **kw: MW(n),
     "mw-coupled": lambda n=1, **kw: MW(n, init_kind="coupled"),
     "uut": lambda n=1, **kw: PSD(n),
-    "power": lambda n=1, k=2, **kw: PowerDiff(n, k),
+    "power": lambda n=1, k=2, penalty="matched", **kw: PowerDiff(n, k, penalty),
     "log": lambda n=1, **kw: LogDiff(n),
     "linear": lambda n=1, **kw: Identity(n),
     "depth3": lambda n=1, **kw: DeepProduct(n, 3),

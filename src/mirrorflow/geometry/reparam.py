@@ -10,6 +10,9 @@ provides, on batches ``(..., d)``:
   (Theorem 3.6) for that initialization and accumulated regularization a = −∫α.
 
 ``weight_decay_l2`` is True when h = ½‖w‖², so the decay part of the flow is exactly w ↦ e^{−s} w.
+``decay_flow(w, s)`` is the exact flow of the decay part, dw/dt = −∇h(w) for time s (operator splitting:
+one gradient step on f, then this flow for s = ηλ_t, stable for any ηλ); families without a closed form
+return None from it and ``has_exact_decay`` is False.
 """
 from __future__ import annotations
 
@@ -88,6 +91,18 @@ class Reparameterization:
 
     def h_grad(self, w: torch.Tensor) -> torch.Tensor:
         return w
+
+    @property
+    def has_exact_decay(self) -> bool:
+        """Whether :meth:`decay_flow` has a closed form for this family."""
+        return self.weight_decay_l2
+
+    def decay_flow(self, w: torch.Tensor, s: torch.Tensor) -> torch.Tensor | None:
+        """w(s) for dw/dt = −∇h(w), w(0) = w: e^{−s} w for h = ½‖w‖²; None where no closed form is known.
+        ``s`` (= ηλ for one step) broadcasts against ``w``."""
+        if not self.weight_decay_l2:
+            return None
+        return w * torch.exp(-s)
 
     def pullback(self, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """∂g(w)ᵀ v (autograd fallback; families override with closed forms)."""
