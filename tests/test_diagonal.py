@@ -277,7 +277,7 @@ def test_cli_bad_override_is_one_line_error(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------- over seeds
 def test_regimes_of_one_run():
-    from mirrorflow.experiments.diagonal_seeds import classify, ratio_constant, x1_witness
+    from mirrorflow.experiments.diagonal.seeds import classify, ratio_constant, x1_witness
 
     row = dict(status="finished", converged=True, dist_final=1e-9, train_loss_final=1e-20, l1_l2_on=2.0,
                l1_l2_final=2.2, dist_change_last10pct=0.0)

@@ -115,7 +115,7 @@ def test_full_penalty_lowers_the_constant_arms_nuclear_norm():
 
 # ----------------------------------------------------------------------------- studies over seeds
 def test_paired_difference_is_per_seed_log10_with_a_t_interval():
-    from mirrorflow.experiments.matrix_sensing_studies import paired
+    from mirrorflow.experiments.matrix_sensing.studies import paired
 
     p = paired([1.0, 10.0, 100.0], [0.1, 1.0, 10.0])
     assert p["mean"] == pytest.approx(-1.0) and p["half"] == pytest.approx(0.0, abs=1e-12)
@@ -126,7 +126,7 @@ def test_paired_difference_is_per_seed_log10_with_a_t_interval():
 
 
 def test_linear_schedule_arms_spend_the_same_budget():
-    from mirrorflow.experiments.matrix_sensing_studies import linear_schedule_arms
+    from mirrorflow.experiments.matrix_sensing.studies import linear_schedule_arms
 
     arms = linear_schedule_arms(SMALL)
     budgets = {lab: c.lam_schedule().integral(c.steps) for lab, c in arms}
@@ -165,7 +165,7 @@ def test_default_reproduce_with_seeds_keeps_the_single_seed_table_first(tmp_path
 
 
 def test_paper_horizon_preset_sets_the_horizon_and_both_penalties(tmp_path):
-    from mirrorflow.experiments.matrix_sensing_studies import preset_overrides
+    from mirrorflow.experiments.matrix_sensing.studies import preset_overrides
 
     assert preset_overrides("paper-horizon", {"n": "8"}) == {"steps": "1200", "n": "8"}
     assert preset_overrides("paper-horizon", {"steps": "300"})["steps"] == "300"  # the user's value wins

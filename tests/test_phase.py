@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mirrorflow.cli import main
-from mirrorflow.config import build
+from mirrorflow.config import build, config_dict
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import matrix_sensing as ms
 from mirrorflow.experiments.phase import parse, parse_axis, run_phase, turn_off_wins
@@ -111,9 +111,10 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
 
 
 def test_device_plumbing_on_cpu():
-    """run_many on an explicit device gives the same numbers; cuda is refused where it is absent."""
+    """device=cpu in the cells' config gives the same numbers as the default; cuda is refused where it is absent."""
     cfgs = [build(ms.Config, {"n": 5, "r": 1, "steps": 50, "wd": w, "schedule": "turn_off"}) for w in (0.01, 0.1)]
-    a, b = ms.run_many(cfgs), ms.run_many(cfgs, device=torch.device("cpu"))
+    a = ms.run_many(cfgs)
+    b = ms.run_many([build(ms.Config, {**config_dict(c), "device": "cpu"}) for c in cfgs])
     for ra, rb in zip(a, b):
         assert np.array_equal(ra["metrics"]["rec_error"], rb["metrics"]["rec_error"])
     tokens = ["x=wd:0.1:1:2", "y=init_scale:0.01:0.1:2", "device=cuda"] + SMALL

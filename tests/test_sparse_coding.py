@@ -12,8 +12,8 @@ import torch
 from mirrorflow.config import build
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import sparse_coding as S
-from mirrorflow.experiments import sparse_coding_report as R
-from mirrorflow.experiments import sparse_dictionary as SD
+from mirrorflow.experiments.sparse_coding import report as R
+from mirrorflow.experiments.sparse_coding import dictionary as SD
 
 SMALL = dict(image_size=16, n_images=100, batch_size=50, iterations=40)
 

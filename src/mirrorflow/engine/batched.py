@@ -138,7 +138,7 @@ def run_batched(
     lam_table = lam_table.to(device=dev, dtype=ref.dtype)
     lr_vec = torch.as_tensor(lr, dtype=ref.dtype).to(dev).expand(C).clone()
     # a_t = −Σ_{s<t} η λ_s for every t at once (a diverged row's later values are never reported)
-    a_table = -torch.cumsum(torch.cat([torch.zeros_like(lam_table[:, :1]), lr_vec.view(C, 1) * lam_table], 1), 1)
+    a_table = 0.0 - torch.cumsum(torch.cat([torch.zeros_like(lam_table[:, :1]), lr_vec.view(C, 1) * lam_table], 1), 1)
     diverged_at = torch.full((C,), -1, dtype=torch.long, device=dev)
     readback = dev.type == "cpu" if readback is None else readback
     log_steps = sorted(set(range(0, T, max(1, log_every))) | {T})

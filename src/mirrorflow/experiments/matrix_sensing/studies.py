@@ -27,12 +27,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import config_dict
-from ..engine.progress import progress_or_bar
-from ..report.aggregate import fmt_ci
-from ..report.stats import interval, t_interval
-from ..store import RunDir
-from .matrix_sensing import Config, metric_rows, run_many, summarize, table2_arms
+from ...config import config_dict
+from ...engine.progress import progress_or_bar
+from ...report.aggregate import fmt_ci
+from ...report.stats import interval, t_interval
+from ...store import RunDir
+from . import Config, metric_rows, run_many, summarize, table2_arms
 
 PRESETS = ("table2", "paper-horizon", "linear-schedules", "init-scale")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -251,7 +251,7 @@ def _mean_log_curve(runs: Sequence[Mapping], metric: str) -> tuple[np.ndarray, n
 
 
 def _figures(preset: str, base: Config, pairs: list, rd: RunDir) -> None:
-    from ..report.figures import line_plot, save_png
+    from ...report.figures import line_plot, save_png
 
     if preset == "init-scale":
         series = {}

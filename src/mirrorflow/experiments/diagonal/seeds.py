@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Mapping, Sequence
 
-from ..report.aggregate import fmt_ci
-from ..report.stats import interval
-from .diagonal import Config, final_x, run_sweep, summarize
+from ...report.aggregate import fmt_ci
+from ...report.stats import interval
+from . import Config, final_x, run_sweep, summarize
 
 RECOVER_REL = 1e-3
 STUCK_LOSS_REL = 1e-3
@@ -90,7 +90,7 @@ def seeds_table(base: Config, results: Mapping[str, list[dict]], seeds: Sequence
     head = (f"Diagonal networks over seeds {','.join(map(str, seeds))} (N={base.n_samples}, d={base.dim}, "
             f"‖x*‖₀={base.sparsity}, init scale {base.init_scale:g}, {base.steps_on} + {base.steps_off} steps; "
             "mean ± 95% t-interval over seeds; each seed its own Z and x*; regimes as in "
-            "`mirrorflow.experiments.diagonal_seeds`)\n\n"
+            "`mirrorflow.experiments.diagonal.seeds`)\n\n"
             "| model | λ | dist final | L1/L2 at turn-off | L1/L2 final | L1/L2 of x* | x₁/x*₁ final "
             "| recovers x* | range shrinking | collapsed (x ≈ 0) | interpolant | other | L1/L2 constant after turn-off | x₁ neither 0 nor x*₁ |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")

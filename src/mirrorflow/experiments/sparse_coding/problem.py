@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .sparse_dictionary import A0, aggregated_step, per_sample_step
+from .dictionary import A0, aggregated_step, per_sample_step
 
 LOG_CLAMP = 1e-10  # the log parameterization keeps u, v ≥ 1e-10
 

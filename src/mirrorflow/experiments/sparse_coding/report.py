@@ -10,10 +10,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..engine.batched import Trace
-from ..report.figures import line_plot, trace_plot
-from ..report.stats import t_interval
-from ..report.tables import markdown_table
+from ...engine.batched import Trace
+from ...report.figures import line_plot, trace_plot
+from ...report.stats import t_interval
+from ...report.tables import markdown_table
 
 LOG_ALPHAS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the paper code's sweep for log u − log v
 PAPER_SEEDS = (0, 1, 2)

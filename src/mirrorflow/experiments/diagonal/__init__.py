@@ -51,14 +51,14 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..config import build, config_dict, parse_seed_list, require
-from ..engine.batched import Trace, run_batched, schedule_table, torch_threads
-from ..engine.progress import progress_or_bar
-from ..engine.reparam_regression import ReparamRegression
-from ..geometry import MW, DeepProduct, Identity, PowerDiff, Reparameterization
-from ..report.figures import save_png, trace_plot
-from ..store import RunDir, write_json
-from ..schedules import turn_off
+from ...config import build, config_dict, parse_seed_list, require
+from ...engine.batched import Trace, run_batched, schedule_table, torch_threads
+from ...engine.progress import progress_or_bar
+from ...engine.reparam_regression import ReparamRegression
+from ...geometry import MW, DeepProduct, Identity, PowerDiff, Reparameterization
+from ...report.figures import save_png, trace_plot
+from ...store import RunDir, write_json
+from ...schedules import turn_off
 
 MODELS = ("linear", "mw", "mwv", "power")
 POWER_PENALTIES = ("l2", "matched")
@@ -277,7 +277,7 @@ def predicted_limits(cfg: Config, trace: Trace, data: RegressionData) -> list[di
     if cfg.model != "mw":
         return None
     try:
-        from ..geometry import predict_limit  # written in the geometry issue
+        from ...geometry import predict_limit  # written in the geometry issue
     except Exception:
         return None
     xs = final_x(cfg, trace, data)
@@ -394,14 +394,14 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     """Figs. 8 (a, b, c) and 9 (a, b, c): linear, m⊙w and m⊙w⊙v, each a batched weight-decay sweep.
 
     ``models=linear,mw,mwv`` (default) may add ``power``; ``seeds=0,1,2,3,4`` appends the same sweeps over
-    those seeds (``diagonal_seeds``: intervals and the regime counts, ``seeds.md``/``seeds.json``). Writes ``fig8{a,b,c}_dist.png``,
+    those seeds (:mod:`.seeds`: intervals and the regime counts, ``seeds.md``/``seeds.json``). Writes ``fig8{a,b,c}_dist.png``,
     ``fig9{a,b,c}_l1_l2.png``, ``metrics.csv``, ``table.md`` and ``summary.json`` into ``out``.
     """
     ov = dict(overrides or {})
     seeds_raw = ov.pop("seeds", None)
     models_raw = ov.pop("models", ",".join(REPRODUCE_MODELS))
     models = [m.strip() for m in str(models_raw).split(",") if m.strip()]
-    from ..errors import ConfigError
+    from ...errors import ConfigError
 
     for m in models:
         if m not in MODELS:
@@ -443,7 +443,7 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     table = table_markdown(base, rows, data0.ratio_star, float(data0.x_star[0]), models)
     rd.write_text("table.md", table)
     if seeds:
-        from . import diagonal_seeds
+        from . import seeds as diagonal_seeds
 
         per_seed = diagonal_seeds.run_seeds(base, models, seeds)
         seeds_md = diagonal_seeds.seeds_table(base, per_seed, seeds)

@@ -116,7 +116,7 @@ static inline void block_rest(int K, int P, int j0, int m, int t0, int n, const 
         for (int s = 0; s < n; s++) ub[(size_t)jj * P + t0 + s] = acc[jj][s];
 }
 
-/* per-sample dictionary sweep, see mirrorflow/experiments/sparse_dictionary.py */
+/* per-sample dictionary sweep, see mirrorflow/experiments/sparse_coding/dictionary.py */
 void per_sample_sweep(int C, int b, int K, int P, REAL *D, REAL *A, REAL *Bt, const REAL *X,
                       const REAL *Y, double eps, int threads) {
     #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)

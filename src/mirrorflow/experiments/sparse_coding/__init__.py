@@ -17,7 +17,7 @@ iteration (one pass, mini-batches of 200 in a shuffled order), for each batch b:
      init (``log_init``) ``independent`` (the paper's code): u_0 = σ(z_1), v_0 = σ(−z_2) with independent
      z_1, z_2 ~ N(0, 1); ``shared``: z_2 = z_1 (then log u_0 − log v_0 = z_1).
 
-2. **dictionary step** (``dict_update``, :mod:`.sparse_dictionary`): ``aggregated`` (Mairal: A, B summed
+2. **dictionary step** (``dict_update``, :mod:`.dictionary`): ``aggregated`` (Mairal: A, B summed
    over the batch, one sweep over the atoms) or ``per_sample`` (the paper's code: one A[i], B[i] per batch
    position, b sequential sweeps).
 
@@ -44,14 +44,14 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from ..config import build, config_dict, require
-from ..engine.batched import Trace, run_batched, torch_threads
-from ..engine.progress import progress_or_bar
-from ..errors import ConfigError
-from ..report.figures import save_png
-from ..store import RunDir
-from . import sparse_coding_report as R
-from .sparse_coding_problem import LOG_CLAMP, SparseCoding, spectral_norm_sq  # noqa: F401 (re-exported)
+from ...config import build, config_dict, require
+from ...engine.batched import Trace, run_batched, torch_threads
+from ...engine.progress import progress_or_bar
+from ...errors import ConfigError
+from ...report.figures import save_png
+from ...store import RunDir
+from . import report as R
+from .problem import LOG_CLAMP, SparseCoding, spectral_norm_sq  # noqa: F401 (re-exported)
 
 PARAMS = ("power", "log")
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -148,7 +148,7 @@ def resolve_device(name: str) -> torch.device:
 # --------------------------------------------------------------------------------------------- data
 def faces(image_size: int = 64, n_images: int = 400, path: str | Path | None = None) -> np.ndarray:
     """Olivetti faces (n_images, image_size²) in [0, 1]; sizes < 64 average-pool 64/size × 64/size blocks."""
-    from ..data import load_olivetti
+    from ...data import load_olivetti
 
     Y = load_olivetti(path)[:n_images]
     if image_size != 64:

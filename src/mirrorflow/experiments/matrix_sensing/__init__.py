@@ -40,11 +40,11 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..config import build, config_dict, parse_seed_list, require
-from ..engine.batched import Trace, resolve_device, run_batched, schedule_table
-from ..engine.progress import progress_or_bar
-from ..store import RunDir
-from ..schedules import SCHEDULE_KINDS, Schedule, from_spec
+from ...config import build, config_dict, parse_seed_list, require
+from ...engine.batched import Trace, resolve_device, run_batched, schedule_table
+from ...engine.progress import progress_or_bar
+from ...store import RunDir
+from ...schedules import SCHEDULE_KINDS, Schedule, from_spec
 
 PARAMS = ("uu", "linear")
 DECAYS = ("exact", "gradient")
@@ -98,7 +98,7 @@ class Config:
 
     def lam_schedule(self) -> Schedule:
         """The weight-decay schedule λ_t of this run."""
-        from ..errors import ConfigError
+        from ...errors import ConfigError
 
         at = self.off if self.off < 1 else int(round(self.off)) if float(self.off).is_integer() else self.off
         try:
@@ -311,7 +311,7 @@ def metric_rows(res: Mapping, label: str | None = None) -> list[dict]:
 
 def write_run(cfg: Config, res: Mapping, out: Path | str, seconds: float = 0.0) -> dict:
     """Write one configuration's result (from :func:`run_many`) as a run directory; summary.json last."""
-    from ..report.figures import panel_plot, save_png
+    from ...report.figures import panel_plot, save_png
 
     rd = RunDir(out)
     rd.write_config({"experiment": "matrix-sensing", **config_dict(cfg)})
@@ -393,12 +393,12 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     """Run Table 2 (all arms sharing the data batched together) and write table2.md, metrics, figures.
 
     ``preset=paper-horizon|linear-schedules|init-scale`` runs that study over ``seeds=`` (default 0..4)
-    instead (``matrix_sensing_studies``); ``seeds=`` with the default preset appends Table 2 over those seeds
+    instead (:mod:`.studies`); ``seeds=`` with the default preset appends Table 2 over those seeds
     after the single-seed table (run directory ``out/seeds``).
     """
-    from ..errors import ConfigError
-    from ..report.figures import line_plot, save_png
-    from . import matrix_sensing_studies as S
+    from ...errors import ConfigError
+    from ...report.figures import line_plot, save_png
+    from . import studies as S
 
     ov = dict(overrides or {})
     preset = str(ov.pop("preset", "table2"))
