@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import ConfigError
-from ..store import RunDir, StoreLock, read_manifest, write_manifest
+from ..store import ERROR, RunDir, StoreLock, read_manifest, write_manifest
 from .grid import Grid, GridPoint
 from .units import Outcome, Unit, _fail, execute_unit
 
@@ -118,10 +118,14 @@ def make_units(experiment: str, mod: Any, points: Sequence[GridPoint], workers: 
 
 
 def _worker_init() -> None:
-    """Pool worker: die with the parent (Linux ``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphans."""
+    """Pool worker: ignore Ctrl-C (SIGINT reaches the whole process group; the parent decides and terminates
+    the workers, see :func:`run_local`) and die with the parent (Linux ``PR_SET_PDEATHSIG``), so a killed
+    sweep leaves no orphans."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
@@ -172,10 +176,33 @@ def run_local(units: Sequence[Unit], out: Path, workers: int, on_done: Callable[
                 except Exception as e:  # the worker process died (e.g. out of memory)
                     outcomes = [_fail(out, rid, e) for rid in futures[f].run_ids]
                 on_done(outcomes)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # Ctrl-C (or an error in on_done): stop now, do not let workers finish more runs
+        _terminate(pool)
         raise
     pool.shutdown(wait=True)
+
+
+def _terminate(pool: Any, grace: float = 2.0) -> None:
+    """Cancel the queued units and terminate the pool's processes (SIGTERM, then SIGKILL after ``grace`` s)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+
+
+def remove_unfinished(points: Sequence[GridPoint], out: Path) -> None:
+    """Delete the run directories of ``points`` that have no summary (a run cut off mid-way)."""
+    for p in points:
+        rd = RunDir(out / p.run_id)
+        if rd.path.exists() and not rd.done and not rd.file(ERROR).exists():
+            shutil.rmtree(rd.path, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------- manifest
@@ -249,8 +276,10 @@ def sweep(
             if advance is not None and n:
                 advance(n)
 
-        if todo:
-            if backend == "local":
+        def run_todo() -> None:
+            if not todo:
+                on_start()
+            elif backend == "local":
                 w = workers or cores()
                 units = make_units(grid.experiment, mod, todo, w, batch_size, threads or 1)
                 run_local(units, out, w, on_done, on_start)
@@ -261,7 +290,11 @@ def sweep(
                     lambda w: make_units(grid.experiment, mod, todo, w, batch_size, threads or 1),
                     out, address, workers, on_done, on_start,
                 )
-        else:
-            on_start()
+
+        try:
+            run_todo()
+        except KeyboardInterrupt:  # interrupted: leave only whole runs behind (a re-run resumes them)
+            remove_unfinished(todo, out)
+            raise
     result.seconds = time.perf_counter() - t0
     return result
