@@ -395,3 +395,11 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         "seconds": round(time.perf_counter() - t0, 3),
     })
     return table
+
+
+def estimate_bytes(cfg: Config) -> int:
+    """Memory of one run's big tensors, from the config alone (checked before allocating): the (m, n²)
+    sensing matrix, a few (n, n) states (U, W, gradients, the SVD) and the logged metrics."""
+    item = 4 if cfg.dtype == "float32" else 8
+    rows = cfg.steps // cfg.log_every + 2
+    return item * (cfg.measurements * cfg.n * cfg.n + 8 * cfg.n * cfg.n) + 8 * 8 * rows

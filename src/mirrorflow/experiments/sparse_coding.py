@@ -403,3 +403,12 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     rd.finish({"experiment": "sparse-coding", "power": rows_power, "log": rows_log,
                "seconds": round(time.perf_counter() - t0, 3)})
     return table
+
+
+def estimate_bytes(cfg: Config) -> int:
+    """Memory of one run's big tensors, from the config alone (checked before allocating): the images, the
+    (pixels, atoms) dictionary and the (atoms, batch) codes of every (k, α) arm."""
+    item = 4 if cfg.dtype == "float32" else 8
+    pixels = cfg.image_size * cfg.image_size
+    arms = max(1, len(cfg.ks)) * max(1, len(cfg.alphas))
+    return item * (cfg.n_images * pixels + 4 * pixels * cfg.n_atoms + 6 * arms * cfg.n_atoms * cfg.batch_size)
