@@ -35,7 +35,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..config import build, config_dict, require
+from ..config import build, config_dict, require, user_words
 from ..engine.batched import Trace, run_batched, schedule_table
 from ..engine.progress import progress_or_bar
 from ..store import RunDir
@@ -94,7 +94,13 @@ class Config:
         try:
             return from_spec(self.schedule, self.wd, at, self.steps)
         except ValueError as e:
-            raise ConfigError(str(e).replace("at=", "off=", 1).replace("'at'", "'off'")) from None
+            raise ConfigError(user_words(str(e), {"at": "off", "end": "off", "value": "wd",
+                                                   "horizon": "steps"})) from None
+
+    def ignored_fields(self) -> tuple[str, ...]:
+        """Fields this config does not use (normalised to their defaults before hashing, see
+        :func:`mirrorflow.config.build`): ``schedule=none`` uses neither ``wd`` nor ``off``, ``constant`` no ``off``."""
+        return {"none": ("wd", "off"), "constant": ("off",)}.get(self.schedule, ())
 
     def data_key(self) -> tuple:
         """Configurations with equal keys share the sensing data (and the logging grid) and run in one batch."""
@@ -304,6 +310,7 @@ def table2_arms(base: Config) -> list[tuple[str, Config]]:
     * the linear parameterization with a nuclear-norm prox: constant ``base.wd`` and turned off at T/2 at 2·wd.
     """
     T, c = base.steps, base.wd
+    require(c > 0, f"wd must be positive for reproduce (it sets the budget Σλ = wd·steps of every arm), got {c}")
     budget = c * T  # off-points are fractions of T: spending `budget` at strength v takes c/v of the run
     arms = [(f"Constant {c:g}, no t-o", replace(base, schedule="constant", wd=c))]
     half = T // 2
