@@ -48,8 +48,9 @@ def read_summary(path: Path | str) -> dict[str, Any]:
 
     Raises :class:`StoreFileError` naming the file otherwise (such a run is not finished)."""
     path = Path(path)
+    text = _read_text(path)
     try:
-        obj = json.loads(_read_text(path))
+        obj = json.loads(text)
     except ValueError as e:
         raise StoreFileError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(obj, dict) or not obj:
@@ -63,8 +64,9 @@ def read_summary(path: Path | str) -> dict[str, Any]:
 def read_config(path: Path | str) -> dict[str, Any]:
     """``config.yaml`` validated: a YAML mapping (raises :class:`StoreFileError` naming the file otherwise)."""
     path = Path(path)
+    text = _read_text(path)
     try:
-        obj = yaml.safe_load(_read_text(path))
+        obj = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise StoreFileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(obj, dict):
@@ -203,6 +205,8 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path}: is a file, not a directory")
         parent = next((p for p in [self.path, *self.path.parents] if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise ConfigError(f"--out {self.path}: {parent} is a file, not a directory")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise ConfigError(f"--out {self.path}: {parent} is not writable")
 

@@ -206,11 +206,17 @@ def remove_unfinished(points: Sequence[GridPoint], out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- manifest
-def update_manifest(out: Path, grid: Grid, points: Sequence[GridPoint]) -> None:
-    """``DIR/sweep.yaml``: experiment, axes and run ids; merged with an earlier sweep into the same DIR."""
+def check_manifest(out: Path, grid: Grid) -> dict:
+    """The store's ``sweep.yaml`` (validated; ``{}`` when new), refusing a store of another experiment."""
     old = read_manifest(out) or {}
     if old.get("experiment") not in (None, grid.experiment):
         raise ConfigError(f"{out} holds a sweep of experiment {old['experiment']!r}, not {grid.experiment!r}")
+    return old
+
+
+def update_manifest(out: Path, grid: Grid, points: Sequence[GridPoint]) -> None:
+    """``DIR/sweep.yaml``: experiment, axes and run ids; merged with an earlier sweep into the same DIR."""
+    old = check_manifest(out, grid)
     axes = list(old.get("axes") or [])
     runs = {r["id"]: r.get("params", {}) for r in old.get("runs") or []}
     for a in grid.axes:
@@ -253,6 +259,7 @@ def sweep(
     if mod is None:
         raise ValueError("sweep: the grid has no experiment module (use engine.grid.resolve)")
     t0 = time.perf_counter()
+    check_manifest(out, grid)  # a damaged or foreign store is refused before the lock file is created
     with StoreLock(out):
         update_manifest(out, grid, points)
         todo, skipped = pending_points(points, out)

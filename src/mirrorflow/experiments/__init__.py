@@ -102,18 +102,19 @@ def reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None) -
     """``mirrorflow reproduce``: the experiment's paper reproduction into ``out`` (default
     ``runs/reproduce-<experiment>-<hash of the overrides>``); returns (the table it printed, ``out``)."""
     from ..config import parse_overrides
-    from ..store import run_id
+    from ..store import RunDir, run_id
 
     mod = load(experiment)
     overrides = parse_overrides(tokens)
-    out = out or Path("runs") / f"reproduce-{canonical(experiment)}-{run_id(overrides)[:8]}"
+    out = Path("runs") / f"reproduce-{canonical(experiment)}-{run_id(overrides)[:8]}" if out is None else Path(out)
+    RunDir(out).check_out()
     return mod.reproduce(out, overrides), out
 
 
 def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = None):
     """``mirrorflow sweep``: an optional spec file and ``key=v1,v2`` tokens → (grid, points, sweep directory)."""
     from ..engine.grid import resolve
-    from ..store import run_id
+    from ..store import RunDir, run_id
 
     files = [t for t in tokens if "=" not in t]
     if len(files) > 1:
@@ -121,5 +122,7 @@ def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = Non
     grid, points = resolve(canonical(experiment), load(experiment), files[0] if files else None,
                            [t for t in tokens if "=" in t])
     check_resources(grid.module, [p.config for p in points])
-    out = out or Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}"
+    out = Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}" if out is None \
+        else Path(out)
+    RunDir(out).check_out()
     return grid, points, out
