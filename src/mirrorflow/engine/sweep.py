@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import ConfigError
-from ..store import ERROR, RunDir, StoreLock, read_manifest, write_manifest
+from ..store import ERROR, SUMMARY, RunDir, StoreLock, read_manifest, write_manifest
 from .grid import Grid, GridPoint
 from .units import Outcome, Unit, _fail, execute_unit
 
@@ -260,6 +260,18 @@ def sweep(
         raise ValueError("sweep: the grid has no experiment module (use engine.grid.resolve)")
     t0 = time.perf_counter()
     check_manifest(out, grid)  # a damaged or foreign store is refused before the lock file is created
+    created = not out.exists()
+    try:
+        return _sweep_locked(grid, points, out, backend, address, workers, batch_size, threads, progress, t0)
+    except Exception:
+        # e.g. an unreachable Ray head: a store this call created and that holds no finished run goes again
+        if created and out.is_dir() and not any(out.glob(f"*/{SUMMARY}")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _sweep_locked(grid, points, out, backend, address, workers, batch_size, threads, progress, t0) -> SweepResult:
+    mod = grid.module
     with StoreLock(out):
         update_manifest(out, grid, points)
         todo, skipped = pending_points(points, out)
