@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mirrorflow.cli import main
+from mirrorflow.errors import MirrorflowError
 
 # ----------------------------------------------------------------------------------- CLI cases
 MS = ["run", "matrix-sensing"]
@@ -414,6 +415,10 @@ API_CASES = [
     ("build threads=10**6", lambda: _build("diagonal", threads=10 ** 6), ValueError, "threads: at most"),
     ("build unknown key", lambda: _build("diagonal", nope=1), ValueError, "unknown config key 'nope'"),
     ("check_resources n=20000", lambda: _check_mem(20000), ValueError, "of memory, 954 MiB is available"),
+    ("ray check_reachable refused", lambda: __import__("mirrorflow.engine.ray_backend", fromlist=["x"])
+     .check_reachable("127.0.0.1:1", timeout=2.0), MirrorflowError, "cannot reach Ray at 127.0.0.1:1"),
+    ("ray check_reachable no port", lambda: __import__("mirrorflow.engine.ray_backend", fromlist=["x"])
+     .check_reachable("headnode"), ValueError, "--address must be HOST:PORT"),
 ]
 
 
@@ -423,6 +428,19 @@ def test_api_bad_input_raises_one_clear_line(call, exc, needle):
         call()
     msg = str(e.value)
     assert needle in msg and len(msg.strip().splitlines()) == 1, msg
+
+
+def test_absurd_step_size_is_recorded_as_diverged_while_its_batch_mate_finishes():
+    """lr=1000 with exact decay collapses W to 0 by underflow (e^{−ηλ} per step): diverged, with the step;
+    lr=0.25 in the same batch finishes (engine.batched.run_batched's criterion)."""
+    from mirrorflow.config import build
+    from mirrorflow.experiments import matrix_sensing as ms
+
+    cfgs = [build(ms.Config, {"n": 8, "r": 2, "steps": 150, "lr": lr}) for lr in (1000, 0.25)]
+    bad, good = (ms.summarize(c, r) for c, r in zip(cfgs, ms.run_many(cfgs)))
+    assert bad["status"] == "diverged" and 0 < bad["diverged_at"] < 150
+    assert good["status"] == "finished" and good["diverged_at"] is None
+    assert good["a_final"] == pytest.approx(-0.25 * 0.01 * 150)
 
 
 def test_cases_count():
