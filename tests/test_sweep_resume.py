@@ -122,12 +122,17 @@ def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and
         else:
             assert json.loads((d / "summary.json").read_text())["value"] == p.config.x ** 2 + p.config.seed
     assert not (half / ".summary.json.abc.tmp").exists()
+    # a damaged summary is not a finished run: the next sweep redoes that run
+    ok_point = next(p for p in points if p.config.x > 0)
+    damaged = out / ok_point.run_id
+    (damaged / "summary.json").write_text("[1, 2]")
     assert read_csv(half / "metrics.csv")[0]["value"] == str(points[-1].config.x)
     pids = {json.loads((out / p.run_id / "summary.json").read_text())["pid"] for p in points if p.run_id not in bad}
     assert os.getpid() not in pids  # ran in pool workers, not in this process
     # re-running retries exactly the failed runs
     res2 = sweep(grid, points, out, workers=2)
-    assert (res2.skipped, res2.completed, set(res2.failed)) == (4, 0, bad)
+    assert (res2.skipped, res2.completed, set(res2.failed)) == (3, 1, bad)
+    assert json.loads((damaged / "summary.json").read_text())["value"] == ok_point.config.x ** 2 + ok_point.config.seed
     # a bigger grid into the same store runs only the new points; sweep.yaml lists both grids' runs
     grid3, points3 = resolve(probe, load(probe), None, ["x=-1,2,3", "seeds=3"])
     res3 = sweep(grid3, points3, out, workers=1)

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from ..config import cores
 from ..errors import ConfigError
-from ..store import ERROR, SUMMARY, RunDir, StoreLock, read_manifest, write_manifest
+from ..store import ERROR, SUMMARY, RunDir, StoreFileError, StoreLock, read_manifest, write_manifest
 from .grid import Grid, GridPoint
 from .units import Outcome, Unit, _fail, execute_unit
 
@@ -61,14 +62,6 @@ class SweepResult:
                 f"{len(self.failed)} failed ({self.seconds:.1f} s)")
 
 
-def cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
 def has_batched_trio(mod: Any) -> bool:
     """True when an experiment module supports batched sweeps (``data_key``, ``run_many``, ``write_run``)."""
     return all(callable(getattr(mod, f, None)) for f in ("run_many", "write_run")) and callable(
@@ -78,12 +71,16 @@ def has_batched_trio(mod: Any) -> bool:
 
 # ----------------------------------------------------------------------------------- planning
 def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoint], int]:
-    """Points whose run directory has no ``summary.json``; their leftovers are removed. → (todo, skipped)."""
+    """Points whose run directory has no valid ``summary.json``; their leftovers are removed. → (todo, skipped)."""
     todo: list[GridPoint] = []
     for p in points:
         rd = RunDir(out / p.run_id)
         if rd.done:
-            continue
+            try:
+                rd.summary()  # validated: a damaged summary.json is not a finished run
+                continue
+            except StoreFileError:
+                pass
         if rd.path.exists():
             shutil.rmtree(rd.path)  # half-written run of a killed sweep: start it afresh
         todo.append(p)

@@ -180,11 +180,16 @@ class MatrixSensing:
         eta = lr.view(C, 1, 1)
         lam3 = lam.view(C, 1, 1)
         if self.param == "uu":
-            step = X - eta * 2.0 * (G @ X)
+            move = eta * 2.0 * (G @ X)
+            # a gradient step that moves U by more than U itself overshoots: no discretization of the flow
+            # (normal runs move < 0.25·‖U‖ per step); report it as diverged (NaN state, see run_batched)
+            over = move.flatten(1).norm(dim=1) > X.flatten(1).norm(dim=1)
+            step = X - move
             if self.decay == "exact":
                 X = torch.exp(-eta * lam3) * step
             else:
                 X = step - eta * lam3 * X
+            X = torch.where(over.view(C, 1, 1), torch.full_like(X, float("nan")), X)
         else:
             X = X - eta * G
             if bool((lam > 0).any()):
