@@ -122,13 +122,13 @@ def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and
         else:
             assert json.loads((d / "summary.json").read_text())["value"] == p.config.x ** 2 + p.config.seed
     assert not (half / ".summary.json.abc.tmp").exists()
+    assert read_csv(half / "metrics.csv")[0]["value"] == str(points[-1].config.x)
+    pids = {json.loads((out / p.run_id / "summary.json").read_text())["pid"] for p in points if p.run_id not in bad}
+    assert os.getpid() not in pids  # ran in pool workers, not in this process
     # a damaged summary is not a finished run: the next sweep redoes that run
     ok_point = next(p for p in points if p.config.x > 0)
     damaged = out / ok_point.run_id
     (damaged / "summary.json").write_text("[1, 2]")
-    assert read_csv(half / "metrics.csv")[0]["value"] == str(points[-1].config.x)
-    pids = {json.loads((out / p.run_id / "summary.json").read_text())["pid"] for p in points if p.run_id not in bad}
-    assert os.getpid() not in pids  # ran in pool workers, not in this process
     # re-running retries exactly the failed runs
     res2 = sweep(grid, points, out, workers=2)
     assert (res2.skipped, res2.completed, set(res2.failed)) == (3, 1, bad)
@@ -146,9 +146,9 @@ def test_ctrl_c_mid_sweep_stops_the_workers_leaves_only_whole_runs_and_resumes(t
     process of the group gone when the sweep exits (the pool's workers are terminated, not left to finish
     more runs), no run directory without a summary, and a re-run finishes exactly the rest."""
     out = tmp_path / "sweep"
-    axes = ["n=8", "r=2", "steps=3000", "wd=0,0.1,0.2", "seeds=3"]
+    axes = ["n=8", "r=2", "steps=3000", "wd=0,0.1,0.2", "seeds=2"]
     ids = [p.run_id for p in resolve("matrix-sensing", load("matrix-sensing"), None, axes)[1]]
-    assert len(ids) == 9
+    assert len(ids) == 6
     cmd = [sys.executable, "-m", "mirrorflow", "sweep", "matrix-sensing", *axes, "--out", str(out),
            "--workers", "2", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -168,10 +168,10 @@ def test_ctrl_c_mid_sweep_stops_the_workers_leaves_only_whole_runs_and_resumes(t
     run_dirs = [p for p in out.iterdir() if p.is_dir()]
     finished = [d for d in run_dirs if (d / "summary.json").is_file()]
     assert sorted(run_dirs) == sorted(finished), "a half-written run was left behind"
-    assert 1 <= len(finished) < 9
+    assert 1 <= len(finished) < 6
     for d in finished:
         check_finished(d, steps=3000)
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert f"9 runs: {len(finished)} finished before, {9 - len(finished)} run now, 0 failed" in again.stdout
+    assert f"6 runs: {len(finished)} finished before, {6 - len(finished)} run now, 0 failed" in again.stdout
     assert sorted(p.parent.name for p in out.glob("*/summary.json")) == sorted(ids)
