@@ -146,3 +146,22 @@ def test_verdict_for_user_input():
     num_ok = G.verdict(lambda t: t[:1] ** 2 - t[1:] ** 2, lambda t: t[0] ** 2 + 2 * t[1] ** 2,
                        w0=torch.tensor([0.8, 0.6], dtype=D))
     assert num_ok.commuting and num_ok.regular
+
+
+def test_commuting_check_samples_away_from_w0():
+    """h = ½‖w‖² + relu(m₁ − 1.5)³ with g = m⊙w commutes near w₀ = (1, 1, 0, 0) but not where m₁ > 1.5:
+    the check samples far points too and rejects it, naming the bracket; ½‖w‖² alone passes."""
+    import torch
+
+    from mirrorflow.geometry import check_commuting
+
+    n = 2
+
+    def g(p):
+        return p[:n] * p[n:]
+
+    w0 = torch.cat([torch.ones(n), torch.zeros(n)]).double()
+    kinked = check_commuting(g, lambda p: 0.5 * (p * p).sum() + torch.relu(p[0] - 1.5) ** 3, w0=w0)
+    assert not kinked.commuting and kinked.first_nonzero == "[∇g_0, ∇h]" and float(kinked.at[0]) > 1.5
+    smooth = check_commuting(g, lambda p: 0.5 * (p * p).sum(), w0=w0)
+    assert smooth.commuting and smooth.n_points > 10

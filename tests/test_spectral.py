@@ -125,3 +125,20 @@ def test_batched_metrics_equal_single_metrics():
         for k, v in single.items():
             b = float(batched[k][i])
             assert (math.isnan(v) and math.isnan(b)) or b == pytest.approx(v, rel=1e-13, abs=0.0)
+
+
+def test_a_batch_of_factor_pairs_gets_per_matrix_metrics_not_one_merged_matrix():
+    """spectral_metrics refuses a (B, k) batch (it used to merge the batch into one matrix);
+    batched_spectral_metrics gives each matrix its own ρ, equal to spectral_metrics of that matrix alone."""
+    from mirrorflow.training.spectral import batched_spectral_metrics
+
+    g = torch.Generator().manual_seed(0)
+    B = torch.randn(3, 6, 2, generator=g, dtype=torch.float64)
+    A = torch.randn(3, 2, 5, generator=g, dtype=torch.float64)
+    s = product_singular_values(B, A)
+    assert s.shape[0] == 3
+    with pytest.raises(ValueError, match="batched_spectral_metrics"):
+        spectral_metrics(s)
+    rho = batched_spectral_metrics(s)["rho"]
+    for i in range(3):
+        assert float(rho[i]) == pytest.approx(spectral_metrics(product_singular_values(B[i], A[i]))["rho"], rel=1e-12)

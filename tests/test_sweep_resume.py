@@ -125,12 +125,53 @@ def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and
     assert read_csv(half / "metrics.csv")[0]["value"] == str(points[-1].config.x)
     pids = {json.loads((out / p.run_id / "summary.json").read_text())["pid"] for p in points if p.run_id not in bad}
     assert os.getpid() not in pids  # ran in pool workers, not in this process
+    # a damaged summary is not a finished run: the next sweep redoes that run
+    ok_point = next(p for p in points if p.config.x > 0)
+    damaged = out / ok_point.run_id
+    (damaged / "summary.json").write_text("[1, 2]")
     # re-running retries exactly the failed runs
     res2 = sweep(grid, points, out, workers=2)
-    assert (res2.skipped, res2.completed, set(res2.failed)) == (4, 0, bad)
+    assert (res2.skipped, res2.completed, set(res2.failed)) == (3, 1, bad)
+    assert json.loads((damaged / "summary.json").read_text())["value"] == ok_point.config.x ** 2 + ok_point.config.seed
     # a bigger grid into the same store runs only the new points; sweep.yaml lists both grids' runs
     grid3, points3 = resolve(probe, load(probe), None, ["x=-1,2,3", "seeds=3"])
     res3 = sweep(grid3, points3, out, workers=1)
     assert (res3.total, res3.skipped, res3.completed, len(res3.failed)) == (9, 4, 2, 3)
     manifest = yaml.safe_load((out / "sweep.yaml").read_text())
     assert {r["id"] for r in manifest["runs"]} == {p.run_id for p in points3}
+
+
+def test_ctrl_c_mid_sweep_stops_the_workers_leaves_only_whole_runs_and_resumes(tmp_path):
+    """SIGINT to the process group (what a terminal's Ctrl-C sends): one line `interrupted`, exit 130, every
+    process of the group gone when the sweep exits (the pool's workers are terminated, not left to finish
+    more runs), no run directory without a summary, and a re-run finishes exactly the rest."""
+    out = tmp_path / "sweep"
+    axes = ["n=8", "r=2", "steps=3000", "wd=0,0.1,0.2", "seeds=2"]
+    ids = [p.run_id for p in resolve("matrix-sensing", load("matrix-sensing"), None, axes)[1]]
+    assert len(ids) == 6
+    cmd = [sys.executable, "-m", "mirrorflow", "sweep", "matrix-sensing", *axes, "--out", str(out),
+           "--workers", "2", "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while proc.poll() is None and not list(out.glob("*/summary.json")):
+            time.sleep(0.005)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    with pytest.raises(ProcessLookupError):  # no worker outlived the sweep
+        os.killpg(proc.pid, 0)
+    run_dirs = [p for p in out.iterdir() if p.is_dir()]
+    finished = [d for d in run_dirs if (d / "summary.json").is_file()]
+    assert sorted(run_dirs) == sorted(finished), "a half-written run was left behind"
+    assert 1 <= len(finished) < 6
+    for d in finished:
+        check_finished(d, steps=3000)
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert f"6 runs: {len(finished)} finished before, {6 - len(finished)} run now, 0 failed" in again.stdout
+    assert sorted(p.parent.name for p in out.glob("*/summary.json")) == sorted(ids)

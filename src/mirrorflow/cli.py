@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     from .errors import MirrorflowError
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> None:
             typer.echo("interrupted", err=True)
             raise SystemExit(130) from None
         raise
+    # typer turns Ctrl-C inside a command into Exit(130), which non-standalone mode returns as the exit code
+    if code == 130:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130)
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,41 @@
 Every experiment defines a frozen dataclass of plain fields (int, float, str, bool, tuples of them) and a
 ``validate()`` method. :func:`parse_overrides` turns CLI tokens into typed values, naming the bad key on
 error; :func:`config_dict` gives the canonical dict that the run store hashes into a run id.
+
+Normalisation before hashing: a config may declare ``ignored_fields()`` — fields its other values make
+irrelevant (e.g. ``schedule=none`` ignores ``wd`` and ``off``). :func:`build` resets those to their defaults,
+so configs that differ only in ignored values are one config (one run id) and ``config.yaml`` never shows
+a value that had no effect. Integers must fit in 64 bits (``seed=1e30`` is a range error), and a field
+named ``threads`` is at most the machine's cores.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import typing
 from typing import Any, Iterable, Mapping, TypeVar
 
 from .errors import ConfigError
 
 C = TypeVar("C")
+INT_LIMIT = 2 ** 63  # integers (seeds, sizes) must fit torch's int64
+
+
+def user_words(message: str, names: Mapping[str, str]) -> str:
+    """``message`` with the argument names of a lower layer replaced by the config keys the user typed
+    (e.g. the schedule's ``at``/``end`` → ``off``); whole words only."""
+    return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], message) \
+        if names else message
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
 
 
 def _coerce(key: str, raw: Any, typ: Any) -> Any:
@@ -45,6 +69,8 @@ def _coerce(key: str, raw: Any, typ: Any) -> Any:
         if isinstance(raw, bool):
             raise ConfigError(f"{key}: expected an integer, got {raw!r}")
         if isinstance(raw, int):
+            if abs(raw) >= INT_LIMIT:
+                raise ConfigError(f"{key}: {raw!r} is out of range (integers must be below 2**63)")
             return raw
         try:
             f = float(str(raw).strip())
@@ -52,6 +78,8 @@ def _coerce(key: str, raw: Any, typ: Any) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {raw!r}") from None
         if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"{key}: expected an integer, got {raw!r}")
+        if abs(f) >= INT_LIMIT:
+            raise ConfigError(f"{key}: {raw!r} is out of range (integers must be below 2**63)")
         return int(f)
     if typ is float:
         if isinstance(raw, bool):
@@ -88,7 +116,15 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None) -> C:
         raise ConfigError(f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
     hints = typing.get_type_hints(cls)
     typed = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+    if isinstance(typed.get("threads"), int) and typed["threads"] > cores():
+        raise ConfigError(f"threads: at most the {cores()} cores of this machine, got {typed['threads']}")
     cfg = cls(**typed)
+    ignored = getattr(cfg, "ignored_fields", None)
+    if ignored is not None:  # normalise values that have no effect (module docstring)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        reset = {k: defaults[k] for k in ignored() if k in defaults and getattr(cfg, k) != defaults[k]}
+        if reset:
+            cfg = dataclasses.replace(cfg, **reset)
     validate = getattr(cfg, "validate", None)
     if validate is not None:
         validate()

@@ -22,12 +22,56 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from .errors import ConfigError
+
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
 ERROR = "error.txt"
 MANIFEST = "sweep.yaml"
 LOCK = ".sweep.lock"
+
+
+class StoreFileError(ConfigError):
+    """A file of the run store that cannot be read or fails validation (the message names its path)."""
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StoreFileError(f"{path}: not UTF-8 text") from None
+
+
+def read_summary(path: Path | str) -> dict[str, Any]:
+    """``summary.json`` validated: a JSON object with string keys and, when present, a string ``status``.
+
+    Raises :class:`StoreFileError` naming the file otherwise (such a run is not finished)."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        raise StoreFileError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(obj, dict) or not obj:
+        raise StoreFileError(f"{path}: expected a JSON object of summary values, got {type(obj).__name__} "
+                             f"{json.dumps(obj)[:40]}")
+    if "status" in obj and not isinstance(obj["status"], str):
+        raise StoreFileError(f"{path}: 'status' must be a string, got {obj['status']!r}")
+    return obj
+
+
+def read_config(path: Path | str) -> dict[str, Any]:
+    """``config.yaml`` validated: a YAML mapping (raises :class:`StoreFileError` naming the file otherwise)."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        obj = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise StoreFileError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(obj, dict):
+        raise StoreFileError(f"{path}: expected a mapping of config keys, got {type(obj).__name__}")
+    return obj
 
 
 def run_id(config: Mapping[str, Any], prefix: str = "") -> str:
@@ -106,8 +150,18 @@ def write_csv(path: Path | str, rows: Sequence[Mapping[str, Any]], columns: Sequ
 
 
 def read_csv(path: Path | str) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+    """Rows of a CSV file as dicts (a file that is not UTF-8 text raises :class:`StoreFileError` naming it)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except UnicodeDecodeError:
+        raise StoreFileError(f"{path}: not UTF-8 text") from None
+
+
+def config_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old → new`` for every key whose value differs (a missing key shows as ``-``)."""
+    keys = list(new) + [k for k in old if k not in new]
+    return [f"{k}: {old.get(k, '-')} → {new.get(k, '-')}" for k in keys if old.get(k, "-") != new.get(k, "-")]
 
 
 class RunDir:
@@ -137,7 +191,44 @@ class RunDir:
         return write_json(self.path / SUMMARY, dict(summary))
 
     def summary(self) -> dict[str, Any]:
-        return json.loads((self.path / SUMMARY).read_text())
+        """The validated summary (:func:`read_summary`)."""
+        return read_summary(self.path / SUMMARY)
+
+    def config(self) -> dict[str, Any]:
+        """The validated ``config.yaml`` (:func:`read_config`); empty when the file is missing."""
+        return read_config(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}
+
+    def check_out(self) -> None:
+        """Refuse a path that cannot be a run directory (empty, a file, an unwritable parent), naming it."""
+        if str(self.path) in ("", "."):
+            raise ConfigError("--out: give a directory (an empty path would write into the current directory)")
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path}: is a file, not a directory")
+        parent = next((p for p in [self.path, *self.path.parents] if p.exists()), Path("."))
+        if not parent.is_dir():
+            raise ConfigError(f"--out {self.path}: {parent} is a file, not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {self.path}: {parent} is not writable")
+
+    def finished_with(self, config: Mapping[str, Any]) -> bool:
+        """True when this directory holds a finished run of exactly ``config``; False when it holds no finished
+        run. A finished run of another config raises :class:`ConfigError` naming the differing keys."""
+        if not self.done:
+            return False
+        self.summary()  # validates
+        diff = config_difference(self.config(), config)
+        if diff:
+            raise ConfigError(f"{self.path} holds a finished run of another config ({'; '.join(diff[:4])}"
+                              f"{'; ...' if len(diff) > 4 else ''}): use --force to replace it or another --out")
+        return True
+
+    def clear(self) -> None:
+        """Forget a finished run before redoing it: ``summary.json`` goes first (the directory is unfinished)."""
+        for name in (SUMMARY, ERROR, METRICS, CONFIG):
+            try:
+                (self.path / name).unlink()
+            except FileNotFoundError:
+                pass
 
 
 def runs_under(root: Path | str, skip: Sequence[str] = ()) -> Iterable[RunDir]:
@@ -156,7 +247,15 @@ def read_yaml(path: Path | str) -> Any:
 def read_manifest(out: Path | str) -> dict[str, Any] | None:
     """The sweep directory's ``sweep.yaml`` (``experiment``, ``axes``, ``runs``: ``[{id, params}]``) or None."""
     path = Path(out) / MANIFEST
-    return (read_yaml(path) or {}) if path.is_file() else None
+    if not path.is_file():
+        return None
+    m = read_config(path)
+    runs = m.get("runs") or []
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in runs):
+        raise StoreFileError(f"{path}: 'runs' must be a list of {{id, params}} entries")
+    if not isinstance(m.get("axes") or [], list):
+        raise StoreFileError(f"{path}: 'axes' must be a list")
+    return m
 
 
 def write_manifest(out: Path | str, experiment: str, axes: Sequence[str], runs: Mapping[str, Mapping]) -> Path:

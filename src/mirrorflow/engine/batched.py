@@ -22,6 +22,8 @@ step loop never waits for the device.
 """
 from __future__ import annotations
 
+import math
+
 import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence
@@ -105,10 +107,16 @@ def schedule_table(schedules: Sequence[Schedule], steps: int, dtype=torch.float6
 
 
 def _finite_rows(state: State, C: int) -> torch.Tensor:
+    """Rows that are still numbers (see :func:`run_batched`): finite, and no entry above √(max float) (the
+    next product overflows)."""
     ok = torch.ones(C, dtype=torch.bool, device=next(iter(state.values())).device)
     for v in state.values():
         if v.is_floating_point():
-            ok &= torch.isfinite(v.reshape(C, -1)).all(dim=1)
+            rows = v.reshape(C, -1)
+            fi = torch.finfo(v.dtype)
+            ok &= torch.isfinite(rows).all(dim=1)
+            if rows.shape[1]:
+                ok &= rows.abs().nan_to_num(0.0, 0.0, 0.0).amax(dim=1).to(torch.float64) <= math.sqrt(fi.max)
     return ok
 
 
@@ -122,6 +130,11 @@ def run_batched(
     readback: bool | None = None,
 ) -> Trace:
     """Run ``T = lam_table.shape[1]`` steps of ``problem`` for all configurations at once.
+
+    A configuration *diverges* (``diverged_at`` = the step; its state is frozen and later metrics are NaN)
+    when its state has a non-finite entry or an entry above √(max float) (the next product overflows). A
+    problem's ``step`` may return NaN for a configuration whose step is no discretization of the flow (e.g.
+    matrix sensing's overshooting gradient step), which marks it diverged the same way.
 
     Metrics are recorded at steps 0, ``log_every``, 2·``log_every``, ..., and at ``T``. ``progress(k)``
     is called with the number of steps just completed (for a progress bar). ``readback``: read the

@@ -208,12 +208,14 @@ def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
     if not path.is_file():
         raise ConfigError(f"sweep spec {str(path)!r} not found")
     try:
-        raw = yaml.load(path.read_text(), Loader=_yaml_loader())  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader())  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"sweep spec {path.name}{where}: invalid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep spec {path}: not UTF-8 text") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -48,8 +48,27 @@ def store_files(run_dir: Path, files: dict[str, bytes]) -> None:
         atomic_write(run_dir / name, files[name])
 
 
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast on an unreachable head: a TCP connection to ``HOST:PORT`` (or ``ray://HOST:PORT``) within
+    ``timeout`` seconds, before ``ray.init`` (which otherwise retries for minutes). ``auto`` is not checked."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        if address.strip().lower() == "auto":
+            return
+        raise ConfigError(f"--address must be HOST:PORT (e.g. 10.0.0.5:6379) or auto, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise MirrorflowError(f"cannot reach Ray at {address}: {e.strerror or type(e).__name__} "
+                              f"(no connection within {timeout:g} s)") from None
+
+
 def _init(address: str | None, workers: int | None):
     """Connect to (or start) Ray; returns (ray module, started_here)."""
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # no per-retry C++ warnings on an unreachable head
     try:
         import ray
     except ImportError:
@@ -60,6 +79,8 @@ def _init(address: str | None, workers: int | None):
         return ray, False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=False, configure_logging=True)
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, **kwargs)

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from ..config import cores
 from ..errors import ConfigError
-from ..store import RunDir, StoreLock, read_manifest, write_manifest
+from ..store import ERROR, SUMMARY, RunDir, StoreFileError, StoreLock, read_manifest, write_manifest
 from .grid import Grid, GridPoint
 from .units import Outcome, Unit, _fail, execute_unit
 
@@ -61,14 +62,6 @@ class SweepResult:
                 f"{len(self.failed)} failed ({self.seconds:.1f} s)")
 
 
-def cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
 def has_batched_trio(mod: Any) -> bool:
     """True when an experiment module supports batched sweeps (``data_key``, ``run_many``, ``write_run``)."""
     return all(callable(getattr(mod, f, None)) for f in ("run_many", "write_run")) and callable(
@@ -78,12 +71,16 @@ def has_batched_trio(mod: Any) -> bool:
 
 # ----------------------------------------------------------------------------------- planning
 def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoint], int]:
-    """Points whose run directory has no ``summary.json``; their leftovers are removed. → (todo, skipped)."""
+    """Points whose run directory has no valid ``summary.json``; their leftovers are removed. → (todo, skipped)."""
     todo: list[GridPoint] = []
     for p in points:
         rd = RunDir(out / p.run_id)
         if rd.done:
-            continue
+            try:
+                rd.summary()  # validated: a damaged summary.json is not a finished run
+                continue
+            except StoreFileError:
+                pass
         if rd.path.exists():
             shutil.rmtree(rd.path)  # half-written run of a killed sweep: start it afresh
         todo.append(p)
@@ -118,10 +115,14 @@ def make_units(experiment: str, mod: Any, points: Sequence[GridPoint], workers: 
 
 
 def _worker_init() -> None:
-    """Pool worker: die with the parent (Linux ``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphans."""
+    """Pool worker: ignore Ctrl-C (SIGINT reaches the whole process group; the parent decides and terminates
+    the workers, see :func:`run_local`) and die with the parent (Linux ``PR_SET_PDEATHSIG``), so a killed
+    sweep leaves no orphans."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
@@ -172,18 +173,47 @@ def run_local(units: Sequence[Unit], out: Path, workers: int, on_done: Callable[
                 except Exception as e:  # the worker process died (e.g. out of memory)
                     outcomes = [_fail(out, rid, e) for rid in futures[f].run_ids]
                 on_done(outcomes)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # Ctrl-C (or an error in on_done): stop now, do not let workers finish more runs
+        _terminate(pool)
         raise
     pool.shutdown(wait=True)
 
 
+def _terminate(pool: Any, grace: float = 2.0) -> None:
+    """Cancel the queued units and terminate the pool's processes (SIGTERM, then SIGKILL after ``grace`` s)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+
+
+def remove_unfinished(points: Sequence[GridPoint], out: Path) -> None:
+    """Delete the run directories of ``points`` that have no summary (a run cut off mid-way)."""
+    for p in points:
+        rd = RunDir(out / p.run_id)
+        if rd.path.exists() and not rd.done and not rd.file(ERROR).exists():
+            shutil.rmtree(rd.path, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------- manifest
-def update_manifest(out: Path, grid: Grid, points: Sequence[GridPoint]) -> None:
-    """``DIR/sweep.yaml``: experiment, axes and run ids; merged with an earlier sweep into the same DIR."""
+def check_manifest(out: Path, grid: Grid) -> dict:
+    """The store's ``sweep.yaml`` (validated; ``{}`` when new), refusing a store of another experiment."""
     old = read_manifest(out) or {}
     if old.get("experiment") not in (None, grid.experiment):
         raise ConfigError(f"{out} holds a sweep of experiment {old['experiment']!r}, not {grid.experiment!r}")
+    return old
+
+
+def update_manifest(out: Path, grid: Grid, points: Sequence[GridPoint]) -> None:
+    """``DIR/sweep.yaml``: experiment, axes and run ids; merged with an earlier sweep into the same DIR."""
+    old = check_manifest(out, grid)
     axes = list(old.get("axes") or [])
     runs = {r["id"]: r.get("params", {}) for r in old.get("runs") or []}
     for a in grid.axes:
@@ -226,6 +256,19 @@ def sweep(
     if mod is None:
         raise ValueError("sweep: the grid has no experiment module (use engine.grid.resolve)")
     t0 = time.perf_counter()
+    check_manifest(out, grid)  # a damaged or foreign store is refused before the lock file is created
+    created = not out.exists()
+    try:
+        return _sweep_locked(grid, points, out, backend, address, workers, batch_size, threads, progress, t0)
+    except Exception:
+        # e.g. an unreachable Ray head: a store this call created and that holds no finished run goes again
+        if created and out.is_dir() and not any(out.glob(f"*/{SUMMARY}")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _sweep_locked(grid, points, out, backend, address, workers, batch_size, threads, progress, t0) -> SweepResult:
+    mod = grid.module
     with StoreLock(out):
         update_manifest(out, grid, points)
         todo, skipped = pending_points(points, out)
@@ -249,8 +292,10 @@ def sweep(
             if advance is not None and n:
                 advance(n)
 
-        if todo:
-            if backend == "local":
+        def run_todo() -> None:
+            if not todo:
+                on_start()
+            elif backend == "local":
                 w = workers or cores()
                 units = make_units(grid.experiment, mod, todo, w, batch_size, threads or 1)
                 run_local(units, out, w, on_done, on_start)
@@ -261,7 +306,11 @@ def sweep(
                     lambda w: make_units(grid.experiment, mod, todo, w, batch_size, threads or 1),
                     out, address, workers, on_done, on_start,
                 )
-        else:
-            on_start()
+
+        try:
+            run_todo()
+        except KeyboardInterrupt:  # interrupted: leave only whole runs behind (a re-run resumes them)
+            remove_unfinished(todo, out)
+            raise
     result.seconds = time.perf_counter() - t0
     return result

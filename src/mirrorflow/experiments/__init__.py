@@ -48,7 +48,8 @@ def load(name: str) -> ModuleType:
 def run_one(experiment: str, tokens: Sequence[str], out: Path | None = None,
             force: bool = False) -> tuple[dict[str, Any], Path, bool]:
     """``mirrorflow run``: build the config from ``key=value`` tokens and run it into ``out`` (default
-    ``runs/<experiment>-<hash of the resolved config>``). A finished run there is reused unless ``force``.
+    ``runs/<experiment>-<hash of the resolved config>``). A finished run of the same config there is reused
+    unless ``force``; a finished run of another config is refused (naming the differing keys) unless ``force``.
     Returns (summary, run directory, reused)."""
     from ..config import build, config_dict, parse_overrides
     from ..store import RunDir, run_id
@@ -56,34 +57,72 @@ def run_one(experiment: str, tokens: Sequence[str], out: Path | None = None,
     mod = load(experiment)
     name = canonical(experiment)
     cfg = build(mod.Config, parse_overrides(tokens))
-    out = out or Path("runs") / run_id({"experiment": name, **config_dict(cfg)}, prefix=name)
+    resolved = {"experiment": name, **config_dict(cfg)}
+    out = Path("runs") / run_id(resolved, prefix=name) if out is None else Path(out)
     rd = RunDir(out)
-    if rd.done and not force:
+    rd.check_out()
+    if force:
+        rd.clear()
+    elif rd.finished_with(resolved):
         return rd.summary(), out, True
-    return mod.run(cfg, out), out, False
+    check_resources(mod, cfg)
+    try:
+        return mod.run(cfg, out), out, False
+    except KeyboardInterrupt:
+        rd.clear()
+        raise
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PiB"  # pragma: no cover
+
+
+def check_resources(mod: ModuleType, cfgs: Any, available: int | None = None) -> None:
+    """Refuse configs whose big tensors cannot fit, before allocating anything: the experiment's
+    ``estimate_bytes(cfg)`` (largest over ``cfgs``) against the memory available now (psutil)."""
+    estimate = getattr(mod, "estimate_bytes", None)
+    if estimate is None:
+        return
+    cfgs = list(cfgs) if isinstance(cfgs, (list, tuple)) else [cfgs]
+    need = max((int(estimate(c)) for c in cfgs), default=0)
+    if available is None:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    if need > available:
+        raise ConfigError(f"this config needs about {_size(need)} of memory, {_size(available)} is available "
+                          "(reduce the sizes or steps)")
 
 
 def reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None) -> tuple[str, Path]:
     """``mirrorflow reproduce``: the experiment's paper reproduction into ``out`` (default
     ``runs/reproduce-<experiment>-<hash of the overrides>``); returns (the table it printed, ``out``)."""
     from ..config import parse_overrides
-    from ..store import run_id
+    from ..store import RunDir, run_id
 
     mod = load(experiment)
     overrides = parse_overrides(tokens)
-    out = out or Path("runs") / f"reproduce-{canonical(experiment)}-{run_id(overrides)[:8]}"
+    out = Path("runs") / f"reproduce-{canonical(experiment)}-{run_id(overrides)[:8]}" if out is None else Path(out)
+    RunDir(out).check_out()
     return mod.reproduce(out, overrides), out
 
 
 def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = None):
     """``mirrorflow sweep``: an optional spec file and ``key=v1,v2`` tokens → (grid, points, sweep directory)."""
     from ..engine.grid import resolve
-    from ..store import run_id
+    from ..store import RunDir, run_id
 
     files = [t for t in tokens if "=" not in t]
     if len(files) > 1:
         raise ConfigError(f"give at most one spec file, got {', '.join(files)}")
     grid, points = resolve(canonical(experiment), load(experiment), files[0] if files else None,
                            [t for t in tokens if "=" in t])
-    out = out or Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}"
+    check_resources(grid.module, [p.config for p in points])
+    out = Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}" if out is None \
+        else Path(out)
+    RunDir(out).check_out()
     return grid, points, out

@@ -6,6 +6,7 @@ Behind ``mirrorflow legendre REPARAM --a -0.5,-1,-2 [--out R.png]``: a table of 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,9 @@ def parse_a(text: str) -> list[float]:
         raise ConfigError(f"--a: expected comma-separated numbers, got {text!r}") from None
     if not values:
         raise ConfigError("--a: give at least one value")
+    bad = [v for v in values if not (v <= 0)]  # a = −∫λ ≤ 0 (weight decay is non-negative); also rejects nan
+    if bad:
+        raise ConfigError(f"--a: a = -∫λ must be ≤ 0 (λ ≥ 0), got {bad[0]:g}")
     return values
 
 
@@ -32,8 +36,12 @@ def effects_table(name: str, a: str, scale: float, x0: float, k: int, data_scale
     if key not in G.REPARAMETERIZATIONS:
         raise ConfigError(f"unknown reparameterization {name!r} (known: {', '.join(G.REPARAMETERIZATIONS)})")
     a_values = parse_a(a)
-    if not scale > 0:
+    if not (scale > 0 and math.isfinite(scale)):
         raise ConfigError(f"--scale must be positive, got {scale:g}")
+    if not (data_scale > 0 and math.isfinite(data_scale)):
+        raise ConfigError(f"--data-scale must be positive, got {data_scale:g}")
+    if not math.isfinite(x0):
+        raise ConfigError(f"--x0 must be finite, got {x0:g}")
     rep, init = G.one_dimensional(key, scale, x0, k)
     rows = G.three_effects(rep, init, a_values, scale=data_scale)
     head = (f"{rep.name}: x*_a = argmin R_a (positional bias), tau = curvature ratio R_a''(x* + {data_scale:g})"

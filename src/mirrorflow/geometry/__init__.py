@@ -23,7 +23,7 @@ from .families import (MW, PSD, REPARAMETERIZATIONS, Custom, DeepProduct, Identi
                        get, legendre)
 from .hyperbolic import CoupledEntropy, HyperbolicEntropy
 from .legendre import LegendreFunction, NonCommutingError, OutsideDomainError
-from .limits import LimitResult, accumulated_regularization, constrained_argmin, matrix_sensing_limit, predict_limit
+from .limits import LimitNotConverged, LimitResult, accumulated_regularization, constrained_argmin, matrix_sensing_limit, predict_limit
 from .logcosh import LogCoshLegendre
 from .numeric import FlowLegendre
 from .power import PowerLegendre
@@ -41,5 +41,6 @@ __all__ = [
     "CommutingReport", "symbolic_brackets", "wronskian", "separable_admissible", "depth_bracket", "verdict",
     "Verdict",
     "predict_limit", "constrained_argmin", "matrix_sensing_limit", "accumulated_regularization", "LimitResult",
+    "LimitNotConverged",
     "positional_bias", "type_of_bias", "dual_range", "three_effects", "one_dimensional",
 ]

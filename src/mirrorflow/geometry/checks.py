@@ -16,6 +16,8 @@ The numerical verdict is relative: ‖[X, Y]‖ ≤ tol · (‖∂Y X‖ + ‖�
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -122,18 +124,30 @@ def brackets(g: Callable, h: Callable | None, w: torch.Tensor) -> dict[str, tupl
     return out
 
 
-def sample_points(w0: torch.Tensor, n_points: int = 3, spread: float = 0.1, seed: int = 0) -> torch.Tensor:
-    """w_0 and ``n_points − 1`` nearby points w_0 ⊙ e^{spread·ε} + spread·ε·[w_0 = 0] (keeps signs)."""
+def sample_points(w0: torch.Tensor, n_points: int = 3, spread: float = 0.1, seed: int = 0,
+                  far: tuple[float, ...] = (1.0, 2.0, 4.0), n_far: int = 4) -> torch.Tensor:
+    """w_0, ``n_points − 1`` nearby points w_0 ⊙ e^{spread·ε} + spread·ε·[w_0 = 0] (ε ~ N(0, I)), and
+    ``n_far`` points at each spread in ``far`` (a coordinate moves by e^{±4σ} at spread 4), all
+    sign-preserving, so a bracket that vanishes near w_0 but not across the space (e.g. h with a kink away
+    from w_0) is seen."""
     w0 = torch.as_tensor(w0, dtype=F64)
     gen = torch.Generator().manual_seed(seed)
-    eps = torch.randn((max(n_points - 1, 0),) + tuple(w0.shape), generator=gen, dtype=F64)
-    near = w0 * torch.exp(spread * eps) + spread * eps * (w0 == 0)
-    return torch.cat([w0[None], near], 0)
+    pts = [w0[None]]
+    for sp, k in ((spread, max(n_points - 1, 0)), *((f, n_far) for f in far)):
+        eps = torch.randn((k,) + tuple(w0.shape), generator=gen, dtype=F64)
+        pts.append(w0 * torch.exp(sp * eps) + sp * eps * (w0 == 0))
+    return torch.cat(pts, 0)
 
 
 def check_commuting(g: Callable, h: Callable | None = None, points=None, w0=None, n_points: int = 4,
                     tol: float = 1e-8, seed: int = 0) -> CommutingReport:
-    """Evaluate every bracket at ``points`` (or at w_0 and points near it) and report the worst."""
+    """Evaluate every bracket at ``points`` (or at points sampled around w_0, near and far:
+    :func:`sample_points`) and report the worst.
+
+    A numerical check: vanishing brackets at finitely many points are evidence, not a proof, that (g, h)
+    commute everywhere (docs/geometry.md#what-the-commuting-check-proves); a non-vanishing bracket is a
+    proof that they do not. Points where a bracket is not finite (outside g's or h's domain) are skipped;
+    if no point is usable the check fails."""
     if points is None:
         if w0 is None:
             raise ValueError("check_commuting needs points= or w0=")
@@ -142,12 +156,19 @@ def check_commuting(g: Callable, h: Callable | None = None, points=None, w0=None
     pts = pts[None] if pts.dim() == 1 else pts
     worst: dict[str, float] = {}
     first, at = None, None
+    used = 0
     for w in pts:
-        for name, (_, r) in brackets(g, h, w).items():
+        rs = brackets(g, h, w)
+        if not all(math.isfinite(r) for _, r in rs.values()):
+            continue
+        used += 1
+        for name, (_, r) in rs.items():
             worst[name] = max(worst.get(name, 0.0), r)
             if r > tol and first is None:
                 first, at = name, w
-    return CommutingReport(first is None, worst, first, at, len(pts))
+    if used == 0:
+        return CommutingReport(False, {k: math.nan for k in worst}, "no finite bracket at any sampled point", None, 0)
+    return CommutingReport(first is None, worst, first, at, used)
 
 
 def is_commuting(g: Callable, h: Callable | None = None, points=None, w0=None, **kw) -> bool:

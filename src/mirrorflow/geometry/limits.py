@@ -39,6 +39,16 @@ from .quadratic import simultaneous_eigenbasis
 from .reparam import Reparameterization
 
 
+class LimitNotConverged(ArithmeticError):
+    """The dual Newton solve of (16) stopped before ‖Zx − y‖_∞ ≤ tol·(1 + ‖y‖_∞); ``result`` holds the
+    unconverged answer and its ``residual`` (pass ``allow_unconverged=True`` to get it back instead)."""
+
+    def __init__(self, message: str, result: "LimitResult"):
+        super().__init__(message)
+        self.result = result
+        self.residual = result.residual
+
+
 @dataclass
 class LimitResult:
     """Solution of (16): x (shape of g(w); (n, n) for matrix input), dual ν (N,), μ = Zᵀν = ∇R_a(x)."""
@@ -72,8 +82,11 @@ def accumulated_regularization(schedule, lr: float = 1.0, horizon: int | None = 
 
 
 def constrained_argmin(leg: LegendreFunction, Z, y, tol: float = 1e-10, max_iter: int = 300,
-                       max_dual_step: float = 4.0) -> LimitResult:
-    """argmin R_a(x) subject to Zx = y (Eq. 16) by damped Newton on the dual."""
+                       max_dual_step: float = 4.0, nu0=None) -> LimitResult:
+    """argmin R_a(x) subject to Zx = y (Eq. 16) by damped Newton on the dual, from ν = ``nu0`` (default 0).
+
+    The result says whether it converged (``converged``, ``residual``); it does not raise.
+    """
     Z = torch.as_tensor(np.asarray(Z) if not isinstance(Z, torch.Tensor) else Z).to(F64)
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(F64).reshape(-1)
     shape = tuple(leg._event_shape())
@@ -84,7 +97,7 @@ def constrained_argmin(leg: LegendreFunction, Z, y, tol: float = 1e-10, max_iter
     if not bool(leg.in_dual_domain(torch.zeros(shape, dtype=F64))):
         raise ValueError(f"{leg.name} (a={leg.a:g}) has no minimiser (0 is outside its dual domain); "
                          "the flow cannot reach an interpolating point from this initialization")
-    nu = torch.zeros(N, dtype=F64)
+    nu = torch.zeros(N, dtype=F64) if nu0 is None else torch.as_tensor(nu0, dtype=F64).clone()
     ynorm = float(y.abs().max()) if N else 0.0
 
     def state(nu):
@@ -166,14 +179,59 @@ def matrix_sensing_limit(W0, a: float, A, y, tol: float = 1e-10, max_iter: int =
     return LimitResult(W, res.nu, M, a, res.iterations, res.residual, res.converged)
 
 
+def _solve(leg_at, a: float, Z, y, tol: float, max_iter: int) -> LimitResult:
+    """(16) for R_a = ``leg_at(a)``: damped Newton; if that stalls, Newton without the dual-step cap (small
+    initializations, where the cap makes progress e^8 per step too slow); if that fails too, a continuation
+    in a (a/2^k, ..., a/2, a, each solve warm-started from the previous dual ν), for strongly regularized
+    R_a whose Hessian spans many decades (e.g. m⊙w with a_∞ ≪ −100)."""
+    best = constrained_argmin(leg_at(a), Z, y, tol, max_iter)
+    if best.converged:
+        return best
+    for attempt in (lambda: constrained_argmin(leg_at(a), Z, y, tol, max_iter, max_dual_step=math.inf),
+                    lambda: _continuation(leg_at, a, Z, y, tol, max_iter)):
+        try:
+            res = attempt()
+        except (ValueError, RuntimeError):
+            continue
+        if res.converged:
+            return res
+        if math.isfinite(res.residual) and not res.residual >= best.residual:
+            best = res
+    return best
+
+
+def _continuation(leg_at, a: float, Z, y, tol: float, max_iter: int, stages: int = 12) -> LimitResult:
+    nu, res = None, None
+    for k in range(stages, -1, -1):
+        res = constrained_argmin(leg_at(a / 2 ** k), Z, y, tol, max_iter, nu0=nu)
+        if not math.isfinite(res.residual):
+            return res
+        nu = res.nu
+    return res
+
+
+def _check_inputs(a: float, Z: torch.Tensor, y) -> None:
+    if not math.isfinite(a) or a > 0:
+        raise ValueError(f"a must be finite and ≤ 0 (a = −∫λ, λ ≥ 0), got {a:g}")
+    yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y, dtype=F64)
+    if not bool(torch.isfinite(yt).all()):
+        raise ValueError("y must be finite (got nan or inf)")
+    if not bool(torch.isfinite(Z).all()):
+        raise ValueError("Z must be finite (got nan or inf)")
+
+
 def predict_limit(reparam, init, schedule, Z, y, *, lr: float = 1.0, horizon: int | None = None,
-                  tol: float = 1e-10, max_iter: int = 300, full: bool = False):
+                  tol: float = 1e-10, max_iter: int = 300, full: bool = False, allow_unconverged: bool = False):
     """Theorem 3.11: the point x_∞ = argmin_{Zx=y} R_{a_∞}(x) where training with ``schedule`` ends.
 
     ``reparam``: a name (``mw``, ``power``, ...; n is taken from Z) or a Reparameterization; ``init``:
     w_init (flat, dict of parts, or tuple); ``schedule``: a_∞ or a schedule (a_∞ = −lr·Σλ); Z: (N, n)
     — for ``uut`` (m, n, n) sensing matrices or their (m, n²) flattening. Returns x (or a LimitResult
     with ``full=True``); for ``uut`` x is the matrix W if Z was given as matrices, else vec(W).
+
+    An answer that does not satisfy Zx = y to ``tol`` is never returned as if it had converged: it raises
+    :class:`LimitNotConverged` (with the residual) unless ``allow_unconverged=True`` (then check
+    ``full=True``'s ``converged``). ``a > 0`` (not reachable with λ ≥ 0) or non-finite y raise ``ValueError``.
     """
     Zt = torch.as_tensor(np.asarray(Z) if not isinstance(Z, torch.Tensor) else Z).to(F64)
     if isinstance(reparam, Reparameterization):
@@ -186,11 +244,16 @@ def predict_limit(reparam, init, schedule, Z, y, *, lr: float = 1.0, horizon: in
         else:
             rep = get(key, Zt.shape[-1])
     a = accumulated_regularization(schedule, lr, horizon)
+    _check_inputs(a, Zt, y)
     if isinstance(rep, PSD):
         U0 = rep.unpack(rep.as_params(init))["U"]
         res = matrix_sensing_limit(U0 @ U0.T, a, Zt, y, tol, max_iter)
         if Zt.dim() != 3:
             res.x, res.mu = res.x.reshape(-1), res.mu.reshape(-1)
     else:
-        res = constrained_argmin(rep.legendre(init, a), Zt, y, tol, max_iter)
+        res = _solve(lambda at: rep.legendre(init, at), a, Zt, y, tol, max_iter)
+    if not res.converged and not allow_unconverged:
+        raise LimitNotConverged(f"predict_limit: the solve of Zx = y did not converge (residual {res.residual:.3g} "
+                                f"after {res.iterations} iterations, a = {a:g}); pass allow_unconverged=True to "
+                                "get the unconverged answer", res)
     return res if full else res.x

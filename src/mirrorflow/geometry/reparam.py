@@ -26,12 +26,34 @@ from ._num import F64
 from .legendre import LegendreFunction, NonCommutingError
 
 
+def _checked_init(init):
+    import functools
+
+    @functools.wraps(init)
+    def checked(self, scale=1.0, *args, **kw):
+        try:
+            ok = math.isfinite(float(scale)) and float(scale) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"init: scale must be positive and finite, got {scale!r}")
+        return init(self, scale, *args, **kw)
+
+    return checked
+
+
 class Reparameterization:
     """Base class: subclasses set ``name``, ``parts`` (name → shape) and implement g, h, h_grad, pullback."""
 
     name = "reparameterization"
     weight_decay_l2 = True
     hint = ""  # appended to NonCommutingError messages (paper reference)
+
+    def __init_subclass__(cls, **kw):
+        """Every subclass's ``init(scale, ...)`` checks ``scale`` first (finite and > 0): one check, all families."""
+        super().__init_subclass__(**kw)
+        if "init" in cls.__dict__:
+            cls.init = _checked_init(cls.__dict__["init"])
 
     def __init__(self, n: int, parts: Mapping[str, tuple[int, ...]]):
         if int(n) < 1:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
-from ..store import CONFIG, ERROR, METRICS, SUMMARY, read_csv, read_manifest, read_yaml, runs_under
+from ..store import ERROR, METRICS, RunDir, StoreFileError, read_csv, read_manifest, runs_under
 
 REPORT_DIR = "report"
 SKIP_METRICS = {"seconds", "diverged_at"}
@@ -61,16 +61,20 @@ class Sweep:
 
 
 # ------------------------------------------------------------------------------------ collecting
-def _read_run(path: Path) -> RunRecord | None:
-    s = path / SUMMARY
-    if not s.is_file():
+def _read_run(path: Path, invalid: dict[str, str] | None = None) -> RunRecord | None:
+    """The finished run in ``path``, or None. A summary or config that fails validation
+    (:func:`mirrorflow.store.read_summary`) makes the run unfinished; its message (naming the file) goes
+    into ``invalid`` (run id → message)."""
+    rd = RunDir(path)
+    if not rd.done:
         return None
     try:
-        summary = json.loads(s.read_text())
-        config = read_yaml(path / CONFIG) if (path / CONFIG).is_file() else {}
-    except (ValueError, OSError) as e:
-        raise ConfigError(f"run {path.name}: unreadable summary.json or config.yaml ({e})") from None
-    return RunRecord(path.name, path, dict(config or {}), summary if isinstance(summary, dict) else {})
+        return RunRecord(path.name, path, rd.config(), rd.summary())
+    except StoreFileError as e:
+        if invalid is None:
+            raise
+        invalid[path.name] = str(e)
+        return None
 
 
 def collect(root: Path | str) -> Sweep:
@@ -84,7 +88,7 @@ def collect(root: Path | str) -> Sweep:
         ids = [r["id"] for r in m.get("runs") or []]
         runs = []
         for rid in ids:
-            rec = _read_run(root / rid)
+            rec = _read_run(root / rid, failed)
             if rec is not None:
                 runs.append(rec)
             elif (root / rid / ERROR).is_file():
@@ -93,7 +97,8 @@ def collect(root: Path | str) -> Sweep:
         axes = [a for a in m.get("axes") or []]
         planned = len(ids)
     else:
-        runs = [r for r in (_read_run(rd.path) for rd in runs_under(root, skip=(REPORT_DIR,))) if r is not None]
+        runs = [r for r in (_read_run(rd.path, failed) for rd in runs_under(root, skip=(REPORT_DIR,)))
+                if r is not None]
         exps = sorted({str(r.config.get("experiment", "")) for r in runs})
         if len(exps) > 1:
             raise ConfigError(f"report: {root} mixes experiments {', '.join(exps)}; report one sweep directory")
@@ -101,7 +106,8 @@ def collect(root: Path | str) -> Sweep:
         axes = varying_keys(runs)
         planned = len(runs)
     if not runs:
-        raise ConfigError(f"report: no finished runs (summary.json) in {root}")
+        why = f"; {next(iter(failed.values()))}" if failed else ""
+        raise ConfigError(f"report: no finished runs (summary.json) in {root}{why}")
     return Sweep(root, experiment, axes, runs, planned, failed)
 
 

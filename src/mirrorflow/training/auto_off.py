@@ -111,7 +111,12 @@ class AutoTurnOff:
         return min(cands) if cands else None
 
     def _base(self, step: int) -> float:
-        return float(self.base(step)) if callable(self.base) else self.base
+        if not callable(self.base):
+            return self.base
+        v = float(self.base(step))
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"value: the schedule returned λ = {v!r} at step {step}; λ must be finite and ≥ 0")
+        return v
 
     def __call__(self, step: int) -> float:
         off = self.off_from
@@ -180,6 +185,18 @@ class AutoTurnOff:
         }
 
     def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict` output (types and values checked before anything changes)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state_dict must be a mapping from AutoTurnOff.state_dict(), got {type(state).__name__}")
+        t, tv, recent = state.get("triggered_at"), state.get("trigger_value"), state.get("recent", [])
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 0):
+            raise ValueError(f"state_dict['triggered_at'] must be a step ≥ 0 or None, got {t!r}")
+        if tv is not None and not isinstance(tv, (int, float)):
+            raise TypeError(f"state_dict['trigger_value'] must be a number or None, got {tv!r}")
+        if not isinstance(recent, (list, tuple)) or not all(
+                isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(y, (int, float)) for y in x)
+                for x in recent):
+            raise TypeError(f"state_dict['recent'] must be a list of [step, value] pairs, got {recent!r}")
         if state.get("signal", self.signal) != self.signal or state.get("mode", self.mode) != self.mode:
             raise ValueError(
                 f"state_dict is for signal={state.get('signal')!r} mode={state.get('mode')!r}, "

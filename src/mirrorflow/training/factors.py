@@ -315,6 +315,9 @@ def find_factor_pairs(
         ModelError: nothing found (and no ``extra``); the message lists what was looked for, what was
             found, and modules that hold only one half of a pair.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"find_factor_pairs: model must be a torch.nn.Module (e.g. a loaded transformers model), "
+                        f"got {type(model).__name__} {model!r:.40}")
     if isinstance(include, str):
         include_set = {include}
     else:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from typing import Callable, Iterable, Sequence
+import numbers
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -107,6 +108,9 @@ class WeightDecayScheduler:
             if "weight_decay" not in g:
                 raise ValueError(f"param group {i} of {type(optimizer).__name__} has no 'weight_decay'")
         self.group_indices = self._select(groups)
+        if not (callable(schedule) or (isinstance(schedule, (list, tuple)) and all(map(callable, schedule)))):
+            raise TypeError("schedule must be a callable step → λ (e.g. mirrorflow.schedules.constant(0.1)) "
+                            f"or a list of them, got {type(schedule).__name__} {schedule!r}")
         if callable(schedule) and not isinstance(schedule, (list, tuple)):
             self.schedules = [schedule] * len(self.group_indices)
         else:
@@ -142,6 +146,8 @@ class WeightDecayScheduler:
                     raise ValueError(f"groups: no param group named {sel!r} (names: {names})")
                 out.extend(hits)
             else:
+                if not isinstance(sel, (int, numbers.Integral)) or isinstance(sel, bool):
+                    raise TypeError(f"groups: expected param group indices (int) or names (str), got {sel!r}")
                 if not 0 <= int(sel) < len(pg):
                     raise ValueError(f"groups: index {sel} out of range for {len(pg)} param groups")
                 out.append(int(sel))
@@ -203,6 +209,9 @@ class WeightDecayScheduler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output; a state of the wrong shape or with invalid values raises
+        (``TypeError``/``ValueError`` naming the entry) before anything is changed."""
+        _check_state(state, len(self.group_indices))
         if list(state["group_indices"]) != self.group_indices:
             raise ValueError(
                 f"state_dict drives param groups {state['group_indices']}, this scheduler drives {self.group_indices}"
@@ -227,3 +236,36 @@ class WeightDecayScheduler:
     def __repr__(self) -> str:
         return f"WeightDecayScheduler(step={self.last_epoch}, wd={self._last_wd}, a={self.a:.6g})"
 
+
+
+_STATE_LISTS = ("a_per_group", "log_shrink_per_group", "_last_wd")
+
+
+def _check_state(state: object, n_groups: int) -> None:
+    """Validate a :meth:`WeightDecayScheduler.state_dict`: its keys, types, lengths and signs
+    (a ≤ 0 and Σ log-shrink ≤ 0 accumulate −ηλ ≤ 0; weight decays are finite and ≥ 0)."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state_dict must be a mapping from WeightDecayScheduler.state_dict(), got "
+                        f"{type(state).__name__}")
+    missing = [k for k in ("last_epoch", "optimizer_steps", "group_indices", "scale_by_initial", *_STATE_LISTS)
+               if k not in state]
+    if missing:
+        raise ValueError(f"state_dict is not a WeightDecayScheduler state: missing {', '.join(missing)}")
+    for k in ("last_epoch", "optimizer_steps"):
+        if not isinstance(state[k], numbers.Integral) or isinstance(state[k], bool):
+            raise TypeError(f"state_dict[{k!r}] must be an integer, got {state[k]!r}")
+    if not isinstance(state["group_indices"], (list, tuple)):
+        raise TypeError(f"state_dict['group_indices'] must be a list, got {state['group_indices']!r}")
+    for k in _STATE_LISTS:
+        v = state[k]
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, numbers.Real) and not isinstance(x, bool)
+                                                       for x in v):
+            raise TypeError(f"state_dict[{k!r}] must be a list of numbers, got {v!r}")
+        if len(v) != n_groups and not (k == "_last_wd" and len(v) == 0):
+            raise ValueError(f"state_dict[{k!r}] has {len(v)} entries for {n_groups} param groups")
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError(f"state_dict[{k!r}] must be finite, got {v!r}")
+    if any(x > 0 for x in state["a_per_group"]):
+        raise ValueError(f"state_dict['a_per_group'] must be ≤ 0 (a = −Σηλ), got {state['a_per_group']!r}")
+    if any(x < 0 for x in state["_last_wd"]):
+        raise ValueError(f"state_dict['_last_wd'] must be non-negative weight decays, got {state['_last_wd']!r}")

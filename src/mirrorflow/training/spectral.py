@@ -93,7 +93,15 @@ def spectral_metrics(s: torch.Tensor) -> dict[str, float]:
     >>> m = spectral_metrics(torch.tensor([3.0, 4.0]))
     >>> m["nuclear"], m["frobenius"], m["rho"], m["stable_rank"]
     (7.0, 5.0, 1.4, 1.5625)
+
+    A batch ``(B, k)`` of singular values (e.g. :func:`product_singular_values` of stacked factor pairs) is
+    not one matrix: it raises ``ValueError`` pointing to :func:`batched_spectral_metrics` (per-matrix values).
     """
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"spectral_metrics: expected a tensor of singular values, got {type(s).__name__}")
+    if s.dim() > 1 and s.shape[0] > 1 and s[0].numel() > 1:
+        raise ValueError(f"spectral_metrics: got a batch of shape {tuple(s.shape)}, i.e. {s.shape[0]} matrices; "
+                         "use batched_spectral_metrics for per-matrix values")
     s = s.detach().to(torch.float64).abs().reshape(-1)
     if s.numel() == 0:
         raise ValueError("spectral_metrics: no singular values given")
@@ -127,6 +135,8 @@ def spectral_metrics(s: torch.Tensor) -> dict[str, float]:
 @torch.no_grad()
 def batched_spectral_metrics(s: torch.Tensor) -> dict[str, torch.Tensor]:
     """:func:`spectral_metrics` for a batch ``s`` of shape ``(B, k)``: each metric as a ``(B,)`` float64 tensor."""
+    if not isinstance(s, torch.Tensor) or s.dim() < 1 or s.shape[-1] == 0:
+        raise ValueError("batched_spectral_metrics: expected a (B, k) tensor of singular values, k ≥ 1")
     s = s.detach().to(torch.float64).abs()
     nuclear = s.sum(-1)
     spectral = s.amax(-1)

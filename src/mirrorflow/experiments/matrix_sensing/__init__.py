@@ -40,7 +40,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ...config import build, config_dict, parse_seed_list, require
+from ...config import build, config_dict, parse_seed_list, require, user_words
 from ...engine.batched import Trace, resolve_device, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
 from ...store import RunDir
@@ -104,7 +104,13 @@ class Config:
         try:
             return from_spec(self.schedule, self.wd, at, self.steps)
         except ValueError as e:
-            raise ConfigError(str(e).replace("at=", "off=", 1).replace("'at'", "'off'")) from None
+            raise ConfigError(user_words(str(e), {"at": "off", "end": "off", "value": "wd",
+                                                   "horizon": "steps"})) from None
+
+    def ignored_fields(self) -> tuple[str, ...]:
+        """Fields this config does not use (normalised to their defaults before hashing, see
+        :func:`mirrorflow.config.build`): ``schedule=none`` uses neither ``wd`` nor ``off``, ``constant`` no ``off``."""
+        return {"none": ("wd", "off"), "constant": ("off",)}.get(self.schedule, ())
 
     def data_key(self) -> tuple:
         """Configurations with equal keys share the sensing data (and the logging grid) and run in one batch."""
@@ -212,10 +218,14 @@ class MatrixSensing:
         hit = torch.where((hit < 0) & (loss < self.loss_threshold), torch.full_like(hit, t), hit)
         if self.param == "uu":
             step = torch.baddbmm(X, self.unpacked_gradient(r, -2.0 * lr), X)  # U − 2η ∇f(UUᵀ) U
+            # a gradient step that moves U by more than U itself overshoots: no discretization of the flow
+            # (normal runs move < 0.25·‖U‖ per step); report it as diverged (NaN state, see run_batched)
+            over = (step - X).flatten(1).norm(dim=1) > X.flatten(1).norm(dim=1)
             if self.decay == "exact":
                 X = torch.exp(-self.rate * lr * lam).view(C, 1, 1) * step
             else:
                 X = step - (self.rate * lr * lam).view(C, 1, 1) * X
+            X = torch.where(over.view(C, 1, 1), torch.full_like(X, float("nan")), X)
         else:
             X = X + self.unpacked_gradient(r, -lr)  # W − η ∇f(W)
             if bool((lam > 0).any()):
@@ -342,6 +352,7 @@ def table2_arms(base: Config) -> list[tuple[str, Config]]:
     * the linear parameterization with a nuclear-norm prox: constant ``base.wd`` and turned off at T/2 at 2·wd.
     """
     T, c = base.steps, base.wd
+    require(c > 0, f"wd must be positive for reproduce (it sets the budget Σλ = wd·steps of every arm), got {c}")
     budget = c * T  # off-points are fractions of T: spending `budget` at strength v takes c/v of the run
     arms = [(f"Constant {c:g}, no t-o", replace(base, schedule="constant", wd=c))]
     half = T // 2
@@ -452,3 +463,11 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     if seeds_raw is not None:
         table += "\n" + S.run_study("table2", base, seeds, Path(out) / "seeds", progress)
     return table
+
+
+def estimate_bytes(cfg: Config) -> int:
+    """Memory of one run's big tensors, from the config alone (checked before allocating): the (m, n²)
+    sensing matrix, a few (n, n) states (U, W, gradients, the SVD) and the logged metrics."""
+    item = 4 if cfg.dtype == "float32" else 8
+    rows = cfg.steps // cfg.log_every + 2
+    return item * (cfg.measurements * cfg.n * cfg.n + 8 * cfg.n * cfg.n) + 8 * 8 * rows

@@ -315,3 +315,16 @@ def _reproduce_authors(out: Path | str, ov: Mapping[str, str], progress) -> str:
     rd.finish({"experiment": "sparse-coding", "preset": "authors", "power": rows,
                "seconds": round(time.perf_counter() - t0, 3)})
     return table
+
+
+def estimate_bytes(cfg: Config) -> int:
+    """Memory of one run's big tensors, from the config alone (checked before allocating): the images, the
+    (pixels, atoms) dictionary and the (atoms, batch) codes of every (k, α, seed) arm, and with
+    ``dict_update=per_sample`` the per-position accumulators A[i] (atoms²) and B[i] (atoms × pixels)."""
+    item = 4 if cfg.dtype == "float32" else 8
+    pixels = cfg.image_size * cfg.image_size
+    arms = max(1, len(cfg.ks)) * max(1, len(cfg.alphas)) * max(1, len(cfg.seeds))
+    per_arm = 4 * pixels * cfg.n_atoms + 6 * cfg.n_atoms * cfg.batch_size
+    if cfg.dict_update == "per_sample":
+        per_arm += cfg.batch_size * cfg.n_atoms * (cfg.n_atoms + pixels)
+    return item * (cfg.n_images * pixels + arms * per_arm)
