@@ -2,8 +2,9 @@
 products (attention W_Q W_Kᵀ, LoRA B A), automatic turn-off, LoRA decay checks, and a Hugging Face
 ``Trainer`` callback.
 
-``WeightDecayCallback`` lives in :mod:`mirrorflow.training.hf` and is loaded on first access, so
-importing this package does not import ``transformers``.
+``WeightDecayCallback`` lives in :mod:`mirrorflow.training.hf` and the Lightning callback
+``WeightDecayMonitor`` in :mod:`mirrorflow.training.lightning`; both are loaded on first access, so
+importing this package imports neither ``transformers`` nor ``lightning``.
 """
 from .auto_off import AutoTurnOff
 from .factors import FactorPair, find_factor_pairs
@@ -27,6 +28,7 @@ __all__ = [
     "lora_decay_report",
     "format_lora_decay_report",
     "WeightDecayCallback",
+    "WeightDecayMonitor",
 ]
 
 
@@ -35,4 +37,8 @@ def __getattr__(name: str):
         from .hf import WeightDecayCallback
 
         return WeightDecayCallback
+    if name == "WeightDecayMonitor":
+        from .lightning import WeightDecayMonitor
+
+        return WeightDecayMonitor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

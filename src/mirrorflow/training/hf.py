@@ -3,18 +3,22 @@
 :class:`WeightDecayCallback` wraps the Trainer's optimizer in a
 :class:`~mirrorflow.training.scheduler.WeightDecayScheduler` when training begins, advances it after
 every optimizer step, and adds to each Trainer log (so they reach ``state.log_history``, the console and
-any reporting integration that runs after it):
+every ``report_to`` integration: the callback moves itself to the front of the Trainer's callback list,
+ahead of the integrations, which otherwise receive the log before any user callback):
 
 * ``wd/lambda``  λ_t of the last optimizer step (first driven param group),
 * ``wd/a``       a_t = −Σ_{s<t} η_s λ_s (MATH.md §1.2), read from the λ and η actually used,
-* ``wd/triggered_at`` the step at which an :class:`~mirrorflow.training.auto_off.AutoTurnOff` fired,
+* ``wd/auto_off`` 1 once an :class:`~mirrorflow.training.auto_off.AutoTurnOff` has fired, else 0, and
+  ``wd/triggered_at`` the step at which it fired (a warning at the end of training if it never did),
 * the aggregates of an optional :class:`~mirrorflow.training.monitor.SpectralMonitor`
   (``spectral/rho``, ``spectral/rho_mean``, ...; per-pair keys with ``log_pairs=True``).
 
 Timing (step t = ``state.global_step − 1``, the optimizer step just taken): in ``on_step_end`` the
 monitor measures when ``global_step % every == 0``, an ``AutoTurnOff`` schedule observes those metrics,
 then the scheduler sets λ_{t+1}. A ``loss`` signal arrives in ``on_log``; if it fires there, λ_{t+1} is
-set again. The callback's state (a_t, the step, the auto-off trigger) is saved as
+set again. Schedules given as fractions of training (``turn_off(0.1, at=0.4)``) use ``max_steps`` as
+their horizon; ``value=None`` (``turn_off(at=0.4)``) takes λ from the optimizer (``TrainingArguments.
+weight_decay``). A planned a_∞ too small to matter is warned about when training starts. The callback's state (a_t, the step, the auto-off trigger) is saved as
 ``mirrorflow_wd.json`` in each checkpoint folder and restored when training resumes from it.
 
 Only this module imports ``transformers``.
@@ -27,13 +31,21 @@ import os
 import warnings
 from typing import Callable, Iterable, Sequence
 
+import sys
+
 import torch
-from transformers import TrainerCallback
+
+try:
+    from transformers import TrainerCallback
+except ModuleNotFoundError as err:  # the hf extra is not installed
+    raise ModuleNotFoundError(
+        f"WeightDecayCallback needs transformers ({err.name} is missing): pip install 'mirrorflow[hf]'"
+    ) from err
 
 from ..store import write_json
 from .lora_check import _unwrap, check_lora_decay
 from .monitor import SpectralMonitor
-from .scheduler import WeightDecayScheduler
+from .scheduler import WeightDecayScheduler, warn_if_small
 
 __all__ = ["WeightDecayCallback", "STATE_FILE"]
 
@@ -52,6 +64,29 @@ def _default_groups(optimizer: torch.optim.Optimizer) -> list[int]:
         return nonzero
     mats = [i for i, g in enumerate(pg) if any(p.dim() >= 2 for p in g["params"])]
     return mats or list(range(len(pg)))
+
+
+def _lr_at(lr_scheduler, optimizer: torch.optim.Optimizer, group: int):
+    """η_t of a param group as a function of the step, read from a ``LambdaLR`` (the Trainer's linear,
+    cosine and constant schedules); the current learning rate for other schedulers."""
+    lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+    base = getattr(lr_scheduler, "base_lrs", None)
+    if lambdas is not None and base is not None and group < len(lambdas):
+        f, b = lambdas[group], float(base[group])
+        return lambda t: b * float(f(t))
+    lr = float(optimizer.param_groups[group]["lr"])
+    return lambda t: lr
+
+
+def _put_first(callback) -> None:
+    """Move ``callback`` to the front of the Trainer's ``CallbackHandler`` list, found as the caller of
+    the event, so its additions to a log reach the reporting integrations (which the Trainer puts before
+    user callbacks). The list is replaced, not mutated: an ``on_*`` loop in progress is not disturbed."""
+    frame = sys._getframe(2)  # _put_first ← on_* ← CallbackHandler.call_event
+    handler = frame.f_locals.get("self")
+    cbs = getattr(handler, "callbacks", None)
+    if isinstance(cbs, list) and any(c is callback for c in cbs) and cbs[0] is not callback:
+        handler.callbacks = [callback] + [c for c in cbs if c is not callback]
 
 
 class WeightDecayCallback(TrainerCallback):
@@ -107,6 +142,10 @@ class WeightDecayCallback(TrainerCallback):
             return []
         return list(self.scheduler.schedules)
 
+    def _auto_offs(self) -> list:
+        """The automatic turn-off schedules among the driven ones."""
+        return [s for s in {id(s): s for s in self._schedules()}.values() if hasattr(s, "observe")]
+
     def _observe(self, step: int, metrics: dict) -> bool:
         """Feed metrics to every schedule with ``observe``; True if one fired now."""
         fired = False
@@ -126,14 +165,25 @@ class WeightDecayCallback(TrainerCallback):
         return os.path.join(args.output_dir, f"checkpoint-{step}", STATE_FILE)
 
     # -- Trainer events --------------------------------------------------------------------------------
-    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+    def on_init_end(self, args, state, control, **kwargs):
+        _put_first(self)
+        return control
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+        _put_first(self)  # also when added with trainer.add_callback after __init__
         if optimizer is None:
             raise RuntimeError("WeightDecayCallback: the Trainer passed no optimizer to on_train_begin")
         opt = _unwrap(optimizer)
         if self.scheduler is not None:
             self.scheduler.close()
         groups = self.groups if self.groups is not None else _default_groups(opt)
-        self.scheduler = WeightDecayScheduler(opt, self.schedule, groups=groups, scale_by_initial=self.scale_by_initial)
+        horizon = state.max_steps if state.max_steps and state.max_steps > 0 else None
+        self.scheduler = WeightDecayScheduler(
+            opt, self.schedule, groups=groups, scale_by_initial=self.scale_by_initial, horizon=horizon
+        )
+        if state.global_step == 0 and horizon is not None:
+            k = self.scheduler.group_indices[0]
+            warn_if_small(self.scheduler.planned_a(horizon, _lr_at(lr_scheduler, opt, k)), f"{self.schedule!r} over max_steps={horizon}")
         if state.global_step > 0:  # resumed from a checkpoint
             path = self._state_path(args, state.global_step)
             if os.path.isfile(path):
@@ -175,8 +225,8 @@ class WeightDecayCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or self.scheduler is None:
             return control
-        if any(k.startswith(("eval_", "test_")) for k in logs):
-            return control
+        if any(k.startswith(("eval_", "test_")) or k == "train_runtime" for k in logs):
+            return control  # evaluation logs and the end-of-training summary
         if "loss" in logs and self._observe(state.global_step - 1, {"loss": logs["loss"], "train/loss": logs["loss"]}):
             self._reapply()  # the trigger came after λ_{t+1} was set: set it again
         extra = self.log_metrics()
@@ -194,6 +244,12 @@ class WeightDecayCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
+        for s in self._auto_offs():
+            if s.triggered_at is None:
+                warnings.warn(
+                    f"{s!r} never fired in {state.global_step} steps: λ was never switched off by the signal",
+                    stacklevel=2,
+                )
         if self.scheduler is not None:
             self.scheduler.close()  # stop tracking a_t; the values stay readable
         return control
@@ -205,11 +261,12 @@ class WeightDecayCallback(TrainerCallback):
             return {}
         lam = self._last_lambda if self._last_lambda is not None else (self.scheduler.get_last_wd() or [0.0])[0]
         out: dict[str, float] = {"wd/lambda": float(lam), "wd/a": float(self.scheduler.a)}
-        for s in self._schedules():
-            t = getattr(s, "triggered_at", None)
-            if t is not None:
-                out["wd/triggered_at"] = float(t)
-                break
+        autos = self._auto_offs()
+        if autos:
+            fired = [s.triggered_at for s in autos if s.triggered_at is not None]
+            out["wd/auto_off"] = 1.0 if fired else 0.0
+            if fired:
+                out["wd/triggered_at"] = float(min(fired))
         if self.monitor is not None and self.monitor.last:
             for k, v in self.monitor.last.items():
                 if self.log_pairs or k.count("/") == 1 or (k.count("/") == 2 and k.split("/")[1] in ("attention", "attention_head", "lora", "user")):
