@@ -166,7 +166,7 @@ def _heads(attn: nn.Module, model: nn.Module, out_q: int) -> tuple[int, int]:
 
 def _attention_pairs(name: str, attn: nn.Module, model: nn.Module, per_head: bool) -> list[FactorPair]:
     """Pairs for one attention module holding c_attn, query/key or q_proj/k_proj."""
-    short = _short(name)
+    short = _short(name) or "model"  # the root module has no name
     if hasattr(attn, "c_attn") and _is_projection(attn.c_attn) and _is_conv1d(_base(attn.c_attn)):
         w_fn = _weight_fn(attn.c_attn)  # (d, 3d) or (d, 2d) for cross-attention
         d_in, width = _base(attn.c_attn).weight.shape
@@ -221,7 +221,7 @@ def _attention_pairs(name: str, attn: nn.Module, model: nn.Module, per_head: boo
 
 
 def _lora_pairs(name: str, mod: nn.Module) -> list[FactorPair]:
-    short = _short(name)
+    short = _short(name) or "model"  # the root module has no name
     pairs = []
 
     def label(adapter: str) -> str:
