@@ -2,6 +2,7 @@
 
 Each test runs the real library and reads back what it stored."""
 import glob
+import re
 import json
 import math
 import struct
@@ -184,3 +185,21 @@ def test_lightning_trainer_logs_and_schedules(tmp_path):
     assert float(rows[-1]["spectral/rho"]) == pytest.approx(cb.monitor.last["spectral/rho"], rel=1e-6)
     assert [h["step"] for h in cb.monitor.history] == [0, 2, 4, 6]
     assert module.trainer.optimizers[0].param_groups[0]["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "missing,module,name,extra",
+    [
+        ("transformers", "mirrorflow.training.hf", "WeightDecayCallback", "mirrorflow[hf]"),
+        ("lightning", "mirrorflow.training.lightning", "WeightDecayMonitor", "mirrorflow[lightning]"),
+    ],
+)
+def test_a_missing_extra_names_the_pip_command(monkeypatch, missing, module, name, extra):
+    import sys
+
+    import mirrorflow.training as training
+
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(ModuleNotFoundError, match=rf"pip install '{re.escape(extra)}'"):
+        getattr(training, name)
