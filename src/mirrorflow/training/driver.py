@@ -30,8 +30,6 @@ from .scheduler import WeightDecayScheduler, warn_if_small
 
 __all__ = ["ScheduleDriver", "default_groups", "lr_of"]
 
-_KIND_KEYS = ("attention", "attention_head", "lora", "user")
-
 
 def default_groups(optimizer: torch.optim.Optimizer) -> list[int]:
     """Groups to drive: those with non-zero weight decay; if none, those holding any ≥2-D tensor.
@@ -187,10 +185,11 @@ class ScheduleDriver:
             if fired:
                 out["wd/triggered_at"] = float(min(fired))
         if self.monitor is not None and self.monitor.last:
+            pair_names = set(self.monitor.pair_names)
             for k, v in self.monitor.last.items():
-                parts = k.split("/")
                 if k.startswith("wd/"):
                     continue
-                if self.log_pairs or len(parts) == 2 or (len(parts) == 3 and parts[1] in _KIND_KEYS):
+                per_pair = k.count("/") >= 2 and k[len("spectral/") : k.rindex("/")] in pair_names
+                if self.log_pairs or not per_pair:  # aggregates: spectral/<metric>, spectral/<kind>/<metric>
                     out[k] = float(v) if math.isfinite(v) else float("nan")
         return out

@@ -32,7 +32,7 @@ from ..schedules import Schedule
 
 ScheduleLike = Schedule | Callable[[int], float]
 
-#: |a_∞| below this is too small for the geometry to change (docs/training-tools.md#how-much-regularization):
+#: |a_∞| below this is too small for the geometry to change (docs/training-tools.md, "How much regularization"):
 #: Eq. (9)'s scale γ_a = e^{2a}·γ_0 then moves by less than 10 % (e^{-0.1} ≈ 0.905), while the change of the
 #: type of bias (L2 → L1) happens on the scale |a| ~ 1.
 MIN_EFFECTIVE_A = 0.05

@@ -1,0 +1,54 @@
+"""Every ```python block of the README and of the docs listed in DOCS runs as written, and what it prints
+matches the ```output block that follows it (if any).
+
+A block runs in a fresh namespace, in an empty temporary directory, as a script would. A block that must
+not run carries its reason in the fence line: ```python no-run: <reason> (the harness refuses a bare
+no-run). ```output blocks are compared line by line after stripping trailing spaces."""
+import contextlib
+import io
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ["README.md", "docs/training-tools.md", "docs/sweeps.md"]
+FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.S | re.M)
+
+
+def blocks(path: str) -> list[tuple[str, str, str | None, int]]:
+    """(info string, code, expected output or None, line) of each python block of a markdown file."""
+    text = (ROOT / path).read_text()
+    found = [(m.group(1).strip(), m.group(2), text.count("\n", 0, m.start()) + 1, m.end()) for m in FENCE.finditer(text)]
+    out = []
+    for i, (info, code, line, end) in enumerate(found):
+        if not info.startswith("python"):
+            continue
+        expected = None
+        if i + 1 < len(found) and found[i + 1][0] == "output" and not text[end : text.index("```output", end)].strip():
+            expected = found[i + 1][1]
+        out.append((info, code, expected, line))
+    return out
+
+
+CASES = [(doc, info, code, expected, line) for doc in DOCS for info, code, expected, line in blocks(doc)]
+
+
+def test_the_docs_have_python_blocks():
+    assert {doc for doc, *_ in CASES} >= {"README.md", "docs/training-tools.md"}
+
+
+@pytest.mark.parametrize("doc,info,code,expected,line", CASES, ids=[f"{c[0]}:{c[4]}" for c in CASES])
+def test_doc_block_runs_and_prints_what_the_doc_shows(doc, info, code, expected, line, tmp_path, monkeypatch):
+    if "no-run" in info:
+        assert re.search(r"no-run:\s*\S", info), f"{doc}:{line}: a no-run block must say why (```python no-run: reason)"
+        return
+    monkeypatch.chdir(tmp_path)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(code, f"{doc}:{line}", "exec"), {"__name__": "__main__"})
+    if expected is not None:
+        got = [ln.rstrip() for ln in buf.getvalue().rstrip("\n").split("\n")]
+        assert got == [ln.rstrip() for ln in expected.rstrip("\n").split("\n")], f"{doc}:{line} prints something else"
