@@ -1,12 +1,16 @@
 """Every ```python block of the README and of the docs listed in DOCS runs as written, and what it prints
-matches the ```output block that follows it (if any).
+matches the ```output block that follows it (if any). ```bash blocks made only of `mirrorflow ...`
+commands run too (through ``python -m mirrorflow``), with the doc's ```yaml block saved as spec.yaml.
 
-A block runs in a fresh namespace, in an empty temporary directory, as a script would. A block that must
-not run carries its reason in the fence line: ```python no-run: <reason> (the harness refuses a bare
-no-run). ```output blocks are compared line by line after stripping trailing spaces."""
+A block runs in a fresh namespace (python) or process (bash), in an empty temporary directory. A block
+that must not run carries its reason in the fence line: ```python no-run: <reason> (the harness refuses a
+bare no-run). ```output blocks are compared line by line after stripping trailing spaces."""
 import contextlib
 import io
 import re
+import shlex
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -23,13 +27,23 @@ def blocks(path: str) -> list[tuple[str, str, str | None, int]]:
     found = [(m.group(1).strip(), m.group(2), text.count("\n", 0, m.start()) + 1, m.end()) for m in FENCE.finditer(text)]
     out = []
     for i, (info, code, line, end) in enumerate(found):
-        if not info.startswith("python"):
+        if not (info.startswith("python") or (info.startswith("bash") and _cli_only(code))):
             continue
         expected = None
         if i + 1 < len(found) and found[i + 1][0] == "output" and not text[end : text.index("```output", end)].strip():
             expected = found[i + 1][1]
         out.append((info, code, expected, line))
     return out
+
+
+def _cli_only(code: str) -> bool:
+    lines = [ln for ln in code.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return bool(lines) and all(ln.startswith("mirrorflow ") for ln in lines)
+
+
+def _spec(doc: str) -> str | None:
+    found = [m.group(2) for m in FENCE.finditer((ROOT / doc).read_text()) if m.group(1).strip() == "yaml"]
+    return found[0] if found else None
 
 
 CASES = [(doc, info, code, expected, line) for doc in DOCS for info, code, expected, line in blocks(doc)]
@@ -45,6 +59,15 @@ def test_doc_block_runs_and_prints_what_the_doc_shows(doc, info, code, expected,
         assert re.search(r"no-run:\s*\S", info), f"{doc}:{line}: a no-run block must say why (```python no-run: reason)"
         return
     monkeypatch.chdir(tmp_path)
+    if info.startswith("bash"):
+        if _spec(doc) is not None:
+            (tmp_path / "spec.yaml").write_text(_spec(doc))
+        for line in code.splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv:
+                out = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
+                assert out.returncode == 0, f"{doc}:{line}: exit {out.returncode}\n{out.stderr[-3000:]}"
+        return
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), warnings.catch_warnings():
         warnings.simplefilter("ignore")
