@@ -7,6 +7,7 @@ that must not run carries its reason in the fence line: ```python no-run: <reaso
 bare no-run). ```output blocks are compared line by line after stripping trailing spaces."""
 import contextlib
 import io
+import os
 import re
 import shlex
 import subprocess
@@ -69,9 +70,14 @@ def test_doc_block_runs_and_prints_what_the_doc_shows(doc, info, code, expected,
                 assert out.returncode == 0, f"{doc}:{line}: exit {out.returncode}\n{out.stderr[-3000:]}"
         return
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exec(compile(code, f"{doc}:{line}", "exec"), {"__name__": "__main__"})
+    saved_env = dict(os.environ)  # a block may set WANDB_MODE & co. for itself
+    try:
+        with contextlib.redirect_stdout(buf), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exec(compile(code, f"{doc}:{line}", "exec"), {"__name__": "__main__"})
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
     if expected is not None:
         got = [ln.rstrip() for ln in buf.getvalue().rstrip("\n").split("\n")]
         assert got == [ln.rstrip() for ln in expected.rstrip("\n").split("\n")], f"{doc}:{line} prints something else"

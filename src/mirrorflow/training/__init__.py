@@ -10,11 +10,13 @@ from .auto_off import AutoTurnOff
 from .factors import FactorPair, find_factor_pairs
 from .lora_check import LoRADecayWarning, check_lora_decay, format_lora_decay_report, lora_decay_report
 from .monitor import SpectralMonitor
-from .scheduler import WeightDecayScheduler, decay_param_groups, is_decoupled
+from .scheduler import SmallRegularizationWarning, WeightDecayScheduler, decay_param_groups, is_decoupled, warn_if_small
 from .spectral import product_singular_values, spectral_metrics
 
 __all__ = [
     "WeightDecayScheduler",
+    "SmallRegularizationWarning",
+    "warn_if_small",
     "decay_param_groups",
     "is_decoupled",
     "product_singular_values",

@@ -18,8 +18,9 @@ monitor measures when ``global_step % every == 0``, an ``AutoTurnOff`` schedule 
 then the scheduler sets λ_{t+1}. A ``loss`` signal arrives in ``on_log``; if it fires there, λ_{t+1} is
 set again. Schedules given as fractions of training (``turn_off(0.1, at=0.4)``) use ``max_steps`` as
 their horizon; ``value=None`` (``turn_off(at=0.4)``) takes λ from the optimizer (``TrainingArguments.
-weight_decay``). A planned a_∞ too small to matter is warned about when training starts. The callback's state (a_t, the step, the auto-off trigger) is saved as
-``mirrorflow_wd.json`` in each checkpoint folder and restored when training resumes from it.
+weight_decay``). A planned a_∞ too small to matter is warned about when training starts. The callback's
+state (a_t, the step, the auto-off trigger) is saved as ``mirrorflow_wd.json`` in each checkpoint folder
+and restored when training resumes from it. The shared logic is :class:`~mirrorflow.training.driver.ScheduleDriver`.
 
 Only this module imports ``transformers``.
 """
