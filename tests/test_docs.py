@@ -50,6 +50,20 @@ def _spec(doc: str) -> str | None:
 CASES = [(doc, info, code, expected, line) for doc in DOCS for info, code, expected, line in blocks(doc)]
 
 
+@pytest.mark.parametrize("doc", [d for d in DOCS if _spec(d) is not None])
+def test_yaml_sweep_spec_resolves(doc, tmp_path):
+    """The doc's sweep spec (```yaml) resolves into valid configs: `mirrorflow sweep ... --dry-run`."""
+    import yaml
+
+    spec = _spec(doc)
+    (tmp_path / "spec.yaml").write_text(spec)
+    experiment = yaml.safe_load(spec)["experiment"]
+    out = subprocess.run([sys.executable, "-m", "mirrorflow", "sweep", experiment, "spec.yaml", "--out", "d", "--dry-run"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "12 runs into d"  # (2 + 2) points × 3 seeds
+
+
 def test_the_docs_have_python_blocks():
     assert {doc for doc, *_ in CASES} >= {"README.md", "docs/training-tools.md"}
 
