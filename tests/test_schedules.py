@@ -77,7 +77,7 @@ def test_fraction_of_horizon_and_fractional_steps():
         (lambda: S.constant(float("nan")), "value"),
         (lambda: S.constant(float("inf")), "value"),
         (lambda: S.turn_off(0.1, at=200, horizon=100), "at"),
-        (lambda: S.turn_off(0.1, at=0.5), "at"),
+        (lambda: S.turn_off(0.1, at=0.5)(0), "at=0.5"),  # a fraction waits for its horizon
         (lambda: S.turn_off(0.1, at=-3), "at"),
         (lambda: S.linear_decay(0.1, end=0), "end"),
         (lambda: S.cosine_decay(-1.0, end=10), "init"),

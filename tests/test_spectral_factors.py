@@ -177,8 +177,102 @@ def test_unknown_architecture_names_what_was_and_was_not_found():
 
     with pytest.raises(ModelError, match="has query but no key"):
         find_factor_pairs(torch.nn.Sequential(HalfAttention()))
-    with pytest.raises(ModelError, match="MultiheadAttention"):
-        find_factor_pairs(torch.nn.MultiheadAttention(8, 2))
     # attention present but only LoRA asked for: the count of what exists is in the message
-    with pytest.raises(ModelError, match=r"q_proj/k_proj\): 2"):
+    with pytest.raises(ModelError, match=r"T5 q/k\): 2"):
         find_factor_pairs(_vit(), include="lora")
+
+
+# --- DistilBERT, T5, GPT-NeoX: checked against the query/key states the model's own forward computes ----
+
+def _distilbert():
+    torch.manual_seed(4)
+    cfg = transformers.DistilBertConfig(n_layers=2, dim=D, n_heads=H, hidden_dim=64, vocab_size=40, max_position_embeddings=16)
+    return transformers.DistilBertModel(cfg), transformers.models.distilbert.modeling_distilbert
+
+
+def _t5():
+    torch.manual_seed(5)
+    cfg = transformers.T5Config(num_layers=2, d_model=D, num_heads=H, d_kv=6, d_ff=64, vocab_size=40)  # inner 24 ≠ d_model
+    return transformers.T5EncoderModel(cfg), transformers.models.t5.modeling_t5
+
+
+def _neox():
+    torch.manual_seed(6)
+    cfg = transformers.GPTNeoXConfig(num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=64, vocab_size=40, max_position_embeddings=16)
+    return transformers.GPTNeoXModel(cfg), transformers.models.gpt_neox.modeling_gpt_neox
+
+
+@pytest.mark.parametrize(
+    "build,names,hd",
+    [
+        (_distilbert, ["transformer.layer.0.attention", "transformer.layer.1.attention"], D // H),
+        (_t5, ["encoder.block.0.layer.0.SelfAttention", "encoder.block.1.layer.0.SelfAttention"], 6),
+        (_neox, ["layers.0.attention", "layers.1.attention"], D // H),
+    ],
+    ids=["distilbert", "t5", "gpt_neox"],
+)
+def test_products_match_the_query_key_states_of_the_models_forward(build, names, hd, monkeypatch):
+    """Per layer and per head, x W_Q^h W_K^hᵀ xᵀ = q_h k_hᵀ where q, k are captured inside the model's own
+    eager attention (after its reshapes: GPT-NeoX's per-head fused layout, T5's unscaled heads)."""
+    model, modeling = build()
+    model = model.double().eval()
+    model.config._attn_implementation = "eager"
+    _zero_biases(model)
+    inputs, captured = {}, {}
+    for name in names:
+        model.get_submodule(name).register_forward_pre_hook(
+            lambda mod, args, kwargs, name=name: inputs.__setitem__(name, (args[0] if args else kwargs["hidden_states"])[0]),
+            with_kwargs=True,
+        )
+    original = modeling.eager_attention_forward
+
+    def capture(module, query, key, *args, **kwargs):
+        captured[module] = (query[0], key[0])  # (heads, seq, head_dim)
+        return original(module, query, key, *args, **kwargs)
+
+    monkeypatch.setattr(modeling, "eager_attention_forward", capture)
+    ids = torch.randint(0, 40, (1, 7))
+    kwargs = {"position_ids": torch.zeros_like(ids)} if "neox" in modeling.__name__ else {}  # rotary angle 0: no rotation
+    with torch.no_grad():
+        model(input_ids=ids, **kwargs)
+    pairs = find_factor_pairs(model)
+    heads = find_factor_pairs(model, per_head=True)
+    assert [p.name for p in pairs] == names and len(heads) == H * len(names)
+    for pair in pairs:
+        x = inputs[pair.name]
+        q, k = captured[model.get_submodule(pair.name)]
+        assert torch.allclose(x @ pair.product() @ x.T, sum(q[h] @ k[h].T for h in range(H)), rtol=1e-10, atol=1e-12)
+        mine = [p for p in heads if p.meta["module"] == pair.name]
+        for h, hp in enumerate(mine):
+            assert hp.left().shape == (D, hd)
+            assert torch.allclose(x @ hp.product() @ x.T, q[h] @ k[h].T, rtol=1e-10, atol=1e-12)
+
+
+def _mha_attention_weights(mha, x):
+    with torch.no_grad():
+        return mha(x, x, x, need_weights=True, average_attn_weights=False)[1][0]  # (heads, L, L)
+
+
+def test_torch_multihead_attention_and_transformer_encoder():
+    """nn.MultiheadAttention: softmax(x W_Q^h W_K^hᵀ xᵀ / √hd) is the module's own attention matrix."""
+    torch.manual_seed(7)
+    enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(D, H, 64, batch_first=True), num_layers=2).double().eval()
+    _zero_biases(enc)
+    pairs = find_factor_pairs(enc)
+    assert [p.name for p in pairs] == ["layers.0.self_attn", "layers.1.self_attn"]
+    heads = find_factor_pairs(enc, per_head=True)
+    x = torch.randn(1, 6, D, dtype=torch.float64)
+    hd = D // H
+    for pair in pairs:
+        mha = enc.get_submodule(pair.name)
+        weights = _mha_attention_weights(mha, x)
+        mine = [p for p in heads if p.meta["module"] == pair.name]
+        for h, hp in enumerate(mine):
+            logits = x[0] @ hp.product() @ x[0].T / hd**0.5
+            assert torch.allclose(torch.softmax(logits, dim=-1), weights[h], rtol=1e-10, atol=1e-12)
+        assert torch.allclose(sum(p.product() for p in mine), pair.product(), rtol=1e-10, atol=1e-12)
+    # separate q/k/v weights (kdim ≠ embed_dim) are read too; the root module is named "model"
+    mha = torch.nn.MultiheadAttention(D, H, kdim=10, vdim=10).double()
+    (pair,) = find_factor_pairs(mha)
+    assert pair.name == "model" and pair.left().shape == (D, D) and pair.right().shape == (D, 10)
+    assert torch.equal(pair.product(), mha.q_proj_weight.T @ mha.k_proj_weight)

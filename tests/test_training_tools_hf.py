@@ -40,7 +40,7 @@ def _trainer(tmp_path, model, cb, optimizers=(None, None), **kw):
         learning_rate=LR,
         weight_decay=0.1,
         logging_steps=kw.pop("logging_steps", 2),
-        report_to=[],
+        report_to=kw.pop("report_to", []),
         use_cpu=True,
         save_strategy=kw.pop("save_strategy", "no"),
         disable_tqdm=True,
@@ -159,3 +159,84 @@ def test_trainer_warns_when_lora_factors_get_no_decay(tmp_path):
     hist = cb.monitor.history
     assert hist[0]["step"] == 0 and hist[0]["spectral/transformer.h.0.attn.c_attn/nuclear"] == 0.0
     assert math.isnan(hist[0]["spectral/rho"]) and hist[-1]["step"] == STEPS and hist[-1]["spectral/rho"] >= 1.0
+
+
+def _tb_scalars(root):
+    """{tag: [(step, value), ...]} of every TensorBoard event file under root."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for ev in sorted(root.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev.parent), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out
+
+
+def test_metrics_reach_the_trainers_report_to_integration(tmp_path):
+    """report_to="tensorboard": λ, a_t and ρ arrive in the Trainer's own event file, at the logged steps."""
+    schedule = turn_off(0.1, at=4)
+    cb = WeightDecayCallback(schedule, monitor_every=2)
+    tr = _trainer(tmp_path, _model(), cb, report_to=["tensorboard"])
+    tr.train()
+    tags = _tb_scalars(tmp_path / "out")
+    assert {"train/loss", "train/wd/lambda", "train/wd/a", "train/spectral/rho", "train/spectral/rho_mean"} <= tags.keys()
+    assert [s for s, _ in tags["train/wd/lambda"]] == [2, 4, 6, 8]
+    assert [v for _, v in tags["train/wd/lambda"]] == pytest.approx([schedule(T - 1) for T in (2, 4, 6, 8)])
+    assert [v for _, v in tags["train/wd/a"]] == pytest.approx([_expected_a(schedule, T) for T in (2, 4, 6, 8)], rel=1e-5)
+    logged = [h["spectral/rho"] for h in tr.state.log_history if "loss" in h]
+    assert [v for _, v in tags["train/spectral/rho"]] == pytest.approx(logged, rel=1e-6)
+
+
+def test_fractions_of_max_steps_and_lambda_from_the_optimizer(tmp_path):
+    """turn_off(at=0.5) in the Trainer: horizon = max_steps, λ = TrainingArguments.weight_decay (0.1)."""
+    cb = WeightDecayCallback(turn_off(at=0.5))
+    tr = _trainer(tmp_path, _model(), cb)
+    tr.train()
+    lams = [h["wd/lambda"] for h in tr.state.log_history if "loss" in h]
+    assert lams == [0.1, 0.1, 0.0, 0.0]  # λ of steps 1, 3, 5, 7: off from step 4 = 0.5 · 8
+    assert cb.scheduler.a == pytest.approx(_expected_a(lambda t: 0.1 if t < 4 else 0.0), rel=1e-12)
+    full = WeightDecayCallback(turn_off(0.2, at=1.0))  # 1.0 = the whole run, not step 1
+    _trainer(tmp_path / "full", _model(), full).train()
+    assert full.scheduler.a == pytest.approx(_expected_a(lambda t: 0.2), rel=1e-12)
+
+
+def test_a_too_small_to_matter_warns_and_a_large_one_does_not(tmp_path):
+    from mirrorflow.training.scheduler import SmallRegularizationWarning
+
+    with pytest.warns(SmallRegularizationWarning, match=r"a_∞ = -0.0045"):  # Σ η_t λ_t = 0.1 · 0.045
+        _trainer(tmp_path / "small", _model(), WeightDecayCallback(turn_off(0.1, at=1.0))).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmallRegularizationWarning)
+        _trainer(tmp_path / "large", _model(), WeightDecayCallback(turn_off(2.0, at=1.0))).train()  # a_∞ = −0.09
+
+
+def test_auto_turn_off_that_never_fires_is_logged_and_warned(tmp_path):
+    auto = AutoTurnOff(0.1, signal="loss", mode="threshold", threshold=-1.0)
+    cb = WeightDecayCallback(auto)
+    tr = _trainer(tmp_path, _model(), cb)
+    with pytest.warns(UserWarning, match="never fired in 8 steps"):
+        tr.train()
+    logs = [h for h in tr.state.log_history if "loss" in h]
+    assert [h["wd/auto_off"] for h in logs] == [0.0] * 4 and not any("wd/triggered_at" in h for h in logs)
+
+
+def test_resume_writes_each_step_of_spectral_csv_once(tmp_path):
+    """Stopped at step 6 after a checkpoint at 4, resumed from 4: steps 4 and 6 are not written twice."""
+    from mirrorflow.store import read_csv
+
+    csv = tmp_path / "spectral.csv"
+    m1 = _model()
+    first = WeightDecayCallback(turn_off(0.1, at=4), monitor=SpectralMonitor(m1, every=2, csv_path=csv))
+    tr = _trainer(tmp_path / "run", m1, first, save_strategy="steps", save_steps=4)
+    tr.add_callback(_StopAt(6))
+    tr.train()
+    assert [int(r["step"]) for r in read_csv(csv)] == [0, 2, 4, 6]
+    m2 = _model(seed=5)
+    second = WeightDecayCallback(turn_off(0.1, at=4), monitor=SpectralMonitor(m2, every=2, csv_path=csv))
+    tr2 = _trainer(tmp_path / "run", m2, second, save_strategy="steps", save_steps=4)
+    tr2.train(resume_from_checkpoint=str(tmp_path / "run" / "out" / "checkpoint-4"))
+    rows = read_csv(csv)
+    assert [int(r["step"]) for r in rows] == [0, 2, 4, 6, 8]
+    assert float(rows[-1]["spectral/rho"]) == pytest.approx(second.monitor.last["spectral/rho"], rel=1e-12)

@@ -53,12 +53,17 @@ def _finite_nonneg(name: str, value: float) -> float:
     return v
 
 
+def is_fraction(at) -> bool:
+    """True when ``at`` is a fraction of the horizon: a ``float`` in [0, 1]."""
+    return isinstance(at, float) and 0.0 <= at <= 1.0
+
+
 def resolve_step(name: str, at: float, horizon: int | None) -> float:
     """A point in training given as a step (int, or float ≥ 1) or as a fraction of ``horizon``.
 
-    ``at`` of type ``float`` in [0, 1) is a fraction of the horizon; ``1.0`` is the whole horizon
-    only when ``horizon`` is given, otherwise step 1. Fractional steps are allowed: the schedule
-    then applies the fractional part of λ on the last step so budgets are exact.
+    ``at`` of type ``float`` in [0, 1] is a fraction of the horizon (``1.0`` is the whole horizon); an
+    ``int``, or a float above 1, is a step. Fractional steps are allowed: the schedule then applies the
+    fractional part of λ on the last step so budgets are exact.
     """
     if isinstance(at, bool) or at is None:
         raise ValueError(f"{name} must be a step or a fraction of the horizon, got {at!r}")
@@ -67,8 +72,7 @@ def resolve_step(name: str, at: float, horizon: int | None) -> float:
         horizon = int(horizon)
         if horizon <= 0:
             raise ValueError(f"horizon must be positive, got {horizon!r}")
-    is_fraction = isinstance(at, float) and (v < 1.0 or (v == 1.0 and horizon is not None))
-    if is_fraction:
+    if is_fraction(at):
         if horizon is None:
             raise ValueError(f"{name}={at!r} is a fraction of the horizon, but no horizon was given")
         v = v * horizon
@@ -89,6 +93,25 @@ class Schedule:
     cumulative: Callable[[np.ndarray], np.ndarray]
     name: str = "schedule"
     params: dict = field(default_factory=dict)
+    #: set on a schedule still waiting for its horizon or its λ: ``(horizon, value) -> Schedule``
+    resolve_with: Callable[[int | None, float | None], "Schedule"] | None = None
+
+    @property
+    def unresolved(self) -> bool:
+        """True while the horizon (a fraction ``at``) or the value (``value=None``) is still open."""
+        return self.resolve_with is not None
+
+    def resolve(self, horizon: int | None = None, value: float | None = None) -> "Schedule":
+        """Fix what was left open: ``horizon`` for fractions of training, ``value`` for λ (e.g. the
+        optimizer's ``weight_decay``). A resolved schedule returns itself.
+
+        >>> s = turn_off(at=0.25)
+        >>> s.unresolved, s.resolve(horizon=8, value=0.1).table(3).tolist()
+        (True, [0.1, 0.1, 0.0])
+        """
+        if self.resolve_with is None:
+            return self
+        return self.resolve_with(horizon, value)
 
     def __call__(self, step: int) -> float:
         return float(self.values(np.asarray([step], dtype=np.int64))[0])
@@ -115,6 +138,24 @@ class Schedule:
         return f"{self.name}({args})"
 
 
+def _pending(name: str, params: dict, build: Callable[[int | None, float | None], Schedule]) -> Schedule:
+    """A schedule waiting for its horizon and/or value: calling it raises, ``resolve`` builds it."""
+    args = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    missing = []
+    if params.get("value", params.get("init", 0.0)) is None:
+        missing.append("λ (value=None takes it from the optimizer)")
+    if any(is_fraction(v) for k, v in params.items() if k in ("at", "end")):
+        missing.append("the horizon (the fraction is of the number of training steps)")
+
+    def fail(_):
+        raise ValueError(
+            f"{name}({args}) still needs {' and '.join(missing)}: call .resolve(horizon=..., value=...), or pass it "
+            "to WeightDecayScheduler(..., horizon=N) or the Trainer callback (which uses max_steps and the optimizer's λ)"
+        )
+
+    return Schedule(fail, fail, name, params, resolve_with=build)
+
+
 def _t(t: np.ndarray) -> np.ndarray:
     return np.maximum(np.asarray(t, dtype=np.float64), 0.0)
 
@@ -134,15 +175,21 @@ def constant(value: float) -> Schedule:
     )
 
 
-def turn_off(value: float, at: float, horizon: int | None = None) -> Schedule:
+def turn_off(value: float | None = None, at: float | None = None, horizon: int | None = None) -> Schedule:
     """λ_t = c for t < t_off, 0 afterwards (Remark 3.9: the metric freezes at R_{a_T}).
 
     ``at`` is a step or a fraction of ``horizon``. A fractional ``at`` applies c·(at − ⌊at⌋) on step ⌊at⌋,
-    so integral(∞) = c·at exactly.
+    so integral(∞) = c·at exactly. Without a horizon, a fraction waits for one (:meth:`Schedule.resolve`);
+    ``value=None`` waits for λ (the optimizer's weight decay in :class:`WeightDecayScheduler`).
 
     >>> turn_off(2.0, at=0.25, horizon=8).table(4).tolist()
     [2.0, 2.0, 0.0, 0.0]
     """
+    if at is None:
+        raise ValueError("turn_off needs at= (a step, or a fraction of the horizon)")
+    if value is None or (is_fraction(at) and horizon is None):
+        return _pending("turn_off", {"value": value, "at": at},
+                        lambda h, v: turn_off(value if value is not None else v, at, h if h is not None else horizon))
     return _turn_off_at_step(_finite_nonneg("value", value), resolve_step("at", at, horizon))
 
 
@@ -154,12 +201,15 @@ def _turn_off_at_step(c: float, t_off: float) -> Schedule:
     return Schedule(values, lambda t: c * np.minimum(_t(t), t_off), "turn_off", {"value": c, "at": t_off})
 
 
-def linear_decay(init: float, end: float, horizon: int | None = None) -> Schedule:
+def linear_decay(init: float | None, end: float, horizon: int | None = None) -> Schedule:
     """λ_t = c·(1 − t/T_end) for t < T_end, 0 afterwards; Σ_{s<t} λ_s = c·(t − t(t−1)/(2T_end)) for t ≤ T_end.
 
     >>> linear_decay(1.0, end=4).table(5).tolist()
     [1.0, 0.75, 0.5, 0.25, 0.0]
     """
+    if init is None or (is_fraction(end) and horizon is None):
+        return _pending("linear_decay", {"init": init, "end": end},
+                        lambda h, v: linear_decay(init if init is not None else v, end, h if h is not None else horizon))
     c = _finite_nonneg("init", init)
     T = resolve_step("end", end, horizon)
     if T <= 0:
@@ -176,7 +226,7 @@ def linear_decay(init: float, end: float, horizon: int | None = None) -> Schedul
     return Schedule(values, cumulative, "linear_decay", {"init": c, "end": T})
 
 
-def cosine_decay(init: float, end: float, horizon: int | None = None) -> Schedule:
+def cosine_decay(init: float | None, end: float, horizon: int | None = None) -> Schedule:
     """λ_t = c·½(1 + cos(π t/T_end)) for t < T_end, 0 afterwards.
 
     Σ_{s<n} cos(sθ) = sin(nθ/2)·cos((n−1)θ/2)/sin(θ/2) with θ = π/T_end gives integral(t) in closed form.
@@ -184,6 +234,9 @@ def cosine_decay(init: float, end: float, horizon: int | None = None) -> Schedul
     >>> round(cosine_decay(1.0, end=100).integral(100), 6)
     50.5
     """
+    if init is None or (is_fraction(end) and horizon is None):
+        return _pending("cosine_decay", {"init": init, "end": end},
+                        lambda h, v: cosine_decay(init if init is not None else v, end, h if h is not None else horizon))
     c = _finite_nonneg("init", init)
     T = resolve_step("end", end, horizon)
     if T <= 0:

@@ -110,6 +110,11 @@ class AutoTurnOff:
             cands.append(self.max_step)
         return min(cands) if cands else None
 
+    def resolve_horizon(self, horizon: int | None, value: float | None = None) -> None:
+        """Fix an open horizon / λ of the base schedule (``AutoTurnOff(turn_off(at=0.5))``), in place."""
+        if getattr(self.base, "unresolved", False):
+            self.base = self.base.resolve(horizon, value)
+
     def _base(self, step: int) -> float:
         if not callable(self.base):
             return self.base

@@ -12,7 +12,13 @@ paper's product for a layer is ``W_Q W_Kᵀ = Σ_h W_Q^h W_K^hᵀ`` (d×d, rank 
 * BERT / MiniLM ``query`` / ``key`` and transformers-5 ViT / Llama-style ``q_proj`` / ``k_proj``
   (``nn.Linear``, weight ``(out, in)``, ``y = x Wᵀ``): ``W_Q = query.weightᵀ``, ``W_K = key.weightᵀ``;
   head h uses rows ``h·hd : (h+1)·hd`` of the weights. Grouped-query attention pairs query head h with
-  key head ``h // (H / H_kv)``.
+  key head ``h // (H / H_kv)``. DistilBERT ``q_lin`` / ``k_lin`` and T5 ``q`` / ``k`` (no 1/√d scaling in
+  T5's logits; the product is the same ``W_Q W_Kᵀ``) have the same layout.
+* GPT-NeoX / Pythia ``query_key_value`` (``nn.Linear``, weight ``(3d, d)``), laid out *per head*: the
+  output is viewed as ``(H, 3·hd)``, so head h's query rows are ``3h·hd : (3h+1)·hd`` and its key rows
+  the next ``hd`` (not ``[Q | K | V]`` blocks as in GPT-2).
+* torch ``nn.MultiheadAttention`` (also inside ``nn.TransformerEncoderLayer``): ``in_proj_weight``
+  ``(3E, E)`` = ``[W_q; W_k; W_v]`` blocks, ``q = x W_qᵀ``; head h uses rows ``h·hd : (h+1)·hd`` of each.
 
 When a peft adapter wraps the projection, the *effective* weight ``W_0 + scaling · B A`` is used.
 
@@ -143,7 +149,7 @@ def _heads(attn: nn.Module, model: nn.Module, out_q: int) -> tuple[int, int]:
         if h:
             break
     hd = None
-    for key in ("head_dim", "attention_head_size", "head_size"):
+    for key in ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim"):
         v = getattr(attn, key, None)
         if isinstance(v, int) and v > 0:
             hd = v
@@ -164,9 +170,31 @@ def _heads(attn: nn.Module, model: nn.Module, out_q: int) -> tuple[int, int]:
 
 # --- discovery ------------------------------------------------------------------------------------------
 
+#: separate query / key projections: BERT, ViT & Llama-style, DistilBERT, T5 (T5 also needs ``v``).
+_QK_NAMES = (("query", "key"), ("q_proj", "k_proj"), ("q_lin", "k_lin"), ("q", "k"))
+
+
+def _qk_modules(attn: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """The (query, key) projections of an attention module with separate ones, else None."""
+    for a, b in _QK_NAMES:
+        qm, km = getattr(attn, a, None), getattr(attn, b, None)
+        if _is_projection(qm) and _is_projection(km) and (a != "q" or _is_projection(getattr(attn, "v", None))):
+            return qm, km
+    return None
+
+
+def _mha_weight_fns(attn: nn.MultiheadAttention):
+    """torch ``nn.MultiheadAttention``: ``q = x W_qᵀ`` with ``W_q = in_proj_weight[:E]`` (``k``: the next
+    E rows), or the separate ``q_proj_weight`` / ``k_proj_weight`` when key and value widths differ."""
+    E = attn.embed_dim
+    if attn.in_proj_weight is not None:
+        return (lambda: attn.in_proj_weight[:E].transpose(0, 1)), (lambda: attn.in_proj_weight[E : 2 * E].transpose(0, 1))
+    return (lambda: attn.q_proj_weight.transpose(0, 1)), (lambda: attn.k_proj_weight.transpose(0, 1))
+
+
 def _attention_pairs(name: str, attn: nn.Module, model: nn.Module, per_head: bool) -> list[FactorPair]:
-    """Pairs for one attention module holding c_attn, query/key or q_proj/k_proj."""
-    short = _short(name)
+    """Pairs for one attention module (see the module docstring for the layouts)."""
+    short = _short(name) or "model"  # the root module has no name
     if hasattr(attn, "c_attn") and _is_projection(attn.c_attn) and _is_conv1d(_base(attn.c_attn)):
         w_fn = _weight_fn(attn.c_attn)  # (d, 3d) or (d, 2d) for cross-attention
         d_in, width = _base(attn.c_attn).weight.shape
@@ -181,11 +209,20 @@ def _attention_pairs(name: str, attn: nn.Module, model: nn.Module, per_head: boo
             k_fn = lambda: w_fn()[:, d : 2 * d]  # noqa: E731
         h, hd = _heads(attn, model, d)
         h_kv = h
+    elif isinstance(attn, nn.MultiheadAttention):
+        q_fn, k_fn = _mha_weight_fns(attn)
+        h, hd, h_kv = attn.num_heads, attn.head_dim, attn.num_heads
+    elif _is_neox(attn):
+        w_fn = _weight_fn(attn.query_key_value)  # GPT-NeoX: (3d, d), rows per head [q_h | k_h | v_h]
+        width = _base(attn.query_key_value).weight.shape[0]
+        if width % 3:
+            raise ModelError(f"{short}.query_key_value has width {width}, not 3 × the attention width")
+        h, hd = _heads(attn, model, width // 3)
+        h_kv = h
+        q_fn = lambda: w_fn().reshape(h, 3, hd, -1)[:, 0].reshape(h * hd, -1).transpose(0, 1)  # noqa: E731
+        k_fn = lambda: w_fn().reshape(h, 3, hd, -1)[:, 1].reshape(h * hd, -1).transpose(0, 1)  # noqa: E731
     else:
-        if hasattr(attn, "query") and hasattr(attn, "key"):
-            qm, km = attn.query, attn.key
-        else:
-            qm, km = attn.q_proj, attn.k_proj
+        qm, km = _qk_modules(attn)
         q_fn, k_fn = _io_weight_fn(qm), _io_weight_fn(km)
         out_q = _base(qm).weight.shape[1] if _is_conv1d(_base(qm)) else _base(qm).weight.shape[0]
         out_k = _base(km).weight.shape[1] if _is_conv1d(_base(km)) else _base(km).weight.shape[0]
@@ -221,7 +258,7 @@ def _attention_pairs(name: str, attn: nn.Module, model: nn.Module, per_head: boo
 
 
 def _lora_pairs(name: str, mod: nn.Module) -> list[FactorPair]:
-    short = _short(name)
+    short = _short(name) or "model"  # the root module has no name
     pairs = []
 
     def label(adapter: str) -> str:
@@ -275,21 +312,25 @@ def _has_lora(mod: nn.Module) -> bool:
 def _is_attention(mod: nn.Module) -> bool:
     if _is_projection(getattr(mod, "c_attn", None)) and _is_conv1d(_base(mod.c_attn)):
         return True
-    if _is_projection(getattr(mod, "query", None)) and _is_projection(getattr(mod, "key", None)):
+    if isinstance(mod, nn.MultiheadAttention):
         return True
-    return _is_projection(getattr(mod, "q_proj", None)) and _is_projection(getattr(mod, "k_proj", None))
+    return _is_neox(mod) or _qk_modules(mod) is not None
+
+
+def _is_neox(mod: nn.Module) -> bool:
+    """GPT-NeoX attention (its per-head fused layout; other fused ``query_key_value`` layouts differ)."""
+    qkv = getattr(mod, "query_key_value", None)
+    return type(mod).__name__.startswith("GPTNeoX") and _is_projection(qkv) and isinstance(_base(qkv), nn.Linear)
 
 
 def _unpaired(model: nn.Module) -> list[str]:
     """Modules that look like half of a pair (for the error message)."""
     out = []
     for name, mod in model.named_modules():
-        for a, b in (("query", "key"), ("q_proj", "k_proj"), ("lora_A", "lora_B")):
+        for a, b in (*_QK_NAMES[:3], ("lora_A", "lora_B")):
             ha, hb = hasattr(mod, a), hasattr(mod, b)
             if ha != hb:
                 out.append(f"{_short(name) or '<root>'}: has {a if ha else b} but no {b if ha else a}")
-        if isinstance(mod, nn.MultiheadAttention):
-            out.append(f"{_short(name) or '<root>'}: torch nn.MultiheadAttention (fused in_proj_weight; pass extra=)")
     return out
 
 
@@ -359,7 +400,8 @@ def find_factor_pairs(
     if not found:
         half = _unpaired(model)
         summary = (
-            f"attention modules (GPT-2 c_attn Conv1D fused [Q|K|V], BERT query/key, ViT/Llama q_proj/k_proj): {n_attn}; "
+            f"attention modules (GPT-2 c_attn, GPT-NeoX query_key_value, torch MultiheadAttention, BERT query/key, "
+            f"ViT/Llama q_proj/k_proj, DistilBERT q_lin/k_lin, T5 q/k): {n_attn}; "
             f"peft LoRA layers (lora_A/lora_B): {n_lora}"
         )
         hint = f"; unpaired: {'; '.join(half[:8])}" if half else ""

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .factors import FactorPair, find_factor_pairs
+from .loggers import TensorBoardSink, make_sink
 from .spectral import METRICS, batched_spectral_metrics, product_singular_values
 
 __all__ = ["SpectralMonitor", "CsvAppender"]
@@ -41,13 +42,17 @@ class CsvAppender:
     """Append rows to a CSV file, one ``write`` of a whole line per row (``O_APPEND``), flushed and fsynced.
 
     A line cut short by a crash is removed when the file is opened again; an existing file must have the
-    same header (a resumed run), otherwise ``ValueError``. Columns are fixed by the first row.
+    same header (a resumed run), otherwise ``ValueError``. Columns are fixed by the first row. With ``key``
+    (a numeric column, e.g. ``"step"``), a row whose key is not beyond the file's last row is skipped: a run
+    resumed from a checkpoint does not write the steps it already wrote again.
     """
 
-    def __init__(self, path: str | os.PathLike, fsync: bool = True):
+    def __init__(self, path: str | os.PathLike, fsync: bool = True, key: str | None = None):
         self.path = Path(path)
         self.columns: list[str] | None = None
         self.fsync = fsync
+        self.key = key
+        self.written_through: float | None = None  # the key of the file's last row
 
     def _existing_header(self) -> list[str] | None:
         if not self.path.is_file() or self.path.stat().st_size == 0:
@@ -60,7 +65,14 @@ class CsvAppender:
                 data = data[:cut]
         if not data:
             return None
-        return data.split(b"\n", 1)[0].decode().split(",")
+        lines = data.decode().rstrip("\n").split("\n")
+        header = lines[0].split(",")
+        if self.key in header and len(lines) > 1:
+            try:
+                self.written_through = float(lines[-1].split(",")[header.index(self.key)])
+            except ValueError:
+                pass
+        return header
 
     def append(self, row: dict) -> None:
         if self.columns is None:
@@ -75,6 +87,10 @@ class CsvAppender:
                     "use another csv_path or delete the file"
                 )
             self.columns = columns
+        if self.written_through is not None and float(row[self.key]) <= self.written_through:
+            return  # already in the file (a resumed run)
+        if self.key is not None:
+            self.written_through = float(row[self.key])
         self._write(",".join(_fmt(row.get(c, "")) for c in self.columns) + "\n")
 
     def _write(self, line: str) -> None:
@@ -99,8 +115,13 @@ class SpectralMonitor:
         per_head: attention products per head instead of per layer.
         csv_path: append one row per measurement (``step`` + all keys) to this CSV; a
             :class:`~mirrorflow.store.RunDir` means its ``spectral.csv``.
+            On a resumed run, steps already in the file are not written again.
         tensorboard_dir: also write scalars with ``torch.utils.tensorboard`` when it is installed
-            (a warning otherwise).
+            (a warning otherwise); shorthand for ``loggers=["tensorboard:DIR"]``.
+        scheduler: a :class:`~mirrorflow.training.scheduler.WeightDecayScheduler`; each measurement then also
+            has ``wd/lambda`` (λ of the step just taken, first driven group) and ``wd/a`` (a_t).
+        loggers: sinks of :mod:`mirrorflow.training.loggers` (``"tensorboard:DIR"``, ``"wandb"``,
+            ``"mlflow"`` or sink objects); every measurement goes to each.
         include, extra: passed to ``find_factor_pairs``.
         per_pair: report the per-pair keys (set False to log only the aggregates).
         dtype: working precision of the SVDs (default: the factors', at least float32).
@@ -127,6 +148,8 @@ class SpectralMonitor:
         extra: Sequence[tuple] | None = None,
         per_pair: bool = True,
         dtype: torch.dtype | None = None,
+        scheduler=None,
+        loggers: Sequence = (),
     ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
@@ -146,15 +169,14 @@ class SpectralMonitor:
         self.history: list[dict[str, float]] = []
         if csv_path is not None and hasattr(csv_path, "file") and hasattr(csv_path, "finish"):  # a RunDir
             csv_path = csv_path.file("spectral.csv")
-        self._csv = CsvAppender(csv_path) if csv_path is not None else None
-        self._tb = None
+        self._csv = CsvAppender(csv_path, key="step") if csv_path is not None else None
+        self.scheduler = scheduler
+        self.sinks = [make_sink(x) for x in loggers]
         if tensorboard_dir is not None:
             try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard not installed
+                self.sinks.append(TensorBoardSink(tensorboard_dir))
+            except ModuleNotFoundError:
                 warnings.warn("tensorboard is not installed: SpectralMonitor writes no TensorBoard events", stacklevel=2)
-            else:
-                self._tb = SummaryWriter(log_dir=str(tensorboard_dir))
 
     @property
     def pair_names(self) -> list[str]:
@@ -200,6 +222,8 @@ class SpectralMonitor:
             for kind in kinds:
                 idx = [i for i, p in enumerate(self.pairs) if p.kind == kind]
                 metrics.update(self._aggregate(per, idx, f"spectral/{kind}"))
+        if self.scheduler is not None:
+            metrics.update(self.scheduler.wd_metrics())
         self.last = metrics
         self.last_step = step
         self._log(metrics, step)
@@ -238,15 +262,13 @@ class SpectralMonitor:
         self.history.append(row)
         if self._csv is not None:
             self._csv.append(row)
-        if self._tb is not None:
-            for k, v in metrics.items():
-                self._tb.add_scalar(k, v, t)
-            self._tb.flush()
+        for sink in self.sinks:
+            sink.log(metrics, t)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     def __enter__(self) -> "SpectralMonitor":
         return self

@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import numbers
+import warnings
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -31,6 +32,29 @@ import torch
 from ..schedules import Schedule
 
 ScheduleLike = Schedule | Callable[[int], float]
+
+#: |a_∞| below this is too small for the geometry to change (docs/training-tools.md, "How much regularization"):
+#: Eq. (9)'s scale γ_a = e^{2a}·γ_0 then moves by less than 10 % (e^{-0.1} ≈ 0.905), while the change of the
+#: type of bias (L2 → L1) happens on the scale |a| ~ 1.
+MIN_EFFECTIVE_A = 0.05
+
+
+class SmallRegularizationWarning(UserWarning):
+    """The planned accumulated regularization a_∞ is too small for the implicit bias to change."""
+
+
+def warn_if_small(a_inf: float, what: str = "the planned schedule") -> bool:
+    """Warn (:class:`SmallRegularizationWarning`) when |a_∞| < :data:`MIN_EFFECTIVE_A`; True if it warned."""
+    if abs(a_inf) >= MIN_EFFECTIVE_A:
+        return False
+    warnings.warn(
+        f"{what} accumulates a_∞ = {a_inf:.3g} (a = −Σ η_t λ_t): with |a_∞| < {MIN_EFFECTIVE_A} the geometry's "
+        f"scale e^(2a) changes by {100 * (1 - math.exp(2 * a_inf)):.1f} % only, too little for the implicit bias "
+        "to change (it changes type on the scale |a| ~ 1); raise λ, the learning rate or the decay period",
+        SmallRegularizationWarning,
+        stacklevel=3,
+    )
+    return True
 
 
 def is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
@@ -80,6 +104,9 @@ class WeightDecayScheduler:
         scale_by_initial: if True, λ_t = (group's initial weight_decay) × schedule(t) (like ``LambdaLR``);
             otherwise λ_t = schedule(t).
         last_epoch: as in ``lr_scheduler``: -1 starts fresh.
+        horizon: number of training steps; fixes schedules given as fractions of training
+            (``turn_off(0.1, at=0.4)``). A schedule built with ``value=None`` (``turn_off(at=0.4)``) takes λ
+            from the group's initial ``weight_decay``.
 
     >>> import torch
     >>> from mirrorflow.schedules import turn_off
@@ -99,6 +126,7 @@ class WeightDecayScheduler:
         groups: Iterable[int | str] | None = None,
         scale_by_initial: bool = False,
         last_epoch: int = -1,
+        horizon: int | None = None,
     ):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -121,15 +149,49 @@ class WeightDecayScheduler:
                 )
         for i in self.group_indices:
             pg[i].setdefault("initial_weight_decay", pg[i]["weight_decay"])
+        self.horizon = horizon
+        self.schedules = [self._resolve(s, k) for k, s in enumerate(self.schedules)]
         self.scale_by_initial = scale_by_initial
         self.last_epoch = last_epoch
         self.a = 0.0  # a_t = -Σ η_s λ_s over the first selected group (see a_per_group)
         self.a_per_group = [0.0] * len(self.group_indices)
         self.log_shrink_per_group = [0.0] * len(self.group_indices)
         self.optimizer_steps = 0
+        self.last_used_wd = 0.0  # λ of the last optimizer step (first group)
         self._last_wd: list[float] = []
         self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step)
         self.step()
+
+    def _resolve(self, schedule, k: int):
+        """Fix a schedule's open horizon / λ (see :meth:`~mirrorflow.schedules.Schedule.resolve`)."""
+        if hasattr(schedule, "resolve_horizon"):  # AutoTurnOff: resolves its base schedule in place
+            schedule.resolve_horizon(self.horizon, self._initial(k))
+            return schedule
+        if not getattr(schedule, "unresolved", False):
+            return schedule
+        if schedule.params.get("value", schedule.params.get("init", 0.0)) is None and self._initial(k) == 0:
+            warnings.warn(
+                f"{schedule!r} takes λ from the optimizer, but param group {self.group_indices[k]} has weight_decay 0",
+                stacklevel=3,
+            )
+        out = schedule.resolve(self.horizon, self._initial(k))
+        if out.unresolved:
+            out(0)  # raises the error naming what is still missing
+        return out
+
+    def _initial(self, k: int) -> float:
+        return float(self.optimizer.param_groups[self.group_indices[k]]["initial_weight_decay"])
+
+    def planned_a(self, horizon: int | None = None, lr: Callable[[int], float] | None = None) -> float:
+        """The accumulated regularization the schedule plans for: a_∞ = −Σ_{t<T} η_t λ_t (first group).
+
+        ``lr(t)`` gives η_t (default: the group's current learning rate); T = ``horizon`` or the scheduler's.
+        """
+        T = horizon if horizon is not None else self.horizon
+        if T is None:
+            raise ValueError("planned_a needs a horizon (the number of training steps)")
+        eta = lr if lr is not None else (lambda t, g=self.optimizer.param_groups[self.group_indices[0]]: float(g["lr"]))
+        return -sum(eta(t) * self._value(0, t) for t in range(int(T)))
 
     # -- selection -------------------------------------------------------------------------------
     def _select(self, groups: Iterable[int | str] | None) -> list[int]:
@@ -173,6 +235,10 @@ class WeightDecayScheduler:
             self.optimizer.param_groups[i]["weight_decay"] = v
         self._last_wd = values
 
+    def wd_metrics(self) -> dict[str, float]:
+        """``{"wd/lambda": λ of the last optimizer step, "wd/a": a_t}`` (first driven group)."""
+        return {"wd/lambda": self.last_used_wd, "wd/a": float(self.a)}
+
     def get_last_wd(self) -> list[float]:
         """λ currently set in each selected group (like ``get_last_lr``)."""
         return list(self._last_wd)
@@ -182,6 +248,8 @@ class WeightDecayScheduler:
         for k, i in enumerate(self.group_indices):
             lr = float(pg[i]["lr"])
             lam = float(pg[i]["weight_decay"])
+            if k == 0:
+                self.last_used_wd = lam
             self.a_per_group[k] -= lr * lam
             if is_decoupled(optimizer, pg[i]):
                 self.log_shrink_per_group[k] += math.log(max(1.0 - lr * lam, 1e-300))
@@ -202,6 +270,7 @@ class WeightDecayScheduler:
             "a_per_group": list(self.a_per_group),
             "log_shrink_per_group": list(self.log_shrink_per_group),
             "optimizer_steps": self.optimizer_steps,
+            "last_used_wd": self.last_used_wd,
             "group_indices": list(self.group_indices),
             "scale_by_initial": self.scale_by_initial,
             "_last_wd": list(self._last_wd),
@@ -221,6 +290,7 @@ class WeightDecayScheduler:
         self.log_shrink_per_group = list(state["log_shrink_per_group"])
         self.a = self.a_per_group[0] if self.a_per_group else 0.0
         self.optimizer_steps = int(state["optimizer_steps"])
+        self.last_used_wd = float(state.get("last_used_wd", 0.0))
         self.scale_by_initial = bool(state["scale_by_initial"])
         for s, st in zip(self.schedules, state.get("schedule_state", [])):
             if st is not None and hasattr(s, "load_state_dict"):
