@@ -57,6 +57,7 @@ from ...engine.progress import progress_or_bar
 from ...engine.reparam_regression import ReparamRegression
 from ...geometry import MW, DeepProduct, Identity, PowerDiff, Reparameterization
 from ...report.figures import save_png, trace_plot
+from ...report.tables import markdown_table
 from ...store import RunDir, write_json
 from ...schedules import turn_off
 
@@ -366,14 +367,14 @@ def table_markdown(base: Config, rows: Sequence[tuple[str, Mapping]], ratio_star
         f"Diagonal linear networks, Figs. 8/9 (N={base.n_samples}, d={base.dim}, ‖x*‖₀={base.sparsity}, "
         f"init scale {base.init_scale:g}, η: {etas}, {base.steps_on} steps with weight decay + "
         f"{base.steps_off} without; ‖x*‖₁/‖x*‖₂ = {ratio_star:.3f}, x*₁ = {x1_star:.3f})\n\n"
-        "| model | λ | a_∞ | dist at turn-off | dist final | L1/L2 at turn-off | L1/L2 final | train loss | x₁ final "
-        "| converged | Thm 3.11: dist of x_pred | Thm 3.11: ‖x_pred − x_trained‖ |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
+    header = ["model", "λ", "a_∞", "dist at turn-off", "dist final", "L1/L2 at turn-off", "L1/L2 final", "train loss",
+              "x₁ final", "converged", "Thm 3.11: dist of x_pred", "Thm 3.11: ‖x_pred − x_trained‖"]
     lines = []
     for model, r in rows:
         if r["status"] == "diverged":
-            lines.append(f"| {model} | {r['weight_decay']:g} | diverged at step {r['diverged_at']} | – | – | – | – | – | – | no | – | – |")
+            lines.append([model, f"{r['weight_decay']:g}", f"diverged at step {r['diverged_at']}"] + ["–"] * 6
+                         + ["no", "–", "–"])
             continue
         if "pred_dist" not in r:
             pred = gap = "–"
@@ -381,12 +382,11 @@ def table_markdown(base: Config, rows: Sequence[tuple[str, Mapping]], ratio_star
             pred = gap = "solver n.c."
         else:
             pred, gap = _fmt(r["pred_dist"], ".3g"), _fmt(r["pred_gap"], ".2g")
-        lines.append(
-            f"| {model} | {r['weight_decay']:g} | {r['a_final']:.3g} | {r['dist_on']:.3g} | {r['dist_final']:.3g} "
-            f"| {r['l1_l2_on']:.3f} | {r['l1_l2_final']:.3f} | {r['train_loss_final']:.1e} | {r['x1_final']:.3f} "
-            f"| {'yes' if r['converged'] else 'no'} | {pred} | {gap} |"
-        )
-    return head + "\n".join(lines) + "\n"
+        lines.append([model, f"{r['weight_decay']:g}", f"{r['a_final']:.3g}", f"{r['dist_on']:.3g}",
+                      f"{r['dist_final']:.3g}", f"{r['l1_l2_on']:.3f}", f"{r['l1_l2_final']:.3f}",
+                      f"{r['train_loss_final']:.1e}", f"{r['x1_final']:.3f}", "yes" if r["converged"] else "no",
+                      pred, gap])
+    return head + markdown_table(header, lines)
 
 
 def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,

@@ -43,6 +43,7 @@ import torch
 from ...config import build, config_dict, parse_seed_list, require, user_words
 from ...engine.batched import Trace, resolve_device, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
+from ...report.tables import markdown_table
 from ...store import RunDir
 from ...schedules import SCHEDULE_KINDS, Schedule, from_spec
 
@@ -384,19 +385,16 @@ def table2_markdown(labels: Sequence[str], summaries: Sequence[Mapping], base: C
         f"Matrix sensing, Table 2 (n={base.n}, r={base.r}, m={base.measurements}, W0={base.init_scale:g}·I, "
         f"η={base.lr:g}, T={base.steps}, Σλ={base.wd * base.steps:g}, loss threshold {base.loss_threshold:g}; "
         f"‖W*‖_* = 1)\n\n"
-        "| Schedule | Nuclear norm | Train loss | Rec error | Time to train loss | a_∞ |\n"
-        "|---|---|---|---|---|---|\n"
     )
-    lines = []
+    rows = []
     for lab, s in zip(labels, summaries):
         if s["status"] == "diverged":
-            lines.append(f"| {lab} | diverged at step {s['diverged_at']} | – | – | – | – |")
+            rows.append([lab, f"diverged at step {s['diverged_at']}", "–", "–", "–", "–"])
             continue
-        lines.append(
-            f"| {lab} | {s['nuclear_norm']:.3f} | {_fmt(s['train_loss'], '.2e')} | {_fmt(s['rec_error'], '.2e')} "
-            f"| {_fmt(s['time_to_train_loss'], 'd')} | {s['a_final']:.3g} |"
-        )
-    return head + "\n".join(lines) + "\n"
+        rows.append([lab, f"{s['nuclear_norm']:.3f}", _fmt(s["train_loss"], ".2e"), _fmt(s["rec_error"], ".2e"),
+                     _fmt(s["time_to_train_loss"], "d"), f"{s['a_final']:.3g}"])
+    return head + markdown_table(["Schedule", "Nuclear norm", "Train loss", "Rec error", "Time to train loss", "a_∞"],
+                                 rows)
 
 
 def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
