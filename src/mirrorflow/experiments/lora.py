@@ -58,11 +58,14 @@ TINY_GPT2 = {"n_embd": 64, "n_layer": 2, "n_head": 4}
 class Config:
     """LoRA experiment grid: every weight decay × seed, with constant / turned-off / automatic arms.
 
-    ``model=auto`` is ``minilm`` for ``task=speakers`` and ``tiny-gpt2`` for ``task=lm``.
+    ``model=auto`` is ``minilm`` for ``task=speakers`` and ``smollm2`` (SmolLM2-135M-Instruct, offline) for
+    ``task=lm``. The defaults are the CPU design of ``docs/transformers.md`` (SmolLM2, 4 paired seeds).
+    ``val_windows`` windows are evaluated at the end of every arm; during training only ``val_subset`` of
+    them (``val_loss_subset``; 0 = all, every time).
     ``target_modules`` empty = peft's default for the architecture (BERT: query, value; GPT-2: c_attn).
     """
 
-    task: str = "speakers"
+    task: str = "lm"
     model: str = "auto"
     hub: bool = False
     rank: int = 8
@@ -72,22 +75,23 @@ class Config:
     lr: float = 0.02
     momentum: float = 0.9
     clip: float = 0.0
-    weight_decays: tuple[float, ...] = (0.02, 0.1)
-    off_at: int = 60
-    auto_off: bool = True
+    weight_decays: tuple[float, ...] = (0.1,)
+    off_at: int = 24
+    auto_off: bool = False
     auto_tol: float = 0.05
     auto_window: int = 2
-    baseline: bool = True
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 150
-    batch_size: int = 16
-    eval_every: int = 30
+    baseline: bool = False
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    steps: int = 60
+    batch_size: int = 4
+    eval_every: int = 12
     speakers: int = 4
     train_head: bool = True
     max_length: int = 24
     val_size: int = 192
     block_size: int = 64
-    val_windows: int = 32
+    val_windows: int = 512
+    val_subset: int = 32
     device: str = "auto"
     threads: int = 1
     workers: int = 1
@@ -110,6 +114,7 @@ class Config:
         require(self.threads >= 0, f"threads must be non-negative, got {self.threads}")
         require(self.workers >= 1, f"workers must be at least 1, got {self.workers}")
         require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        require(self.val_subset >= 0, f"val_subset must be non-negative, got {self.val_subset}")
         if self.task == "speakers":
             require(self.resolved_model != "tiny-gpt2", "task=speakers needs a pretrained text encoder (model=minilm or a BERT-like name/path)")
         self.train_spec(0).validate()
@@ -117,7 +122,7 @@ class Config:
     @property
     def resolved_model(self) -> str:
         if self.model == "auto":
-            return "minilm" if self.task == "speakers" else "tiny-gpt2"
+            return "minilm" if self.task == "speakers" else "smollm2"
         return self.model
 
     def train_spec(self, seed: int) -> TrainSpec:
@@ -155,11 +160,13 @@ def make_task(cfg: Config, device: str = "cpu"):
         tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
         return SpeakerTask(text, tok, k=cfg.speakers, max_length=cfg.max_length, val_size=cfg.val_size, device=device)
     if name == "tiny-gpt2":
-        return LMTask(text, None, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device)
-    from transformers import AutoTokenizer
+        tok = None
+    else:
+        from transformers import AutoTokenizer
 
-    tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
-    return LMTask(text, tok, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device)
+        tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
+    return LMTask(text, tok, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device,
+                  val_subset=cfg.val_subset)
 
 
 def make_model(cfg: Config, task, seed: int):
