@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = ["finite", "mean_std", "t_interval", "t_interval_columns", "t_quantile", "PairedDifference",
-           "paired_difference", "seeds_needed", "format_mean_std"]
+           "paired_difference", "seeds_needed", "format_mean_std", "PAIRED_COLUMNS", "paired_cells"]
 
 
 def finite(values: Iterable[float | None]) -> list[float]:
@@ -151,3 +151,19 @@ def format_mean_std(values: Iterable[float | None], spec: str = ".3f", scale: fl
     if n == 1:
         return format(m, spec)
     return f"{format(m, spec)} ± {format(s, spec.lstrip('+'))}"
+
+
+PAIRED_COLUMNS = ("mean [95 % CI]", "signs −/+", "n", "seeds needed")
+
+
+def paired_cells(d: PairedDifference, spec: str = "+.3f", scale: float = 1.0) -> list[str]:
+    """Table cells of a paired difference (:data:`PAIRED_COLUMNS`): ``mean [low, high]`` (×``scale``),
+    the sign count ``negative/positive``, the number of seeds, and the seeds needed for ``d.effect``
+    (``"–"`` without an effect size; ``">n"`` style is not used: the number is the estimate)."""
+    if d.n == 0:
+        return ["–", "–", "0", "–"]
+    m = format(d.mean * scale, spec)
+    ci = (f" [{format(d.low * scale, spec)}, {format(d.high * scale, spec)}]"
+          if math.isfinite(d.half_width) else " [n < 2]")
+    needed = "–" if d.effect is None or d.needed is None else str(d.needed)
+    return [m + ci, f"{d.negative}/{d.positive}", str(d.n), needed]
