@@ -91,7 +91,7 @@ def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
     assert {r["arm"] for r in base} == {"constant"} and all(float(r["a"]) == 0.0 for r in base)
     # same seed → same numbers: a second run into another directory, its groups in 2 worker processes
     main(_lm_cli(tmp_path / "again", workers="2"))
-    assert capsys.readouterr().out.count("| 0.5 |") == 1
+    assert capsys.readouterr().out.count("| 0.5 |") == 2  # the per-arm table and the paired table
     for g in ("wd0.5-seed0", "wd0.5-seed1", "wd0-seed0", "wd0-seed1"):
         assert (tmp_path / "again" / "groups" / g / "metrics.csv").read_text() == \
             (out / "groups" / g / "metrics.csv").read_text(), g
