@@ -120,6 +120,11 @@ def test_reproduce_cli_writes_tables_and_figures_and_reuses_finished_groups(tmp_
         assert (out / f).is_file(), f
     t3 = (out / "table3.md").read_text()
     assert "| 1 |" in t3 and "| 2 |" in t3 and "auto" in t3
+    # paired differences (2 seeds) and crossings against the sweep's constant curves (λ = 0, 1) and λ = 3
+    assert "| 3 | off at epoch 1 | val acc (points) |" in t3 and "| 3 | off at epoch 2 | val loss |" in t3
+    assert "| crosses λ=0 | crosses λ=1 | crosses λ=3 |" in t3
+    for name in ("table4.md", "appG_lr_schedule.md"):
+        assert "| mean [95 % CI] | signs −/+ | n | seeds needed |" in (out / name).read_text()
     t4 = (out / "table4.md").read_text()
     assert "minilm (pretrained) / speakers" in t4 and "ViT (scratch) / digits" in t4
     # every group finished; the MiniLM rows carry a finite ρ of W_Q W_Kᵀ for its 6 layers

@@ -12,8 +12,9 @@ from mirrorflow.errors import ConfigError, ModelError
 from mirrorflow.experiments import lora
 from mirrorflow.experiments.transformers.tasks import speaker_lines
 
-LM = {"task": "lm", "steps": "12", "off_at": "6", "eval_every": "3", "batch_size": "4", "block_size": "16",
-      "val_windows": "8", "lr": "0.1", "weight_decays": "0.5", "seeds": "0,1"}
+LM = {"task": "lm", "model": "tiny-gpt2", "steps": "12", "off_at": "6", "eval_every": "3", "batch_size": "4", "block_size": "16",
+      "val_windows": "8", "lr": "0.1", "weight_decays": "0.5", "seeds": "0,1", "baseline": "true",
+      "auto_off": "true"}
 
 
 def test_speaker_lines_and_split_keep_speeches_on_one_side():
@@ -55,6 +56,17 @@ def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
     main(_lm_cli(out))
     table = capsys.readouterr().out
     assert "LoRA (Table 5 analog): tiny-gpt2" in table and "| 0.5 |" in table and "| 0 (no WD) |" in table
+    # the paired table: turned off − kept over the 2 seeds, recomputed here from the groups' final rows
+    from mirrorflow.report.stats import paired_difference
+
+    fin = {}
+    for s in (0, 1):
+        for r in read_csv(out / "groups" / f"wd0.5-seed{s}" / "metrics.csv"):
+            fin[(r["arm"], s)] = float(r["val_loss"])  # last row of each arm wins
+    d = paired_difference([fin[("constant", s)] for s in (0, 1)], [fin[("off@6", s)] for s in (0, 1)])
+    assert f"| 0.5 | off@6 | val loss | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.negative}/{d.positive} | 2 |" in table
+    # ρ crossings against every constant curve (λ = 0.5 and the λ = 0 baseline)
+    assert "| crosses λ=0 | crosses λ=0.5 |" in table
     for f in ("table5.md", "fig4_lora_rho.png", "lora_val_loss.png", "summary.json", "config.yaml"):
         assert (out / f).is_file(), f
     rows = read_csv(out / "groups" / "wd0.5-seed0" / "metrics.csv")
@@ -79,7 +91,7 @@ def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
     assert {r["arm"] for r in base} == {"constant"} and all(float(r["a"]) == 0.0 for r in base)
     # same seed → same numbers: a second run into another directory, its groups in 2 worker processes
     main(_lm_cli(tmp_path / "again", workers="2"))
-    assert capsys.readouterr().out.count("| 0.5 |") == 1
+    assert capsys.readouterr().out.count("| 0.5 |") == 2  # the per-arm table and the paired table
     for g in ("wd0.5-seed0", "wd0.5-seed1", "wd0-seed0", "wd0-seed1"):
         assert (tmp_path / "again" / "groups" / g / "metrics.csv").read_text() == \
             (out / "groups" / g / "metrics.csv").read_text(), g
@@ -94,7 +106,7 @@ def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
     from mirrorflow.experiments.transformers.train import Trainer
     from mirrorflow.training.monitor import SpectralMonitor
 
-    cfg = build(lora.Config, {"steps": "3", "off_at": "1", "eval_every": "3", "batch_size": "4", "val_size": "8",
+    cfg = build(lora.Config, {"task": "speakers", "steps": "3", "off_at": "1", "eval_every": "3", "batch_size": "4", "val_size": "8",
                               "seeds": "0"})
     task = lora.make_task(cfg)
     model = lora.make_model(cfg, task, seed=0)
@@ -122,7 +134,9 @@ def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
         (["off_at=400", "steps=100"], "off_at must be in 1..steps-1"),
         (["optimizer=adam"], "optimizer must be one of sgd, adamw"),
         (["rank=lots"], "rank: expected an integer"),
-        (["task=lm", "target_modules=no_such_layer"], "LoRA on 'tiny-gpt2'"),
+        (["task=lm", "model=tiny-gpt2", "target_modules=no_such_layer"], "LoRA on 'tiny-gpt2'"),
+        (["model=no-such-file.gguf"], "model 'no-such-file.gguf': no such file"),
+        (["val_subset=-1"], "val_subset must be non-negative"),
     ],
 )
 def test_bad_input_is_one_line_error(tmp_path, capsys, args, needle):
@@ -162,3 +176,39 @@ def test_lm_with_a_local_causal_lm_directory_and_its_tokenizer(tmp_path):
     assert any(k.endswith("c_attn/rho") for k in rows[0])
     assert math.isfinite(float(rows[-1]["val_loss"])) and float(rows[-1]["val_loss"]) < 12
     assert "local-gpt2" in summary["table"]
+
+
+def test_lm_task_subset_first_and_full_set_only_at_the_end():
+    """The fixed subset's windows fill the first batches; during training only they are evaluated, the full
+    set (with its per-window standard error) at the last step."""
+    from mirrorflow.data.datasets import load_tinyshakespeare
+    from mirrorflow.experiments.transformers.distributed import dist_env
+    from mirrorflow.experiments.transformers.tasks import LMTask
+    from mirrorflow.experiments.transformers.train import Trainer
+
+    task = LMTask(load_tinyshakespeare(), None, block_size=16, val_windows=40, val_subset=8, eval_batch=4)
+    assert task.subset_batches == 2 and task.n_val == 40 and len(set(task.val_starts)) == 40
+    assert task.val_starts[:8] == [sorted(task.val_starts)[5 * i] for i in range(8)]  # every 5th window
+    cfg = build(lora.Config, {**LM, "steps": "4", "off_at": "2", "eval_every": "2", "val_windows": "40",
+                              "val_subset": "8"})
+    model = lora.make_model(cfg, task, seed=0)
+    tr = Trainer(model, task, cfg.train_spec(0), 0.5, dist_env("cpu"))
+    tr.advance(4)
+    first, last = tr.rows[0], tr.rows[-1]
+    assert math.isnan(first["val_loss"]) and math.isfinite(first["val_loss_subset"])
+    assert math.isfinite(last["val_loss"]) and 0 < last["val_loss_sem"] < 0.5
+    # by hand: per-window mean losses over all 40 windows
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        w = []
+        for b in task.eval_batches():
+            x = b["tokens"]
+            z = model(input_ids=x[:, :-1]).logits.float()
+            w += F.cross_entropy(z.reshape(-1, z.shape[-1]), x[:, 1:].reshape(-1), reduction="none").view(len(x), -1).mean(1).tolist()
+        sub = w[:8]
+    t = torch.tensor(w, dtype=torch.float64)
+    assert last["val_loss"] == pytest.approx(float(t.mean()), rel=1e-5)
+    assert last["val_loss_sem"] == pytest.approx(float(t.std() / math.sqrt(40)), rel=1e-4)
+    assert last["val_loss_subset"] == pytest.approx(sum(sub) / 8, rel=1e-5)

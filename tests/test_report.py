@@ -142,3 +142,18 @@ def test_figures_one_per_metric_and_learning_curves(probe_sweep):
     seeds = [s ** 1.5 for s in range(3)]
     np.testing.assert_allclose(line.get_ydata()[:2], [statistics.mean([x ** 2 + s for s in seeds]) for x in (1, 2)])
     assert math.isnan(line.get_ydata()[2])  # diverged everywhere: no point
+
+
+def test_paired_cells_give_interval_signs_and_seeds_needed():
+    from mirrorflow.report.stats import paired_cells, paired_difference, seeds_needed
+
+    a, b = [0.90, 0.92, 0.88, 0.91], [0.93, 0.92, 0.91, 0.95]
+    d = paired_difference(a, b, effect=0.017)
+    diffs = [y - x for x, y in zip(a, b)]
+    half = stats.t.ppf(0.975, 3) * statistics.stdev(diffs) / 2
+    assert d.mean == pytest.approx(statistics.mean(diffs)) and d.half_width == pytest.approx(half)
+    cells = paired_cells(d, "+.1f", 100)
+    assert cells == [f"{100 * d.mean:+.1f} [{100 * (d.mean - half):+.1f}, {100 * (d.mean + half):+.1f}]",
+                     "0/3", "4", str(seeds_needed(statistics.stdev(diffs), 0.017))]
+    assert paired_cells(paired_difference([1.0], [2.0]))[0] == "+1.000 [n < 2]"
+    assert paired_cells(paired_difference([1.0, 2.0], [1.5, 2.5]))[3] == "–"  # no effect size given

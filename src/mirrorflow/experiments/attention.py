@@ -68,6 +68,7 @@ class Config:
     batch_size: int = 64
     lr: float = 3e-3
     warmup_epochs: int = 2
+    val_fraction: float = 0.3
     sweep_weight_decays: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
     ablation_weight_decay: float = 3.0
     ablation_off_epochs: tuple[int, ...] = (4, 8, 12)
@@ -82,7 +83,7 @@ class Config:
     finetune_off_at: int = 30
     speakers: int = 4
     max_length: int = 24
-    val_size: int = 128
+    val_size: int = 0
     # App. G
     lrs_optimizers: tuple[str, ...] = ("adamw", "sgd")
     lrs_adamw_weight_decays: tuple[float, ...] = (0.3, 3.0)
@@ -107,6 +108,7 @@ class Config:
                 f"hidden={self.hidden} must be a positive multiple of heads={self.heads}")
         require(self.layers > 0 and self.mlp > 0, "layers and mlp must be positive")
         require(self.epochs > 0, f"epochs must be positive, got {self.epochs}")
+        require(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         require(self.warmup_epochs >= 0, f"warmup_epochs must be non-negative, got {self.warmup_epochs}")
         for key in ("sweep_weight_decays", "finetune_weight_decays", "lrs_adamw_weight_decays", "lrs_sgd_weight_decays"):
             vals = getattr(self, key)
@@ -168,11 +170,11 @@ def is_image_model(config) -> bool:
     return hasattr(config, "image_size") and hasattr(config, "num_channels")
 
 
-def digits_task(model, device: str):
+def digits_task(model, device: str, val_fraction: float = 0.3):
     from .transformers.tasks import DigitsTask
 
     c = model.config
-    return DigitsTask(image_size=c.image_size, channels=c.num_channels, device=device)
+    return DigitsTask(image_size=c.image_size, channels=c.num_channels, device=device, val_fraction=val_fraction)
 
 
 def make_finetune(cfg: Config, seed: int, device: str, cache: dict):
@@ -186,7 +188,7 @@ def make_finetune(cfg: Config, seed: int, device: str, cache: dict):
         model = _pretrained_vit(name, cfg.hub, seed)
         head = "classifier"
         if "task" not in cache:
-            cache["task"] = digits_task(model, device)
+            cache["task"] = digits_task(model, device, cfg.val_fraction)
     else:
         import copy
 
@@ -230,7 +232,7 @@ def _select_trainable(model, mode: str, head: str, name: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- runs
 # the config keys a group's numbers depend on (a finished group is reused when these are unchanged)
-COMMON_KEYS = ("auto_off", "auto_tol", "auto_window", "hub")
+COMMON_KEYS = ("auto_off", "auto_tol", "auto_window", "hub", "val_fraction")
 VIT_KEYS = COMMON_KEYS + ("vit", "patch_size", "hidden", "layers", "heads", "mlp", "epochs", "batch_size", "lr",
                           "warmup_epochs", "sgd_lr", "sgd_clip", "momentum", "restart_epochs")
 FINETUNE_KEYS = COMMON_KEYS + ("finetune_model", "finetune_train", "finetune_steps", "finetune_batch_size",
@@ -247,9 +249,9 @@ def _subset(cfg: Config, keys: Sequence[str]) -> dict:
 # ----------------------------------------------------------------------------------------------- runs
 def _vit_steps(cfg: Config) -> tuple[int, int]:
     """(steps per epoch, total steps) of a digits ViT run."""
-    from .transformers.tasks import DIGITS_TRAIN
+    from .transformers.tasks import digits_train_size
 
-    spe = DIGITS_TRAIN // cfg.batch_size
+    spe = digits_train_size(cfg.val_fraction) // cfg.batch_size
     return spe, cfg.epochs * spe
 
 
@@ -293,7 +295,7 @@ class AttentionRunner(GroupRunner):
 
     def digits(self, model):
         if self._digits is None:
-            self._digits = digits_task(model, self.env.device)
+            self._digits = digits_task(model, self.env.device, self.cfg.val_fraction)
         return self._digits
 
     def compute(self, job: GroupJob) -> list[ArmResult]:

@@ -2,7 +2,8 @@
 
 Each ``part_*`` reads its groups through the :class:`~mirrorflow.experiments.attention.AttentionRunner`
 (computing those not finished yet), writes its figures into the run directory and returns its markdown table.
-Cells are "mean ± std" over seeds.
+Per-arm cells are "mean ± std" over seeds; every comparison of two arms is also given as the paired
+difference over seeds (mean, 95 % interval, sign count, seeds needed for the paper's effect size).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 from typing import Mapping, Sequence
 
 from ..report.figures import COLORS, Curve, bars_figure, color_cycle, curves_figure, save_png
+from ..report.stats import PAIRED_COLUMNS, paired_cells
 from ..report.stats import format_mean_std as pm
 from ..report.stats import mean_std
 from ..report.tables import markdown_table
@@ -17,6 +19,23 @@ from .transformers import arms as A
 from .transformers.train import ArmResult, arm_name, intersection
 
 RHO_LABEL = "ρ = avg ‖W_Q W_Kᵀ‖_* / avg ‖W_Q W_Kᵀ‖_F"
+
+
+# The accuracy effect the seeds-needed column aims at: the smallest gain of turning off in the paper's
+# Table 3 (ImageNet tiny-ViT: +1.7 to +2.4 points).
+ACC_EFFECT = 0.017
+PAIRED_NOTE = (f"Paired difference over seeds (each seed's arms share initialization and batches): mean, 95 % "
+               f"t-interval, sign count (negative/positive), seeds; seeds needed = seeds the observed spread needs "
+               f"for an interval that excludes 0 at an accuracy effect of {ACC_EFFECT * 100:g} points (the smallest "
+               f"gain in the paper's Table 3). Validation loss has no paper effect size (–).\n")
+
+
+def paired_rows(label: Sequence[str], ref: Sequence[ArmResult], other: Sequence[ArmResult]) -> list[list[str]]:
+    """Two table rows (validation accuracy in points, validation loss) of the paired difference other − ref."""
+    acc = A.paired_final(ref, other, "val_acc", ACC_EFFECT)
+    loss = A.paired_final(ref, other, "val_loss")
+    return [[*label, "val acc (points)", *paired_cells(acc, "+.2f", 100)],
+            [*label, "val loss", *paired_cells(loss, "+.4f")]]
 
 
 def _steps_per_epoch(arms: Sequence[ArmResult]) -> int:
@@ -126,12 +145,24 @@ def part_ablation(R, rd) -> tuple[str, dict]:
     lines.append(markdown_table(["WD Off", "Intersect", "Val Acc (WD)", "Val Acc (Off)", "Norm Ratio",
                                  "final Val Acc (WD)", "final Val Acc (Off)"], cells_rows))
     spe = _steps_per_epoch(by["constant"])
-    colors = color_cycle(list(by))
-
     def label(name: str) -> str:
         if name.startswith("off@"):
             return f"off at epoch {int(name[4:]) / spe:g}"
         return {"constant": "WD kept", "auto": "auto switch-off"}.get(name, name)
+
+    lines.append("\nFinal values, turned off − kept. " + PAIRED_NOTE)
+    prows = []
+    for name, arms in by.items():
+        if name == "constant" or (name == "auto" and not any(a.off_at is not None for a in arms)):
+            continue
+        prows += paired_rows([f"{v:g}", label(name)], by["constant"], arms)
+    lines.append(markdown_table(["λ", "arm", "metric", *PAIRED_COLUMNS], prows))
+    constants = {v: by["constant"]}
+    if "sweep" in cfg.parts:
+        constants.update({w: [R.vit_group("sweep", w, s)[0] for s in cfg.seeds] for w in cfg.sweep_weight_decays})
+    turned = [(label(n), arms) for n, arms in by.items() if n != "constant"]
+    lines.append("\n" + A.crossings_markdown(turned, constants, "epoch", spe))
+    colors = color_cycle(list(by))
 
     panels = [A.rho_panel(f"ViT digits, λ={v:g}: {title}", by, key, "epoch", colors, label,
                           step_to_x=lambda s: s / spe)
@@ -174,6 +205,16 @@ def part_finetune(R, rd, extra: dict | None) -> str:
                       pm(delta, "+.1f", 100), pm(rho(c), ".2f"), pm(rho(o), ".2f"), pm(rho(a), ".2f"), auto_at])
     lines.append(markdown_table(["model / data", "λ", "Val Acc (WD)", "Val Acc (Off)", "Val Acc (auto)", "Δ Off−WD",
                                  "ρ (WD)", "ρ (Off)", "ρ (auto)", "auto off at"], table))
+    lines.append("\nFinal values, turned off (or auto) − kept. " + PAIRED_NOTE)
+    prows = []
+    for model, v, by, off_name in rows:
+        if v == 0:
+            continue
+        for arm in (off_name, "auto"):
+            arms = by.get(arm, [])
+            if arms and (arm != "auto" or any(a.off_at is not None for a in arms)):
+                prows += paired_rows([model, f"{v:g}", arm], by.get("constant", []), arms)
+    lines.append(markdown_table(["model / data", "λ", "arm", "metric", *PAIRED_COLUMNS], prows))
     colors = color_cycle(list(res))
     panels = []
     for key, title in (("spectral/rho", "ρ of W_Q W_Kᵀ"), ("val_acc", "validation accuracy")):
@@ -198,23 +239,28 @@ def part_lr_schedule(R, rd) -> str:
         f"gradient norm clipped at {cfg.sgd_clip:g}, no warm-up. "
         f"Final values, mean ± std over seeds {_seeds(cfg)}.\n",
     ]
-    table = []
+    table, prows = [], []
     for opt in cfg.lrs_optimizers:
         values = cfg.lrs_adamw_weight_decays if opt == "adamw" else cfg.lrs_sgd_weight_decays
         curves_rho, curves_acc = [], []
         for i, v in enumerate(values):
+            pair = {}
             for sched, style in (("constant", "-"), ("cosine_restarts", "--")):
-                arms = [R.vit_group("lr-schedule", v, s, optimizer=opt, lr_schedule=sched)[0] for s in cfg.seeds]
+                arms = pair[sched] = [R.vit_group("lr-schedule", v, s, optimizer=opt, lr_schedule=sched)[0]
+                                      for s in cfg.seeds]
                 table.append([opt, f"{v:g}" + _diverged(arms), sched, pm([A.final(a, "val_acc") for a in arms]),
                               pm([A.final(a, "spectral/rho") for a in arms], ".2f"),
                               pm([A.final(a, "train_loss") for a in arms])])
                 col = COLORS[i % len(COLORS)]
                 curves_rho.append(Curve(f"λ={v:g} {sched}", *A.curve(arms, "spectral/rho", "epoch"), col, style))
                 curves_acc.append(Curve(f"λ={v:g} {sched}", *A.curve(arms, "val_acc", "epoch"), col, style))
+            prows += paired_rows([opt, f"{v:g}"], pair["constant"], pair["cosine_restarts"])
         fig = curves_figure([(f"{opt}: ρ", curves_rho, [], []), (f"{opt}: validation accuracy", curves_acc, [], [])],
                             [RHO_LABEL, "validation accuracy"], "epoch")
         save_png(fig, rd.file(f"fig{15 if opt == 'adamw' else 16}_lr_schedule_{opt}.png"))
     lines.append(markdown_table(["optimizer", "λ", "lr schedule", "val acc", "ρ (final)", "train loss"], table))
+    lines.append("\nFinal values, CosineAnnealingWarmRestarts − constant learning rate (same seeds). " + PAIRED_NOTE)
+    lines.append(markdown_table(["optimizer", "λ", "metric", *PAIRED_COLUMNS], prows))
     return "\n".join(lines)
 
 

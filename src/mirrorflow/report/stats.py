@@ -26,7 +26,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 __all__ = ["finite", "mean_std", "t_interval", "t_interval_columns", "t_quantile", "PairedDifference",
-           "paired_difference", "seeds_needed", "format_mean_std", "spans_decades", "interval"]
+           "paired_difference", "seeds_needed", "format_mean_std", "spans_decades", "interval", "PAIRED_COLUMNS",
+           "paired_cells"]
 
 
 def finite(values: Iterable[float | None]) -> list[float]:
@@ -178,3 +179,19 @@ def interval(values: Iterable[float | None], log: bool = False, level: float = 0
     if log:
         return 10 ** m, (10 ** (m - h) if math.isfinite(h) else math.nan), (10 ** (m + h) if math.isfinite(h) else math.nan), n
     return m, m - h, m + h, n
+
+
+PAIRED_COLUMNS = ("mean [95 % CI]", "signs −/+", "n", "seeds needed")
+
+
+def paired_cells(d: PairedDifference, spec: str = "+.3f", scale: float = 1.0) -> list[str]:
+    """Table cells of a paired difference (:data:`PAIRED_COLUMNS`): ``mean [low, high]`` (×``scale``),
+    the sign count ``negative/positive``, the number of seeds, and the seeds needed for ``d.effect``
+    (``"–"`` without an effect size; ``">n"`` style is not used: the number is the estimate)."""
+    if d.n == 0:
+        return ["–", "–", "0", "–"]
+    m = format(d.mean * scale, spec)
+    ci = (f" [{format(d.low * scale, spec)}, {format(d.high * scale, spec)}]"
+          if math.isfinite(d.half_width) else " [n < 2]")
+    needed = "–" if d.effect is None or d.needed is None else str(d.needed)
+    return [m + ci, f"{d.negative}/{d.positive}", str(d.n), needed]

