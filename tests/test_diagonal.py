@@ -105,7 +105,8 @@ def test_step_is_a_gradient_step_then_the_exact_decay_flow(model, penalty, k):
 
 
 def test_mw_conserved_quantity_tracks_accumulated_regularization():
-    """MATH.md §3.1: m² − w² = e^{2a_t}(m_0² − w_0²) along the flow; GD's error is O(η) (halves with η)."""
+    """docs/theory.md#legendre-mw: m² − w² = e^{2a_t}(m_0² − w_0²) along the flow; GD's error is O(η) (halves
+    with η)."""
     errors = []
     for lr, steps in ((0.01, 300), (0.005, 600)):
         cfg = replace(small("mw", (0.0, 0.1, 0.3)), steps_on=steps, steps_off=steps, lr=lr)

@@ -64,7 +64,7 @@ def test_predicted_limit_matches_training(name, make, scale, a_values, lr, steps
 
 def test_log_parameterization_balanced_init_limit_ignores_a():
     """App. E: with u_0 = v_0, R_a = ((u_0² + 2a)/2) Σ log cosh x is a vertical rescaling, so the limit of
-    Theorem 3.11 is the same for every a (MATH.md §3.4: the effect is on the dual range only)."""
+    Theorem 3.11 is the same for every a (docs/theory.md#legendre-log: the effect is on the dual range only)."""
     Z, y = regression(target=(0.4, 0.25))
     rep = G.get("log", Z.shape[1])
     w0 = rep.init(scale=1.0)

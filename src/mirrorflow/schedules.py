@@ -6,7 +6,7 @@ accumulated strength
     integral(t) = Σ_{s<t} λ_s ,
 
 so that, with a learning rate η, the accumulated regularization of the paper is
-``a_t = -η · integral(t)`` (MATH.md §1.2, ``a_t = -∫_0^t α_s ds``; the discrete form of §3).
+``a_t = -η · integral(t)`` (``a_t = -∫_0^t α_s ds`` in discrete form; docs/theory.md#notation).
 The paper compares schedules at *equal total regularization* (App. C, Table 2): see
 :func:`with_budget` and :func:`turn_off_for_budget`.
 

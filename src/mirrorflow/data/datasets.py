@@ -90,7 +90,8 @@ def load_olivetti(path: Path | str | None = None) -> np.ndarray:
 
     Same preprocessing as scikit-learn's ``fetch_olivetti_faces``: ``faces.T``, min/max scaling,
     ``reshape(400, 64, 64).transpose(0, 2, 1)``. The faces are *not* centred (the paper's code fits
-    the raw faces, MATH.md §4.3). ``path`` defaults to the package copy; the sha256 is always checked.
+    the raw faces, docs/theory.md#exp-sparse-coding). ``path`` defaults to the package copy; the sha256 is always
+    checked.
     """
     p = verified_path(OLIVETTI, path)
     from scipy.io import loadmat

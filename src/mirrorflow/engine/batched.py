@@ -2,7 +2,7 @@
 
 The small experiments (matrix sensing, diagonal networks, sparse coding) are gradient descent on tiny
 tensors. Running a grid of C configurations one by one is a Python loop of GEMVs; stacking them along a
-leading axis turns every step into a few GEMMs on shared data (DESIGN.md, "Batched engine").
+leading axis turns every step into a few GEMMs on shared data.
 
 A :class:`BatchedProblem` owns the shared data and knows how to take one step for all configurations at
 once given per-config strengths ``λ_t`` (shape ``(C,)``) and learning rates ``η`` (shape ``(C,)``).

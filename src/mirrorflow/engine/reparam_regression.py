@@ -6,7 +6,7 @@ loss is
 
     f(x) = 1/(2N) ‖Zx − y‖²,     ∇f(x) = Zᵀ(Zx − y)/N,
 
-and one step (MATH.md §7) is
+and one step (docs/theory.md#stiff-decay) is
 
     decay="exact":     w ← Φ_{ηλ_t}(w − η ∂g(w)ᵀ∇f(x))        Φ_s = the family's exact flow of dw/dt = −∇h(w)
                                                               (``reparam.decay_flow``: e^{−s}w for h = ½‖w‖²,

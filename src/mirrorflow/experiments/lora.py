@@ -1,11 +1,11 @@
-"""LoRA fine-tuning with weight decay kept on or turned off (Sec. 5, App. F, Fig. 4, Table 5; MATH.md §4.4).
+"""LoRA fine-tuning with weight decay kept on or turned off (Sec. 5, App. F, Fig. 4, Table 5; docs/theory.md#exp-lora).
 
 LoRA adds ΔW = (α/r)·B A to a frozen weight, B ∈ ℝ^{d×r}, A ∈ ℝ^{r×k}, B_0 = 0, A_0 random (peft's
 init). Weight decay on the adapter is h = ½(‖A‖_F² + ‖B‖_F²) (Table 1), and under the assumptions of
-MATH.md §3.5 the singular values of B A follow Eq. (9): accumulated regularization a_t = −Σ η_s λ_s moves
-the implicit bias from Frobenius to nuclear norm. The paper tracks
+docs/theory.md#factorized-products the singular values of B A follow Eq. (9): accumulated
+regularization a_t = −Σ η_s λ_s moves the implicit bias from Frobenius to nuclear norm. The paper tracks
 
-    ρ = ( (1/L) Σ_ℓ ‖B_ℓ A_ℓ‖_* ) / ( (1/L) Σ_ℓ ‖B_ℓ A_ℓ‖_F )     (MATH.md §3.5; ``spectral/rho``)
+    ρ = ( (1/L) Σ_ℓ ‖B_ℓ A_ℓ‖_* ) / ( (1/L) Σ_ℓ ‖B_ℓ A_ℓ‖_F )     (docs/theory.md#rho; ``spectral/rho``)
 
 over training for constant weight decay and for weight decay turned off at a fixed iteration, and claims
 that after the turn-off ρ keeps moving and crosses the constant curve, and that turning off gives a better
@@ -27,7 +27,7 @@ dropout. Arms per (λ, seed): constant λ, λ turned off at ``off_at``, the auto
 (``AutoTurnOff`` on a plateau of ρ, ``auto_off=true``), and λ = 0 once per seed (``baseline=true``).
 Turned off vs constant is reported as a paired difference over seeds (``report.stats.paired_difference``).
 
-Values the paper does not give (MATH.md §5.5) are chosen here and listed in ``docs/transformers.md``.
+Values the paper does not give (docs/theory.md#exp-lora) are chosen here and listed in ``docs/transformers.md``.
 """
 from __future__ import annotations
 

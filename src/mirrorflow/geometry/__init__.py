@@ -2,7 +2,7 @@
 checks (Def. 3.2–3.3, Cor. 3.12, Theorem D.2), where training ends (Theorem 3.11) and the three effects.
 
 Imports nothing from the rest of mirrorflow (only torch, numpy, scipy, sympy; matplotlib lazily in
-``plot``). Conventions (MATH.md §1.2): a = −∫_0^t α_s ds ≤ 0 (discrete: −η Σ λ_s), μ_t = −∫_0^t ∇f(x_s) ds,
+``plot``). Conventions (docs/theory.md#notation): a = −∫_0^t α_s ds ≤ 0 (discrete: −η Σ λ_s), μ_t = −∫_0^t ∇f(x_s) ds,
 and along gradient flow ∇R_{a_t}(x_t) = μ_t.
 
 >>> import torch

@@ -1,4 +1,4 @@
-"""Overflow-free elementary functions for the closed forms (DESIGN.md "Numerics").
+"""Overflow-free elementary functions for the closed forms (docs/theory.md#numerics).
 
 Every Legendre function keeps its constants in float64 and evaluates in float64; results are cast back
 to the dtype of the input (float32 in, float32 out). Scales such as γ_a = e^{2a}γ_0 are stored as

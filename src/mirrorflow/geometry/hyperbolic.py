@@ -1,6 +1,6 @@
 """Hyperbolic entropy (Eq. 9) and entropy (Eq. 10): R_a for x = m⊙w and x = u² − v² with weight decay.
 
-**Eq. (9)** (m⊙w, h = ½(‖m‖² + ‖w‖²), general init |m_0| ≠ |w_0|; MATH.md §3.1). Per coordinate
+**Eq. (9)** (m⊙w, h = ½(‖m‖² + ‖w‖²), general init |m_0| ≠ |w_0|; docs/theory.md#legendre-mw). Per coordinate
 
     x_0 = m_0 w_0,   γ_0 = ½|m_0² − w_0²|,   γ_a = e^{2a} γ_0,   s_0 = asinh(x_0/γ_0),
     R_a(x) = ½ Σ_i [x_i asinh(x_i/γ_{a,i}) − sqrt(x_i² + γ_{a,i}²) − x_i s_{0,i}],
@@ -9,10 +9,10 @@
 
 The class is written with a general rate β (x(μ) = γ sinh(βμ + s_0), R = (1/β)[...]): β = 2 for m⊙w and
 β = 4, γ_a = 2e^{4a}|u_0 v_0|, s_0 = log|u_0/v_0| for x = u² − v² with h = ‖u‖² + ‖v‖² (the k = 1 limit of
-Eq. 11, MATH.md §3.3).
+Eq. 11, docs/theory.md#legendre-u2v2).
 
-**Eq. (10)** (m⊙w with coupled init m_0 = ±w_0, so sign(x) = sign(x_0); MATH.md §3.2) and, with β = 4, the
-eigenvalue form of **Eq. (17)** (W = UUᵀ):
+**Eq. (10)** (m⊙w with coupled init m_0 = ±w_0, so sign(x) = sign(x_0); docs/theory.md#legendre-mw-coupled) and,
+with β = 4, the eigenvalue form of **Eq. (17)** (W = UUᵀ):
 
     R_a(x) = (1/β) Σ_i [|x_i| log(|x_i| / (|x_{0,i}| e^{c a})) − |x_i|],   x(μ) = x_0 e^{c a + β σ μ},
 
@@ -126,7 +126,7 @@ class CoupledEntropy(LegendreFunction):
 
 def l1_coefficient(x0, a: float, beta: float = 2.0) -> torch.Tensor:
     """Coefficient of ‖x‖₁ in Eq. (10) on x ≥ 0: −(log x_0 + 2a)/β ("modulates between maximizing and
-    minimizing the L1 norm", MATH.md §3.2); positive = L1 is penalised."""
+    minimizing the L1 norm", docs/theory.md#legendre-mw-coupled); positive = L1 is penalised."""
     x0, _ = as64(x0)
     return -(torch.log(x0.abs()) + 2.0 * float(a)) / beta
 

@@ -1,7 +1,7 @@
 """The time-dependent Legendre function R_a (Def. 3.4, 3.5; Theorem 3.6) as an object.
 
 A :class:`LegendreFunction` is R_a for one initialization and one accumulated regularization
-a = −∫_0^t α_s ds (MATH.md §1.2). Its methods:
+a = −∫_0^t α_s ds (docs/theory.md#notation). Its methods:
 
 * ``value(x)``        R_a(x); ``+inf`` outside dom R_a;
 * ``grad(x)``         the mirror map ∇R_a(x) (= the dual variable μ along the flow, Eq. (5) integrated:
@@ -201,8 +201,8 @@ class LegendreFunction:
     def value_by_quadrature(self, x, nodes: int = 64) -> torch.Tensor:
         """R_a(x*) + ∫_0^1 ⟨∇R_a(x* + t(x − x*)), x − x*⟩ dt by Gauss–Legendre quadrature.
 
-        An independent evaluation of R_a from the mirror map alone (MATH.md §3.3: "R_a by root finding and
-        quadrature"); it agrees with ``value`` up to the quadrature error.
+        An independent evaluation of R_a from the mirror map alone (docs/theory.md#legendre-power: R_a by root finding
+        and quadrature); it agrees with ``value`` up to the quadrature error.
         """
         x64, dt = as64(x)
         xs = self.minimizer()

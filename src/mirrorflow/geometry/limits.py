@@ -15,7 +15,7 @@ initialization and a schedule; for ``uut`` (matrix sensing with symmetric sensin
 commute with each other and with W_0) it diagonalizes everything in the common eigenbasis and solves the
 eigenvalue problem of Eq. (17), i.e. the nuclear-norm-regularized entropy problem of Cor. C.3.
 
-Usage (the other modules' contract):
+Usage:
 
     x = predict_limit("mw", {"m": m0, "w": w0}, schedule, Z, y, lr=eta)   # tensor, shape (n,)
     res = predict_limit(..., full=True)   # LimitResult(x, nu, mu, a, iterations, residual, converged)
@@ -63,7 +63,7 @@ class LimitResult:
 
 
 def accumulated_regularization(schedule, lr: float = 1.0, horizon: int | None = None) -> float:
-    """a_∞ = −lr · Σ_{s<T} λ_s (MATH.md §1.2); a number is taken as a_∞ itself."""
+    """a_∞ = −lr · Σ_{s<T} λ_s (docs/theory.md#notation); a number is taken as a_∞ itself."""
     if isinstance(schedule, (int, float, np.floating, np.integer)) or (
             isinstance(schedule, torch.Tensor) and schedule.numel() == 1):
         return float(schedule)

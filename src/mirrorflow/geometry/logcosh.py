@@ -1,4 +1,4 @@
-"""R_a for x = log u − log v with h = Σ log u + log v (App. E; MATH.md §3.4, log-cosh form).
+"""R_a for x = log u − log v with h = Σ log u + log v (App. E; docs/theory.md#legendre-log, log-cosh form).
 
 The flow gives u_t² = u_0² + 2μ_t + 2a_t and v_t² = v_0² − 2μ_t + 2a_t, hence
 

@@ -1,6 +1,6 @@
 """R_a for the deep diagonal parameterization x = u^{2k} − v^{2k}, k > 1, h = Σ u^{2k} + v^{2k} (Eq. 11).
 
-MATH.md §3.3 (Woodworth et al. 2020 reparameterization; Example 3.14). With κ = 4k(k−1),
+docs/theory.md#legendre-power (Woodworth et al. 2020 reparameterization; Example 3.14). With κ = 4k(k−1),
 c_u = u_0^{2−2k}, c_v = v_0^{2−2k}, the flow integrates to u_t^{2−2k} = c_u − κ(μ_t + a_t),
 v_t^{2−2k} = c_v + κ(μ_t − a_t), so
 
@@ -15,7 +15,7 @@ q = v², which satisfy p^{1−k} + q^{1−k} = S := c_u + c_v − 2κa for every
 bisects log q in the bracket [−log S, −log(S/2)]/(k−1) (log-space, logaddexp: no overflow for tiny
 initial scales), and symmetrically for x < 0.
 
-Sign convention (MATH.md §3.3 warning): with μ = −∫∇f and a = −∫α ≤ 0, the dual interval *widens* as
+Sign convention (docs/theory.md#legendre-power): with μ = −∫∇f and a = −∫α ≤ 0, the dual interval *widens* as
 a decreases (width S/κ); the paper's "range shrinking" refers to x barely moving until μ reaches ~|a|.
 """
 from __future__ import annotations
@@ -119,7 +119,7 @@ class PowerLegendre(LegendreFunction):
 
 def balanced_init(x0, scale: float, k: float) -> tuple[torch.Tensor, torch.Tensor]:
     """u_0, v_0 > 0 with u_0^{2k} − v_0^{2k} = x_0 and u_0^{2k} v_0^{2k} = scale^{4k} (the sparse-coding
-    code's init, MATH.md §4.3, has scale^{4k} = 1/4)."""
+    code's init, docs/theory.md#exp-sparse-coding, has scale^{4k} = 1/4)."""
     x0, _ = as64(x0)
     c = 2.0 * float(scale) ** (2 * k)
     r = torch.sqrt(x0 * x0 + c * c)

@@ -1,4 +1,4 @@
-"""Commuting quadratic parameterizations g_i = ½ wᵀA_i w, h = ½ wᵀBw (Theorem 3.15; MATH.md §3.0).
+"""Commuting quadratic parameterizations g_i = ½ wᵀA_i w, h = ½ wᵀBw (Theorem 3.15; docs/theory.md#legendre-quadratic).
 
 With symmetric, pairwise commuting A_1..A_n, B and {A_i w_0} linearly independent,
 

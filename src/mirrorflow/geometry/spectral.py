@@ -1,4 +1,5 @@
-"""R_a for PSD matrices W = UUᵀ with h = ½‖U‖_F² (Corollary C.3, Eq. 17; MATH.md §3.2, §3.5).
+"""R_a for PSD matrices W = UUᵀ with h = ½‖U‖_F² (Corollary C.3, Eq. 17; docs/theory.md#legendre-uut,
+docs/theory.md#factorized-products).
 
 For W_0 = U_0U_0ᵀ ≻ 0 and sensing matrices that commute with each other and with W_0,
 

@@ -1,7 +1,7 @@
 """``AutoTurnOff``: a weight-decay schedule whose turn-off time is set by a monitored signal.
 
 The paper fixes the turn-off step by hand (Remark 3.9: after λ = 0 training continues with the frozen
-geometry R_{a_T}; MATH.md §4.1, Table 2). This schedule switches λ off when
+geometry R_{a_T}; docs/theory.md#exp-matrix-sensing, Table 2). This schedule switches λ off when
 
 * ``mode="plateau"``: the signal (default ``spectral/rho``, the paper's ρ) has stopped moving: over the
   last ``window + 1`` observations v_0..v_w (taken at the steps where it was measured),

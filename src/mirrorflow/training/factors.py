@@ -1,4 +1,5 @@
-"""Find the factorized products of a model: attention W_Q W_Kᵀ and LoRA B A (MATH.md §3.5, Table 1).
+"""Find the factorized products of a model: attention W_Q W_Kᵀ and LoRA B A (docs/theory.md#factorized-products,
+Table 1).
 
 A :class:`FactorPair` names one product ``W = scale · left() @ right()``; ``left``/``right`` are callables
 so that the current weights are read each time the product is measured.

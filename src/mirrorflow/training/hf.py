@@ -7,7 +7,7 @@ every ``report_to`` integration: the callback moves itself to the front of the T
 ahead of the integrations, which otherwise receive the log before any user callback):
 
 * ``wd/lambda``  λ_t of the last optimizer step (first driven param group),
-* ``wd/a``       a_t = −Σ_{s<t} η_s λ_s (MATH.md §1.2), read from the λ and η actually used,
+* ``wd/a``       a_t = −Σ_{s<t} η_s λ_s (docs/theory.md#notation), read from the λ and η actually used,
 * ``wd/auto_off`` 1 once an :class:`~mirrorflow.training.auto_off.AutoTurnOff` has fired, else 0, and
   ``wd/triggered_at`` the step at which it fired (a warning at the end of training if it never did),
 * the aggregates of an optional :class:`~mirrorflow.training.monitor.SpectralMonitor`

@@ -1,8 +1,8 @@
 """Check which weight decay each LoRA adapter actually receives from an optimizer.
 
 The paper's LoRA result needs weight decay on both factors, h(A, B) = ½(‖A‖_F² + ‖B‖_F²)
-(MATH.md §3.5, Table 1): then the product B A follows a time-dependent mirror flow whose bias moves
-from Frobenius to nuclear norm as a_t = −Σ η_s λ_s grows. Optimizer setups often drop this silently:
+(docs/theory.md#factorized-products, Table 1): then the product B A follows a time-dependent mirror flow whose bias
+moves from Frobenius to nuclear norm as a_t = −Σ η_s λ_s grows. Optimizer setups often drop this silently:
 a "no decay" param group that catches ``lora_*`` by a name pattern, a param group built before the
 adapters were added (the factors are not in the optimizer at all), or decay on A only. This module
 reports, per adapter, the weight decay λ and learning rate η of the group holding A and B, and warns
@@ -157,7 +157,7 @@ def check_lora_decay(
                 f"weight decay {requested:g} was asked for, but {n} trainable LoRA factor(s) get none: "
                 + "; ".join(missing[:6])
                 + (f"; ... ({n - 6} more)" if n > 6 else "")
-                + ". The paper's LoRA bias (MATH.md §3.5) needs decay on both A and B.",
+                + ". The paper's LoRA bias (docs/theory.md#factorized-products) needs decay on both A and B.",
                 LoRADecayWarning,
                 stacklevel=2,
             )

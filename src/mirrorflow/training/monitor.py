@@ -2,13 +2,13 @@
 
 For each :class:`~mirrorflow.training.factors.FactorPair` ``W_ℓ`` (attention W_Q W_Kᵀ per layer or head,
 LoRA B A, user pairs) it reports ``spectral/<pair>/<metric>`` for the metrics of
-:func:`~mirrorflow.training.spectral.spectral_metrics`, and the paper's aggregate (MATH.md §3.5)
+:func:`~mirrorflow.training.spectral.spectral_metrics`, and the paper's aggregate (docs/theory.md#rho)
 
     spectral/rho      = ( (1/L) Σ_ℓ ‖W_ℓ‖_* ) / ( (1/L) Σ_ℓ ‖W_ℓ‖_F )   (ratio of layer averages: the text)
     spectral/rho_mean = (1/L) Σ_ℓ ‖W_ℓ‖_* / ‖W_ℓ‖_F                  (average of ratios: the ICLR-era CSV)
 
-MATH.md leaves open which of the two the paper plots; both are logged. Pairs whose product is 0 (LoRA at
-init, B = 0) have ρ = NaN and are left out of ``rho_mean``; ``rho`` is NaN while all products are 0.
+The paper does not settle which of the two it plots (docs/theory.md#rho); both are logged. Pairs whose product
+is 0 (LoRA at init, B = 0) have ρ = NaN and are left out of ``rho_mean``; ``rho`` is NaN while all products are 0.
 ``spectral/nuclear_mean`` and ``spectral/frobenius_mean`` are the two averages. When pairs of several kinds
 are monitored (``include="all"``), the aggregates are also given per kind: ``spectral/<kind>/rho``.
 

@@ -4,7 +4,7 @@ It follows the ``torch.optim.lr_scheduler`` contract (``step()``, ``state_dict()
 ``load_state_dict()``, ``get_last_wd()``): at construction it sets λ_0, and each ``step()`` sets the next
 step's λ in the ``weight_decay`` of every selected param group. It runs beside any LR scheduler.
 
-It also reports the paper's accumulated regularization (MATH.md §1.2)
+It also reports the paper's accumulated regularization (docs/theory.md#notation)
 
     a_t = -Σ_{s<t} η_s λ_s ,
 
@@ -14,7 +14,7 @@ matter and skipped optimizer steps (AMP overflow) do not count.
 
 * Coupled decay (SGD, Adam, ...: the gradient gets ``+λw``): SGD's step is ``w ← w − η(∇f + λw)``,
   so the decay part accumulates ``−ηλ`` per step: ``a_t = −Σ η_s λ_s``. (With momentum β the
-  steady-state step is η/(1−β); ``a_t`` keeps the plain η as the issue and the paper define it.)
+  steady-state step is η/(1−β); ``a_t`` keeps the plain η, as the paper defines it.)
 * Decoupled decay (AdamW, or ``decoupled_weight_decay=True``): torch applies ``w ← (1 − η λ) w``, so
   λ is multiplied by the learning rate: again ``a_t = −Σ η_s λ_s`` to first order, and the exact
   multiplicative shrink ``Π(1 − η_s λ_s) = exp(log_shrink)`` is reported as ``log_shrink``.

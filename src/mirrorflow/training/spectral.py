@@ -1,7 +1,7 @@
 """Singular values of a factorized product ``W = L R`` from its factors, and the spectral metrics of W.
 
 The paper tracks the ratio ρ = ‖W‖_* / ‖W‖_F of the products W = W_Q W_Kᵀ (attention) and W = B A (LoRA)
-(MATH.md §3.5, Table 1; Figs. 4, 14, 15). Both are products of two thin factors: L ∈ ℝ^{m×r},
+(docs/theory.md#rho, Table 1; Figs. 4, 14, 15). Both are products of two thin factors: L ∈ ℝ^{m×r},
 R ∈ ℝ^{r×n} with r ≪ m, n (LoRA rank r; one attention head: r = head_dim). Their singular values are
 obtained without the m×n product:
 
@@ -82,7 +82,7 @@ def spectral_metrics(s: torch.Tensor) -> dict[str, float]:
 
     * ``nuclear``  ‖W‖_* = Σ σ_i
     * ``frobenius`` ‖W‖_F = (Σ σ_i²)^{1/2}
-    * ``rho``       ρ = ‖W‖_* / ‖W‖_F ∈ [1, √rank] (MATH.md §3.5; lower = more nuclear-norm-like, lower rank)
+    * ``rho``       ρ = ‖W‖_* / ‖W‖_F ∈ [1, √rank] (docs/theory.md#rho; lower = more nuclear-norm-like, lower rank)
     * ``spectral``  ‖W‖_2 = σ_max
     * ``effective_rank`` exp(H(p)), p_i = σ_i / Σσ, H the Shannon entropy (Roy & Vetterli 2007)
     * ``stable_rank``    ‖W‖_F² / ‖W‖_2²

@@ -1,4 +1,4 @@
-"""Diagonal linear networks with weight decay, then without (App. D; Figs. 8, 9; MATH.md §4.2).
+"""Diagonal linear networks with weight decay, then without (App. D; Figs. 8, 9; docs/theory.md#exp-diagonal).
 
 Underdetermined regression (N < d): ``Z ∈ ℝ^{N×d}`` with i.i.d. N(0, 1) entries, a sparse ground truth x*
 (``sparsity`` non-zero coordinates, the first ones, so the "first parameter" the paper reports is a true
@@ -12,15 +12,14 @@ Parameterizations x = g(θ), every one with weight decay h(θ) = ½‖θ‖² on
 * ``mw``      x = m ⊙ w (Eq. 9: time-dependent hyperbolic entropy, L2 → L1; Fig. 8b/9b);
 * ``mwv``     x = m ⊙ w ⊙ v (depth 3; Thm D.2: does not commute with weight decay; Fig. 8c/9c);
 * ``power``   x = u^{2k} − v^{2k} (Woodworth et al. 2020), with ``power_penalty=l2`` (weight decay
-  ½(‖u‖²+‖v‖²)) or ``power_penalty=matched`` (h = Σ u^{2k} + v^{2k}, Cor. 3.12, MATH.md §3.3, Eq. 11).
+  ½(‖u‖²+‖v‖²)) or ``power_penalty=matched`` (h = Σ u^{2k} + v^{2k}, Cor. 3.12, docs/theory.md#legendre-power, Eq. 11).
 
 All start at x = 0 with the same parameter scale s = ``init_scale`` (App. D: "both parametrizations are
 initialized at zero and have the same scaling"): linear θ_0 = 0; m_0 = s·1, w_0 = 0; m_0 = w_0 = s·1,
 v_0 = 0; u_0 = v_0 = s·1.
 
 Each run: ``steps_on`` steps with weight decay λ, then ``steps_off`` steps without (turn-off, Remark 3.9).
-One gradient step on f followed by the exact flow of the decay term (operator splitting, MATH.md §7
-"stiff weight decay"):
+One gradient step on f followed by the exact flow of the decay term (operator splitting, docs/theory.md#stiff-decay):
 
     θ ← e^{−ηλ_t} (θ − η ∇_θ f(g(θ)))                     (h = ½‖θ‖²)
     u ← sign(u) (|u'|^{2−2k} + 4k(k−1) ηλ_t)^{−1/(2k−2)}   (h = u^{2k}, k > 1; u' the gradient step)
@@ -29,16 +28,16 @@ This equals plain gradient descent on f + λh up to O(η²) and stays stable for
 parameterizations are ``geometry``'s families (Identity, MW, DeepProduct, PowerDiff with its ``penalty``) and
 the step is ``engine.reparam_regression.ReparamRegression``'s exact-decay step (each family's ``decay_flow``);
 this module adds the data, the App. D metrics and the tables. The accumulated
-regularization is a_t = −η Σ_{s<t} λ_s (MATH.md §1.2); for ``mw`` Theorem 3.11 predicts the limit
+regularization is a_t = −η Σ_{s<t} λ_s (docs/theory.md#notation); for ``mw`` Theorem 3.11 predicts the limit
 x_∞ = argmin_{Zx=y} R_{a_∞}(x) with R_a of Eq. (9), γ_a = e^{2a} s²/2.
 
 All weight decays of one parameterization run as ONE batched tensor program (leading config axis C,
 ``mirrorflow.engine.batched``): a step is two GEMMs ``(C,d)·(d,N)`` and ``(C,N)·(N,d)``.
 
-Values the paper does not give (MATH.md §4.2, all [NOT RECOVERED]) are chosen here and documented in
-``docs/diagonal-and-sparse-coding.md``: N = 40, d = 100, 5 non-zeros, s = 1, η = 0.05 (u^{2k} − v^{2k}:
+Values the paper does not give (App. D gives none of them; docs/theory.md#exp-diagonal) are chosen here and documented
+in ``docs/diagonal-and-sparse-coding.md``: N = 40, d = 100, 5 non-zeros, s = 1, η = 0.05 (u^{2k} − v^{2k}:
 0.005), 4000 + 16000 steps, λ ∈ {0, 0.01, 0.03, 0.1, 0.3, 0.5, 1}. With s = 1 training without weight
-decay ends far from x* (the L2-like regime); with a small init it would already be sparse (MATH.md §7).
+decay ends far from x* (the L2-like regime); with a small init it would already be sparse (docs/theory.md#init-regime).
 """
 from __future__ import annotations
 
@@ -240,7 +239,8 @@ def summarize(cfg: Config, trace: Trace, data: RegressionData) -> list[dict]:
         div = int(trace.diverged_at[c])
         final_loss = float(trace.final("train_loss")[c])
         # converged: final train loss below cfg.converged_loss; also reported: how much the distance to x*
-        # still moved over the last 10% of the off phase (MATH.md §7: do not read an unconverged state as the limit)
+        # still moved over the last 10% of the off phase (docs/theory.md#convergence: do not read an unconverged state
+        # as the limit)
         tail = trace.metrics["dist"][c]
         j0 = int(np.searchsorted(trace.steps, cfg.steps - max(1, cfg.steps_off // 10)))
         window = tail[j0:]
@@ -278,7 +278,7 @@ def predicted_limits(cfg: Config, trace: Trace, data: RegressionData) -> list[di
     if cfg.model != "mw":
         return None
     try:
-        from ...geometry import predict_limit  # written in the geometry issue
+        from ...geometry import predict_limit
     except Exception:
         return None
     xs = final_x(cfg, trace, data)
@@ -300,7 +300,7 @@ def predicted_limits(cfg: Config, trace: Trace, data: RegressionData) -> list[di
 
 
 def _call_predict_limit(predict_limit, cfg: Config, sched, data: RegressionData):
-    """Adapter to ``predict_limit(reparam, init, schedule, Z, y)`` (geometry issue, Theorem 3.11)."""
+    """Adapter to ``predict_limit(reparam, init, schedule, Z, y)`` (Theorem 3.11)."""
     d = cfg.dim
     init = {"m": np.full(d, cfg.init_scale), "w": np.zeros(d)}
     Z = data.Z.double().numpy()

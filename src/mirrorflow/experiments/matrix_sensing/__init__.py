@@ -1,13 +1,14 @@
-"""Matrix sensing with W = UUᵀ and weight decay on U (Sec. 5, App. C, Table 2; MATH.md §4.1, Cor. C.3).
+"""Matrix sensing with W = UUᵀ and weight decay on U (Sec. 5, App. C, Table 2; docs/theory.md#exp-matrix-sensing,
+Cor. C.3).
 
-Setting (Wu & Rebeschini 2021, whose code fixes what the paper leaves open — MATH.md §4.1):
+Setting (Wu & Rebeschini 2021, whose code fixes what the paper leaves open — docs/theory.md#exp-matrix-sensing):
 
 * ground truth W* = U*U*ᵀ / ‖U*U*ᵀ‖_*,  U* ∈ ℝ^{n×r} i.i.d. N(0, 1)  (PSD, rank r, ‖W*‖_* = 1);
 * sensing matrices A_i = (G_i + G_iᵀ)/2, G_i i.i.d. N(0, 1)^{n×n}, i = 1..m;  y_i = ⟨A_i, W*⟩;
 * loss f(W) = 1/(2m) Σ_i (⟨A_i, W⟩ − y_i)²,  ∇f(W) = 1/m Σ_i r_i A_i;
 * **quadratic parameterization** W = UUᵀ, U_0 = √α·I (so W_0 = α·I), weight decay h(U) = ½‖U‖_F² = ½ tr W:
 
-      U ← e^{−ηλ_t} (U − η·2∇f(UUᵀ)U)         (decay applied exactly: MATH.md §7 "stiff weight decay")
+      U ← e^{−ηλ_t} (U − η·2∇f(UUᵀ)U)         (decay applied exactly: docs/theory.md#stiff-decay)
 
   or, with ``decay=gradient``, the plain step U ← U − η(2∇f U + λ_t U) (unstable once ηλ_t > 1).
   Accumulated regularization a_t = −η Σ_{s<t} λ_s. By Cor. C.3 the eigenvalues follow
@@ -18,7 +19,7 @@ Setting (Wu & Rebeschini 2021, whose code fixes what the paper leaves open — M
   λ_t‖W‖_* applied by its proximal step (eigenvalue soft-thresholding of the symmetric iterate):
   W ← prox_{ηλ_t‖·‖_*}(W − η∇f(W)).
 
-Conventions (MATH.md §7 "factor-2"): the loss carries 1/(2m) and, with ``penalty=half`` (default), the
+Conventions (docs/theory.md#factor-two): the loss carries 1/(2m) and, with ``penalty=half`` (default), the
 penalty ½λ‖U‖_F², so the stationary point of constant weight decay solves min f(W) + (λ/2)‖W‖_* over PSD W.
 ``penalty=full`` takes λ‖U‖_F² instead (decay factor e^{−2ηλ_t}; stationary point of f(W) + λ‖W‖_*, the
 same penalty as the linear arm's λ‖W‖_*). In both conventions the recorded a_t = −η Σ_{s<t} λ_s; with
@@ -343,7 +344,7 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
 
 # ------------------------------------------------------------------------------------ Table 2
 def table2_arms(base: Config) -> list[tuple[str, Config]]:
-    """Table 2's schedules at equal total regularization Σλ = base.wd · steps (MATH.md §4.1).
+    """Table 2's schedules at equal total regularization Σλ = base.wd · steps (docs/theory.md#exp-matrix-sensing).
 
     * constant ``base.wd`` for the whole run (no turn-off);
     * linear / cosine decay reaching 0 at T/2, peak chosen so that Σλ equals the budget;

@@ -6,7 +6,7 @@ every ``eval_every`` steps and at the end, a row with
 
     step, epoch, train_loss (mean since the last row), val_loss, val_acc, wd (λ_t), a (a_t = −Σ_{s<t} η_s λ_s),
     lr, and the SpectralMonitor's ``spectral/...`` keys (ρ of B A for LoRA, of W_Q W_Kᵀ for attention;
-    MATH.md §3.5).
+    docs/theory.md#rho).
 
 **Arms from one run.** Constant weight decay λ and "λ until t_off, then 0" (Remark 3.9) are the same run
 up to t_off. :func:`run_arms` trains the constant arm once, takes a snapshot (trainable weights, optimizer,
