@@ -113,14 +113,18 @@ class ReparamRegression:
     def metrics(self, state):
         x = self.x_of(state)
         r = self.residual(x)
-        out = {"loss": 0.5 * (r * r).mean(-1), "residual": r.abs().amax(-1)}
-        if self.track:
-            from ..training.tracker import identity_residual
+        return {"loss": 0.5 * (r * r).mean(-1), "residual": r.abs().amax(-1), **self.tracked(state, x)}
 
-            out["identity_residual"] = torch.tensor([
-                identity_residual(self.reparam, self.w0[c], float(state["a"][c]), x[c], state["mu"][c])
-                for c in range(self.n_configs)], dtype=x.dtype, device=x.device)
-        return out
+    def tracked(self, state, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """With ``track=True``: ``identity_residual`` ‖∇R_{a_t}(x_t) − μ_t‖/‖μ_t‖ per configuration
+        (``training.tracker.identity_residual``); ``{}`` otherwise."""
+        if not self.track:
+            return {}
+        from ..training.tracker import identity_residual
+
+        return {"identity_residual": torch.tensor([
+            identity_residual(self.reparam, self.w0[c], float(state["a"][c]), x[c], state["mu"][c])
+            for c in range(self.n_configs)], dtype=x.dtype, device=x.device)}
 
 
 def _on_device(reparam, device: torch.device, dtype: torch.dtype):

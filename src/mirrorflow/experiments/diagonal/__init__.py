@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from ...config import build, config_dict, parse_seed_list, require
-from ...engine.batched import Trace, run_batched, schedule_table, torch_threads
+from ...engine.batched import Trace, resolve_device, run_batched, schedule_table, torch_threads
 from ...engine.progress import progress_or_bar
 from ...report.figures import save_png, trace_plot
 from ...report.tables import markdown_table
@@ -92,6 +92,8 @@ class Config:
     converged_loss: float = 1e-8  # a run counts as converged when its final train loss is below this
     dtype: str = "float64"
     threads: int = 1  # torch intra-op threads while running (tiny tensors: more threads only add overhead)
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda
+    track: bool = False  # log ‖∇R_{a_t}(x_t) − μ_t‖/‖μ_t‖ (identity_residual; m⊙w, or power with a matched penalty)
 
     @property
     def steps(self) -> int:
@@ -122,6 +124,11 @@ class Config:
         require(self.converged_loss > 0, f"converged_loss must be positive, got {self.converged_loss}")
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         require(self.threads >= 0, f"threads must be non-negative (0 = torch's default), got {self.threads}")
+        resolve_device(self.device)  # ConfigError naming 'device' (unknown name, or cuda without CUDA)
+        require(not self.track or self.model == "mw" or (self.model == "power" and (self.power_penalty == "matched"
+                                                                                 or self.k == 1)),
+                f"track=true needs a commuting reparameterization with a Legendre function (model=mw, or "
+                f"model=power with power_penalty=matched); model={self.model} has none (Cor. D.1, Thm D.2)")
 
     def schedules(self):
         """λ_t = λ for t < steps_on, then 0 (one turn-off schedule per weight decay)."""
@@ -134,8 +141,9 @@ def run_sweep(cfg: Config, progress: Callable[[int], None] | None = None,
     """All weight decays of ``cfg`` as one batched run; returns the trace and the data."""
     dtype = DTYPES[cfg.dtype]
     data = data or make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, dtype)
-    problem = DiagonalNetwork(data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty)
-    lam = schedule_table(cfg.schedules(), cfg.steps, dtype)
+    problem = DiagonalNetwork(data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty,
+                              cfg.device, cfg.track)
+    lam = schedule_table(cfg.schedules(), cfg.steps, dtype, problem.device)
     with torch_threads(cfg.threads):
         trace = run_batched(problem, lam, cfg.step_size, log_every=cfg.log_every, progress=progress)
     return trace, data
@@ -180,7 +188,7 @@ def summarize(cfg: Config, trace: Trace, data: RegressionData) -> list[dict]:
 
 def final_x(cfg: Config, trace: Trace, data: RegressionData) -> torch.Tensor:
     """x = g(θ) at the end of the run, (C, d)."""
-    problem = DiagonalNetwork(data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty)
+    problem = DiagonalNetwork(data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty, cfg.device)
     return problem.x_of(trace.final_state)
 
 

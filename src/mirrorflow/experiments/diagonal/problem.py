@@ -73,13 +73,14 @@ class DiagonalNetwork(ReparamRegression):
     """
 
     def __init__(self, data: RegressionData, model: str, n_configs: int, init_scale: float,
-                 k: int = 2, power_penalty: str = "l2"):
+                 k: int = 2, power_penalty: str = "l2", device: str | torch.device = "cpu", track: bool = False):
         self.data = data
         self.model = model
         self.init_scale = float(init_scale)
         rep = reparameterization(model, data.Z.shape[1], k, power_penalty)
         super().__init__(rep, data.Z, data.y, initial_params(rep, model, init_scale), n_configs,
-                         decay="exact", dtype=data.Z.dtype, dual=False)
+                         decay="exact", dtype=data.Z.dtype, device=device, track=track, dual=track)
+        self.x_star = data.x_star.to(self.device)
 
     def metrics(self, state) -> dict[str, torch.Tensor]:
         x = self.x_of(state)
@@ -89,8 +90,9 @@ class DiagonalNetwork(ReparamRegression):
         tiny = torch.finfo(x.dtype).tiny
         return {
             "train_loss": 0.5 * (r * r).mean(dim=1),
-            "dist": (x - self.data.x_star).norm(dim=1),
+            "dist": (x - self.x_star).norm(dim=1),
             "l1_l2": torch.where(l2 > 0, l1 / l2.clamp_min(tiny), torch.zeros_like(l1)),
             "l1": l1,
             "x1": x[:, 0],
+            **self.tracked(state, x),
         }
