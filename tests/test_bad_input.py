@@ -112,6 +112,7 @@ CLI_CASES = [
     (["run", "attention", "bogus=1"], "unknown config key 'bogus'"),
     (["run", "attention", "parts=xyz"], "parts must be among"),
     (["run", "lora", "threads=100000"], "threads: at most the"),
+    (["run", "lora", "steps=-1"], "steps must be at least 2"),
     # sweeps
     (SW + ["--workers", "0"], "workers must be at least 1"),
     (SW + ["--batch-size", "0"], "batch_size must be at least 1"),

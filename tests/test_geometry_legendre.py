@@ -321,3 +321,15 @@ def test_outside_the_domain():
         mixed.legendre(mixed.pack(m=[1.0, 1.0], w=[1.0, 0.0]), -0.1)
     with pytest.raises(ValueError, match="a must be finite"):
         G.get("mw", 1).legendre(G.get("mw", 1).init(), float("nan"))
+
+
+def test_float32_results_that_overflow_say_so():
+    """R_a is evaluated in float64; a value that does not fit the caller's float32 raises instead of inf."""
+    rep = G.get("mw", 1)
+    leg = rep.legendre(rep.init(scale=1.0), -1.0)
+    x64 = torch.tensor([1e37], dtype=torch.float64)
+    assert float(leg.value(x64)) > torch.finfo(torch.float32).max  # fits float64
+    with pytest.raises(G.PrecisionOverflow, match="overflows torch.float32"):
+        leg.value(x64.float())
+    assert torch.isfinite(leg.grad(x64.float())).all()  # ∇R_a(x) ≈ log x fits: returned in float32
+    assert leg.value(torch.tensor([-1e3, 2.0], dtype=torch.float32)).dtype == torch.float32

@@ -107,6 +107,7 @@ class Config:
         require(len(set(self.weight_decays)) == len(self.weight_decays), "weight_decays has repeated values")
         require(len(self.seeds) > 0, "seeds must name at least one seed")
         require(len(set(self.seeds)) == len(self.seeds), "seeds has repeated values")
+        require(self.steps > 1, f"steps must be at least 2 (one with weight decay, one without), got {self.steps}")
         require(0 < self.off_at < self.steps, f"off_at must be in 1..steps-1={self.steps - 1}, got {self.off_at}")
         require(self.auto_window > 0, f"auto_window must be positive, got {self.auto_window}")
         require(self.auto_tol >= 0, f"auto_tol must be non-negative, got {self.auto_tol}")

@@ -22,6 +22,7 @@ from .effects import dual_range, one_dimensional, positional_bias, three_effects
 from .families import (MW, PSD, REPARAMETERIZATIONS, Custom, DeepProduct, Identity, LogDiff, PowerDiff, Quadratic,
                        get, legendre)
 from .hyperbolic import CoupledEntropy, HyperbolicEntropy
+from ._num import PrecisionOverflow
 from .legendre import LegendreFunction, NonCommutingError, OutsideDomainError
 from .limits import LimitNotConverged, LimitResult, accumulated_regularization, constrained_argmin, matrix_sensing_limit, predict_limit
 from .logcosh import LogCoshLegendre
@@ -32,7 +33,7 @@ from .reparam import Reparameterization
 from .spectral import SpectralEntropy
 
 __all__ = [
-    "LegendreFunction", "OutsideDomainError", "NonCommutingError",
+    "LegendreFunction", "OutsideDomainError", "NonCommutingError", "PrecisionOverflow",
     "HyperbolicEntropy", "CoupledEntropy", "SpectralEntropy", "PowerLegendre", "LogCoshLegendre",
     "QuadraticLegendre", "FlowLegendre",
     "Reparameterization", "MW", "PSD", "PowerDiff", "LogDiff", "Quadratic", "Identity", "DeepProduct", "Custom",

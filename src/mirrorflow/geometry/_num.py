@@ -23,6 +23,23 @@ def as64(x) -> tuple[torch.Tensor, torch.dtype]:
     return t, F64
 
 
+class PrecisionOverflow(OverflowError):
+    """A value computed in float64 does not fit the caller's lower-precision dtype."""
+
+
+def back(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` (computed in float64) in the caller's ``dtype``; raises :class:`PrecisionOverflow` when finite
+    float64 values become ±inf there (e.g. a float32 input whose R_a exceeds 3.4e38), instead of returning
+    inf silently. Values that are ±inf in float64 (outside the domain) stay inf."""
+    out = t.to(dtype)
+    if dtype != t.dtype and t.is_floating_point():
+        lost = torch.isfinite(t) & ~torch.isfinite(out)
+        if bool(lost.any()):
+            worst = float(t[lost].abs().max())
+            raise PrecisionOverflow(f"a result ({worst:.3g}) overflows {dtype}; pass float64 inputs to get it")
+    return out
+
+
 def scalar(a) -> float:
     """A finite Python float (accumulated regularization a, scales)."""
     v = float(a.item() if isinstance(a, torch.Tensor) else a)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._num import F64, as64, scalar
+from ._num import F64, as64, back, scalar
 
 
 class OutsideDomainError(ValueError):
@@ -107,25 +107,25 @@ class LegendreFunction:
         x64, dt = as64(x)
         ok = self._in_domain(x64)
         if bool(ok.all()):
-            return self._value(x64).to(dt)
+            return back(self._value(x64), dt)
         ref = self._grad_inverse(self._safe_dual())
         mask = ok.reshape(*ok.shape, *([1] * self.event_dims))
         safe = torch.where(mask, x64, ref.expand_as(x64))
         v = self._value(safe)
-        return torch.where(ok, v, torch.full_like(v, float("inf"))).to(dt)
+        return back(torch.where(ok, v, torch.full_like(v, float("inf"))), dt)
 
     def grad(self, x) -> torch.Tensor:
         """The mirror map ∇R_a(x) (raises ``OutsideDomainError`` outside the domain)."""
         x64, dt = as64(x)
         self._check_x(x64)
-        return self._grad(x64).to(dt)
+        return back(self._grad(x64), dt)
 
     def hess(self, x) -> torch.Tensor:
         """∇²R_a(x): ``(..., n, n)`` (``(..., n, n, n, n)`` for matrices)."""
         x64, dt = as64(x)
         self._check_x(x64)
         h = self._hess(x64)
-        return (torch.diag_embed(h) if self.separable else h).to(dt)
+        return back((torch.diag_embed(h) if self.separable else h), dt)
 
     def hess_diag(self, x) -> torch.Tensor:
         """Diagonal of ∇²R_a(x) (separable families only)."""
@@ -133,7 +133,7 @@ class LegendreFunction:
             raise TypeError(f"{self.name} is not separable; use hess()")
         x64, dt = as64(x)
         self._check_x(x64)
-        return self._hess(x64).to(dt)
+        return back(self._hess(x64), dt)
 
     def _check_mu(self, mu: torch.Tensor) -> None:
         ok = self.in_dual_domain(mu)
@@ -155,23 +155,23 @@ class LegendreFunction:
         """x(μ) = ∇Q_a(μ), the inverse mirror map."""
         mu64, dt = as64(mu)
         self._check_mu(mu64)
-        return self._grad_inverse(mu64).to(dt)
+        return back(self._grad_inverse(mu64), dt)
 
     def conjugate(self, mu) -> torch.Tensor:
         """Q_a(μ) = R_a*(μ); ``+inf`` outside the dual domain."""
         mu64, dt = as64(mu)
         ok = self.in_dual_domain(mu64)
         if bool(ok.all()):
-            return self._conjugate(mu64).to(dt)
+            return back(self._conjugate(mu64), dt)
         mask = ok.reshape(*ok.shape, *([1] * self.event_dims))
         v = self._conjugate(torch.where(mask, mu64, self._safe_dual().expand_as(mu64)))
-        return torch.where(ok, v, torch.full_like(v, float("inf"))).to(dt)
+        return back(torch.where(ok, v, torch.full_like(v, float("inf"))), dt)
 
     def dual_hess(self, mu) -> torch.Tensor:
         """∇²Q_a(μ) = dx/dμ: diagonal ``(..., n)`` if ``separable`` else ``(..., n, n)``."""
         mu64, dt = as64(mu)
         self._check_mu(mu64)
-        return self._dual_hess(mu64).to(dt)
+        return back(self._dual_hess(mu64), dt)
 
     def minimizer(self) -> torch.Tensor:
         """x*_a = argmin R_a = x(0) (positional bias, Sec. 4)."""
@@ -196,7 +196,7 @@ class LegendreFunction:
         self._check_x(y64, "y")
         dims = tuple(range(-self.event_dims, 0))
         d = self.value(x64) - self._value(y64) - (self._grad(y64) * (x64 - y64)).sum(dims)
-        return d.to(dt)
+        return back(d, dt)
 
     def value_by_quadrature(self, x, nodes: int = 64) -> torch.Tensor:
         """R_a(x*) + ∫_0^1 ⟨∇R_a(x* + t(x − x*)), x − x*⟩ dt by Gauss–Legendre quadrature.
@@ -215,7 +215,7 @@ class LegendreFunction:
         pts = xs + t.reshape(shape) * diff
         integrand = (self.grad(pts) * diff).sum(dims)
         integral = (wq.reshape((nodes,) + (1,) * (integrand.dim() - 1)) * integrand).sum(0)
-        return (self._value(xs) + integral).to(dt)
+        return back((self._value(xs) + integral), dt)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(a={self.a:g})"
