@@ -223,3 +223,50 @@ def test_engine_tracks_the_identity_residual_along_training():
     assert (rho[:, 1:] < 2e-2).all() and (rho[:, 1:] > 0).all()
     x, mu = prob.x_of(trace.final_state)[1], trace.final_state["mu"][1]
     assert rho[1, -1] == pytest.approx(identity_residual(rep, w0, trace.final("a")[1], x, mu), rel=1e-12)
+
+
+def test_tracker_inside_a_lightning_trainer(tmp_path):
+    """WeightDecayMonitor(tracker=...) attaches the tracker to Lightning's optimizer and logs its residual the
+    Lightning way; the tracker's a_t equals the monitor's and SGD keeps the identity to O(η)."""
+    import warnings
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from mirrorflow.store import read_csv
+    from mirrorflow.training.lightning import WeightDecayMonitor
+
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.unpack(rep.init(scale=1.0))
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.m = torch.nn.Parameter(w0["m"].clone().float())
+            self.w = torch.nn.Parameter(w0["w"].clone().float())
+
+        def training_step(self, batch, batch_idx):
+            z, target = batch
+            x = tracker.watch(self.m * self.w)
+            return 0.5 * ((z @ x - target) ** 2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.02, weight_decay=0.0)
+
+    module = Module()
+    tracker = LegendreTracker(rep, {"m": module.m, "w": module.w}, every=10, data=(Z, y))
+    cb = WeightDecayMonitor(turn_off(0.5, at=20), tracker=tracker, check_lora=False)
+    trainer = L.Trainer(max_steps=40, accelerator="cpu", logger=CSVLogger(str(tmp_path)), callbacks=[cb],
+                        log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    batches = [(Z.float(), y.float())] * 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Lightning's hints about dataloader workers on CPU
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    rows = [r for r in read_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") if r.get("legendre/a")]
+    last = rows[-1]
+    assert float(last["legendre/a"]) == pytest.approx(-0.02 * 0.5 * 20, abs=1e-7)
+    assert float(last["legendre/a"]) == pytest.approx(float(last["wd/a"]), abs=1e-7)
+    assert 0 < float(last["legendre/residual"]) < 0.05
+    assert tracker.steps == 40 and not tracker._hooks  # closed at the end of training

@@ -170,6 +170,13 @@ class LegendreTracker:
         self._hooks = []
 
     def _before_step(self, optimizer, args, kwargs) -> None:
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if self._pending is None and closure is not None:
+            return  # ∇_x f is computed by the closure inside step() (Lightning): accumulated after the step
+        self._accumulate()
+
+    def _accumulate(self) -> None:
+        """μ −= η∇_x f(x_t) and a −= ηλ with the η, λ of the step being taken."""
         if self._pending is None:
             raise RuntimeError("LegendreTracker: no ∇_x f for this optimizer step; wrap x = g(w) with "
                                "tracker.watch(x) in the forward pass or call tracker.observe(grad_x) first")
@@ -180,6 +187,8 @@ class LegendreTracker:
         self._pending = None
 
     def _after_step(self, optimizer, args, kwargs) -> None:
+        if self._pending is not None:  # gradient from a closure evaluated inside step()
+            self._accumulate()
         self.steps += 1
         if self.steps % self.every == 0:
             self.report()
