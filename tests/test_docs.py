@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "docs/training-tools.md", "docs/sweeps.md"]
+DOCS = ["README.md", "docs/training-tools.md", "docs/sweeps.md", "docs/geometry.md", "docs/tracker-and-phase.md"]
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```\s*$", re.S | re.M)
 
 
