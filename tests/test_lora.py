@@ -14,7 +14,7 @@ from mirrorflow.experiments.transformers.tasks import speaker_lines
 
 LM = {"task": "lm", "model": "tiny-gpt2", "steps": "12", "off_at": "6", "eval_every": "3", "batch_size": "4", "block_size": "16",
       "val_windows": "8", "lr": "0.1", "weight_decays": "0.5", "seeds": "0,1", "baseline": "true",
-      "auto_off": "true"}
+      "auto_off": "true", "workers": "1"}
 
 
 def test_speaker_lines_and_split_keep_speeches_on_one_side():

@@ -94,7 +94,7 @@ class Config:
     val_subset: int = 32
     device: str = "auto"
     threads: int = 1
-    workers: int = 1
+    workers: int = 2  # the CPU default: two seed groups at a time, one thread each (2 cores)
 
     def validate(self) -> None:
         require(self.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
