@@ -40,7 +40,11 @@ State = dict[str, torch.Tensor]
 
 
 class BatchedProblem(Protocol):
-    """A family of C gradient-descent runs that share data. All state tensors have leading dim C."""
+    """A family of C gradient-descent runs that share data. All state tensors have leading dim C.
+
+    A problem may set ``divergence_keys`` (a tuple of state keys): only those entries are checked for
+    divergence and frozen for a diverged configuration; the other entries (large accumulators derived from
+    them, updated in place) pass through. Without it every floating-point entry is checked and frozen."""
 
     n_configs: int
 
@@ -106,11 +110,23 @@ def schedule_table(schedules: Sequence[Schedule], steps: int, dtype=torch.float6
     return torch.as_tensor(np.stack([s.table(steps) for s in schedules]), dtype=dtype, device=device)
 
 
-def _finite_rows(state: State, C: int) -> torch.Tensor:
-    """Rows that are still numbers (see :func:`run_batched`): finite, and no entry above √(max float) (the
-    next product overflows)."""
+def _watched(problem: BatchedProblem, state: State) -> tuple[str, ...]:
+    """The state keys that decide divergence and are frozen (``problem.divergence_keys``, default: all
+    floating-point entries)."""
+    keys = getattr(problem, "divergence_keys", None)
+    if keys is None:
+        return tuple(k for k, v in state.items() if v.is_floating_point())
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"divergence_keys {missing} are not in the state ({', '.join(state)})")
+    return tuple(keys)
+
+
+def _finite_rows(state: State, C: int, keys: Sequence[str]) -> torch.Tensor:
+    """Rows that are still numbers (see :func:`run_batched`): the entries ``keys`` are finite, with no
+    entry above √(max float) (the next product overflows)."""
     ok = torch.ones(C, dtype=torch.bool, device=next(iter(state.values())).device)
-    for v in state.values():
+    for v in (state[k] for k in keys):
         if v.is_floating_point():
             rows = v.reshape(C, -1)
             fi = torch.finfo(v.dtype)
@@ -146,6 +162,7 @@ def run_batched(
     if C != problem.n_configs:
         raise ValueError(f"lam_table has {C} rows but the problem has {problem.n_configs} configurations")
     state = problem.init_state() if state is None else state
+    watched = _watched(problem, state)
     ref = next(v for v in state.values() if v.is_floating_point())
     dev = ref.device
     lam_table = lam_table.to(device=dev, dtype=ref.dtype)
@@ -176,11 +193,12 @@ def run_batched(
                 next_log += 1
             lam = lam_table[:, t]
             new = problem.step(state, lam, lr_vec, t)
-            ok = _finite_rows(new, C)
+            ok = _finite_rows(new, C, watched)
             if not readback or not bool(ok.all()):
                 diverged_at = torch.where((~ok) & (diverged_at < 0), t, diverged_at)
                 new = {
-                    k: torch.where(ok.view(C, *([1] * (v.dim() - 1))), v, state[k]) if v.is_floating_point() else v
+                    k: torch.where(ok.view(C, *([1] * (v.dim() - 1))), v, state[k])
+                    if k in watched and v.is_floating_point() else v
                     for k, v in new.items()
                 }
             state = new

@@ -88,35 +88,51 @@ _SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 #ifndef MB
-#define MB 2   /* atoms per block: each d_l loaded from cache serves MB atoms */
+#define MB 5   /* atoms per block: every d_l loaded serves MB atoms (K = 50 is 10 blocks) */
 #endif
 #ifndef TB
-#define TB 32  /* entries per register tile */
+#define TB 4   /* 64-byte vectors per register tile: MB·TB accumulators stay in registers */
 #endif
-/* sum over l outside [j0, j0+m) of a_{j0+jj, l} d_l[t0:t0+n], subtracted from b_{j0+jj}; n == TB or tail */
-static inline void block_rest(int K, int P, int j0, int m, int t0, int n, const REAL *Ai, const REAL *Bi,
-                              const REAL *Dc, REAL *ub) {
-    REAL acc[MB][TB];
-    for (int jj = 0; jj < MB; jj++)
-        for (int s = 0; s < TB; s++) acc[jj][s] = (jj < m && s < n) ? Bi[(size_t)(j0 + jj) * P + t0 + s] : 0;
-    for (int l = 0; l < K; l++) {
-        if (l >= j0 && l < j0 + m) continue;
-        const REAL *dl = Dc + (size_t)l * P + t0;
-        REAL al[MB];
-        for (int jj = 0; jj < MB; jj++) al[jj] = jj < m ? Ai[(size_t)(j0 + jj) * K + l] : 0;
-        if (n == TB) {
-            for (int jj = 0; jj < MB; jj++)
-                for (int s = 0; s < TB; s++) acc[jj][s] -= al[jj] * dl[s];
-        } else {
-            for (int jj = 0; jj < MB; jj++)
-                for (int s = 0; s < n; s++) acc[jj][s] -= al[jj] * dl[s];
+#define VL ((int)(64 / sizeof(REAL)))
+typedef REAL vec __attribute__((vector_size(64)));
+
+static inline vec vload(const REAL *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+static inline void vstore(REAL *p, vec v) { memcpy(p, &v, sizeof v); }
+
+/* ub[jj] = b_{j0+jj} − Σ_{l ∉ [j0, j0+m)} a_{j0+jj, l} d_l for the block's m atoms */
+static void block_rest(int K, int P, int j0, int m, const REAL *Ai, const REAL *Bi, const REAL *Dc, REAL *ub) {
+    REAL al[K][MB];
+    for (int l = 0; l < K; l++)
+        for (int jj = 0; jj < MB; jj++)
+            al[l][jj] = (jj < m && (l < j0 || l >= j0 + m)) ? Ai[(size_t)(j0 + jj) * K + l] : 0;
+    int W = TB * VL, t0 = 0;
+    for (; t0 + W <= P; t0 += W) {
+        vec acc[MB][TB];
+        for (int jj = 0; jj < MB; jj++)
+            for (int v = 0; v < TB; v++)
+                acc[jj][v] = jj < m ? vload(Bi + (size_t)(j0 + jj) * P + t0 + v * VL) : (vec){0};
+        for (int l = 0; l < K; l++) {
+            const REAL *dl = Dc + (size_t)l * P + t0;
+            vec d[TB];
+            for (int v = 0; v < TB; v++) d[v] = vload(dl + v * VL);
+            for (int jj = 0; jj < MB; jj++) {
+                REAL a = al[l][jj];
+                for (int v = 0; v < TB; v++) acc[jj][v] -= a * d[v];
+            }
+        }
+        for (int jj = 0; jj < m; jj++)
+            for (int v = 0; v < TB; v++) vstore(ub + (size_t)jj * P + t0 + v * VL, acc[jj][v]);
+    }
+    for (int jj = 0; jj < m; jj++) {  /* the tail of the row, fewer than TB·VL entries */
+        REAL *u = ub + (size_t)jj * P;
+        for (int t = t0; t < P; t++) u[t] = Bi[(size_t)(j0 + jj) * P + t];
+        for (int l = 0; l < K; l++) {
+            REAL a = al[l][jj]; const REAL *dl = Dc + (size_t)l * P;
+            for (int t = t0; t < P; t++) u[t] -= a * dl[t];
         }
     }
-    for (int jj = 0; jj < m; jj++)
-        for (int s = 0; s < n; s++) ub[(size_t)jj * P + t0 + s] = acc[jj][s];
 }
 
-/* per-sample dictionary sweep, see mirrorflow/experiments/sparse_coding/dictionary.py */
 void per_sample_sweep(int C, int b, int K, int P, REAL *D, REAL *A, REAL *Bt, const REAL *X,
                       const REAL *Y, double eps, int threads) {
     #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
@@ -135,8 +151,7 @@ void per_sample_sweep(int C, int b, int K, int P, REAL *D, REAL *A, REAL *Bt, co
             }
             for (int j0 = 0; j0 < K; j0 += MB) {     /* u_j = (b_j − Σ_l a_jl d_l)/a_jj + d_j, j in the block */
                 int m = K - j0 < MB ? K - j0 : MB;
-                for (int t0 = 0; t0 < P; t0 += TB)
-                    block_rest(K, P, j0, m, t0, P - t0 < TB ? P - t0 : TB, Ai, Bi, Dc, ub);
+                block_rest(K, P, j0, m, Ai, Bi, Dc, ub);
                 for (int jj = 0; jj < m; jj++) {     /* atoms of the block in sequence (A[i] symmetric) */
                     int j = j0 + jj;
                     REAL *u = ub + (size_t)jj * P;
