@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 
 OUT_HELP = "Run directory to write into (created if missing)."
+DRY_RUN_HELP = ("Resolve and check the overrides, print the configuration(s) and the run directory, and exit "
+                "(nothing is created or loaded; a device this machine lacks is accepted).")
 
 
 def _version(value: bool) -> None:
@@ -42,10 +44,16 @@ def run(
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides key=value."),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the run even if it has finished before."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Run one configuration of an experiment (key=value overrides) into a run directory."""
-    from .experiments import run_one
+    from .experiments import describe, resolve_run, run_one
 
+    if dry_run:
+        _, cfg, _, out = resolve_run(experiment, overrides or [], out, dry_run=True)
+        typer.echo(describe(cfg))
+        typer.echo(f"run directory: {out}")
+        return
     summary, out, reused = run_one(experiment, overrides or [], out, force)
     if reused:
         typer.echo(f"finished run found in {out} (use --force to redo)")
@@ -60,10 +68,20 @@ def reproduce(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides key=value."),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Reproduce the paper's table and figures for an experiment; prints the table."""
+    from .experiments import describe, plan_reproduce
     from .experiments import reproduce as reproduce_experiment
 
+    if dry_run:
+        _, _, plan, out = plan_reproduce(experiment, overrides or [], out, dry_run=True)
+        if plan.options:
+            typer.echo(f"options: {describe(plan.options)}")
+        for label, cfg in plan.configs:
+            typer.echo(f"{label}: {describe(cfg)}")
+        typer.echo(f"run directory: {out}")
+        return
     table, out = reproduce_experiment(experiment, overrides or [], out)
     typer.echo(table)
     typer.echo(f"\nrun directory: {out}")
