@@ -130,10 +130,22 @@ def phase(
         None, help="x=KEY:LO:HI:COUNT[:log], y=..., metric=NAME, schedules=a,b,c, device=cpu|cuda, key=value overrides."),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the grid even if it has finished before."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and check the grid, print it and the run "
+                                                          "directory, and exit (nothing is created)."),
 ) -> None:
     """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
-    from .experiments.phase import run_phase
+    from .experiments import describe
+    from .experiments.phase import plan_phase, run_phase
 
+    if dry_run:
+        _, spec, out = plan_phase(experiment, spec or [], out)
+        plan = spec.as_dict()
+        base = plan.pop("base")
+        typer.echo(describe(plan))
+        typer.echo(f"base: {describe(base)}")
+        typer.echo(f"{len(spec.x.values) * len(spec.y.values)} cells × {len(spec.schedules)} schedules")
+        typer.echo(f"run directory: {out}")
+        return
     out, summary = run_phase(experiment, spec or [], out, force)
     for k, v in summary.items():
         typer.echo(f"{k}: {v}")
