@@ -125,3 +125,18 @@ def test_planning_accepts_a_device_name_without_the_device():
     if not CUDA:
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda")  # outside the block: checked again
+
+
+def test_phase_dry_run_is_the_grid_the_phase_command_then_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["phase", "matrix-sensing", "x=wd:1e-3:1e-1:2:log", "y=init_scale:1e-3:1e-1:3:log", "n=6", "r=1", "steps=30"]
+    code, out, err = mf(capsys, *args, "--dry-run")
+    assert code == 0, err
+    assert out[0].startswith("experiment=matrix-sensing x=wd:0.001:0.1:2:log y=init_scale:0.001:0.1:3:log")
+    assert out[1].startswith("base: n=6 r=1") and out[2] == "6 cells × 3 schedules"
+    assert list(tmp_path.iterdir()) == []
+    code, real, err = mf(capsys, *args)
+    assert code == 0, err
+    assert real[-1] == out[-1] and "experiment: matrix-sensing" in real and "cells_per_schedule: 6" in real
+    code, _, err = mf(capsys, "phase", "matrix-sensing", "x=wd:1e-3:1:2:log", "y=nope:1:2:2", "--dry-run")
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: y") and "nope" in err[0]
