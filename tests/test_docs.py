@@ -117,8 +117,9 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 def dry_run(argv: list[str], where: str) -> str:
     """A mirrorflow command with ``--dry-run``: must resolve (exit 0); returns what it printed."""
-    code, out, err = run_cli([*argv, "--dry-run"])
-    assert code == 0, f"{where}: `mirrorflow {shlex.join(argv)} --dry-run` exits {code}: {err.strip()[-2000:]}"
+    argv = argv if "--dry-run" in argv else [*argv, "--dry-run"]
+    code, out, err = run_cli(argv)
+    assert code == 0, f"{where}: `mirrorflow {shlex.join(argv)}` exits {code}: {err.strip()[-2000:]}"
     return out
 
 

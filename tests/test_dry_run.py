@@ -105,7 +105,8 @@ def test_dry_run_refuses_bad_input_like_the_real_command(capsys, tmp_path, monke
 
 @pytest.mark.parametrize("args", [["run", "matrix-sensing", "n=6", "r=1", "steps=10"],
                                   ["reproduce", "diagonal", "steps_on=5", "steps_off=5"],
-                                  ["reproduce", "sparse-coding", "preset=authors", "image_size=16"]])
+                                  ["reproduce", "sparse-coding", "preset=authors", "image_size=16"],
+                                  ["sweep", "matrix-sensing", "n=6", "r=1", "wd=0,0.1"]])
 def test_a_plan_for_a_gpu_machine_dry_runs_here(capsys, tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
     code, out, err = mf(capsys, *args, "device=cuda", "--dry-run")

@@ -105,7 +105,7 @@ def sweep(
     from .engine.sweep import sweep as run_sweep
     from .experiments import resolve_sweep
 
-    grid, points, out = resolve_sweep(experiment, spec or [], out)
+    grid, points, out = resolve_sweep(experiment, spec or [], out, dry_run=dry_run)
     if dry_run:
         for p in points:
             typer.echo(f"{p.run_id}  " + " ".join(f"{k}={v}" for k, v in p.params.items()))

@@ -170,16 +170,18 @@ def plan_reproduce(experiment: str, tokens: Sequence[str], out: Path | None = No
     return mod, overrides, plan, out
 
 
-def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = None):
-    """``mirrorflow sweep``: an optional spec file and ``key=v1,v2`` tokens → (grid, points, sweep directory)."""
+def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = None, dry_run: bool = False):
+    """``mirrorflow sweep``: an optional spec file and ``key=v1,v2`` tokens → (grid, points, sweep directory);
+    ``dry_run`` as in :func:`resolve_run`."""
     from ..engine.grid import resolve
     from ..store import RunDir, run_id
 
     files = [t for t in tokens if "=" not in t]
     if len(files) > 1:
         raise ConfigError(f"give at most one spec file, got {', '.join(files)}")
-    grid, points = resolve(canonical(experiment), load(experiment), files[0] if files else None,
-                           [t for t in tokens if "=" in t])
+    with _planning(dry_run):
+        grid, points = resolve(canonical(experiment), load(experiment), files[0] if files else None,
+                               [t for t in tokens if "=" in t])
     check_resources(grid.module, [p.config for p in points])
     out = Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}" if out is None \
         else Path(out)
