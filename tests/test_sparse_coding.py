@@ -329,7 +329,7 @@ def test_device_plumbing_on_cpu(faces16):
     trace = S.run_sweep(cfg, Y=faces16)
     assert all(v.device.type == "cpu" for v in trace.final_state.values())
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="device=cuda: no CUDA device"):
+        with pytest.raises(ConfigError, match="device=cuda: CUDA is not available"):
             build(S.Config, {"device": "cuda"})
 
 

@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 
 OUT_HELP = "Run directory to write into (created if missing)."
+DRY_RUN_HELP = ("Resolve and check the overrides, print the configuration(s) and the run directory, and exit "
+                "(nothing is created or loaded; a device this machine lacks is accepted).")
 
 
 def _version(value: bool) -> None:
@@ -42,10 +44,16 @@ def run(
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides key=value."),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the run even if it has finished before."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Run one configuration of an experiment (key=value overrides) into a run directory."""
-    from .experiments import run_one
+    from .experiments import describe, resolve_run, run_one
 
+    if dry_run:
+        _, cfg, _, out = resolve_run(experiment, overrides or [], out, dry_run=True)
+        typer.echo(describe(cfg))
+        typer.echo(f"run directory: {out}")
+        return
     summary, out, reused = run_one(experiment, overrides or [], out, force)
     if reused:
         typer.echo(f"finished run found in {out} (use --force to redo)")
@@ -60,10 +68,20 @@ def reproduce(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides key=value."),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Reproduce the paper's table and figures for an experiment; prints the table."""
+    from .experiments import describe, plan_reproduce
     from .experiments import reproduce as reproduce_experiment
 
+    if dry_run:
+        _, _, plan, out = plan_reproduce(experiment, overrides or [], out, dry_run=True)
+        if plan.options:
+            typer.echo(f"options: {describe(plan.options)}")
+        for label, cfg in plan.configs:
+            typer.echo(f"{label}: {describe(cfg)}")
+        typer.echo(f"run directory: {out}")
+        return
     table, out = reproduce_experiment(experiment, overrides or [], out)
     typer.echo(table)
     typer.echo(f"\nrun directory: {out}")
@@ -87,7 +105,7 @@ def sweep(
     from .engine.sweep import sweep as run_sweep
     from .experiments import resolve_sweep
 
-    grid, points, out = resolve_sweep(experiment, spec or [], out)
+    grid, points, out = resolve_sweep(experiment, spec or [], out, dry_run=dry_run)
     if dry_run:
         for p in points:
             typer.echo(f"{p.run_id}  " + " ".join(f"{k}={v}" for k, v in p.params.items()))
@@ -112,10 +130,22 @@ def phase(
         None, help="x=KEY:LO:HI:COUNT[:log], y=..., metric=NAME, schedules=a,b,c, device=cpu|cuda, key=value overrides."),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the grid even if it has finished before."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and check the grid, print it and the run "
+                                                          "directory, and exit (nothing is created)."),
 ) -> None:
     """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
-    from .experiments.phase import run_phase
+    from .experiments import describe
+    from .experiments.phase import plan_phase, run_phase
 
+    if dry_run:
+        _, spec, out = plan_phase(experiment, spec or [], out)
+        plan = spec.as_dict()
+        base = plan.pop("base")
+        typer.echo(describe(plan))
+        typer.echo(f"base: {describe(base)}")
+        typer.echo(f"{len(spec.x.values) * len(spec.y.values)} cells × {len(spec.schedules)} schedules")
+        typer.echo(f"run directory: {out}")
+        return
     out, summary = run_phase(experiment, spec or [], out, force)
     for k, v in summary.items():
         typer.echo(f"{k}: {v}")

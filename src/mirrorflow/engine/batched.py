@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import contextlib
+import contextvars
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -35,6 +36,19 @@ from ..errors import ConfigError
 from ..schedules import Schedule
 
 DEVICES = ("auto", "cpu", "cuda")
+_PLANNING = contextvars.ContextVar("mirrorflow_planning", default=False)
+
+
+@contextlib.contextmanager
+def planning():
+    """Inside this block :func:`resolve_device` checks a device's name but not that this machine has it: a
+    dry run (``mirrorflow run/reproduce --dry-run``) validates a plan that may be meant for another machine."""
+    token = _PLANNING.set(True)
+    try:
+        yield
+    finally:
+        _PLANNING.reset(token)
+
 
 State = dict[str, torch.Tensor]
 
@@ -87,7 +101,7 @@ def resolve_device(spec: str | torch.device, key: str = "device") -> torch.devic
     """``auto`` → ``cuda`` when a CUDA device is available, else ``cpu``; ``cpu``/``cuda``/``cuda:K`` as given.
 
     Raises :class:`~mirrorflow.errors.ConfigError` (one line naming ``key``) for an unknown name or for
-    ``cuda`` on a machine without CUDA."""
+    ``cuda`` on a machine without CUDA (not inside :func:`planning`)."""
     if isinstance(spec, torch.device):
         spec = str(spec)
     name = str(spec).strip().lower()
@@ -96,6 +110,8 @@ def resolve_device(spec: str | torch.device, key: str = "device") -> torch.devic
     if name == "cpu":
         return torch.device("cpu")
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if _PLANNING.get():
+            return torch.device(name)
         if not torch.cuda.is_available():
             raise ConfigError(f"{key}={spec}: CUDA is not available on this machine (use {key}=cpu or {key}=auto)")
         if ":" in name and int(name[5:]) >= torch.cuda.device_count():

@@ -5,6 +5,9 @@ Each experiment module provides:
 * ``Config`` — a frozen dataclass of plain fields with ``validate()`` (raise ``ConfigError`` naming the key);
 * ``run(cfg, out, progress=None) -> dict`` — one configuration into run directory ``out``
   (``config.yaml``, ``metrics.csv``, figures, ``summary.json`` last); returns the summary;
+* ``reproduce_plan(overrides) -> Plan`` — the one place where ``reproduce``'s ``key=value`` overrides are
+  resolved (presets, ``seeds=``, ``models=``/``parts=``, the experiment's own keys) and validated into the
+  labelled configs it runs; ``reproduce`` starts by calling it, and ``mirrorflow reproduce --dry-run`` prints it;
 * ``reproduce(out, overrides=None, progress=None) -> str`` — the paper's figure/table reproduction into
   ``out``; returns the markdown table it printed.
 
@@ -17,9 +20,10 @@ Optionally, for batched sweeps (the engine runs configs that share data as one t
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
 
@@ -30,6 +34,20 @@ EXPERIMENTS: dict[str, str] = {
     "lora": "mirrorflow.experiments.lora",
     "attention": "mirrorflow.experiments.attention",
 }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``reproduce`` runs for some overrides, resolved and validated before anything runs: labelled
+    configs (each a complete ``Config``) and the reproduction's own options (preset, seeds, models, ...)."""
+
+    configs: tuple[tuple[str, Any], ...]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Any:
+        """The first config (the base config of a reproduction that derives its arms from one)."""
+        return self.configs[0][1]
 
 
 def canonical(name: str) -> str:
@@ -51,16 +69,10 @@ def run_one(experiment: str, tokens: Sequence[str], out: Path | None = None,
     ``runs/<experiment>-<hash of the resolved config>``). A finished run of the same config there is reused
     unless ``force``; a finished run of another config is refused (naming the differing keys) unless ``force``.
     Returns (summary, run directory, reused)."""
-    from ..config import build, config_dict, parse_overrides
-    from ..store import RunDir, run_id
+    from ..store import RunDir
 
-    mod = load(experiment)
-    name = canonical(experiment)
-    cfg = build(mod.Config, parse_overrides(tokens))
-    resolved = {"experiment": name, **config_dict(cfg)}
-    out = Path("runs") / run_id(resolved, prefix=name) if out is None else Path(out)
+    mod, cfg, resolved, out = resolve_run(experiment, tokens, out)
     rd = RunDir(out)
-    rd.check_out()
     if force:
         rd.clear()
     elif rd.finished_with(resolved):
@@ -71,6 +83,43 @@ def run_one(experiment: str, tokens: Sequence[str], out: Path | None = None,
     except KeyboardInterrupt:
         rd.clear()
         raise
+
+
+def resolve_run(experiment: str, tokens: Sequence[str], out: Path | None = None, dry_run: bool = False):
+    """``mirrorflow run`` up to running: ``key=value`` tokens → (module, validated config, the resolved dict
+    that names the run, run directory). Nothing is created. ``dry_run``: a device this machine lacks is
+    accepted (:func:`~mirrorflow.engine.batched.planning`: the plan may be meant for another machine)."""
+    from ..config import build, config_dict, parse_overrides
+    from ..store import RunDir, run_id
+
+    mod = load(experiment)
+    name = canonical(experiment)
+    with _planning(dry_run):
+        cfg = build(mod.Config, parse_overrides(tokens))
+    resolved = {"experiment": name, **config_dict(cfg)}
+    out = Path("runs") / run_id(resolved, prefix=name) if out is None else Path(out)
+    RunDir(out).check_out()
+    return mod, cfg, resolved, out
+
+
+def _planning(dry_run: bool):
+    import contextlib
+
+    from ..engine.batched import planning
+
+    return planning() if dry_run else contextlib.nullcontext()
+
+
+def describe(cfg: Any) -> str:
+    """One line ``key=value ...`` of a config's fields, or of a mapping (lists comma-separated, as the
+    command line takes them)."""
+    from ..config import config_dict
+
+    def text(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    values = cfg if isinstance(cfg, Mapping) else config_dict(cfg)
+    return " ".join(f"{k}={text(v)}" for k, v in values.items())
 
 
 def _size(n: float) -> str:
@@ -101,26 +150,38 @@ def check_resources(mod: ModuleType, cfgs: Any, available: int | None = None) ->
 def reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None) -> tuple[str, Path]:
     """``mirrorflow reproduce``: the experiment's paper reproduction into ``out`` (default
     ``runs/reproduce-<experiment>-<hash of the overrides>``); returns (the table it printed, ``out``)."""
+    mod, overrides, _, out = plan_reproduce(experiment, tokens, out)
+    return mod.reproduce(out, overrides), out
+
+
+def plan_reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None,
+                   dry_run: bool = False) -> tuple[ModuleType, dict[str, str], Plan, Path]:
+    """``mirrorflow reproduce`` up to running: (module, overrides, the module's ``reproduce_plan``, run
+    directory). Nothing is created; ``dry_run`` as in :func:`resolve_run`."""
     from ..config import parse_overrides
     from ..store import RunDir, run_id
 
     mod = load(experiment)
     overrides = parse_overrides(tokens)
+    with _planning(dry_run):
+        plan = mod.reproduce_plan(overrides)
     out = Path("runs") / f"reproduce-{canonical(experiment)}-{run_id(overrides)[:8]}" if out is None else Path(out)
     RunDir(out).check_out()
-    return mod.reproduce(out, overrides), out
+    return mod, overrides, plan, out
 
 
-def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = None):
-    """``mirrorflow sweep``: an optional spec file and ``key=v1,v2`` tokens → (grid, points, sweep directory)."""
+def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = None, dry_run: bool = False):
+    """``mirrorflow sweep``: an optional spec file and ``key=v1,v2`` tokens → (grid, points, sweep directory);
+    ``dry_run`` as in :func:`resolve_run`."""
     from ..engine.grid import resolve
     from ..store import RunDir, run_id
 
     files = [t for t in tokens if "=" not in t]
     if len(files) > 1:
         raise ConfigError(f"give at most one spec file, got {', '.join(files)}")
-    grid, points = resolve(canonical(experiment), load(experiment), files[0] if files else None,
-                           [t for t in tokens if "=" in t])
+    with _planning(dry_run):
+        grid, points = resolve(canonical(experiment), load(experiment), files[0] if files else None,
+                               [t for t in tokens if "=" in t])
     check_resources(grid.module, [p.config for p in points])
     out = Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}" if out is None \
         else Path(out)

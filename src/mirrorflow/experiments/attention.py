@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from . import Plan
 from ..config import build, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
@@ -394,10 +395,15 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
     return summary
 
 
+def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
+    """``reproduce``'s overrides resolved: the ``Config`` of the selected ``parts=`` (its seeds are a field)."""
+    return Plan((("attention", build(Config, overrides or {})),))
+
+
 def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
     """Fig. 14, Table 3, Table 4 and App. G analogs with the CPU defaults; returns the markdown tables."""
-    cfg = build(Config, overrides or {})
+    cfg = reproduce_plan(overrides).config
     with progress_or_bar(progress, total_steps(cfg), "attention (" + ", ".join(cfg.parts) + ")",
                          show=dist_env(cfg.device).is_main) as progress:
         return run(cfg, out, progress)["table"]

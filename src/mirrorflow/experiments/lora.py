@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from . import Plan
 from ..config import build, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
@@ -429,10 +430,15 @@ def total_steps(cfg: Config) -> int:
     return len(cfg.seeds) * sum(_group_steps(cfg, v) for v in _values(cfg))
 
 
+def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
+    """``reproduce``'s overrides resolved: the LoRA grid's ``Config`` (its seeds and weight decays are fields)."""
+    return Plan((("lora", build(Config, overrides or {})),))
+
+
 def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
     """Table 5 / Fig. 4 analog with the CPU defaults (MiniLM, speakers); returns the markdown table."""
-    cfg = build(Config, overrides or {})
+    cfg = reproduce_plan(overrides).config
     with progress_or_bar(progress, total_steps(cfg), f"lora ({cfg.resolved_model}, {cfg.task})",
                          show=dist_env(cfg.device).is_main) as progress:
         return run(cfg, out, progress)["table"]

@@ -253,15 +253,22 @@ def turn_off_wins(grids: Mapping[str, Mapping[str, np.ndarray]], metric: str, ma
     return np.isfinite(t) & (t < (1.0 - margin) * np.minimum(c, n))
 
 
-def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = None, force: bool = False,
-              progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
-    """Parse, run every schedule's grid, write the run directory (summary.json last); returns (dir, summary)."""
+def plan_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = None):
+    """``mirrorflow phase`` up to running (and its ``--dry-run``): (module, validated :class:`PhaseSpec`, run
+    directory). Nothing is created."""
     from . import load
 
     mod = load(experiment)
     experiment = experiment.replace("_", "-")
     spec = parse(experiment, tokens, mod)
     out = Path(out) if out is not None else Path("runs") / run_id(spec.as_dict(), prefix=f"phase-{experiment}")
+    return mod, spec, out
+
+
+def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = None, force: bool = False,
+              progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
+    """Parse, run every schedule's grid, write the run directory (summary.json last); returns (dir, summary)."""
+    mod, spec, out = plan_phase(experiment, tokens, out)
     rd = RunDir(out)
     if rd.done and not force:
         return out, rd.summary()

@@ -50,6 +50,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .. import Plan
 from ...config import build, config_dict, parse_seed_list, require
 from ...engine.batched import Trace, resolve_device, run_batched, schedule_table, torch_threads
 from ...engine.progress import progress_or_bar
@@ -313,6 +314,28 @@ def table_markdown(base: Config, rows: Sequence[tuple[str, Mapping]], ratio_star
     return head + markdown_table(header, lines)
 
 
+def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
+    """``reproduce``'s overrides resolved: ``models=`` (default linear,mw,mwv), ``seeds=`` (only when given)
+    and one ``Config`` per model (the user's keys with ``model=`` set; the first is the base config)."""
+    from ...errors import ConfigError
+
+    ov = dict(overrides or {})
+    seeds_raw = ov.pop("seeds", None)
+    models_raw = ov.pop("models", ",".join(REPRODUCE_MODELS))
+    models = [m.strip() for m in str(models_raw).split(",") if m.strip()]
+    for m in models:
+        if m not in MODELS:
+            raise ConfigError(f"models: unknown model {m!r} (known: {', '.join(MODELS)})")
+    if not models:
+        raise ConfigError("models: name at least one model (known: " + ", ".join(MODELS) + ")")
+    if "model" in ov:
+        raise ConfigError("model: reproduce runs several models; use models=linear,mw,... instead")
+    base = build(Config, ov)
+    seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else None
+    options = {"models": tuple(models), **({"seeds": seeds} if seeds else {})}
+    return Plan(tuple((m, replace(base, model=m)) for m in models), options)
+
+
 def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
     """Figs. 8 (a, b, c) and 9 (a, b, c): linear, m⊙w and m⊙w⊙v, each a batched weight-decay sweep.
@@ -321,27 +344,15 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     those seeds (:mod:`.seeds`: intervals and the regime counts, ``seeds.md``/``seeds.json``). Writes ``fig8{a,b,c}_dist.png``,
     ``fig9{a,b,c}_l1_l2.png``, ``metrics.csv``, ``table.md`` and ``summary.json`` into ``out``.
     """
-    ov = dict(overrides or {})
-    seeds_raw = ov.pop("seeds", None)
-    models_raw = ov.pop("models", ",".join(REPRODUCE_MODELS))
-    models = [m.strip() for m in str(models_raw).split(",") if m.strip()]
-    from ...errors import ConfigError
-
-    for m in models:
-        if m not in MODELS:
-            raise ConfigError(f"models: unknown model {m!r} (known: {', '.join(MODELS)})")
-    if "model" in ov:
-        raise ConfigError("model: reproduce runs several models; use models=linear,mw,... instead")
-    base = build(Config, ov)
-    seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else None
+    plan = reproduce_plan(overrides)
+    models, seeds, base = list(plan.options["models"]), plan.options.get("seeds"), plan.config
     rd = RunDir(out)
     rd.write_config({"experiment": "diagonal", "reproduce": "figs8-9", "models": models, **config_dict(base),
                      **({"seeds": list(seeds)} if seeds else {})})
     t0 = time.perf_counter()
     results = {}
     with progress_or_bar(progress, base.steps * len(models), "diagonal networks (Figs. 8, 9)") as progress:
-        for m in models:
-            cfg = replace(base, model=m)
+        for m, cfg in plan.configs:
             trace, data = run_sweep(cfg, progress)
             results[m] = (cfg, trace, data)
     rows: list[tuple[str, Mapping]] = []

@@ -41,6 +41,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .. import Plan
 from ...config import build, config_dict, parse_seed_list, require, user_words
 from ...engine.batched import Trace, resolve_device, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
@@ -208,6 +209,12 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
 
 
 # ------------------------------------------------------------------------------------ Table 2
+def check_budget(base: Config) -> None:
+    """Table 2's arms (and the studies built on them) share the budget Σλ = wd·steps: wd must be positive."""
+    require(base.wd > 0, f"wd must be positive for reproduce (it sets the budget Σλ = wd·steps of every arm), "
+                         f"got {base.wd}")
+
+
 def table2_arms(base: Config) -> list[tuple[str, Config]]:
     """Table 2's schedules at equal total regularization Σλ = base.wd · steps (docs/theory.md#exp-matrix-sensing).
 
@@ -218,8 +225,8 @@ def table2_arms(base: Config) -> list[tuple[str, Config]]:
     * no weight decay;
     * the linear parameterization with a nuclear-norm prox: constant ``base.wd`` and turned off at T/2 at 2·wd.
     """
+    check_budget(base)
     T, c = base.steps, base.wd
-    require(c > 0, f"wd must be positive for reproduce (it sets the budget Σλ = wd·steps of every arm), got {c}")
     budget = c * T  # off-points are fractions of T: spending `budget` at strength v takes c/v of the run
     arms = [(f"Constant {c:g}, no t-o", replace(base, schedule="constant", wd=c))]
     half = T // 2
@@ -263,16 +270,11 @@ def table2_markdown(labels: Sequence[str], summaries: Sequence[Mapping], base: C
                                  rows)
 
 
-def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
-    """Run Table 2 (all arms sharing the data batched together) and write table2.md, metrics, figures.
-
-    ``preset=paper-horizon|linear-schedules|init-scale`` runs that study over ``seeds=`` (default 0..4)
-    instead (:mod:`.studies`); ``seeds=`` with the default preset appends Table 2 over those seeds
-    after the single-seed table (run directory ``out/seeds``).
-    """
+def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
+    """``reproduce``'s overrides resolved: ``preset=`` (default ``table2``), ``seeds=`` (a study's seeds,
+    default 0..4; with ``table2`` only when given) and the base ``Config`` (the preset's defaults under the
+    user's keys) from which the study derives its arms."""
     from ...errors import ConfigError
-    from ...report.figures import line_plot, save_png
     from . import studies as S
 
     ov = dict(overrides or {})
@@ -282,6 +284,24 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     seeds_raw = ov.pop("seeds", None)
     seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else S.DEFAULT_SEEDS
     base = build(Config, S.preset_overrides(preset, ov))
+    check_budget(base)
+    options = {"preset": preset, **({"seeds": seeds} if preset != "table2" or seeds_raw is not None else {})}
+    return Plan(((preset, base),), options)
+
+
+def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
+              progress: Callable[[int], None] | None = None) -> str:
+    """Run Table 2 (all arms sharing the data batched together) and write table2.md, metrics, figures.
+
+    ``preset=paper-horizon|linear-schedules|init-scale`` runs that study over ``seeds=`` (default 0..4)
+    instead (:mod:`.studies`); ``seeds=`` with the default preset appends Table 2 over those seeds
+    after the single-seed table (run directory ``out/seeds``).
+    """
+    from ...report.figures import line_plot, save_png
+    from . import studies as S
+
+    plan = reproduce_plan(overrides)
+    preset, seeds, base = plan.options["preset"], plan.options.get("seeds"), plan.config
     if preset != "table2":
         RunDir(out).write_config({"experiment": "matrix-sensing", "reproduce": preset, "seeds": list(seeds),
                                   **config_dict(base)})
@@ -324,7 +344,7 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         "arms": {lab: s for lab, s in zip(labels, summaries)},
         "seconds": round(time.perf_counter() - t0, 3),
     })
-    if seeds_raw is not None:
+    if seeds is not None:
         table += "\n" + S.run_study("table2", base, seeds, Path(out) / "seeds", progress)
     return table
 

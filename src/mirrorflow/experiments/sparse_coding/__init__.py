@@ -44,8 +44,10 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
+from .. import Plan
 from ...config import build, config_dict, require
 from ...engine.batched import Trace, run_batched, torch_threads
+from ...engine.batched import resolve_device as engine_device
 from ...engine.progress import progress_or_bar
 from ...errors import ConfigError
 from ...report.figures import save_png
@@ -111,7 +113,7 @@ class Config:
         require(self.stationary_window >= 1, f"stationary_window must be at least 1, got {self.stationary_window}")
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        require(self.device != "cuda" or torch.cuda.is_available(), "device=cuda: no CUDA device is available (use device=auto or cpu)")
+        engine_device(self.device)  # ConfigError for cuda on a machine without CUDA (outside a dry run's planning)
         require(self.threads >= 0, f"threads must be non-negative (0 = torch's default), got {self.threads}")
 
     def points(self) -> list[tuple[int, float]]:
@@ -256,12 +258,10 @@ class _Extra:
     log_alphas: tuple[float, ...] = R.LOG_ALPHAS
 
 
-def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
-    """``preset=paper``: Fig. 11 (u^{2k} − v^{2k}, k = 1..10, α = 0.001) and Fig. 13 (log u − log v, α sweep)
-    analogs over ``seeds`` (default 0,1,2). ``preset=authors``: the stored-curve setting (η = 0.01/‖D‖₂²,
-    per-sample update, k = 1, 2, 3) against the stored numbers. Other keys override either preset and apply
-    to both runs; ``alphas``/``ks`` apply to the power run, ``log_alphas`` to the log run."""
+def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
+    """``reproduce``'s overrides resolved: ``preset=paper`` → the power run (label ``power``) and the log run
+    (``log``; ``alphas``/``ks`` apply to the power run only, ``log_alphas`` to the log run), seeds 0,1,2 unless
+    given; ``preset=authors`` → one power run with ``R.AUTHORS_PRESET`` under the user's keys."""
     ov = dict(overrides or {})
     if "param" in ov:
         raise ConfigError("param: reproduce runs both reparameterizations; drop param=")
@@ -269,11 +269,24 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     if extra.preset not in ("paper", "authors"):
         raise ConfigError(f"preset must be one of paper, authors, got {extra.preset!r}")
     if extra.preset == "authors":
-        return _reproduce_authors(out, {**R.AUTHORS_PRESET, **ov}, progress)
+        return Plan((("power", build(Config, {**R.AUTHORS_PRESET, **ov, "param": "power"})),), {"preset": "authors"})
     ov.setdefault("seeds", ",".join(map(str, R.PAPER_SEEDS)))
     power = build(Config, {**ov, "param": "power"})
     log = build(Config, {**{k: v for k, v in ov.items() if k not in ("alphas", "ks")}, "param": "log",
                          "alphas": extra.log_alphas})
+    return Plan((("power", power), ("log", log)), {"preset": "paper"})
+
+
+def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
+              progress: Callable[[int], None] | None = None) -> str:
+    """``preset=paper``: Fig. 11 (u^{2k} − v^{2k}, k = 1..10, α = 0.001) and Fig. 13 (log u − log v, α sweep)
+    analogs over ``seeds`` (default 0,1,2). ``preset=authors``: the stored-curve setting (η = 0.01/‖D‖₂²,
+    per-sample update, k = 1, 2, 3) against the stored numbers. Other keys override either preset and apply
+    to both runs; ``alphas``/``ks`` apply to the power run, ``log_alphas`` to the log run."""
+    plan = reproduce_plan(overrides)
+    if plan.options["preset"] == "authors":
+        return _reproduce_authors(out, plan.config, progress)
+    (_, power), (_, log) = plan.configs
     rd = RunDir(out)
     rd.write_config({"experiment": "sparse-coding", "reproduce": "figs11-13", "preset": "paper",
                      "power": config_dict(power), "log": config_dict(log)})
@@ -297,8 +310,7 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     return table
 
 
-def _reproduce_authors(out: Path | str, ov: Mapping[str, str], progress) -> str:
-    cfg = build(Config, {**ov, "param": "power"})
+def _reproduce_authors(out: Path | str, cfg: Config, progress) -> str:
     rd = RunDir(out)
     rd.write_config({"experiment": "sparse-coding", "reproduce": "authors-stored-curve", "preset": "authors",
                      "power": config_dict(cfg)})
