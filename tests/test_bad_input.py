@@ -444,6 +444,43 @@ def test_absurd_step_size_is_recorded_as_diverged_while_its_batch_mate_finishes(
     assert good["a_final"] == pytest.approx(-0.25 * 0.01 * 150)
 
 
+class _Accumulating:
+    """Two configurations; x grows by 10× per step in row 0 only when ``grow``; ``acc`` (an accumulator) is
+    set to inf in row 1 at step 2."""
+
+    n_configs = 2
+
+    def __init__(self, divergence_keys):
+        self.divergence_keys = divergence_keys
+
+    def init_state(self):
+        return {"x": torch.ones(2, 3, dtype=torch.float64), "acc": torch.zeros(2, 4, dtype=torch.float64)}
+
+    def step(self, state, lam, lr, t):
+        x = state["x"] * torch.tensor([[1e80], [1.0]], dtype=torch.float64)
+        acc = state["acc"] + 1
+        if t == 2:
+            acc[1] = float("inf")
+        return {"x": x, "acc": acc}
+
+    def metrics(self, state):
+        return {"x": state["x"][:, 0]}
+
+
+def test_divergence_keys_decide_divergence_and_name_missing_entries():
+    """Only the watched entries decide divergence and are frozen; an unwatched accumulator passes through."""
+    from mirrorflow.engine.batched import run_batched
+
+    lam = torch.zeros(2, 5, dtype=torch.float64)
+    tr = run_batched(_Accumulating(("x",)), lam, 0.1, log_every=1)
+    assert tr.diverged_at.tolist() == [1, -1]  # step 1 makes 1e160 > √(max float64) ≈ 1.3e154
+    assert tr.final_state["x"][0, 0] == pytest.approx(1e80) and math.isinf(tr.final_state["acc"][1, 0])
+    every = run_batched(_Accumulating(None), lam, 0.1, log_every=1)
+    assert every.diverged_at.tolist() == [1, 2]  # every entry watched: the accumulator's inf counts
+    with pytest.raises(ValueError, match="divergence_keys"):
+        run_batched(_Accumulating(("x", "B")), lam, 0.1)
+
+
 def test_cases_count():
     """The corpus is at least 100 cases across CLI and API (issue 11)."""
     assert len(CLI_CASES) + len(API_CASES) + 4 >= 100

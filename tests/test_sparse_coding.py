@@ -279,6 +279,21 @@ def test_a_diverging_config_is_recorded_and_the_others_are_unaffected(faces16):
     np.testing.assert_allclose(trace.metrics["mse"][:2], alone.metrics["mse"], rtol=1e-10)
 
 
+def test_per_sample_divergence_is_decided_on_the_codes_and_dictionary(faces16):
+    """Per-sample: only U, V, D (and a) are checked and frozen; a diverging k is recorded, the others are
+    the same as without it, and the in-place accumulators are not scanned."""
+    base = {**SMALL, "iterations": 12, "lr_scale": 0.05, "dict_update": "per_sample"}
+    cfg = build(S.Config, {**base, "ks": (1, 6)})
+    prob = S.SparseCoding(torch.as_tensor(faces16), "power", [1, 6], cfg.n_atoms, cfg.batch_size,
+                          dict_update="per_sample")
+    assert prob.divergence_keys == ("U", "V", "D", "a")
+    trace = S.run_sweep(cfg, Y=faces16)
+    assert trace.diverged_at[0] == -1 and trace.diverged_at[1] >= 0
+    alone = S.run_sweep(build(S.Config, {**base, "ks": (1,)}), Y=faces16)
+    np.testing.assert_allclose(trace.metrics["mse"][:1], alone.metrics["mse"], rtol=1e-10)
+    assert np.isfinite(trace.final_state["D"][1]).all()  # frozen at its last finite value
+
+
 def test_settled_iteration():
     assert S.settled_iteration(np.array([5.0, 1.0, 2.0, 2.01, 2.0])) == 2
     assert S.settled_iteration(np.array([2.0, 2.0])) == 0
