@@ -437,7 +437,8 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
 
 def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
               progress: Callable[[int], None] | None = None) -> str:
-    """Table 5 / Fig. 4 analog with the CPU defaults (SmolLM2-135M, language modelling on tiny_shakespeare); returns the markdown table."""
+    """Table 5 / Fig. 4 analog with the CPU defaults (SmolLM2-135M, language modelling on tiny_shakespeare);
+    returns the markdown table."""
     cfg = reproduce_plan(overrides).config
     with progress_or_bar(progress, total_steps(cfg), f"lora ({cfg.resolved_model}, {cfg.task})",
                          show=dist_env(cfg.device).is_main) as progress:
