@@ -65,6 +65,13 @@ def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
             fin[(r["arm"], s)] = float(r["val_loss"])  # last row of each arm wins
     d = paired_difference([fin[("constant", s)] for s in (0, 1)], [fin[("off@6", s)] for s in (0, 1)])
     assert f"| 0.5 | off@6 | val loss | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.negative}/{d.positive} | 2 |" in table
+    # the per-seed rows behind the paired mean, and their median
+    import statistics
+
+    diffs = [fin[("off@6", s)] - fin[("constant", s)] for s in (0, 1)]
+    assert f"Per seed, λ = 0.5: final validation loss; median off − kept {statistics.median(diffs):+.3f}." in table
+    for s in (0, 1):
+        assert f"| {s} | {fin[('constant', s)]:.3f} | {fin[('off@6', s)]:.3f} | {diffs[s]:+.3f} |" in table
     # ρ crossings against every constant curve (λ = 0.5 and the λ = 0 baseline)
     assert "| crosses λ=0 | crosses λ=0.5 |" in table
     for f in ("table5.md", "fig4_lora_rho.png", "lora_val_loss.png", "summary.json", "config.yaml"):

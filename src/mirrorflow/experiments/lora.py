@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,9 +369,25 @@ def table5_markdown(cfg: Config, rows: list[dict], task_desc: str) -> str:
                 plines.append([f"{r['weight_decay']:g}", arm, "val acc (points)",
                                *paired_cells(r[f"paired_acc_{key}"], "+.1f", 100)])
     text += markdown_table(pcols, plines)
+    text += _per_seed_markdown(cfg, rows)
     return text + "\n" + A.crossings_markdown(
         [(f"λ={r['weight_decay']:g}, {arm}", r["arms"][arm]) for r in rows for arm in r.get("switched", ())],
         {r["weight_decay"]: r["arms"]["constant"] for r in rows})
+
+
+def _per_seed_markdown(cfg: Config, rows: list[dict]) -> str:
+    """The final validation loss of each seed's kept and turned-off arm and their difference, so that a seed
+    that dominates the paired mean (e.g. an arm that became unstable) is visible; with the median difference."""
+    out = ""
+    for r in rows:
+        kept, off, d = r["val_loss_constant"], r["val_loss_off"], r["delta_val_loss"]
+        if not r["weight_decay"] or not d:
+            continue
+        lines = [[str(s), f"{k:.3f}", f"{o:.3f}", f"{x:+.3f}"] for s, k, o, x in zip(cfg.seeds, kept, off, d)]
+        out += (f"\nPer seed, λ = {r['weight_decay']:g}: final validation loss; median off − kept "
+                f"{statistics.median(d):+.3f}.\n\n"
+                + markdown_table(["seed", "kept", f"off@{cfg.off_at}", "off − kept"], lines))
+    return out
 
 
 def figures(cfg: Config, grid: Mapping, rd) -> None:
