@@ -151,7 +151,10 @@ def test_ctrl_c_mid_sweep_stops_the_workers_leaves_only_whole_runs_and_resumes(t
     assert len(ids) == 6
     cmd = [sys.executable, "-m", "mirrorflow", "sweep", "matrix-sensing", *axes, "--out", str(out),
            "--workers", "2", "--batch-size", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a foreground process of a terminal has SIGINT's default action; the test runner may have been started in
+    # the background of a script (SIGINT ignored, inherited by every child), so the child gets the default back
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while proc.poll() is None and not list(out.glob("*/summary.json")):
             time.sleep(0.005)
