@@ -24,8 +24,6 @@ import torch
 
 from mirrorflow.experiments.sparse_coding import dictionary as SD
 
-FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-shared", "-fPIC", "-fopenmp"]
-
 
 def compile_tile(mb: int, tb: int, workdir: Path) -> ctypes.CDLL:
     cc = shutil.which("cc") or shutil.which("gcc")
@@ -33,11 +31,8 @@ def compile_tile(mb: int, tb: int, workdir: Path) -> ctypes.CDLL:
         raise SystemExit("error: no C compiler (cc or gcc) on the PATH")
     src, lib = workdir / f"k_{mb}_{tb}.c", workdir / f"k_{mb}_{tb}.so"
     src.write_text(f"#define REAL double\n#define MB {mb}\n#define TB {tb}\n{SD._SOURCE}")
-    subprocess.run([cc, *FLAGS, str(src), "-o", str(lib), "-lm"], check=True)
-    so = ctypes.CDLL(str(lib))
-    so.per_sample_sweep.restype = None
-    so.per_sample_sweep.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [ctypes.c_double, ctypes.c_int]
-    return so
+    subprocess.run([cc, *SD.CFLAGS, str(src), "-o", str(lib), "-lm"], check=True)
+    return SD.load_kernel(lib)
 
 
 def batch(C: int, b: int, K: int, P: int):

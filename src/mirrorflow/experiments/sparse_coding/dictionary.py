@@ -13,7 +13,9 @@ Both are block-coordinate sweeps over the atoms (rows d_j of D ∈ ℝ^{K×P}) w
 
 The per-sample sweep is K·b sequential atom updates per batch, each a K×P matrix-vector product; a Python
 loop over them is dominated by interpreter overhead. On the CPU it runs in a small C kernel (compiled once
-with the system C compiler, cached, loaded with ``ctypes``; OpenMP over the configuration axis); elsewhere,
+with the system C compiler, cached, loaded with ``ctypes``; OpenMP over the configuration axis) that takes
+the atoms in blocks of ``MB`` with an ``MB × TB``-vector tile of accumulators in registers, so each row of D
+it loads serves ``MB`` atoms (``benchmarks/bench_per_sample_kernel.py`` compares tiles); elsewhere,
 or without a compiler, the same loop runs in torch with the configuration axis batched. Both give the
 straightforward loop's result to float64 rounding (tested).
 """
@@ -171,6 +173,7 @@ void per_sample_sweep(int C, int b, int K, int P, REAL *D, REAL *A, REAL *Bt, co
 }
 """
 _LIBS: dict[torch.dtype, ctypes.CDLL | None] = {}
+CFLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-shared", "-fPIC", "-fopenmp"]
 _CTYPES = {torch.float64: "double", torch.float32: "float"}
 
 
@@ -183,8 +186,7 @@ def _compile(real: str) -> Path | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-shared", "-fPIC", "-fopenmp"]
-    key = hashlib.sha256("|".join([_SOURCE, real, cc, *flags, platform.machine(), platform.node(),
+    key = hashlib.sha256("|".join([_SOURCE, real, cc, *CFLAGS, platform.machine(), platform.node(),
                                    sys.platform]).encode()).hexdigest()[:16]
     out = _cache_dir() / f"per_sample_{real}_{key}.so"
     if out.exists():
@@ -198,7 +200,7 @@ def _compile(real: str) -> Path | None:
         src = Path(tmp) / "k.c"
         src.write_text(f"#define REAL {real}\n{_SOURCE}")
         lib = Path(tmp) / "k.so"
-        for fl in (flags, ["-O3", "-shared", "-fPIC"]):  # plain flags: no OpenMP (the pragma is ignored)
+        for fl in (CFLAGS, ["-O3", "-shared", "-fPIC"]):  # plain flags: no OpenMP (the pragma is ignored)
             try:
                 r = subprocess.run([cc, *fl, str(src), "-o", str(lib), "-lm"], capture_output=True, text=True)
             except OSError as e:  # the compiler named by CC does not run
@@ -210,6 +212,14 @@ def _compile(real: str) -> Path | None:
     return None
 
 
+def load_kernel(path: Path | str) -> ctypes.CDLL:
+    """A compiled per-sample kernel with the signature of ``per_sample_sweep`` declared."""
+    lib = ctypes.CDLL(str(path))
+    lib.per_sample_sweep.restype = None
+    lib.per_sample_sweep.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [ctypes.c_double, ctypes.c_int]
+    return lib
+
+
 def _library(dtype: torch.dtype) -> ctypes.CDLL | None:
     """The compiled per-sample kernel for ``dtype`` (None when no C compiler works)."""
     if dtype not in _LIBS:
@@ -217,8 +227,6 @@ def _library(dtype: torch.dtype) -> ctypes.CDLL | None:
         path = _compile(real) if real else None
         lib = None
         if path is not None:
-            lib = ctypes.CDLL(str(path))
-            lib.per_sample_sweep.restype = None
-            lib.per_sample_sweep.argtypes = [ctypes.c_int] * 4 + [ctypes.c_void_p] * 5 + [ctypes.c_double, ctypes.c_int]
+            lib = load_kernel(path)
         _LIBS[dtype] = lib
     return _LIBS[dtype]

@@ -71,8 +71,8 @@ class SparseCoding:
         self._y_sq = (Y64 * Y64).sum().to(**to)
         self._n_values = n * P
         # per-sample: the (C, b, K, r) accumulators are updated in place from the codes and faces, so a
-        # diverged configuration is detected and frozen on U, V, D (checking 10⁸ accumulator entries every
-        # iteration, 5·10⁷ at the paper's size, took most of the run time)
+        # diverged configuration is detected and frozen on U, V, D (scanning the accumulators, 5·10⁷ entries
+        # at the paper's size, every iteration took half of the run time)
         self.divergence_keys = ("U", "V", "D", "a") if dict_update == "per_sample" else None
 
     # --- code parameterization X = g(u, v)
