@@ -81,10 +81,11 @@ def line_plot(
     vline: float | None = None,
     size: tuple[float, float] = (7.6, 4.2),
     vline_label: str = "weight decay turned off",
+    range_values: np.ndarray | None = None,
 ):
     """One line per series ``{label: (x, y)}``; NaNs (diverged runs) are simply not drawn. The legend sits
     outside the axes; ``vline`` marks a step (by default the turn-off); a log axis is clipped at
-    :data:`LOG_DECADES` decades below the largest value."""
+    :data:`LOG_DECADES` decades below the largest value of ``range_values`` (default: all values)."""
     fig, ax = plt.subplots(figsize=size)
     if len(series) > 10:  # the default cycle repeats after 10 colours
         ax.set_prop_cycle(color=plt.cm.tab20(np.linspace(0, 1, 20)))
@@ -95,7 +96,9 @@ def line_plot(
         ax.plot(np.asarray(x), y, label=label, lw=1.4)
     if log:
         ax.set_yscale("log")
-        clip_log_axis(ax, np.concatenate([np.asarray(y, dtype=float).ravel() for _, y in series.values()]))
+        if range_values is None:
+            range_values = np.concatenate([np.asarray(y, dtype=float).ravel() for _, y in series.values()])
+        clip_log_axis(ax, range_values)
     if hline is not None:
         ax.axhline(hline, color="k", ls=":", lw=1)
     if vline is not None:
@@ -151,14 +154,15 @@ def trace_plot(trace, labels: Sequence[str], metric: str, ylabel: str, log: bool
         if div[c] >= 0:
             lab = f"{lab} (diverged at {xlabel} {div[c]})"
         series[lab] = (trace.steps, trace.metrics[metric][c])
-    fig = line_plot(series, ylabel, log=log, xlabel=xlabel, title=title, hline=hline, vline=vline)
     ok = trace.metrics[metric][div < 0]
     ok = ok[np.isfinite(ok) & ((ok > 0) if log else True)]
+    fig = line_plot(series, ylabel, log=log, xlabel=xlabel, title=title, hline=hline, vline=vline,
+                    range_values=ok if (div >= 0).any() and ok.size else None)
     if (div >= 0).any() and ok.size:
         lo, hi = float(ok.min()), float(ok.max())
         ax = fig.axes[0]
         if log:
-            ax.set_ylim(lo / 1.5, hi * 1.5)
+            ax.set_ylim(max(lo / 1.5, hi * 10.0 ** -LOG_DECADES), hi * 1.5)
         else:
             pad = 0.05 * (hi - lo or abs(hi) or 1.0)
             ax.set_ylim(lo - pad, hi + pad)
