@@ -44,6 +44,7 @@ from ..errors import ConfigError
 from .transformers import models
 from .transformers.distributed import barrier, dist_env
 from .transformers.groups import GroupJob, GroupRunner
+from .transformers.precision import PRECISIONS, precision_for
 from .transformers.train import ArmResult, Trainer, TrainSpec, run_arms
 
 PARTS = ("sweep", "ablation", "finetune", "lr-schedule")
@@ -96,6 +97,7 @@ class Config:
     restart_epochs: int = 5
     hub: bool = False
     device: str = "auto"
+    precision: str = "f32"
     threads: int = 1
     workers: int = 1
 
@@ -126,6 +128,7 @@ class Config:
         require(self.sgd_clip >= 0, f"sgd_clip must be non-negative, got {self.sgd_clip}")
         require(self.restart_epochs > 0, f"restart_epochs must be positive, got {self.restart_epochs}")
         require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         require(self.threads >= 0, f"threads must be non-negative, got {self.threads}")
         require(self.workers >= 1, f"workers must be at least 1, got {self.workers}")
         self.vit_spec(0, 1).validate()
@@ -138,12 +141,13 @@ class Config:
             optimizer=optimizer, lr=self.lr if optimizer == "adamw" else self.sgd_lr, momentum=self.momentum,
             lr_schedule=lr_schedule, restart_period=self.restart_epochs * steps_per_epoch, seed=seed,
             warmup=self.warmup_epochs * steps_per_epoch if (lr_schedule, optimizer) == ("constant", "adamw") else 0,
-            clip=self.sgd_clip if optimizer == "sgd" else 0.0)
+            clip=self.sgd_clip if optimizer == "sgd" else 0.0, precision=precision_for(self.precision, self.device))
 
     def finetune_spec(self, seed: int) -> TrainSpec:
         return TrainSpec(steps=self.finetune_steps, batch_size=self.finetune_batch_size,
                          eval_every=self.finetune_eval_every, optimizer="adamw", lr=self.finetune_lr, seed=seed,
-                         no_decay=TrainSpec.no_decay + ("*embeddings*",))
+                         no_decay=TrainSpec.no_decay + ("*embeddings*",),
+                         precision=precision_for(self.precision, self.device))
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -257,12 +261,19 @@ def _vit_steps(cfg: Config) -> tuple[int, int]:
     return spe, cfg.epochs * spe
 
 
+def _precision_key(cfg: Config) -> dict:
+    """``{"precision": "bf16"}`` for a bfloat16 run; nothing for float32 (the groups written before precision
+    existed are float32 and stay valid)."""
+    return {"precision": "bf16"} if precision_for(cfg.precision, cfg.device) == "bf16" else {}
+
+
 def vit_job(cfg: Config, out: Path | str, part: str, value: float, seed: int, off_epochs: Sequence[int] = (),
             auto: bool = False, optimizer: str = "adamw", lr_schedule: str = "constant") -> GroupJob:
     """One ViT-on-digits group: constant λ and, from its snapshots, λ turned off at ``off_epochs``/auto."""
     label = f"{part}/{optimizer}-{lr_schedule}-wd{value:g}-seed{seed}"
     config = {"experiment": "attention", "part": part, **_subset(cfg, VIT_KEYS), "weight_decay": value,
-              "seed": seed, "optimizer": optimizer, "lr_schedule": lr_schedule, "off_epochs": list(off_epochs)}
+              "seed": seed, "optimizer": optimizer, "lr_schedule": lr_schedule, "off_epochs": list(off_epochs),
+              **_precision_key(cfg)}
     spe, T = _vit_steps(cfg)
     steps = T + sum(T - e * spe for e in off_epochs) + (T // 2 if auto else 0)
     params = {"kind": "vit", "part": part, "value": value, "seed": seed, "off_epochs": tuple(off_epochs),
@@ -273,7 +284,7 @@ def vit_job(cfg: Config, out: Path | str, part: str, value: float, seed: int, of
 def finetune_job(cfg: Config, out: Path | str, value: float, seed: int) -> GroupJob:
     """One fine-tuning group: constant λ, turned off at ``finetune_off_at``, automatic switch-off."""
     config = {"experiment": "attention", "part": "finetune", **_subset(cfg, FINETUNE_KEYS), "weight_decay": value,
-              "seed": seed}
+              "seed": seed, **_precision_key(cfg)}
     F = cfg.finetune_steps
     steps = F + ((1 + cfg.auto_off) * (F - cfg.finetune_off_at) if value > 0 else 0)
     # a MiniLM step costs about 7 small-ViT steps (orders the worker pool)

@@ -46,6 +46,7 @@ from .lora_report import figures, summarize, table5_markdown
 from .transformers import models
 from .transformers.distributed import barrier, dist_env
 from .transformers.groups import GroupJob, GroupRunner
+from .transformers.precision import PRECISIONS, freeze_in_bf16, precision_for
 from .transformers.train import OPTIMIZERS, ArmResult, Trainer, TrainSpec, run_arms
 
 TASKS = ("speakers", "lm")
@@ -91,6 +92,7 @@ class Config:
     val_windows: int = 512
     val_subset: int = 32
     device: str = "auto"
+    precision: str = "f32"
     threads: int = 1
     workers: int = 2  # the CPU default: two seed groups at a time, one thread each (2 cores)
 
@@ -113,6 +115,7 @@ class Config:
         require(self.threads >= 0, f"threads must be non-negative, got {self.threads}")
         require(self.workers >= 1, f"workers must be at least 1, got {self.workers}")
         require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         require(self.val_subset >= 0, f"val_subset must be non-negative, got {self.val_subset}")
         if self.task == "speakers":
             require(self.resolved_model != "tiny-gpt2", "task=speakers needs a pretrained text encoder (model=minilm or a BERT-like name/path)")
@@ -124,10 +127,15 @@ class Config:
             return "minilm" if self.task == "speakers" else "smollm2"
         return self.model
 
+    @property
+    def resolved_precision(self) -> str:
+        """``f32`` or ``bf16`` (``auto`` resolved on this machine's device; :mod:`.transformers.precision`)."""
+        return precision_for(self.precision, self.device)
+
     def train_spec(self, seed: int) -> TrainSpec:
         return TrainSpec(steps=self.steps, batch_size=self.batch_size, eval_every=self.eval_every,
                          optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, clip=self.clip,
-                         decay=("*lora_A*", "*lora_B*"), seed=seed)
+                         decay=("*lora_A*", "*lora_B*"), seed=seed, precision=self.resolved_precision)
 
 
 # ------------------------------------------------------------------------------------ task & model
@@ -194,7 +202,10 @@ def make_model(cfg: Config, task, seed: int):
         if cfg.block_size > getattr(base.config, "n_positions", getattr(base.config, "max_position_embeddings", 10**9)):
             raise ConfigError(f"block_size={cfg.block_size} is longer than {name}'s context")
     models.set_seed(seed)
-    return _peft(get_peft_model, base, lora, name)
+    model = _peft(get_peft_model, base, lora, name)
+    if cfg.resolved_precision == "bf16":
+        freeze_in_bf16(model)  # the frozen base in bfloat16; the LoRA factors stay float32
+    return model
 
 
 def _peft(get_peft_model, base, lora, name: str):
@@ -221,10 +232,13 @@ def _group_steps(cfg: Config, value: float) -> int:
 
 def group_job(cfg: Config, out: Path | str, value: float, seed: int) -> GroupJob:
     """One (λ, seed) group. Its config holds what determines its numbers (not the grid's other values:
-    adding a seed or a weight decay reuses the finished groups)."""
-    grid = ("weight_decays", "seeds", "baseline")
+    adding a seed or a weight decay reuses the finished groups), with the resolved precision (``bf16`` only:
+    an ``f32`` group has the config of the groups written before precision existed)."""
+    grid = ("weight_decays", "seeds", "baseline", "precision")
     config = {"experiment": "lora", **{k: v for k, v in config_dict(cfg).items() if k not in grid},
               "weight_decay": value, "seed": seed}
+    if cfg.resolved_precision == "bf16":
+        config["precision"] = "bf16"
     return GroupJob(Path(out) / "groups" / f"wd{value:g}-seed{seed}", config, _group_steps(cfg, value),
                     {"value": value, "seed": seed})
 

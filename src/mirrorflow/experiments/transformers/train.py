@@ -37,6 +37,7 @@ from ...errors import ConfigError
 from ...schedules import Schedule, constant, turn_off
 from ...training.scheduler import WeightDecayScheduler, decay_param_groups
 from .distributed import DistEnv, all_reduce_sum
+from .precision import autocast
 from .tasks import EpochSampler
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -51,6 +52,8 @@ class TrainSpec:
     ``lr_schedule``: ``constant`` (after ``warmup`` linear warm-up steps) or ``cosine_restarts``
     (``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` with period ``restart_period`` steps, App. G).
     ``decay`` / ``no_decay``: fnmatch patterns on parameter names (``decay_param_groups``).
+    ``precision``: ``f32`` or ``bf16`` (forward and backward under bfloat16 autocast; weights, optimizer state
+    and weight decay stay float32; :mod:`.precision`).
     """
 
     steps: int
@@ -67,6 +70,7 @@ class TrainSpec:
     decay: tuple[str, ...] = ("*",)
     no_decay: tuple[str, ...] = NO_DECAY
     seed: int = 0
+    precision: str = "f32"
 
     def validate(self) -> None:
         from ...config import require
@@ -83,6 +87,7 @@ class TrainSpec:
         require(self.lr_schedule != "cosine_restarts" or self.restart_period > 0,
                 f"restart_period must be positive with lr_schedule=cosine_restarts, got {self.restart_period}")
         require(self.clip >= 0, f"clip must be non-negative, got {self.clip}")
+        require(self.precision in ("f32", "bf16"), f"precision must be f32 or bf16, got {self.precision!r}")
 
 
 def _lr_scheduler(opt: torch.optim.Optimizer, spec: TrainSpec):
@@ -143,7 +148,8 @@ class Trainer:
         idx = self.sampler.indices(self.step)
         if self.env.distributed:
             idx = idx[self.env.rank :: self.env.world]
-        loss = self.task.loss(self.net, self.task.train_batch(idx))
+        with autocast(self.env.device, self.spec.precision):
+            loss = self.task.loss(self.net, self.task.train_batch(idx))
         value = float(loss.detach())
         finite = math.isfinite(value)
         if self.env.distributed:
@@ -171,7 +177,8 @@ class Trainer:
         chosen = list(range(len(batches) if full else k))
         sums = [0.0] * 9  # full set: loss, correct, count, unit loss, unit loss², units; subset: loss, count, -
         for i in chosen[env.rank :: env.world]:
-            st = _unit_stats(self.task.eval_stats(self.model, batches[i]))
+            with autocast(env.device, self.spec.precision):
+                st = _unit_stats(self.task.eval_stats(self.model, batches[i]))
             for j, v in enumerate(st):
                 sums[j] += v
             if k is not None and i < k:
