@@ -99,6 +99,23 @@ def test_turn_off_bookkeeping_and_forks_equal_runs_from_scratch(digits):
     assert off.rows[-1]["spectral/frobenius_mean"] > arms["constant"].rows[-1]["spectral/frobenius_mean"]
 
 
+def test_auto_arm_firing_at_a_fixed_switch_reuses_that_arm_and_equals_its_own_run(digits):
+    """When the automatic switch-off fires at a fixed arm's switch step, run_arms reuses that arm's rows; they
+    are exactly the rows the automatic arm gives when computed on its own."""
+    cfg = build(attention.Config, TINY)
+    lam = 2.0
+    auto = {"signal": "spectral/rho", "mode": "threshold", "threshold": 1e9, "direction": "below"}  # fires at 5
+    both = {a.name: a for a in run_arms(_trainer(cfg, digits, lam, epochs=2, eval_every=5), lam, [5], auto)}
+    alone = {a.name: a for a in run_arms(_trainer(cfg, digits, lam, epochs=2, eval_every=5), lam, [], auto)}
+    assert both["auto"].off_at == alone["auto"].off_at == 5 and both["auto"].info == alone["auto"].info
+    assert both["auto"].rows == both["off@5"].rows
+    assert len(alone["auto"].rows) == len(both["auto"].rows)
+    for a, b in zip(both["auto"].rows, alone["auto"].rows):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-15, nan_ok=True), k
+
+
 def _tiny_overrides(out: Path, **extra) -> list[str]:
     ov = {**TINY, "epochs": "3", "sweep_weight_decays": "0,1", "ablation_weight_decay": "3",
           "ablation_off_epochs": "1,2", "seeds": "0,1", "finetune_steps": "4", "finetune_off_at": "2",

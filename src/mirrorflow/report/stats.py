@@ -146,6 +146,26 @@ def paired_difference(a: Sequence[float | None], b: Sequence[float | None], effe
     return PairedDifference(mean, half, sd, n, sum(x < 0 for x in d), sum(x > 0 for x in d), needed, effect)
 
 
+def claim_verdict(d: PairedDifference, direction: int, effect: float) -> str:
+    """The verdict on a claim "the difference has the sign of ``direction`` (−1 or +1)", from the interval
+    of ``d`` (computed at the level the decision rule asks for, e.g. Bonferroni-corrected):
+
+    * ``reproduced`` — the interval excludes 0 on the claimed side;
+    * ``refuted`` — the interval excludes the claimed effect ``direction·|effect|`` (the claimed gain of at
+      least |effect| is ruled out);
+    * ``inconclusive`` — neither (also with fewer than two seeds).
+    """
+    if direction not in (-1, 1):
+        raise ValueError(f"direction must be -1 or +1, got {direction}")
+    if d.n < 2 or not math.isfinite(d.half_width):
+        return "inconclusive"
+    if (d.high < 0) if direction < 0 else (d.low > 0):
+        return "reproduced"
+    if (d.low > -abs(effect)) if direction < 0 else (d.high < abs(effect)):
+        return "refuted"
+    return "inconclusive"
+
+
 def format_mean_std(values: Iterable[float | None], spec: str = ".3f", scale: float = 1.0) -> str:
     """``"mean ± std"`` over seeds (``"–"`` when nothing is finite; one seed: its value)."""
     m, s, n = mean_std([v * scale for v in finite(values)])

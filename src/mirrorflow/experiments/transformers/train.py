@@ -336,11 +336,20 @@ def run_arms(trainer: Trainer, value: float, off_points: Sequence[int] = (), aut
     if auto_sched is not None and "auto" not in snaps:
         results.append(ArmResult("auto", value, list(trainer.rows), None, trainer.diverged_at,
                                  {"triggered": False}))
-    for name, (snap, sched, off) in sorted(snaps.items(), key=lambda kv: kv[1][2]):
-        trainer.restore(snap, sched)
-        trainer.advance(T)
+    done_at: dict[int, ArmResult] = {}  # fixed turn-off arms by their switch step
+    for name, (snap, sched, off) in sorted(snaps.items(), key=lambda kv: (kv[1][2], kv[0] == "auto")):
         info = {"triggered": True, "trigger_value": sched.trigger_value} if name == "auto" else {}
-        results.append(ArmResult(name, value, list(trainer.rows), off, trainer.diverged_at, info))
+        same = done_at.get(off) if name == "auto" else None
+        if same is not None and snap.step == off:
+            # the automatic switch-off fired where a fixed arm switches: same state, same λ_t (value before
+            # ``off``, 0 from it on), so the same run; its rows are reused instead of recomputed
+            results.append(ArmResult(name, value, list(same.rows), off, same.diverged_at, info))
+        else:
+            trainer.restore(snap, sched)
+            trainer.advance(T)
+            results.append(ArmResult(name, value, list(trainer.rows), off, trainer.diverged_at, info))
+            if name != "auto":
+                done_at[off] = results[-1]
         if progress is not None:
             progress(T - off)
     for p in points:  # constant arm diverged before the turn-off: the turned-off arm is the same run
