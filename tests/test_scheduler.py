@@ -30,7 +30,7 @@ def _train(model, opt, wd_sched, steps, lr_sched=None, start=0):
 def test_sets_weight_decay_each_step_and_accumulates_a_for_sgd():
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([w], lr=0.1)
-    sched = WeightDecayScheduler(opt, linear_decay(1.0, end=4))
+    sched = WeightDecayScheduler(opt, linear_decay(1.0, until=4))
     seen = []
     for _ in range(6):
         seen.append(opt.param_groups[0]["weight_decay"])
@@ -84,7 +84,7 @@ def test_order_with_lr_scheduler_does_not_change_a():
 
 @pytest.mark.parametrize("opt_cls", [torch.optim.SGD, torch.optim.AdamW])
 def test_state_dict_round_trip_mid_training_matches_uninterrupted(opt_cls):
-    sched_fn = lambda: cosine_decay(0.3, end=12)
+    sched_fn = lambda: cosine_decay(0.3, until=12)
     ref = _model()
     opt = opt_cls(ref.parameters(), lr=0.05, weight_decay=0.3)
     s_ref = WeightDecayScheduler(opt, sched_fn())
@@ -127,7 +127,7 @@ def test_selects_groups_by_name_pattern():
 def test_scale_by_initial_and_per_group_schedules():
     a, b = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
     opt = torch.optim.SGD([{"params": [a], "weight_decay": 0.5}, {"params": [b], "weight_decay": 2.0}], lr=0.1)
-    s = WeightDecayScheduler(opt, linear_decay(1.0, end=2), scale_by_initial=True)
+    s = WeightDecayScheduler(opt, linear_decay(1.0, until=2), scale_by_initial=True)
     assert s.get_last_wd() == [0.5, 2.0]
     s.step()
     assert s.get_last_wd() == [0.25, 1.0]

@@ -164,12 +164,12 @@ def test_plateau_trigger_on_a_decaying_signal():
 
 
 def test_threshold_trigger_skips_nan_and_honours_min_step_and_direction():
-    s = AutoTurnOff(linear_decay(1.0, end=100), signal="loss", mode="threshold", threshold=0.5, min_step=3)
+    s = AutoTurnOff(linear_decay(1.0, until=100), signal="loss", mode="threshold", threshold=0.5, min_step=3)
     for t, v in enumerate([0.4, float("nan"), 0.9, 0.6, 0.45, 0.3]):
         s.observe(t, {"loss": v})
     assert s.triggered_at == 4 and s.trigger_value == 0.45  # step 0 < min_step, step 1 NaN
-    assert s(4) == pytest.approx(linear_decay(1.0, end=100)(4)) and s(5) == 0.0
-    assert s.integral(50) == pytest.approx(linear_decay(1.0, end=100).integral(5), rel=1e-12)
+    assert s(4) == pytest.approx(linear_decay(1.0, until=100)(4)) and s(5) == 0.0
+    assert s.integral(50) == pytest.approx(linear_decay(1.0, until=100).integral(5), rel=1e-12)
     up = AutoTurnOff(0.1, signal="acc", mode="threshold", threshold=0.9, direction="above")
     up.observe(0, {"acc": 0.5})
     up.observe(1, {"other": 1.0})

@@ -62,9 +62,9 @@ def _expected_a(lam, until=STEPS):
     "schedule",
     [
         turn_off(0.1, at=4),
-        linear_decay(0.2, end=STEPS),
-        cosine_decay(0.2, end=STEPS),
-        with_budget(cosine_decay(1.0, end=6), budget=0.4, horizon=STEPS),
+        linear_decay(0.2, until=STEPS),
+        cosine_decay(0.2, until=STEPS),
+        with_budget(cosine_decay(1.0, until=6), budget=0.4, horizon=STEPS),
     ],
     ids=["turn_off", "linear", "cosine", "equal_budget"],
 )
