@@ -2,6 +2,7 @@
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -314,3 +315,31 @@ def test_lora_check_flags_missing_and_unequal_decay(lora_model):
     with pytest.warns(LoRADecayWarning, match="different decay on A and B"):
         check_lora_decay(lora_model, opt2)
     assert lora_decay_report(torch.nn.Linear(2, 2), opt2) == []
+
+
+def test_auto_turn_off_takes_lambda_from_the_optimizer_when_value_is_none():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1, weight_decay=0.3)
+    auto = AutoTurnOff(signal="loss", mode="threshold", threshold=0.5)
+    with pytest.raises(ValueError, match="value=None takes λ from the optimizer"):
+        auto(0)
+    sched = WeightDecayScheduler(opt, auto)
+    assert sched.get_last_wd() == [0.3]
+    for t, loss in enumerate([1.0, 0.4, 0.3]):
+        w.grad = torch.zeros(2)
+        opt.step()
+        auto.observe(t, {"loss": loss})
+        sched.step()
+    assert auto.triggered_at == 1 and sched.get_last_wd() == [0.0]
+    assert sched.a == pytest.approx(-0.1 * 0.3 * 2)
+
+
+@pytest.mark.parametrize("metrics, match", [({"loss": "abc"}, r"metrics\['loss'\] must be a number"),
+                                            ({"loss": [1.0]}, r"metrics\['loss'\] must be a number"),
+                                            ([("loss", 1.0)], "metrics must be a mapping")])
+def test_auto_turn_off_refuses_a_non_numeric_signal(metrics, match):
+    auto = AutoTurnOff(0.1, signal="loss", mode="threshold", threshold=0.5)
+    with pytest.raises((TypeError, ValueError), match=match):
+        auto.observe(0, metrics)
+    auto.observe(0, {"loss": np.float32(0.4)})  # NumPy / torch scalars are numbers
+    assert auto.triggered_at == 0 and auto.trigger_value == pytest.approx(0.4)
