@@ -139,6 +139,87 @@ def test_plain_loop_mlflow_file_store(tmp_path, monkeypatch):
     _check(rows)
 
 
+def _tracker_loop(loggers):
+    """A plain SGD loop on x = m⊙w with turn_off(0.5, at=10): the LegendreTracker records every 5 steps and
+    sends each record to ``loggers``, the same sinks as SpectralMonitor's."""
+    from conftest import sparse_regression
+
+    from mirrorflow import geometry as G
+    from mirrorflow.training.tracker import LegendreTracker
+
+    Z, y = sparse_regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.unpack(rep.init(scale=1.0))
+    m, w = nn.Parameter(w0["m"].clone().float()), nn.Parameter(w0["w"].clone().float())
+    opt = torch.optim.SGD([m, w], lr=0.02, weight_decay=0.5)
+    wd = WeightDecayScheduler(opt, turn_off(0.5, at=10))
+    tracker = LegendreTracker(rep, {"m": m, "w": w}, opt, every=5, data=(Z, y), loggers=loggers)
+    for _ in range(20):
+        opt.zero_grad()
+        x = tracker.watch(m * w)
+        (0.5 * ((Z.float() @ x - y.float()) ** 2).mean()).backward()
+        opt.step()
+        wd.step()
+    tracker.close()
+    return tracker
+
+
+def _check_tracker(tracker, rows):
+    """rows: {step: {key: value}} read back from a logger: one row per record, equal to the record."""
+    assert sorted(rows) == [5, 10, 15, 20] == [r["step"] for r in tracker.history]
+    for rec in tracker.history:
+        row = rows[rec["step"]]
+        assert row["legendre/a"] == pytest.approx(rec["a"], rel=1e-6)
+        assert row["legendre/residual"] == pytest.approx(rec["residual"], rel=1e-5)
+        assert row["legendre/x_pred_dist"] == pytest.approx(rec["x_pred_dist"], rel=1e-5)
+    assert rows[20]["legendre/a"] == pytest.approx(-0.02 * 0.5 * 10, rel=1e-6)
+    assert 0 < rows[20]["legendre/residual"] < 0.05
+
+
+TRACKER_KEYS = ("legendre/a", "legendre/residual", "legendre/x_pred_dist")
+
+
+def test_tracker_records_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracker = _tracker_loop(["tensorboard:" + str(tmp_path)])
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    rows = {}
+    for tag in TRACKER_KEYS:
+        for e in acc.Scalars(tag):
+            rows.setdefault(e.step, {})[tag] = e.value
+    _check_tracker(tracker, rows)
+
+
+def test_tracker_records_reach_wandb_offline(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="mirrorflow-test", dir=str(tmp_path), settings=wandb.Settings(x_disable_stats=True, console="off"))
+    try:
+        tracker = _tracker_loop([WandbSink(run)])
+    finally:
+        run.finish()
+        wandb.teardown()
+    _check_tracker(tracker, _wandb_history(tmp_path))
+
+
+def test_tracker_records_reach_mlflow_file_store(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(f"file:{tmp_path / 'mlruns'}")
+    with mlflow.start_run() as run:
+        tracker = _tracker_loop(["mlflow"])
+    rows = {}
+    for key in TRACKER_KEYS:
+        for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, key):
+            rows.setdefault(m.step, {})[key] = m.value
+    _check_tracker(tracker, rows)
+
+
 def test_sinks_name_what_is_missing():
     with pytest.raises(ValueError, match="unknown logger 'tensorbord:x'"):
         make_sink("tensorbord:x")
