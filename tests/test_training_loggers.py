@@ -268,6 +268,44 @@ def test_lightning_trainer_logs_and_schedules(tmp_path):
     assert module.trainer.optimizers[0].param_groups[0]["weight_decay"] == 0.0
 
 
+def test_lightning_switch_beyond_max_steps_warns_naming_both(tmp_path):
+    """turn_off(at=50) in a run of max_steps=6 would never switch: the warning names 50 and max_steps=6."""
+    import lightning as L
+
+    from mirrorflow.training.lightning import WeightDecayMonitor
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = TinyAttention()
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return ((self.net(x) - y) ** 2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=LR, weight_decay=LAM)
+
+    cb = WeightDecayMonitor(turn_off(at=50))
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, callbacks=[cb], enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Module(), train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))
+    beyond = [str(w.message) for w in caught if "beyond max_steps" in str(w.message)]
+    assert len(beyond) == 1 and "at step 50, beyond max_steps=6" in beyond[0]
+    assert cb.scheduler.get_last_wd() == [LAM]  # never switched off, as warned
+
+
+def test_plain_scheduler_switch_beyond_the_horizon_warns():
+    opt = torch.optim.SGD([nn.Parameter(torch.ones(2))], lr=0.1, weight_decay=0.1)
+    with pytest.warns(UserWarning, match="at step 150, beyond horizon=100"):
+        WeightDecayScheduler(opt, turn_off(0.1, at=150), horizon=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WeightDecayScheduler(opt, turn_off(0.1, at=100), horizon=100)  # switching at the last step is fine
+
+
 @pytest.mark.parametrize(
     "missing,module,name,extra",
     [

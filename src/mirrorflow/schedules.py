@@ -194,6 +194,12 @@ def _pending(name: str, params: dict, build: Callable[[int | None, float | None]
     return Schedule(fail, fail, name, params, resolve_with=build)
 
 
+def _late(h: int | None, horizon: int | None, at) -> int | None:
+    """The horizon a pending schedule is built with: the one given late (``resolve``) only for a fraction; a
+    step beyond a run's length is the caller's to warn about (``WeightDecayScheduler``), not an error."""
+    return h if h is not None and horizon is None and is_fraction(at) else horizon
+
+
 def _t(t: np.ndarray) -> np.ndarray:
     return np.maximum(np.asarray(t, dtype=np.float64), 0.0)
 
@@ -229,7 +235,7 @@ def turn_off(value: float | None = None, at: float | None = None, horizon: int |
     horizon = None if horizon is None else as_count("horizon", horizon)
     if value is None or (is_fraction(at) and horizon is None):
         return _pending("turn_off", {"value": value, "at": at},
-                        lambda h, v: turn_off(value if value is not None else v, at, h if h is not None else horizon))
+                        lambda h, v: turn_off(value if value is not None else v, at, _late(h, horizon, at)))
     return _turn_off_at_step(_finite_nonneg("value", value), resolve_step("at", at, horizon))
 
 
@@ -274,7 +280,7 @@ def _decay(kind: str, init, until, horizon) -> Schedule:
     horizon = None if horizon is None else as_count("horizon", horizon)
     if init is None or (is_fraction(until) and horizon is None):
         return _pending(kind, {"init": init, "until": until},
-                        lambda h, v: _decay(kind, init if init is not None else v, until, h if h is not None else horizon))
+                        lambda h, v: _decay(kind, init if init is not None else v, until, _late(h, horizon, until)))
     c = _finite_nonneg("init", init)
     T = resolve_step("until", until, horizon)
     if T <= 0:

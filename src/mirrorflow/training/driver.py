@@ -137,7 +137,8 @@ class ScheduleDriver:
             self.scheduler.close()
         groups = self.groups if self.groups is not None else default_groups(optimizer)
         self.scheduler = WeightDecayScheduler(
-            optimizer, self.schedule, groups=groups, scale_by_initial=self.scale_by_initial, horizon=horizon
+            optimizer, self.schedule, groups=groups, scale_by_initial=self.scale_by_initial, horizon=horizon,
+            horizon_name=where,
         )
         if state is not None:
             self.scheduler.load_state_dict(state)

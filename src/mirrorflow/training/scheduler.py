@@ -63,6 +63,29 @@ def warn_if_small(a_inf: float, what: str = "the planned schedule") -> bool:
     return True
 
 
+def switch_step(schedule) -> float | None:
+    """The step at which a schedule switches λ off for good: ``turn_off``'s ``at``, ``linear_decay`` /
+    ``cosine_decay``'s ``until``, an :class:`~mirrorflow.training.auto_off.AutoTurnOff`'s fallback ``max_step``;
+    None for other schedules."""
+    params = getattr(schedule, "params", None)
+    if isinstance(params, dict) and getattr(schedule, "name", "") in ("turn_off", "linear_decay", "cosine_decay"):
+        v = params.get("at", params.get("until"))
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    v = getattr(schedule, "max_step", None)
+    return float(v) if isinstance(v, int) else None
+
+
+def warn_if_beyond(schedule, horizon: int | None, horizon_name: str = "horizon") -> bool:
+    """Warn when the schedule's switch step (:func:`switch_step`) lies beyond the run's ``horizon`` steps, so λ
+    is never switched off; the message names both numbers. True if it warned."""
+    t = switch_step(schedule)
+    if horizon is None or t is None or t <= horizon:
+        return False
+    warnings.warn(f"{schedule!r} switches λ off at step {t:g}, beyond {horizon_name}={horizon}: the run ends "
+                  "before the switch, so λ is never switched off", stacklevel=3)
+    return True
+
+
 def is_decoupled(optimizer: torch.optim.Optimizer, group: dict) -> bool:
     """True when the optimizer applies weight decay as ``w ← (1 − ηλ)w`` (AdamW style)."""
     if group.get("decoupled_weight_decay", False):
@@ -117,6 +140,8 @@ class WeightDecayScheduler(LRScheduler):
         horizon: number of training steps; fixes schedules given as fractions of training
             (``turn_off(0.1, at=0.4)``). A schedule built with ``value=None`` (``turn_off(at=0.4)``) takes λ
             from the group's initial ``weight_decay``.
+            A switch step beyond it (``turn_off(0.1, at=500)`` with ``horizon=100``) is warned about.
+        horizon_name: what the horizon is called in that warning (the callbacks pass ``"max_steps"``).
 
     >>> import torch
     >>> from mirrorflow.schedules import turn_off
@@ -137,6 +162,7 @@ class WeightDecayScheduler(LRScheduler):
         scale_by_initial: bool = False,
         last_epoch: int = -1,
         horizon: int | None = None,
+        horizon_name: str = "horizon",
     ):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -163,6 +189,8 @@ class WeightDecayScheduler(LRScheduler):
             pg[i].setdefault("initial_weight_decay", pg[i]["weight_decay"])
         self.horizon = horizon
         self.schedules = [self._resolve(s, k) for k, s in enumerate(self.schedules)]
+        for sched in {id(x): x for x in self.schedules}.values():
+            warn_if_beyond(sched, horizon, horizon_name)
         self.scale_by_initial = bool(scale_by_initial)
         self.a = 0.0  # a_t = -Σ η_s λ_s over the first selected group (see a_per_group)
         self.a_per_group = [0.0] * len(self.group_indices)
