@@ -227,12 +227,9 @@ def test_sinks_name_what_is_missing():
         MLflowSink()
 
 
-def test_lightning_trainer_logs_and_schedules(tmp_path):
+def _lightning_module(optimizer):
+    """A LightningModule around TinyAttention trained by ``optimizer(params, lr=LR, weight_decay=LAM)``."""
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
-
-    from mirrorflow.store import read_csv
-    from mirrorflow.training.lightning import WeightDecayMonitor
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -244,10 +241,20 @@ def test_lightning_trainer_logs_and_schedules(tmp_path):
             return ((self.net(x) - y) ** 2).mean()
 
         def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=LR, weight_decay=LAM)
+            return optimizer(self.parameters(), lr=LR, weight_decay=LAM)
+
+    return Module()
+
+
+def test_lightning_trainer_logs_and_schedules(tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from mirrorflow.store import read_csv
+    from mirrorflow.training.lightning import WeightDecayMonitor
 
     torch.manual_seed(0)
-    module = Module()
+    module = _lightning_module(torch.optim.AdamW)
     cb = WeightDecayMonitor(turn_off(at=0.5), monitor_every=2)  # λ from the optimizer, off at 50 % of max_steps
     trainer = L.Trainer(
         max_steps=STEPS, accelerator="cpu", logger=CSVLogger(str(tmp_path)), callbacks=[cb], log_every_n_steps=1,
@@ -274,24 +281,12 @@ def test_lightning_switch_beyond_max_steps_warns_naming_both(tmp_path):
 
     from mirrorflow.training.lightning import WeightDecayMonitor
 
-    class Module(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = TinyAttention()
-
-        def training_step(self, batch, batch_idx):
-            x, y = batch
-            return ((self.net(x) - y) ** 2).mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=LR, weight_decay=LAM)
-
     cb = WeightDecayMonitor(turn_off(at=50))
     trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, callbacks=[cb], enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(Module(), train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))
+        trainer.fit(_lightning_module(torch.optim.SGD), train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))
     beyond = [str(w.message) for w in caught if "beyond max_steps" in str(w.message)]
     assert len(beyond) == 1 and "at step 50, beyond max_steps=6" in beyond[0]
     assert cb.scheduler.get_last_wd() == [LAM]  # never switched off, as warned
