@@ -79,7 +79,7 @@ def _pair():
     (lambda: SpectralMonitor(pairs=_pair(), every=2.7), ValueError, "every must be a whole number, got 2.7"),
     (lambda: SpectralMonitor(pairs=_pair(), every="abc"), ValueError, "every must be a number, got 'abc'"),
     (lambda: AutoTurnOff(0.1, window=2.5), ValueError, "window must be a whole number"),
-    (lambda: AutoTurnOff(0.1, max_step=-1), ValueError, "max_step must be an integer ≥ 0"),
+    (lambda: AutoTurnOff(0.1, max_step=-1), ValueError, "max_step must be a non-negative integer"),
     (lambda: AutoTurnOff(0.1, signal=None), TypeError, "signal must be a metrics key"),
     (lambda: AutoTurnOff(0.1, signal="loss").observe(0, {"loss": "abc"}), ValueError, r"metrics\['loss'\] must be a number, got 'abc'"),
 ])

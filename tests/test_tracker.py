@@ -287,7 +287,7 @@ def _tracker(**kw):
 @pytest.mark.parametrize("kw, err, match", [
     ({"every": "abc"}, ValueError, "every must be a number, got 'abc'"),
     ({"every": 2.7}, ValueError, "every must be a whole number, got 2.7"),
-    ({"every": 0}, ValueError, "every must be an integer ≥ 1"),
+    ({"every": 0}, ValueError, "every must be a positive integer"),
     ({"optimizer": "sgd"}, TypeError, "optimizer must be a torch.optim.Optimizer, got str"),
     ({"lam": 0.5}, TypeError, "lam must be a callable"),
 ])

@@ -275,6 +275,35 @@ def test_lightning_trainer_logs_and_schedules(tmp_path):
     assert module.trainer.optimizers[0].param_groups[0]["weight_decay"] == 0.0
 
 
+def test_lightning_takes_the_scheduler_as_its_lr_scheduler(tmp_path):
+    """WeightDecayScheduler is an LRScheduler: Lightning steps it from configure_optimizers like any other
+    (interval "step"), and it drives λ, not the learning rate."""
+    import lightning as L
+
+    from mirrorflow.training import WeightDecayScheduler
+
+    module = _lightning_module(torch.optim.SGD)
+    sgd = module.configure_optimizers
+
+    def configure_optimizers():
+        opt = sgd()
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": WeightDecayScheduler(opt, turn_off(LAM, at=3)),
+                                                    "interval": "step"}}
+
+    module.configure_optimizers = configure_optimizers
+    seen = []
+    module.on_train_batch_start = lambda batch, i: seen.append(dict(module.optimizers().param_groups[0]))
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))
+    assert [g["weight_decay"] for g in seen] == [LAM] * 3 + [0.0] * (STEPS - 3)
+    assert {g["lr"] for g in seen} == {LR}
+    (sched,) = [c.scheduler for c in trainer.lr_scheduler_configs]
+    assert sched.a == pytest.approx(-LR * LAM * 3) and sched.last_epoch == STEPS
+
+
 def test_lightning_switch_beyond_max_steps_warns_naming_both(tmp_path):
     """turn_off(at=50) in a run of max_steps=6 would never switch: the warning names 50 and max_steps=6."""
     import lightning as L

@@ -70,7 +70,8 @@ def as_count(name: str, value, minimum: int = 1) -> int:
     if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
         raise ValueError(f"{name} must be a whole number, got {value!r}")
     if int(v) < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer ≥ {minimum}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(v)
 
 
