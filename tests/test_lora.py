@@ -33,7 +33,7 @@ def test_speaker_task_on_tiny_shakespeare():
     from transformers import AutoTokenizer
 
     from mirrorflow.data.datasets import load_tinyshakespeare
-    from mirrorflow.experiments.transformers.models import minilm_path
+    from mirrorflow.models import minilm_path
     from mirrorflow.experiments.transformers.tasks import SpeakerTask
 
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
@@ -168,7 +168,7 @@ def test_lm_with_a_local_causal_lm_directory_and_its_tokenizer(tmp_path):
     tokenizer (here a 1-layer GPT-2 saved with MiniLM's WordPiece tokenizer), LoRA on c_attn."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from mirrorflow.experiments.transformers.models import minilm_path
+    from mirrorflow.models import minilm_path
 
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     model_dir = tmp_path / "local-gpt2"

@@ -1,7 +1,8 @@
 """The package a user installs: ``python -m build`` makes an sdist and a wheel (built from the sdist) that
 install into a clean virtualenv with the data files and the ``mirrorflow`` command.
 
-Offline: the build uses this environment's setuptools (``--no-isolation``); the fresh virtualenv gets the
+Offline: the build uses this environment's setuptools (``--no-isolation``, with the build requirements
+checked: pyproject.toml asks for nothing that is not installed, e.g. no ``wheel``); the fresh virtualenv gets the
 heavy dependencies (torch, numpy, ...) through a ``.pth`` line naming this environment's site-packages,
 placed after its own, so ``mirrorflow`` itself can only come from the installed wheel."""
 import os
@@ -35,7 +36,7 @@ def dist(tmp_path_factory):
             (src / f).parent.mkdir(parents=True, exist_ok=True)
             (src / f).write_bytes((ROOT / f).read_bytes())
     out = tmp_path_factory.mktemp("dist")
-    _run(sys.executable, "-m", "build", "--no-isolation", "--skip-dependency-check", "--outdir", out, src)
+    _run(sys.executable, "-m", "build", "--no-isolation", "--outdir", out, src)
     return out
 
 
@@ -43,11 +44,17 @@ def test_sdist_and_wheel_carry_the_data_files_and_the_extras(dist):
     (whl,) = dist.glob("mirrorflow-*.whl")
     (sdist,) = dist.glob("mirrorflow-*.tar.gz")
     names = zipfile.ZipFile(whl).namelist()
-    assert {"mirrorflow/data/olivetti/olivettifaces.mat", "mirrorflow/data/tinyshakespeare/input.txt"} <= set(names)
+    assert {"mirrorflow/data/olivetti/olivettifaces.mat", "mirrorflow/data/tinyshakespeare/input.txt",
+            "mirrorflow/py.typed"} <= set(names)
     meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("METADATA"))).decode()
-    for extra in ("hf", "ray", "lightning", "wandb", "mlflow", "dev"):
+    for extra in ("hf", "lm", "experiments", "ray", "lightning", "wandb", "mlflow", "dev"):
         assert f"Provides-Extra: {extra}" in meta
     assert 'Requires-Dist: transformers>=5.0; extra == "hf"' in meta
+    # [hf] is what a user's Trainer needs; the GGUF reader and the experiments' packages come with [lm] / [experiments]
+    hf = [line for line in meta.splitlines() if line.endswith('extra == "hf"')]
+    assert not any(p in line for line in hf for p in ("gguf", "scikit-learn", "minilm"))
+    assert 'Requires-Dist: gguf>=0.19; extra == "lm"' in meta
+    assert 'Requires-Dist: scikit-learn>=1.3; extra == "experiments"' in meta
     entry = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "mirrorflow = mirrorflow.cli:main" in entry
     assert sdist.stat().st_size > 1_000_000  # the data files are in the sdist too (the wheel is built from it)

@@ -30,7 +30,7 @@ def _train(model, opt, wd_sched, steps, lr_sched=None, start=0):
 def test_sets_weight_decay_each_step_and_accumulates_a_for_sgd():
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([w], lr=0.1)
-    sched = WeightDecayScheduler(opt, linear_decay(1.0, end=4))
+    sched = WeightDecayScheduler(opt, linear_decay(1.0, until=4))
     seen = []
     for _ in range(6):
         seen.append(opt.param_groups[0]["weight_decay"])
@@ -84,7 +84,7 @@ def test_order_with_lr_scheduler_does_not_change_a():
 
 @pytest.mark.parametrize("opt_cls", [torch.optim.SGD, torch.optim.AdamW])
 def test_state_dict_round_trip_mid_training_matches_uninterrupted(opt_cls):
-    sched_fn = lambda: cosine_decay(0.3, end=12)
+    sched_fn = lambda: cosine_decay(0.3, until=12)
     ref = _model()
     opt = opt_cls(ref.parameters(), lr=0.05, weight_decay=0.3)
     s_ref = WeightDecayScheduler(opt, sched_fn())
@@ -127,7 +127,7 @@ def test_selects_groups_by_name_pattern():
 def test_scale_by_initial_and_per_group_schedules():
     a, b = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
     opt = torch.optim.SGD([{"params": [a], "weight_decay": 0.5}, {"params": [b], "weight_decay": 2.0}], lr=0.1)
-    s = WeightDecayScheduler(opt, linear_decay(1.0, end=2), scale_by_initial=True)
+    s = WeightDecayScheduler(opt, linear_decay(1.0, until=2), scale_by_initial=True)
     assert s.get_last_wd() == [0.5, 2.0]
     s.step()
     assert s.get_last_wd() == [0.25, 1.0]
@@ -146,3 +146,96 @@ def test_bad_arguments():
         WeightDecayScheduler(opt, lambda t: -1.0)
     with pytest.raises(TypeError, match="Optimizer"):
         WeightDecayScheduler(object(), constant(0.1))
+
+
+# -- composition with torch's own schedulers (it is an LRScheduler that drives weight_decay) -------------------
+def _steps(opt, scheds, n):
+    """n optimizer steps of pure decay (zero gradients); returns (λ, lr) as used at each step."""
+    used = []
+    for _ in range(n):
+        used.append((opt.param_groups[0]["weight_decay"], opt.param_groups[0]["lr"]))
+        for p in opt.param_groups[0]["params"]:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        for s in scheds:
+            s.step()
+    return used
+
+
+def test_is_an_lr_scheduler_that_leaves_lr_alone():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1, weight_decay=0.5)
+    lr = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (t + 1))  # chained beside a LambdaLR
+    wd = WeightDecayScheduler(opt, turn_off(0.5, at=2))
+    assert isinstance(wd, torch.optim.lr_scheduler.LRScheduler)
+    used = _steps(opt, [lr, wd], 4)
+    assert used == [(0.5, 0.1), (0.5, 0.05), (0.0, pytest.approx(0.1 / 3)), (0.0, 0.025)]
+    assert wd.get_last_lr() == lr.get_last_lr() == [pytest.approx(0.02)] and wd.get_last_wd() == [0.0]
+    assert wd.a == pytest.approx(-(0.1 * 0.5 + 0.05 * 0.5))
+
+
+def test_sequential_lr_switches_between_weight_decay_schedules_at_the_milestone():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1, weight_decay=0.5)
+    first, second = WeightDecayScheduler(opt, constant(0.5)), WeightDecayScheduler(opt, linear_decay(0.2, until=2))
+    seq = torch.optim.lr_scheduler.SequentialLR(opt, [first, second], milestones=[3])
+    used = _steps(opt, [seq], 6)
+    # 0.5 on steps 0-2, then the second schedule from its own step 0: 0.2, 0.1, 0
+    assert [u[0] for u in used] == [0.5, 0.5, 0.5, 0.2, pytest.approx(0.1), 0.0]
+    assert all(u[1] == 0.1 for u in used) and seq.get_last_lr() == [0.1]
+    assert first.a == second.a == pytest.approx(-0.1 * (1.5 + 0.3))  # both read the λ actually used
+    assert w.detach()[0].item() == pytest.approx(0.95 ** 3 * 0.98 * 0.99)
+
+
+def test_chained_scheduler_with_a_warmup_lr_and_weight_decay():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.AdamW([w], lr=1.0, weight_decay=0.1)
+    warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.25, total_iters=3)
+    chain = torch.optim.lr_scheduler.ChainedScheduler([warm, WeightDecayScheduler(opt, turn_off(at=2))], optimizer=opt)
+    used = _steps(opt, [chain], 4)
+    assert used == [(0.1, 0.25), (0.1, 0.5), (0.0, 0.75), (0.0, 1.0)]
+    assert chain.get_last_lr() == [1.0]
+
+
+def test_state_dict_round_trips_through_torch_save_weights_only(tmp_path):
+    """Save mid-run (SequentialLR of two weight-decay schedulers and a ChainedScheduler), restore into new
+    objects with torch.load(weights_only=True), continue: the same λ, lr and a_t as an uninterrupted run."""
+
+    def build(opt):
+        seq = torch.optim.lr_scheduler.SequentialLR(
+            opt, [WeightDecayScheduler(opt, constant(0.3)), WeightDecayScheduler(opt, turn_off(0.6, at=2))], [2])
+        lr = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+        return seq, torch.optim.lr_scheduler.ChainedScheduler([lr, seq], optimizer=opt)
+
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1, weight_decay=0.3)
+    seq, chain = build(opt)
+    full = _steps(opt, [chain], 6)
+
+    w2 = torch.nn.Parameter(torch.ones(2))
+    opt2 = torch.optim.SGD([w2], lr=0.1, weight_decay=0.3)
+    seq2, chain2 = build(opt2)
+    head = _steps(opt2, [chain2], 3)
+    torch.save({"opt": opt2.state_dict(), "sched": chain2.state_dict()}, tmp_path / "ckpt.pt")
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+
+    w3 = torch.nn.Parameter(w2.detach().clone())
+    opt3 = torch.optim.SGD([w3], lr=0.1, weight_decay=0.3)
+    seq3, chain3 = build(opt3)
+    opt3.load_state_dict(ckpt["opt"])
+    chain3.load_state_dict(ckpt["sched"])
+    tail = _steps(opt3, [chain3], 3)
+    assert head + tail == full
+    assert [u[0] for u in full] == [0.3, 0.3, 0.6, 0.6, 0.0, 0.0]
+    assert seq3._schedulers[1].a == pytest.approx(seq._schedulers[1].a) == pytest.approx(
+        -sum(lam * lr for lam, lr in full))
+    assert w3.detach().tolist() == pytest.approx(w.detach().tolist())
+
+
+def test_groups_empty_or_a_single_name():
+    opt = torch.optim.SGD(decay_param_groups(_model(), weight_decay=0.1), lr=0.1)
+    with pytest.raises(ValueError, match="groups: an empty list"):
+        WeightDecayScheduler(opt, constant(0.1), groups=[])
+    assert WeightDecayScheduler(opt, constant(0.1), groups="decay").group_indices == [0]
+    with pytest.raises(ValueError, match="horizon must be a whole number"):
+        WeightDecayScheduler(opt, constant(0.1), horizon=2.7)

@@ -23,10 +23,10 @@ def any_schedule(draw):
     if kind == "turn_off":
         return S.turn_off(c, at=draw(st.floats(min_value=0, max_value=T)), horizon=T), T
     if kind == "linear":
-        return S.linear_decay(c, end=end, horizon=T), T
+        return S.linear_decay(c, until=end, horizon=T), T
     if kind == "cosine":
-        return S.cosine_decay(c, end=end, horizon=T), T
-    return S.piecewise([S.constant(c), S.linear_decay(c, end=end)], [draw(st.integers(1, T))]), T
+        return S.cosine_decay(c, until=end, horizon=T), T
+    return S.piecewise([S.constant(c), S.linear_decay(c, until=end)], [draw(st.integers(1, T))]), T
 
 
 @settings(max_examples=150, deadline=None)
@@ -55,7 +55,7 @@ def test_equal_budget_constructors_are_exact(value, budget, T):
         s = S.turn_off_for_budget(value, budget, horizon=T)
         assert s.integral(T) == pytest.approx(budget, rel=1e-12, abs=1e-12)
         assert s.table(T).sum() == pytest.approx(budget, rel=1e-9, abs=1e-9)
-    for shape in (S.linear_decay(1.0, end=0.5, horizon=T), S.cosine_decay(1.0, end=max(1, T // 3))):
+    for shape in (S.linear_decay(1.0, until=0.5, horizon=T), S.cosine_decay(1.0, until=max(1, T // 3))):
         scaled = S.with_budget(shape, budget, horizon=T)
         assert scaled.integral(T) == pytest.approx(budget, rel=1e-12, abs=1e-12)
         assert scaled.table(T).sum() == pytest.approx(budget, rel=1e-9, abs=1e-9)
@@ -66,8 +66,8 @@ def test_fraction_of_horizon_and_fractional_steps():
     assert S.turn_off(1.0, at=10).params["at"] == 10
     half = S.turn_off(20.0, at=0.5 / 1000, horizon=1000)  # half a step: λ·½ on step 0
     assert half.table(3).tolist() == [10.0, 0.0, 0.0]
-    assert S.linear_decay(2.0, end=4).table(6).tolist() == [2.0, 1.5, 1.0, 0.5, 0.0, 0.0]
-    assert S.cosine_decay(1.0, end=2).table(3).tolist() == pytest.approx([1.0, 0.5, 0.0])
+    assert S.linear_decay(2.0, until=4).table(6).tolist() == [2.0, 1.5, 1.0, 0.5, 0.0, 0.0]
+    assert S.cosine_decay(1.0, until=2).table(3).tolist() == pytest.approx([1.0, 0.5, 0.0])
 
 
 @pytest.mark.parametrize(
@@ -79,8 +79,8 @@ def test_fraction_of_horizon_and_fractional_steps():
         (lambda: S.turn_off(0.1, at=200, horizon=100), "at"),
         (lambda: S.turn_off(0.1, at=0.5)(0), "at=0.5"),  # a fraction waits for its horizon
         (lambda: S.turn_off(0.1, at=-3), "at"),
-        (lambda: S.linear_decay(0.1, end=0), "end"),
-        (lambda: S.cosine_decay(-1.0, end=10), "init"),
+        (lambda: S.linear_decay(0.1, until=0), "until"),
+        (lambda: S.cosine_decay(-1.0, until=10), "init"),
         (lambda: S.with_budget(S.constant(1.0), float("nan"), 10), "budget"),
         (lambda: S.turn_off_for_budget(1.0, 50.0, horizon=10), "budget"),
         (lambda: S.piecewise([S.constant(1.0)], [3]), "boundaries"),

@@ -4,6 +4,7 @@ Theorem 3.11 prediction matches the trained end point; misuse raises one clear e
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -202,6 +203,8 @@ def test_tracker_inside_a_hugging_face_trainer(tmp_path):
     assert logs[-1]["legendre/a"] == pytest.approx(-0.02 * 0.5 * 20, abs=1e-9)
     assert logs[-1]["legendre/a"] == pytest.approx(logs[-1]["wd/a"], abs=1e-9)
     assert 0 < logs[-1]["legendre/residual"] < 0.05
+    assert [h["legendre/step"] for h in logs] == [10, 20, 30, 40]  # the step each record was measured at
+    assert logs[-1]["legendre/mu_norm"] == pytest.approx(tracker.history[-1]["mu_norm"], rel=1e-12)
     assert tracker.steps == 40 and not tracker._hooks  # closed at the end of training
 
 
@@ -269,4 +272,41 @@ def test_tracker_inside_a_lightning_trainer(tmp_path):
     assert float(last["legendre/a"]) == pytest.approx(-0.02 * 0.5 * 20, abs=1e-7)
     assert float(last["legendre/a"]) == pytest.approx(float(last["wd/a"]), abs=1e-7)
     assert 0 < float(last["legendre/residual"]) < 0.05
+    assert float(last["legendre/step"]) == 40 and float(rows[0]["legendre/step"]) == 10
     assert tracker.steps == 40 and not tracker._hooks  # closed at the end of training
+
+
+def _tracker(**kw):
+    Z, y = regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.unpack(rep.init(scale=1.0))
+    params = {"m": torch.nn.Parameter(w0["m"].clone()), "w": torch.nn.Parameter(w0["w"].clone())}
+    return LegendreTracker(rep, params, **kw), params
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    ({"every": "abc"}, ValueError, "every must be a number, got 'abc'"),
+    ({"every": 2.7}, ValueError, "every must be a whole number, got 2.7"),
+    ({"every": 0}, ValueError, "every must be a positive integer"),
+    ({"optimizer": "sgd"}, TypeError, "optimizer must be a torch.optim.Optimizer, got str"),
+    ({"lam": 0.5}, TypeError, "lam must be a callable"),
+])
+def test_tracker_misuse_names_the_argument(kw, err, match):
+    with pytest.raises(err, match=match):
+        _tracker(**kw)
+
+
+def test_tracker_load_state_dict_checks_before_changing_anything():
+    tracker, params = _tracker(every=np.int64(3))
+    assert tracker.every == 3
+    good = tracker.state_dict()
+    for bad, err, match in [({}, ValueError, "missing mu, a, steps, init, history"),
+                            ([1, 2], TypeError, "state_dict must be a mapping"),
+                            ({**good, "a": 0.5}, ValueError, r"state_dict\['a'\] must be a finite number ≤ 0"),
+                            ({**good, "mu": torch.zeros(2)}, ValueError, r"state_dict\['mu'\] must be a tensor of 6"),
+                            ({**good, "steps": 2.5}, ValueError, "whole number")]:
+        with pytest.raises(err, match=match):
+            tracker.load_state_dict(bad)
+    assert tracker.a == 0.0 and tracker.steps == 0
+    tracker.load_state_dict({**good, "a": -0.25, "steps": 7})
+    assert tracker.a == -0.25 and tracker.steps == 7

@@ -139,6 +139,87 @@ def test_plain_loop_mlflow_file_store(tmp_path, monkeypatch):
     _check(rows)
 
 
+def _tracker_loop(loggers):
+    """A plain SGD loop on x = m⊙w with turn_off(0.5, at=10): the LegendreTracker records every 5 steps and
+    sends each record to ``loggers``, the same sinks as SpectralMonitor's."""
+    from conftest import sparse_regression
+
+    from mirrorflow import geometry as G
+    from mirrorflow.training.tracker import LegendreTracker
+
+    Z, y = sparse_regression()
+    rep = G.get("mw", Z.shape[1])
+    w0 = rep.unpack(rep.init(scale=1.0))
+    m, w = nn.Parameter(w0["m"].clone().float()), nn.Parameter(w0["w"].clone().float())
+    opt = torch.optim.SGD([m, w], lr=0.02, weight_decay=0.5)
+    wd = WeightDecayScheduler(opt, turn_off(0.5, at=10))
+    tracker = LegendreTracker(rep, {"m": m, "w": w}, opt, every=5, data=(Z, y), loggers=loggers)
+    for _ in range(20):
+        opt.zero_grad()
+        x = tracker.watch(m * w)
+        (0.5 * ((Z.float() @ x - y.float()) ** 2).mean()).backward()
+        opt.step()
+        wd.step()
+    tracker.close()
+    return tracker
+
+
+def _check_tracker(tracker, rows):
+    """rows: {step: {key: value}} read back from a logger: one row per record, equal to the record."""
+    assert sorted(rows) == [5, 10, 15, 20] == [r["step"] for r in tracker.history]
+    for rec in tracker.history:
+        row = rows[rec["step"]]
+        assert row["legendre/a"] == pytest.approx(rec["a"], rel=1e-6)
+        assert row["legendre/residual"] == pytest.approx(rec["residual"], rel=1e-5)
+        assert row["legendre/x_pred_dist"] == pytest.approx(rec["x_pred_dist"], rel=1e-5)
+    assert rows[20]["legendre/a"] == pytest.approx(-0.02 * 0.5 * 10, rel=1e-6)
+    assert 0 < rows[20]["legendre/residual"] < 0.05
+
+
+TRACKER_KEYS = ("legendre/a", "legendre/residual", "legendre/x_pred_dist")
+
+
+def test_tracker_records_reach_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tracker = _tracker_loop(["tensorboard:" + str(tmp_path)])
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    rows = {}
+    for tag in TRACKER_KEYS:
+        for e in acc.Scalars(tag):
+            rows.setdefault(e.step, {})[tag] = e.value
+    _check_tracker(tracker, rows)
+
+
+def test_tracker_records_reach_wandb_offline(tmp_path, monkeypatch):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="mirrorflow-test", dir=str(tmp_path), settings=wandb.Settings(x_disable_stats=True, console="off"))
+    try:
+        tracker = _tracker_loop([WandbSink(run)])
+    finally:
+        run.finish()
+        wandb.teardown()
+    _check_tracker(tracker, _wandb_history(tmp_path))
+
+
+def test_tracker_records_reach_mlflow_file_store(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(f"file:{tmp_path / 'mlruns'}")
+    with mlflow.start_run() as run:
+        tracker = _tracker_loop(["mlflow"])
+    rows = {}
+    for key in TRACKER_KEYS:
+        for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, key):
+            rows.setdefault(m.step, {})[key] = m.value
+    _check_tracker(tracker, rows)
+
+
 def test_sinks_name_what_is_missing():
     with pytest.raises(ValueError, match="unknown logger 'tensorbord:x'"):
         make_sink("tensorbord:x")
@@ -146,12 +227,9 @@ def test_sinks_name_what_is_missing():
         MLflowSink()
 
 
-def test_lightning_trainer_logs_and_schedules(tmp_path):
+def _lightning_module(optimizer):
+    """A LightningModule around TinyAttention trained by ``optimizer(params, lr=LR, weight_decay=LAM)``."""
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
-
-    from mirrorflow.store import read_csv
-    from mirrorflow.training.lightning import WeightDecayMonitor
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -163,10 +241,20 @@ def test_lightning_trainer_logs_and_schedules(tmp_path):
             return ((self.net(x) - y) ** 2).mean()
 
         def configure_optimizers(self):
-            return torch.optim.AdamW(self.parameters(), lr=LR, weight_decay=LAM)
+            return optimizer(self.parameters(), lr=LR, weight_decay=LAM)
+
+    return Module()
+
+
+def test_lightning_trainer_logs_and_schedules(tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from mirrorflow.store import read_csv
+    from mirrorflow.training.lightning import WeightDecayMonitor
 
     torch.manual_seed(0)
-    module = Module()
+    module = _lightning_module(torch.optim.AdamW)
     cb = WeightDecayMonitor(turn_off(at=0.5), monitor_every=2)  # λ from the optimizer, off at 50 % of max_steps
     trainer = L.Trainer(
         max_steps=STEPS, accelerator="cpu", logger=CSVLogger(str(tmp_path)), callbacks=[cb], log_every_n_steps=1,
@@ -185,6 +273,61 @@ def test_lightning_trainer_logs_and_schedules(tmp_path):
     assert float(rows[-1]["spectral/rho"]) == pytest.approx(cb.monitor.last["spectral/rho"], rel=1e-6)
     assert [h["step"] for h in cb.monitor.history] == [0, 2, 4, 6]
     assert module.trainer.optimizers[0].param_groups[0]["weight_decay"] == 0.0
+
+
+def test_lightning_takes_the_scheduler_as_its_lr_scheduler(tmp_path):
+    """WeightDecayScheduler is an LRScheduler: Lightning steps it from configure_optimizers like any other
+    (interval "step"), and it drives λ, not the learning rate."""
+    import lightning as L
+
+    from mirrorflow.training import WeightDecayScheduler
+
+    module = _lightning_module(torch.optim.SGD)
+    sgd = module.configure_optimizers
+
+    def configure_optimizers():
+        opt = sgd()
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": WeightDecayScheduler(opt, turn_off(LAM, at=3)),
+                                                    "interval": "step"}}
+
+    module.configure_optimizers = configure_optimizers
+    seen = []
+    module.on_train_batch_start = lambda batch, i: seen.append(dict(module.optimizers().param_groups[0]))
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))
+    assert [g["weight_decay"] for g in seen] == [LAM] * 3 + [0.0] * (STEPS - 3)
+    assert {g["lr"] for g in seen} == {LR}
+    (sched,) = [c.scheduler for c in trainer.lr_scheduler_configs]
+    assert sched.a == pytest.approx(-LR * LAM * 3) and sched.last_epoch == STEPS
+
+
+def test_lightning_switch_beyond_max_steps_warns_naming_both(tmp_path):
+    """turn_off(at=50) in a run of max_steps=6 would never switch: the warning names 50 and max_steps=6."""
+    import lightning as L
+
+    from mirrorflow.training.lightning import WeightDecayMonitor
+
+    cb = WeightDecayMonitor(turn_off(at=50))
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, callbacks=[cb], enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(_lightning_module(torch.optim.SGD), train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))
+    beyond = [str(w.message) for w in caught if "beyond max_steps" in str(w.message)]
+    assert len(beyond) == 1 and "at step 50, beyond max_steps=6" in beyond[0]
+    assert cb.scheduler.get_last_wd() == [LAM]  # never switched off, as warned
+
+
+def test_plain_scheduler_switch_beyond_the_horizon_warns():
+    opt = torch.optim.SGD([nn.Parameter(torch.ones(2))], lr=0.1, weight_decay=0.1)
+    with pytest.warns(UserWarning, match="at step 150, beyond horizon=100"):
+        WeightDecayScheduler(opt, turn_off(0.1, at=150), horizon=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        WeightDecayScheduler(opt, turn_off(0.1, at=100), horizon=100)  # switching at the last step is fine
 
 
 @pytest.mark.parametrize(

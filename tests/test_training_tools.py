@@ -2,6 +2,7 @@
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,12 +165,12 @@ def test_plateau_trigger_on_a_decaying_signal():
 
 
 def test_threshold_trigger_skips_nan_and_honours_min_step_and_direction():
-    s = AutoTurnOff(linear_decay(1.0, end=100), signal="loss", mode="threshold", threshold=0.5, min_step=3)
+    s = AutoTurnOff(linear_decay(1.0, until=100), signal="loss", mode="threshold", threshold=0.5, min_step=3)
     for t, v in enumerate([0.4, float("nan"), 0.9, 0.6, 0.45, 0.3]):
         s.observe(t, {"loss": v})
     assert s.triggered_at == 4 and s.trigger_value == 0.45  # step 0 < min_step, step 1 NaN
-    assert s(4) == pytest.approx(linear_decay(1.0, end=100)(4)) and s(5) == 0.0
-    assert s.integral(50) == pytest.approx(linear_decay(1.0, end=100).integral(5), rel=1e-12)
+    assert s(4) == pytest.approx(linear_decay(1.0, until=100)(4)) and s(5) == 0.0
+    assert s.integral(50) == pytest.approx(linear_decay(1.0, until=100).integral(5), rel=1e-12)
     up = AutoTurnOff(0.1, signal="acc", mode="threshold", threshold=0.9, direction="above")
     up.observe(0, {"acc": 0.5})
     up.observe(1, {"other": 1.0})
@@ -314,3 +315,31 @@ def test_lora_check_flags_missing_and_unequal_decay(lora_model):
     with pytest.warns(LoRADecayWarning, match="different decay on A and B"):
         check_lora_decay(lora_model, opt2)
     assert lora_decay_report(torch.nn.Linear(2, 2), opt2) == []
+
+
+def test_auto_turn_off_takes_lambda_from_the_optimizer_when_value_is_none():
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1, weight_decay=0.3)
+    auto = AutoTurnOff(signal="loss", mode="threshold", threshold=0.5)
+    with pytest.raises(ValueError, match="value=None takes λ from the optimizer"):
+        auto(0)
+    sched = WeightDecayScheduler(opt, auto)
+    assert sched.get_last_wd() == [0.3]
+    for t, loss in enumerate([1.0, 0.4, 0.3]):
+        w.grad = torch.zeros(2)
+        opt.step()
+        auto.observe(t, {"loss": loss})
+        sched.step()
+    assert auto.triggered_at == 1 and sched.get_last_wd() == [0.0]
+    assert sched.a == pytest.approx(-0.1 * 0.3 * 2)
+
+
+@pytest.mark.parametrize("metrics, match", [({"loss": "abc"}, r"metrics\['loss'\] must be a number"),
+                                            ({"loss": [1.0]}, r"metrics\['loss'\] must be a number"),
+                                            ([("loss", 1.0)], "metrics must be a mapping")])
+def test_auto_turn_off_refuses_a_non_numeric_signal(metrics, match):
+    auto = AutoTurnOff(0.1, signal="loss", mode="threshold", threshold=0.5)
+    with pytest.raises((TypeError, ValueError), match=match):
+        auto.observe(0, metrics)
+    auto.observe(0, {"loss": np.float32(0.4)})  # NumPy / torch scalars are numbers
+    assert auto.triggered_at == 0 and auto.trigger_value == pytest.approx(0.4)

@@ -62,9 +62,9 @@ def _expected_a(lam, until=STEPS):
     "schedule",
     [
         turn_off(0.1, at=4),
-        linear_decay(0.2, end=STEPS),
-        cosine_decay(0.2, end=STEPS),
-        with_budget(cosine_decay(1.0, end=6), budget=0.4, horizon=STEPS),
+        linear_decay(0.2, until=STEPS),
+        cosine_decay(0.2, until=STEPS),
+        with_budget(cosine_decay(1.0, until=6), budget=0.4, horizon=STEPS),
     ],
     ids=["turn_off", "linear", "cosine", "equal_budget"],
 )
@@ -187,6 +187,20 @@ def test_metrics_reach_the_trainers_report_to_integration(tmp_path):
     assert [v for _, v in tags["train/wd/a"]] == pytest.approx([_expected_a(schedule, T) for T in (2, 4, 6, 8)], rel=1e-5)
     logged = [h["spectral/rho"] for h in tr.state.log_history if "loss" in h]
     assert [v for _, v in tags["train/spectral/rho"]] == pytest.approx(logged, rel=1e-6)
+
+
+def test_logged_spectral_values_carry_the_step_they_were_measured_at(tmp_path):
+    """logging_steps=2, monitor_every=3: ρ is measured at global steps 0, 3, 6 and the latest measurement rides
+    along with each log; spectral/step says which one it is."""
+    cb = WeightDecayCallback(turn_off(0.1, at=4), monitor_every=3)
+    tr = _trainer(tmp_path, _model(), cb)
+    tr.train()
+    logs = [h for h in tr.state.log_history if "loss" in h]
+    assert [(h["step"], h["spectral/step"]) for h in logs] == [(2, 0), (4, 3), (6, 6), (8, 6)]
+    measured = {h["step"]: h["spectral/rho"] for h in cb.monitor.history}
+    assert sorted(measured) == [0, 3, 6]
+    for h in logs:
+        assert h["spectral/rho"] == pytest.approx(measured[h["spectral/step"]], rel=1e-12)
 
 
 def test_fractions_of_max_steps_and_lambda_from_the_optimizer(tmp_path):

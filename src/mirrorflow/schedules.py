@@ -16,12 +16,13 @@ Style follows optax's schedules: one small constructor per schedule, formula in 
 >>> s = turn_off(0.2, at=50)
 >>> s(49), s(50), s.integral(100)
 (0.2, 0.0, 10.0)
->>> round(with_budget(cosine_decay(1.0, end=500), budget=10.0, horizon=1000).integral(1000), 12)
+>>> round(with_budget(cosine_decay(1.0, until=500), budget=10.0, horizon=1000).integral(1000), 12)
 10.0
 """
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -41,11 +42,41 @@ __all__ = [
 ]
 
 
+def as_number(name: str, value) -> int | float:
+    """A user's number as a Python ``int`` or ``float``: NumPy and 0-d torch scalars behave exactly like
+    Python numbers (``np.float32(0.5)`` is the float 0.5, a fraction; ``np.int64(50)`` is the step 50).
+    ``bool``, ``None``, strings and arrays are refused with a ``ValueError`` naming ``name``.
+
+    >>> as_number("at", np.float32(0.5)), as_number("at", np.int64(3))
+    (0.5, 3)
+    """
+    if hasattr(value, "item") and not isinstance(value, (int, float)):  # NumPy / torch scalar
+        if tuple(getattr(value, "shape", ())) != ():
+            raise ValueError(f"{name} must be a number, got an array of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def as_count(name: str, value, minimum: int = 1) -> int:
+    """A whole number ≥ ``minimum`` (a step count, a period): ``3``, ``3.0``, ``np.int64(3)`` are 3; a
+    fractional value (``2.7``) is refused, never truncated (``ValueError`` naming ``name``).
+
+    >>> as_count("horizon", 100.0)
+    100
+    """
+    v = as_number(name, value)
+    if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if int(v) < minimum:
+        what = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer ≥ {minimum}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(v)
+
+
 def _finite_nonneg(name: str, value: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    v = float(as_number(name, value))
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if v < 0:
@@ -54,7 +85,11 @@ def _finite_nonneg(name: str, value: float) -> float:
 
 
 def is_fraction(at) -> bool:
-    """True when ``at`` is a fraction of the horizon: a ``float`` in [0, 1]."""
+    """True when ``at`` is a fraction of the horizon: a ``float`` in [0, 1] (NumPy/torch floats too)."""
+    try:
+        at = as_number("at", at)
+    except ValueError:
+        return False
     return isinstance(at, float) and 0.0 <= at <= 1.0
 
 
@@ -65,13 +100,12 @@ def resolve_step(name: str, at: float, horizon: int | None) -> float:
     ``int``, or a float above 1, is a step. Fractional steps are allowed: the schedule then applies the
     fractional part of λ on the last step so budgets are exact.
     """
-    if isinstance(at, bool) or at is None:
+    if at is None:
         raise ValueError(f"{name} must be a step or a fraction of the horizon, got {at!r}")
+    at = as_number(name, at)
     v = _finite_nonneg(name, at)
     if horizon is not None:
-        horizon = int(horizon)
-        if horizon <= 0:
-            raise ValueError(f"horizon must be positive, got {horizon!r}")
+        horizon = as_count("horizon", horizon)
     if is_fraction(at):
         if horizon is None:
             raise ValueError(f"{name}={at!r} is a fraction of the horizon, but no horizon was given")
@@ -79,6 +113,11 @@ def resolve_step(name: str, at: float, horizon: int | None) -> float:
     if horizon is not None and v > horizon:
         raise ValueError(f"{name}={at!r} is beyond the horizon ({horizon} steps)")
     return v
+
+
+def _opt(name: str, value):
+    """``as_number`` that lets ``None`` through (an argument still to be resolved)."""
+    return None if value is None else as_number(name, value)
 
 
 @dataclass(frozen=True)
@@ -144,7 +183,7 @@ def _pending(name: str, params: dict, build: Callable[[int | None, float | None]
     missing = []
     if params.get("value", params.get("init", 0.0)) is None:
         missing.append("λ (value=None takes it from the optimizer)")
-    if any(is_fraction(v) for k, v in params.items() if k in ("at", "end")):
+    if any(is_fraction(v) for k, v in params.items() if k in ("at", "until")):
         missing.append("the horizon (the fraction is of the number of training steps)")
 
     def fail(_):
@@ -154,6 +193,12 @@ def _pending(name: str, params: dict, build: Callable[[int | None, float | None]
         )
 
     return Schedule(fail, fail, name, params, resolve_with=build)
+
+
+def _late(h: int | None, horizon: int | None, at) -> int | None:
+    """The horizon a pending schedule is built with: the one given late (``resolve``) only for a fraction; a
+    step beyond a run's length is the caller's to warn about (``WeightDecayScheduler``), not an error."""
+    return h if h is not None and horizon is None and is_fraction(at) else horizon
 
 
 def _t(t: np.ndarray) -> np.ndarray:
@@ -187,9 +232,11 @@ def turn_off(value: float | None = None, at: float | None = None, horizon: int |
     """
     if at is None:
         raise ValueError("turn_off needs at= (a step, or a fraction of the horizon)")
+    value, at = _opt("value", value), as_number("at", at)
+    horizon = None if horizon is None else as_count("horizon", horizon)
     if value is None or (is_fraction(at) and horizon is None):
         return _pending("turn_off", {"value": value, "at": at},
-                        lambda h, v: turn_off(value if value is not None else v, at, h if h is not None else horizon))
+                        lambda h, v: turn_off(value if value is not None else v, at, _late(h, horizon, at)))
     return _turn_off_at_step(_finite_nonneg("value", value), resolve_step("at", at, horizon))
 
 
@@ -201,20 +248,54 @@ def _turn_off_at_step(c: float, t_off: float) -> Schedule:
     return Schedule(values, lambda t: c * np.minimum(_t(t), t_off), "turn_off", {"value": c, "at": t_off})
 
 
-def linear_decay(init: float | None, end: float, horizon: int | None = None) -> Schedule:
-    """λ_t = c·(1 − t/T_end) for t < T_end, 0 afterwards; Σ_{s<t} λ_s = c·(t − t(t−1)/(2T_end)) for t ≤ T_end.
+def linear_decay(init: float | None, until: float, horizon: int | None = None) -> Schedule:
+    """λ_t = c·(1 − t/T) for t < T, 0 afterwards, with c = ``init`` and T = ``until``;
+    Σ_{s<t} λ_s = c·(t − t(t−1)/(2T)) for t ≤ T.
 
-    >>> linear_decay(1.0, end=4).table(5).tolist()
+    ``until`` is *when* λ reaches 0 — a step, or a float in (0, 1] as a fraction of ``horizon`` — not the
+    final value (λ always ends at 0; torch's ``LinearLR(end_factor=...)`` names a final factor instead).
+
+    >>> linear_decay(1.0, until=4).table(5).tolist()
     [1.0, 0.75, 0.5, 0.25, 0.0]
     """
-    if init is None or (is_fraction(end) and horizon is None):
-        return _pending("linear_decay", {"init": init, "end": end},
-                        lambda h, v: linear_decay(init if init is not None else v, end, h if h is not None else horizon))
-    c = _finite_nonneg("init", init)
-    T = resolve_step("end", end, horizon)
-    if T <= 0:
-        raise ValueError(f"end must be positive, got {end!r}")
+    return _decay("linear_decay", init, until, horizon)
 
+
+def cosine_decay(init: float | None, until: float, horizon: int | None = None) -> Schedule:
+    """λ_t = c·½(1 + cos(π t/T)) for t < T, 0 afterwards, with c = ``init`` and T = ``until`` (a step, or a
+    fraction of ``horizon``: when λ reaches 0, not a final value, as in :func:`linear_decay`).
+
+    Σ_{s<n} cos(sθ) = sin(nθ/2)·cos((n−1)θ/2)/sin(θ/2) with θ = π/T gives integral(t) in closed form.
+
+    >>> round(cosine_decay(1.0, until=100).integral(100), 6)
+    50.5
+    """
+    return _decay("cosine_decay", init, until, horizon)
+
+
+def _decay(kind: str, init, until, horizon) -> Schedule:
+    """The decays from ``init`` to 0 at step ``until`` (:func:`linear_decay`, :func:`cosine_decay`)."""
+    if until is None:
+        raise ValueError(f"{kind} needs until= (the step, or fraction of the horizon, where λ reaches 0)")
+    init, until = _opt("init", init), as_number("until", until)
+    horizon = None if horizon is None else as_count("horizon", horizon)
+    if init is None or (is_fraction(until) and horizon is None):
+        return _pending(kind, {"init": init, "until": until},
+                        lambda h, v: _decay(kind, init if init is not None else v, until, _late(h, horizon, until)))
+    c = _finite_nonneg("init", init)
+    T = resolve_step("until", until, horizon)
+    if T <= 0:
+        raise ValueError(
+            f"until={until!r}: {kind}(init, until) decays λ from init to 0, and until is the step (or the fraction "
+            "of the horizon) at which λ reaches 0, so it must be > 0; it is not λ's final level (as end_factor is in "
+            "torch's LinearLR): λ always ends at 0"
+        )
+    build = _linear if kind == "linear_decay" else _cosine
+    values, cumulative = build(c, T)
+    return Schedule(values, cumulative, kind, {"init": c, "until": T})
+
+
+def _linear(c: float, T: float):
     def values(s):
         s = np.asarray(s, dtype=np.float64)
         return c * np.clip(1.0 - s / T, 0.0, 1.0) * (s >= 0)
@@ -223,24 +304,10 @@ def linear_decay(init: float | None, end: float, horizon: int | None = None) -> 
         n = np.minimum(_t(t), math.ceil(T))  # steps s < n contribute
         return c * (n - n * (n - 1) / (2.0 * T))
 
-    return Schedule(values, cumulative, "linear_decay", {"init": c, "end": T})
+    return values, cumulative
 
 
-def cosine_decay(init: float | None, end: float, horizon: int | None = None) -> Schedule:
-    """λ_t = c·½(1 + cos(π t/T_end)) for t < T_end, 0 afterwards.
-
-    Σ_{s<n} cos(sθ) = sin(nθ/2)·cos((n−1)θ/2)/sin(θ/2) with θ = π/T_end gives integral(t) in closed form.
-
-    >>> round(cosine_decay(1.0, end=100).integral(100), 6)
-    50.5
-    """
-    if init is None or (is_fraction(end) and horizon is None):
-        return _pending("cosine_decay", {"init": init, "end": end},
-                        lambda h, v: cosine_decay(init if init is not None else v, end, h if h is not None else horizon))
-    c = _finite_nonneg("init", init)
-    T = resolve_step("end", end, horizon)
-    if T <= 0:
-        raise ValueError(f"end must be positive, got {end!r}")
+def _cosine(c: float, T: float):
     theta = math.pi / T
 
     def values(s):
@@ -252,7 +319,7 @@ def cosine_decay(init: float | None, end: float, horizon: int | None = None) -> 
         cos_sum = np.sin(n * theta / 2) * np.cos((n - 1) * theta / 2) / math.sin(theta / 2)
         return c * 0.5 * (n + cos_sum)
 
-    return Schedule(values, cumulative, "cosine_decay", {"init": c, "end": T})
+    return values, cumulative
 
 
 def piecewise(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
@@ -264,7 +331,7 @@ def piecewise(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Sched
     [1.0, 1.0, 0.5, 0.5]
     """
     schedules = list(schedules)
-    bounds = [int(b) for b in boundaries]
+    bounds = [as_count("boundaries", b, minimum=0) for b in boundaries]
     if not schedules:
         raise ValueError("schedules must not be empty")
     if len(bounds) != len(schedules) - 1:
@@ -301,9 +368,7 @@ def with_budget(schedule: Schedule, budget: float, horizon: int) -> Schedule:
     compares linear and cosine decay with constant weight decay at the same ∫λ (App. C, Table 2).
     """
     budget = _finite_nonneg("budget", budget)
-    horizon = int(horizon)
-    if horizon <= 0:
-        raise ValueError(f"horizon must be positive, got {horizon!r}")
+    horizon = as_count("horizon", horizon)
     total = schedule.integral(horizon)
     if total <= 0:
         if budget == 0:
@@ -326,7 +391,7 @@ def turn_off_for_budget(value: float, budget: float, horizon: int | None = None)
     if c == 0:
         raise ValueError("value must be positive to spend a budget")
     t_off = budget / c
-    if horizon is not None and t_off > int(horizon):
+    if horizon is not None and t_off > as_count("horizon", horizon):
         raise ValueError(f"budget={budget} at value={c} needs {t_off:g} steps, beyond the horizon ({horizon})")
     return _turn_off_at_step(c, t_off)
 

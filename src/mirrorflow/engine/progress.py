@@ -1,4 +1,9 @@
-"""Progress reporting: a rich progress bar with an ETA, or the caller's own ``progress(k)`` callable."""
+"""Progress reporting: a rich progress bar with an ETA, or the caller's own ``progress(k)`` callable.
+
+Bars go to stderr, and only when stderr is a terminal: stdout carries the results alone (tables, summaries,
+``run directory: ...``), so ``mirrorflow ... | tee out.txt`` or ``> out.txt`` gets no bar in it, and a log
+file that stderr is redirected to gets none either.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -8,9 +13,12 @@ Progress = Callable[[int], None]
 
 
 def progress_bar(total: int, description: str):
-    """A rich progress bar with an ETA; returns (the ``rich.progress.Progress``, an ``advance(k=1)`` callable)."""
+    """A rich progress bar with an ETA on stderr, drawn only when stderr is a terminal (module docstring);
+    returns (the ``rich.progress.Progress``, an ``advance(k=1)`` callable)."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     prog = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -18,6 +26,8 @@ def progress_bar(total: int, description: str):
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
     )
     task = prog.add_task(description, total=total)
     return prog, lambda k=1: prog.advance(task, k)

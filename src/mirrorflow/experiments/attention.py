@@ -198,10 +198,10 @@ def make_finetune(cfg: Config, seed: int, device: str, cache: dict):
     else:
         import copy
 
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         if "encoder" not in cache:
-            cache["encoder"] = models.load_pretrained(AutoModel.from_pretrained, name, cfg.hub)
+            cache["encoder"] = models.pretrained_model(name, "encoder", cfg.hub)
             tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
             from ..data.datasets import load_tinyshakespeare
 

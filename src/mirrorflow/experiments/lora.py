@@ -146,11 +146,8 @@ def _pretrained(kind: str, name: str, hub: bool):
     """A pristine pretrained base model (cached per process; callers get a deep copy)."""
     key = (kind, name)
     if key not in _BASES:
-        from transformers import AutoModel, AutoModelForCausalLM
-
-        loader = AutoModel.from_pretrained if kind == "encoder" else AutoModelForCausalLM.from_pretrained
         _BASES.clear()
-        _BASES[key] = models.load_pretrained(loader, name, hub)
+        _BASES[key] = models.pretrained_model(name, "encoder" if kind == "encoder" else "causal-lm", hub)
     return copy.deepcopy(_BASES[key])
 
 

@@ -14,7 +14,9 @@ With t* = ``triggered_at`` (the step of the observation that fired):
     λ_t = base(t)  for t ≤ t*,     λ_t = 0  for t > t*
 
 (the observation comes after step t*'s update, so step t* was decayed and step t*+1 is the first without).
-Before a trigger, ``base`` is a constant ``value`` or any schedule. ``max_step`` is an optional fallback:
+Before a trigger, ``base`` is a constant ``value`` or any schedule; ``value=None`` takes λ from the optimizer
+(the driven group's initial ``weight_decay``, as ``turn_off(at=...)`` does) when a
+:class:`~mirrorflow.training.scheduler.WeightDecayScheduler` or a callback wraps it. ``max_step`` is an optional fallback:
 λ_t = 0 for t ≥ ``max_step`` even without a trigger. Non-finite signal values (ρ is NaN while a LoRA
 product is still 0) are skipped. The state (trigger step, recent observations) survives
 ``state_dict()`` / ``load_state_dict()``, also through :class:`WeightDecayScheduler`'s state dict.
@@ -33,6 +35,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from ..schedules import as_count, as_number
+
 __all__ = ["AutoTurnOff"]
 
 MODES = ("plateau", "threshold")
@@ -42,7 +46,8 @@ class AutoTurnOff:
     """A schedule ``step -> λ`` that turns itself off when a monitored signal fires (module docstring).
 
     Args:
-        value: λ before the turn-off: a number, or a schedule/callable ``step -> λ``.
+        value: λ before the turn-off: a number, a schedule/callable ``step -> λ``, or ``None``: the
+            optimizer's ``weight_decay`` (filled in by ``WeightDecayScheduler`` / the callbacks).
         signal: the metrics key to watch (``"spectral/rho"``, ``"spectral/rho_mean"``, ``"loss"``, ...).
         mode: ``"plateau"`` or ``"threshold"``.
         tol: plateau tolerance on the relative range of the last ``window + 1`` observations.
@@ -55,7 +60,7 @@ class AutoTurnOff:
 
     def __init__(
         self,
-        value: float | Callable[[int], float],
+        value: float | Callable[[int], float] | None = None,
         signal: str = "spectral/rho",
         mode: str = "plateau",
         tol: float = 0.01,
@@ -69,32 +74,30 @@ class AutoTurnOff:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if direction not in ("below", "above"):
             raise ValueError(f"direction must be 'below' or 'above', got {direction!r}")
-        if callable(value):
+        if callable(value) or value is None:
             self.base = value
         else:
-            v = float(value)
+            v = float(as_number("value", value))
             if not math.isfinite(v) or v < 0:
                 raise ValueError(f"value must be a finite non-negative number, got {value!r}")
             self.base = v
         if mode == "threshold":
-            if threshold is None or not math.isfinite(float(threshold)):
+            if threshold is None or not math.isfinite(float(as_number("threshold", threshold))):
                 raise ValueError("threshold: mode='threshold' needs a finite threshold")
-            threshold = float(threshold)
-        tol = float(tol)
+            threshold = float(as_number("threshold", threshold))
+        tol = float(as_number("tol", tol))
         if not (tol >= 0 and math.isfinite(tol)):
             raise ValueError(f"tol must be finite and non-negative, got {tol!r}")
-        if isinstance(window, bool) or int(window) != window or window < 1:
-            raise ValueError(f"window must be a positive integer, got {window!r}")
-        if max_step is not None and int(max_step) < 0:
-            raise ValueError(f"max_step must be non-negative, got {max_step!r}")
-        self.signal = str(signal)
+        if not isinstance(signal, str) or not signal:
+            raise TypeError(f"signal must be a metrics key (a non-empty str), got {signal!r}")
+        self.signal = signal
         self.mode = mode
         self.tol = tol
-        self.window = int(window)
+        self.window = as_count("window", window)
         self.threshold = threshold
         self.direction = direction
-        self.min_step = int(min_step)
-        self.max_step = None if max_step is None else int(max_step)
+        self.min_step = as_count("min_step", min_step, minimum=0)
+        self.max_step = None if max_step is None else as_count("max_step", max_step, minimum=0)
         self.triggered_at: int | None = None
         self.trigger_value: float | None = None
         self._recent: deque[tuple[int, float]] = deque(maxlen=self.window + 1)
@@ -111,11 +114,17 @@ class AutoTurnOff:
         return min(cands) if cands else None
 
     def resolve_horizon(self, horizon: int | None, value: float | None = None) -> None:
-        """Fix an open horizon / λ of the base schedule (``AutoTurnOff(turn_off(at=0.5))``), in place."""
-        if getattr(self.base, "unresolved", False):
+        """Fix an open λ (``AutoTurnOff(None)``: λ = ``value``, the optimizer's weight decay) or an open
+        horizon / λ of the base schedule (``AutoTurnOff(turn_off(at=0.5))``), in place."""
+        if self.base is None and value is not None:
+            self.base = float(value)
+        elif getattr(self.base, "unresolved", False):
             self.base = self.base.resolve(horizon, value)
 
     def _base(self, step: int) -> float:
+        if self.base is None:
+            raise ValueError("value=None takes λ from the optimizer: wrap this AutoTurnOff in "
+                             "WeightDecayScheduler(opt, ...) or a callback, or give value=")
         if not callable(self.base):
             return self.base
         v = float(self.base(step))
@@ -137,7 +146,7 @@ class AutoTurnOff:
         if end <= 0:
             return 0.0
         if not callable(self.base):
-            return self.base * end
+            return self._base(0) * end
         if hasattr(self.base, "integral"):
             return float(self.base.integral(end))
         return float(sum(self._base(s) for s in range(end)))
@@ -152,13 +161,12 @@ class AutoTurnOff:
 
     def observe(self, step: int, metrics: Mapping[str, float]) -> None:
         """Feed the metrics measured after step ``step``; may set :attr:`triggered_at` (= ``step``)."""
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"metrics must be a mapping of metrics keys to numbers, got {type(metrics).__name__}")
+        step = as_count("step", step, minimum=-1)  # -1: measured before the first step
         if self.triggered_at is not None or self.signal not in metrics:
             return
-        step = int(step)
-        try:
-            v = float(metrics[self.signal])
-        except (TypeError, ValueError):
-            return
+        v = float(as_number(f"metrics[{self.signal!r}]", metrics[self.signal]))
         if not math.isfinite(v) or step < self.min_step:
             return
         if self._recent and step <= self._recent[-1][0]:

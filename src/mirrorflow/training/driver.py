@@ -14,7 +14,10 @@ A training framework calls three things, in its own events:
 * :meth:`ScheduleDriver.finish` when training ends (warns if an automatic turn-off never fired).
 
 :meth:`ScheduleDriver.log_metrics` gives the keys the framework logs: ``wd/lambda`` (λ of the last step),
-``wd/a`` (a_t), ``wd/auto_off`` / ``wd/triggered_at``, and the monitor's aggregates (``spectral/rho``, ...).
+``wd/a`` (a_t), ``wd/auto_off`` / ``wd/triggered_at``, the monitor's aggregates (``spectral/rho``, ...) with
+``spectral/step``, the global step at which they were measured (the latest measurement rides along with each
+log, so with ``logging_steps`` ≠ ``monitor_every`` it can be older than the log), and a tracker's record
+(``legendre/*`` with ``legendre/step``, :meth:`~mirrorflow.training.tracker.LegendreTracker.metrics`).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from ..schedules import as_count
 from .lora_check import check_lora_decay
 from .monitor import SpectralMonitor
 from .scheduler import WeightDecayScheduler, warn_if_small
@@ -88,8 +92,7 @@ class ScheduleDriver:
         check_lora: bool = True,
         tracker=None,
     ):
-        if monitor_every is not None and (isinstance(monitor_every, bool) or int(monitor_every) < 1):
-            raise ValueError(f"monitor_every must be a positive integer, got {monitor_every!r}")
+        monitor_every = None if monitor_every is None else as_count("monitor_every", monitor_every)
         self.schedule = schedule
         self.groups = groups
         self.scale_by_initial = scale_by_initial
@@ -134,7 +137,8 @@ class ScheduleDriver:
             self.scheduler.close()
         groups = self.groups if self.groups is not None else default_groups(optimizer)
         self.scheduler = WeightDecayScheduler(
-            optimizer, self.schedule, groups=groups, scale_by_initial=self.scale_by_initial, horizon=horizon
+            optimizer, self.schedule, groups=groups, scale_by_initial=self.scale_by_initial, horizon=horizon,
+            horizon_name=where,
         )
         if state is not None:
             self.scheduler.load_state_dict(state)
@@ -202,7 +206,8 @@ class ScheduleDriver:
                 per_pair = k.count("/") >= 2 and k[len("spectral/") : k.rindex("/")] in pair_names
                 if self.log_pairs or not per_pair:  # aggregates: spectral/<metric>, spectral/<kind>/<metric>
                     out[k] = float(v) if math.isfinite(v) else float("nan")
-        if self.tracker is not None and self.tracker.history:
-            last = self.tracker.history[-1]
-            out.update({f"legendre/{k}": float(last[k]) for k in ("residual", "a", "x_pred_dist") if k in last})
+            if self.monitor.last_step is not None:  # the global step of the measurement (≤ the logging step)
+                out["spectral/step"] = float(self.monitor.last_step)
+        if self.tracker is not None:
+            out.update(self.tracker.metrics())
         return out

@@ -25,6 +25,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..schedules import as_count
 from .factors import FactorPair, find_factor_pairs
 from .loggers import TensorBoardSink, make_sink
 from .spectral import METRICS, batched_spectral_metrics, product_singular_values
@@ -151,8 +152,7 @@ class SpectralMonitor:
         scheduler=None,
         loggers: Sequence = (),
     ):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
+        every = as_count("every", every)
         if pairs is None:
             if model is None:
                 raise ValueError("SpectralMonitor needs a model or a list of pairs")

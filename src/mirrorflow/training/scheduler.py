@@ -1,8 +1,13 @@
 """``WeightDecayScheduler``: a weight-decay schedule for any ``torch.optim`` optimizer.
 
-It follows the ``torch.optim.lr_scheduler`` contract (``step()``, ``state_dict()``,
-``load_state_dict()``, ``get_last_wd()``): at construction it sets λ_0, and each ``step()`` sets the next
-step's λ in the ``weight_decay`` of every selected param group. It runs beside any LR scheduler.
+It is a ``torch.optim.lr_scheduler.LRScheduler`` that drives ``weight_decay`` instead of ``lr``: at
+construction it sets λ_0, and each ``step()`` sets the next step's λ in the ``weight_decay`` of every
+selected param group. So it composes like torch's own schedulers: beside any LR scheduler, inside
+``SequentialLR`` (λ from one schedule until a milestone, then from the next, restarted at its step 0) and
+``ChainedScheduler``, and its ``state_dict()`` holds only numbers, lists and strings
+(``torch.save(..., weights_only=True)`` round-trips it). ``get_last_wd()`` gives λ; ``get_last_lr()`` the
+learning rates, which it leaves alone. (``SequentialLR`` resets every group's ``lr`` to ``initial_lr`` when
+it is built: build it before the LR schedulers, as for any ``SequentialLR``.)
 
 It also reports the paper's accumulated regularization (docs/theory.md#notation)
 
@@ -28,8 +33,9 @@ import warnings
 from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
-from ..schedules import Schedule
+from ..schedules import Schedule, as_count
 
 ScheduleLike = Schedule | Callable[[int], float]
 
@@ -54,6 +60,29 @@ def warn_if_small(a_inf: float, what: str = "the planned schedule") -> bool:
         SmallRegularizationWarning,
         stacklevel=3,
     )
+    return True
+
+
+def switch_step(schedule) -> float | None:
+    """The step at which a schedule switches λ off for good: ``turn_off``'s ``at``, ``linear_decay`` /
+    ``cosine_decay``'s ``until``, an :class:`~mirrorflow.training.auto_off.AutoTurnOff`'s fallback ``max_step``;
+    None for other schedules."""
+    params = getattr(schedule, "params", None)
+    if isinstance(params, dict) and getattr(schedule, "name", "") in ("turn_off", "linear_decay", "cosine_decay"):
+        v = params.get("at", params.get("until"))
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    v = getattr(schedule, "max_step", None)
+    return float(v) if isinstance(v, int) else None
+
+
+def warn_if_beyond(schedule, horizon: int | None, horizon_name: str = "horizon") -> bool:
+    """Warn when the schedule's switch step (:func:`switch_step`) lies beyond the run's ``horizon`` steps, so λ
+    is never switched off; the message names both numbers. True if it warned."""
+    t = switch_step(schedule)
+    if horizon is None or t is None or t <= horizon:
+        return False
+    warnings.warn(f"{schedule!r} switches λ off at step {t:g}, beyond {horizon_name}={horizon}: the run ends "
+                  "before the switch, so λ is never switched off", stacklevel=3)
     return True
 
 
@@ -92,8 +121,12 @@ def decay_param_groups(
     return groups
 
 
-class WeightDecayScheduler:
+class WeightDecayScheduler(LRScheduler):
     """Set ``weight_decay`` of param groups from a schedule each step; track ``a_t``.
+
+    A ``torch.optim.lr_scheduler.LRScheduler`` whose values go to ``weight_decay`` (module docstring):
+    ``SequentialLR(opt, [WeightDecayScheduler(opt, constant(0.5)), WeightDecayScheduler(opt, constant(0.0))],
+    milestones=[100])`` switches λ off after 100 steps.
 
     Args:
         optimizer: any ``torch.optim.Optimizer`` whose groups have a ``weight_decay`` entry.
@@ -107,6 +140,8 @@ class WeightDecayScheduler:
         horizon: number of training steps; fixes schedules given as fractions of training
             (``turn_off(0.1, at=0.4)``). A schedule built with ``value=None`` (``turn_off(at=0.4)``) takes λ
             from the group's initial ``weight_decay``.
+            A switch step beyond it (``turn_off(0.1, at=500)`` with ``horizon=100``) is warned about.
+        horizon_name: what the horizon is called in that warning (the callbacks pass ``"max_steps"``).
 
     >>> import torch
     >>> from mirrorflow.schedules import turn_off
@@ -127,9 +162,12 @@ class WeightDecayScheduler:
         scale_by_initial: bool = False,
         last_epoch: int = -1,
         horizon: int | None = None,
+        horizon_name: str = "horizon",
     ):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        last_epoch = as_count("last_epoch", last_epoch, minimum=-1)
+        horizon = None if horizon is None else as_count("horizon", horizon)
         self.optimizer = optimizer
         pg = optimizer.param_groups
         for i, g in enumerate(pg):
@@ -151,8 +189,9 @@ class WeightDecayScheduler:
             pg[i].setdefault("initial_weight_decay", pg[i]["weight_decay"])
         self.horizon = horizon
         self.schedules = [self._resolve(s, k) for k, s in enumerate(self.schedules)]
-        self.scale_by_initial = scale_by_initial
-        self.last_epoch = last_epoch
+        for sched in {id(x): x for x in self.schedules}.values():
+            warn_if_beyond(sched, horizon, horizon_name)
+        self.scale_by_initial = bool(scale_by_initial)
         self.a = 0.0  # a_t = -Σ η_s λ_s over the first selected group (see a_per_group)
         self.a_per_group = [0.0] * len(self.group_indices)
         self.log_shrink_per_group = [0.0] * len(self.group_indices)
@@ -160,7 +199,10 @@ class WeightDecayScheduler:
         self.last_used_wd = 0.0  # λ of the last optimizer step (first group)
         self._last_wd: list[float] = []
         self._hook = optimizer.register_step_pre_hook(self._before_optimizer_step)
-        self.step()
+        for g in pg:  # LRScheduler requires it when resuming (last_epoch ≥ 0); SequentialLR reads it
+            g.setdefault("initial_lr", g["lr"])
+        # LRScheduler.__init__: base_lrs, the optimizer.step() order check, then the first step() (λ_0)
+        super().__init__(optimizer, last_epoch=last_epoch)
 
     def _resolve(self, schedule, k: int):
         """Fix a schedule's open horizon / λ (see :meth:`~mirrorflow.schedules.Schedule.resolve`)."""
@@ -199,6 +241,12 @@ class WeightDecayScheduler:
         if groups is None:
             nonzero = [i for i, g in enumerate(pg) if g["weight_decay"] != 0]
             return nonzero or list(range(len(pg)))
+        if isinstance(groups, (str, numbers.Integral)):
+            groups = [groups]
+        groups = list(groups)
+        if not groups:
+            raise ValueError("groups: an empty list drives no param group; give indices or names, or leave "
+                             "groups=None for the groups with non-zero weight_decay")
         out = []
         for sel in groups:
             if isinstance(sel, str):
@@ -227,13 +275,28 @@ class WeightDecayScheduler:
     def get_wd(self) -> list[float]:
         return [self._value(k, self.last_epoch) for k in range(len(self.group_indices))]
 
-    def step(self) -> None:
-        """Advance one step and set λ_{t} in the selected groups."""
-        self.last_epoch += 1
+    def get_lr(self) -> list[float]:
+        """The learning rates, unchanged: this scheduler leaves ``lr`` to the LR schedulers."""
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def get_last_lr(self) -> list[float]:
+        """The learning rates now in the param groups (as set by the LR schedulers, not by this one)."""
+        return self.get_lr()
+
+    def step(self, epoch: int | None = None) -> None:
+        """Advance one step and set λ_t in the selected groups (``epoch``: jump to that step)."""
+        self._step_count = getattr(self, "_step_count", 0) + 1
+        self._update_lr(epoch)
+
+    def _update_lr(self, epoch: int | None = None) -> None:
+        """Set λ of step ``last_epoch + 1`` (or of step ``epoch``) in ``weight_decay``; the name is
+        ``LRScheduler``'s, which ``SequentialLR`` calls with ``epoch=0`` at a milestone."""
+        self.last_epoch = self.last_epoch + 1 if epoch is None else as_count("epoch", epoch, minimum=0)
         values = self.get_wd()
         for i, v in zip(self.group_indices, values):
             self.optimizer.param_groups[i]["weight_decay"] = v
         self._last_wd = values
+        self._last_lr = self.get_lr()
 
     def wd_metrics(self) -> dict[str, float]:
         """``{"wd/lambda": λ of the last optimizer step, "wd/a": a_t}`` (first driven group)."""

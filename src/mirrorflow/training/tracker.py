@@ -30,6 +30,11 @@ decay stopped now, with its distance to x_t.
         loss = f(x); loss.backward(); opt.step()
     tracker.history[-1]   # {"step", "a", "residual", "mu_norm", "x_pred_dist", ...}
 
+Each record also goes, as ``legendre/residual``, ``legendre/a``, ``legendre/mu_norm`` (and ``legendre/loss``,
+``legendre/x_pred_dist`` with data) at its step, to the sinks in ``loggers=`` — the same TensorBoard, W&B and
+MLflow sinks as :class:`~mirrorflow.training.monitor.SpectralMonitor`'s (:mod:`mirrorflow.training.loggers`);
+the Trainer and Lightning callbacks (``tracker=``) log the same keys (:meth:`LegendreTracker.metrics`).
+
 The weight decay the optimizer applies is ½λ‖w‖² (torch's ``weight_decay``), so the reparameterization
 must have h = ½‖w‖² (``weight_decay_l2``: m⊙w, UUᵀ, ...) — or the loop applies λ_t∇h itself and passes
 ``lam=callable`` returning the λ it used.
@@ -43,6 +48,8 @@ import torch
 
 from ..geometry import OutsideDomainError, predict_limit
 from ..geometry.reparam import Reparameterization
+from ..schedules import as_count
+from .loggers import make_sink
 
 F64 = torch.float64
 
@@ -87,13 +94,19 @@ class LegendreTracker:
         data: (Z, y) of an underdetermined regression: adds the Theorem 3.11 prediction x̂(a_t).
         lam: ``() -> float``, the λ_t the loop applies to h itself (for h ≠ ½‖w‖²); default: the
             ``weight_decay`` of the param group that holds the first tracked tensor.
+        loggers: sinks of :mod:`mirrorflow.training.loggers` (``"tensorboard:DIR"``, ``"wandb"``,
+            ``"mlflow"`` or sink objects); every record goes to each as :meth:`metrics` at its step.
     """
 
     def __init__(self, reparam: Reparameterization, params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
                  optimizer: torch.optim.Optimizer | None = None, every: int = 10,
-                 data: tuple | None = None, lam: Callable[[], float] | None = None):
-        if int(every) < 1:
-            raise ValueError(f"every must be a positive integer, got {every!r}")
+                 data: tuple | None = None, lam: Callable[[], float] | None = None, loggers: Sequence = ()):
+        if not isinstance(reparam, Reparameterization):
+            raise TypeError(f"reparam must be a Reparameterization (mirrorflow.geometry.get(name, n)), "
+                            f"got {type(reparam).__name__}")
+        every = as_count("every", every)
+        if lam is not None and not callable(lam):
+            raise TypeError(f"lam must be a callable () -> λ or None, got {type(lam).__name__}")
         if isinstance(params, Mapping):
             unknown = [k for k in params if k not in reparam.parts]
             missing = [k for k in reparam.parts if k not in params]
@@ -105,6 +118,8 @@ class LegendreTracker:
             if len(self.tensors) != len(reparam.parts):
                 raise ValueError(f"params: {reparam.name} has {len(reparam.parts)} parts {list(reparam.parts)}, "
                                  f"got {len(self.tensors)} tensors")
+        if not all(isinstance(t, torch.Tensor) for t in self.tensors):
+            raise TypeError(f"params: expected tensors, got {[type(t).__name__ for t in self.tensors]}")
         self.reparam = reparam
         self.every = int(every)
         self.lam_fn = lam
@@ -122,6 +137,7 @@ class LegendreTracker:
             self.y = torch.as_tensor(y, dtype=F64).reshape(-1).cpu()
             if self.Z.shape[1] != reparam.n:
                 raise ValueError(f"data: Z has {self.Z.shape[1]} columns, x = g(w) has n = {reparam.n} entries")
+        self.sinks = [make_sink(x) for x in loggers]
         self.optimizer = None
         if optimizer is not None:
             self.attach(optimizer)
@@ -153,7 +169,9 @@ class LegendreTracker:
     # -- optimizer hooks ------------------------------------------------------------------------------
     def attach(self, optimizer: torch.optim.Optimizer) -> "LegendreTracker":
         """Hook ``optimizer.step()``: before it, μ −= η∇_x f and a −= ηλ; after it, record every N steps."""
-        self.close()
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self._unhook()
         ids = {id(t) for t in self.tensors}
         groups = [g for g in optimizer.param_groups if any(id(p) in ids for p in g["params"])]
         if not groups:
@@ -163,11 +181,17 @@ class LegendreTracker:
                        optimizer.register_step_post_hook(self._after_step)]
         return self
 
-    def close(self) -> None:
-        """Remove the optimizer hooks."""
+    def _unhook(self) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+
+    def close(self) -> None:
+        """Remove the optimizer hooks and close the sinks."""
+        self._unhook()
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     def _before_step(self, optimizer, args, kwargs) -> None:
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer
@@ -214,15 +238,43 @@ class LegendreTracker:
             except (ValueError, OutsideDomainError):  # no minimiser from this init / a
                 rec["x_pred_dist"] = math.nan
         self.history.append(rec)
+        for sink in self.sinks:
+            sink.log(self.metrics(rec), rec["step"])
         return rec
+
+    def metrics(self, rec: dict | None = None) -> dict[str, float]:
+        """A record (default: the latest) as logged: ``legendre/<key>`` for residual, a, mu_norm, loss,
+        x_pred_dist, and ``legendre/step``, the optimizer step it was measured at; {} before any record."""
+        rec = rec if rec is not None else (self.history[-1] if self.history else None)
+        if rec is None:
+            return {}
+        return {f"legendre/{k}": float(rec[k]) for k in ("step", "residual", "a", "mu_norm", "loss", "x_pred_dist")
+                if k in rec}
 
     def state_dict(self) -> dict:
         return {"mu": self.mu.clone(), "a": self.a, "steps": self.steps, "init": self.init.clone(),
                 "history": list(self.history)}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.mu, self.a, self.steps = state["mu"].clone(), float(state["a"]), int(state["steps"])
-        self.init, self.history = state["init"].clone(), list(state["history"])
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore :meth:`state_dict` output; a state of the wrong shape raises (naming the entry) before
+        anything is changed."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state_dict must be a mapping from LegendreTracker.state_dict(), got {type(state).__name__}")
+        missing = [k for k in ("mu", "a", "steps", "init", "history") if k not in state]
+        if missing:
+            raise ValueError(f"state_dict is not a LegendreTracker state: missing {', '.join(missing)}")
+        n = self.reparam.n
+        for k, size in (("mu", n), ("init", self.init.numel())):
+            if not isinstance(state[k], torch.Tensor) or state[k].numel() != size:
+                raise ValueError(f"state_dict[{k!r}] must be a tensor of {size} entries, got {state[k]!r:.80}")
+        a = state["a"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a > 0:
+            raise ValueError(f"state_dict['a'] must be a finite number ≤ 0 (a = −Σηλ), got {a!r}")
+        steps = as_count("state_dict['steps']", state["steps"], minimum=0)
+        if not isinstance(state["history"], (list, tuple)):
+            raise TypeError(f"state_dict['history'] must be a list of records, got {type(state['history']).__name__}")
+        self.mu, self.a, self.steps = state["mu"].detach().to(F64).reshape(-1).clone(), float(a), steps
+        self.init, self.history = state["init"].detach().to(F64).clone(), list(state["history"])
 
     def __repr__(self) -> str:
         last = self.history[-1]["residual"] if self.history else math.nan

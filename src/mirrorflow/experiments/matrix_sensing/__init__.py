@@ -108,7 +108,7 @@ class Config:
         try:
             return from_spec(self.schedule, self.wd, at, self.steps)
         except ValueError as e:
-            raise ConfigError(user_words(str(e), {"at": "off", "end": "off", "value": "wd",
+            raise ConfigError(user_words(str(e), {"at": "off", "until": "off", "value": "wd",
                                                    "horizon": "steps"})) from None
 
     def ignored_fields(self) -> tuple[str, ...]:
