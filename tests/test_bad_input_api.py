@@ -95,3 +95,14 @@ def test_whole_numbers_of_any_kind_are_accepted():
     auto = AutoTurnOff(np.float32(0.25), signal="loss", mode="threshold", threshold=np.float64(1.0))
     auto.observe(np.int64(3), {"loss": torch.tensor(0.5)})
     assert auto.triggered_at == 3 and auto(3) == 0.25 and auto(4) == 0.0
+
+
+def test_decay_old_keyword_end_is_until_with_a_warning_and_names_both_readings():
+    from mirrorflow.schedules import cosine_decay, linear_decay
+
+    with pytest.warns(FutureWarning, match="now until=: the step"):
+        assert linear_decay(1.0, end=4).table(5).tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="it is not λ's final level"):
+        linear_decay(0.5, end=0.0, horizon=10)  # end read as torch's end_factor: both readings named
+    with pytest.raises(ValueError, match="not both"):
+        cosine_decay(1.0, until=4, end=4)

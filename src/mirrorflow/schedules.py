@@ -248,20 +248,24 @@ def _turn_off_at_step(c: float, t_off: float) -> Schedule:
     return Schedule(values, lambda t: c * np.minimum(_t(t), t_off), "turn_off", {"value": c, "at": t_off})
 
 
-def linear_decay(init: float | None, until: float, horizon: int | None = None) -> Schedule:
+def linear_decay(init: float | None, until: float | None = None, horizon: int | None = None, *,
+                 end: float | None = None) -> Schedule:
     """λ_t = c·(1 − t/T) for t < T, 0 afterwards, with c = ``init`` and T = ``until``;
     Σ_{s<t} λ_s = c·(t − t(t−1)/(2T)) for t ≤ T.
 
     ``until`` is *when* λ reaches 0 — a step, or a float in (0, 1] as a fraction of ``horizon`` — not the
     final value (λ always ends at 0; torch's ``LinearLR(end_factor=...)`` names a final factor instead).
 
+    ``end=`` is the old name of ``until`` (accepted with a ``FutureWarning``).
+
     >>> linear_decay(1.0, until=4).table(5).tolist()
     [1.0, 0.75, 0.5, 0.25, 0.0]
     """
-    return _decay("linear_decay", init, until, horizon)
+    return _decay("linear_decay", init, _until("linear_decay", until, end), horizon)
 
 
-def cosine_decay(init: float | None, until: float, horizon: int | None = None) -> Schedule:
+def cosine_decay(init: float | None, until: float | None = None, horizon: int | None = None, *,
+                 end: float | None = None) -> Schedule:
     """λ_t = c·½(1 + cos(π t/T)) for t < T, 0 afterwards, with c = ``init`` and T = ``until`` (a step, or a
     fraction of ``horizon``: when λ reaches 0, not a final value, as in :func:`linear_decay`).
 
@@ -270,7 +274,20 @@ def cosine_decay(init: float | None, until: float, horizon: int | None = None) -
     >>> round(cosine_decay(1.0, until=100).integral(100), 6)
     50.5
     """
-    return _decay("cosine_decay", init, until, horizon)
+    return _decay("cosine_decay", init, _until("cosine_decay", until, end), horizon)
+
+
+def _until(kind: str, until, end):
+    """``until``, or the old keyword ``end`` (same meaning: the step where λ reaches 0) with a FutureWarning."""
+    if end is None:
+        return until
+    if until is not None:
+        raise ValueError(f"{kind}: give until= (the step where λ reaches 0) or its old name end=, not both")
+    import warnings
+
+    warnings.warn(f"{kind}(end=...) is now until=: the step (or fraction of the horizon) where λ reaches 0, "
+                  "not λ's final level", FutureWarning, stacklevel=3)
+    return end
 
 
 def _decay(kind: str, init, until, horizon) -> Schedule:
