@@ -43,7 +43,7 @@ FAMILY = 4  # settings corrected for (Bonferroni)
 PILOT_FIELDS = ["optimizer", "lr", "weight_decay", "seed", "stable", "reason", "val_loss_0", "val_loss_max",
                 "val_loss_final", "train_first12", "train_last12", "diverged_at", "seconds"]
 ARM_FIELDS = ["optimizer", "lr", "weight_decay", "seed", "arm", "val_loss", "val_loss_0", "diverged_at", "off_at",
-              "a_switch", "rho_switch", "rho_final", "val_loss_subset_final"]
+              "a_switch", "rho_switch", "rho_final", "val_loss_subset_final", "rho_curve"]
 
 
 def base_values(optimizer: str, lr: float, **extra) -> dict:
@@ -205,6 +205,7 @@ def arm_rows(optimizer: str, lr: float, seed: int, grid: dict) -> list[dict]:
                 "rho_switch": f"{at24[0].get('spectral/rho', math.nan):.6f}" if at24 else "",
                 "rho_final": f"{A.final(arm, 'spectral/rho'):.6f}",
                 "val_loss_subset_final": f"{A.final(arm, 'val_loss_subset'):.6f}",
+                "rho_curve": ";".join(f"{int(r['step'])}:{r.get('spectral/rho', math.nan):.5f}" for r in rows),
             })
     return out
 
@@ -267,7 +268,7 @@ def verdict_tables(rows_by_optimizer: dict[str, list[dict]]) -> str:
            "| auto − kept [CI] | auto verdict | auto switched at | off − λ=0 [CI] | kept − λ=0 [CI] "
            "| unstable kept / off / auto / λ=0 |",
            "|" + "---|" * 14]
-    per_seed = []
+    per_seed, rho_rows = [], []
     for opt, rows in rows_by_optimizer.items():
         by: dict = {}
         for r in rows:
@@ -291,15 +292,46 @@ def verdict_tables(rows_by_optimizer: dict[str, list[dict]]) -> str:
                 f"{_verdict_cell(claim_verdict(d_off, -1, LOSS_EFFECT), d_off)} | {_ci(d_auto)} | "
                 f"{_verdict_cell(claim_verdict(d_auto, -1, LOSS_EFFECT), d_auto)} | {', '.join(map(str, fired))} | "
                 f"{_ci(d_off0)} | {_ci(d_kept0)} | {' / '.join(map(str, n_unst))} |")
+            curves = [_mean_curve(a, seeds) for a in (kept, off, auto, zero)]
+            ends = " / ".join(f"{c[max(c)]:.3f}" if c else "–" for c in curves)
+            at24 = curves[0].get(OFF_AT, math.nan)
+            rho_rows.append(f"| {opt} | {value:g} | {at24:.3f} | {ends} | {_crossing(curves[1], curves[0])} | "
+                            f"{_crossing(curves[1], curves[3])} | {_crossing(curves[2], curves[0])} |")
             for s in seeds:
                 cells = [f"{final_loss(a[s]):.4f}" + ("†" if a[s]["diverged_at"] != "" else "*" if unstable(a[s]) else "")
                          for a in (kept, off, auto, zero)]
                 per_seed.append(f"| {opt} | {value:g} | {s} | {' | '.join(cells)} | "
                                 f"{final_loss(off[s]) - final_loss(kept[s]):+.4f} | {auto[s]['off_at'] or 'never'} |")
+    out += ["", "ρ of B A (seed means): at the switch (step 24), at the end per arm, and the first evaluation "
+            "after the switch where the turned-off (or automatic) mean curve crosses the kept or the λ = 0 curve:", "",
+            "| optimizer | λ | ρ at 24 | ρ end kept / off / auto / λ=0 | off crosses kept | off crosses λ=0 "
+            "| auto crosses kept |", "|" + "---|" * 7] + rho_rows
     out += ["", "Per seed (final validation loss; * unstable, † diverged and counted as ln|V|):", "",
             "| optimizer | λ | seed | kept | off at 24 | auto | λ = 0 | off − kept | auto switched at |",
             "|" + "---|" * 9] + per_seed
     return "\n".join(out)
+
+
+def _mean_curve(arm: dict, seeds: list[int]) -> dict[int, float]:
+    """Step → mean ρ over the seeds whose arm has a finite ρ at that step (from the ``rho_curve`` column)."""
+    acc: dict[int, list[float]] = {}
+    for s in seeds:
+        for item in filter(None, arm[s].get("rho_curve", "").split(";")):
+            step, v = item.split(":")
+            if math.isfinite(float(v)):
+                acc.setdefault(int(step), []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in sorted(acc.items())}
+
+
+def _crossing(turned: dict[int, float], ref: dict[int, float]) -> str:
+    """The first step after the switch where the curve ``turned`` crosses ``ref`` (``intersection``)."""
+    from mirrorflow.experiments.transformers.train import intersection
+
+    steps = [k for k in turned if k in ref]
+    if not steps:
+        return "–"
+    hit = intersection(steps, [ref[k] for k in steps], [turned[k] for k in steps], OFF_AT)
+    return "none" if hit is None else str(int(hit))
 
 
 def _verdict_cell(verdict: str, d) -> str:

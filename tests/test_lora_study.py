@@ -21,11 +21,15 @@ def study():
     return mod
 
 
+CURVES = {"constant": "0:nan;12:1.4;24:1.3;36:1.25;48:1.2;60:1.15", "off": "0:nan;12:1.4;24:1.3;36:1.28;48:1.21;60:1.1",
+          "auto": "0:nan;12:1.4;24:1.3;36:1.3;48:1.3;60:1.3", "lambda0": "0:nan;12:1.5;24:1.45;36:1.4;48:1.35;60:1.3"}
+
+
 def _row(arm, value, seed, loss, diverged="", off_at="", sub0=4.1, subf=None):
     return {"optimizer": "sgd", "lr": "0.01", "weight_decay": str(value), "seed": str(seed), "arm": arm,
             "val_loss": str(loss), "val_loss_0": str(sub0), "diverged_at": str(diverged), "off_at": str(off_at),
             "a_switch": "-0.024", "rho_switch": "1.3", "rho_final": "1.2",
-            "val_loss_subset_final": str(loss if subf is None else subf)}
+            "val_loss_subset_final": str(loss if subf is None else subf), "rho_curve": CURVES[arm]}
 
 
 def test_claim_verdict_reads_the_interval():
@@ -56,6 +60,8 @@ def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study
     assert f"| sgd | 0.1 | 3 | 4.0400 | {math.log(49152):.4f}† |" in text
     assert "| 0 / 1 / 0 / 0 |" in text  # unstable counts per arm: only the diverged one
     assert "98.75 %" in text
+    # ρ: off − kept is +0.03 at 36, +0.01 at 48, −0.05 at 60 → crosses at 60; it never meets λ = 0's curve
+    assert "| sgd | 0.1 | 1.300 | 1.150 / 1.100 / 1.300 / 1.300 | 60 | none | none |" in text
     # the same seeds without the divergence: reproduced
     ok = [r for r in rows if not (r["arm"] == "off" and r["seed"] == "3")] + [_row("off", 0.1, 3, 4.02)]
     assert "| reproduced |" in study.verdict_tables({"sgd": ok})
