@@ -40,7 +40,7 @@ import numpy as np
 from ..config import build, config_dict, parse_overrides
 from ..errors import ConfigError
 from ..schedules import SCHEDULE_KINDS
-from ..store import RunDir, run_id, write_csv
+from ..store import RunDir, run_id, write_csv, writing
 
 MAX_CELLS = 65536  # per schedule (x count × y count)
 SCHEDULES = ("constant", "turn_off", "none")
@@ -262,6 +262,7 @@ def plan_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = 
     experiment = experiment.replace("_", "-")
     spec = parse(experiment, tokens, mod)
     out = Path(out) if out is not None else Path("runs") / run_id(spec.as_dict(), prefix=f"phase-{experiment}")
+    RunDir(out).check_out()
     return mod, spec, out
 
 
@@ -270,11 +271,13 @@ def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = N
     """Parse, run every schedule's grid, write the run directory (summary.json last); returns (dir, summary)."""
     mod, spec, out = plan_phase(experiment, tokens, out)
     rd = RunDir(out)
-    if rd.done and not force:
-        return out, rd.summary()
-    grids, seconds = run_grid(spec, mod, progress)
-    wins = turn_off_wins(grids, spec.metric, spec.margin)
-    write_phase(rd, spec, grids, seconds, wins)
+    with writing(out):  # locked; a failed grid leaves nothing half-written behind
+        if not force and rd.finished_with(spec.as_dict()):  # refuses a finished grid of another spec
+            return out, rd.summary()
+        rd.clear()
+        grids, seconds = run_grid(spec, mod, progress)
+        wins = turn_off_wins(grids, spec.metric, spec.margin)
+        write_phase(rd, spec, grids, seconds, wins)
     return out, rd.summary()
 
 
