@@ -91,7 +91,7 @@ CLI_CASES = [
     (DG + ["k=0"], "k must be at least 1"),
     (DG + ["power_penalty=foo"], "power_penalty must be one of"),
     (DG + ["threads=100000"], "threads: at most the"),
-    (DG + ["threads=-1"], "threads must be non-negative"),
+    (DG + ["threads=-1"], "threads must be 0 (torch's default) or 1.."),
     (DG + ["log_every=0"], "log_every must be positive"),
     (DG + ["seed=1e30"], "seed: '1e30' is out of range"),
     (DG + ["dtype=int8"], "dtype must be one of"),
@@ -242,17 +242,20 @@ def test_force_redoes_a_different_finished_run(workdir, capsys):
 
 
 def test_ignored_options_are_normalised_before_hashing():
-    """schedule=none ignores wd and off, constant ignores off: same config, same run id (config.py docstring)."""
+    """schedule=none ignores wd and off, constant ignores off: same config, same run id (config.py docstring)
+    where the caller allows such values (a sweep crossing schedule with wd); otherwise they are refused."""
     from mirrorflow.config import build, config_dict
     from mirrorflow.experiments import load
     from mirrorflow.store import run_id
 
     C = load("matrix-sensing").Config
-    rid = lambda **kw: run_id(config_dict(build(C, kw)))  # noqa: E731
+    rid = lambda **kw: run_id(config_dict(build(C, kw, allow_ignored=True)))  # noqa: E731
     assert rid(schedule="none", wd=0.5) == rid(schedule="none") == rid(schedule="none", wd=0.1, off=0.3)
     assert rid(schedule="constant", off=0.3) == rid(schedule="constant")
     assert rid(schedule="constant", wd=0.5) != rid(schedule="constant")
     assert rid(schedule="turn_off", off=0.3) != rid(schedule="turn_off")
+    with pytest.raises(ValueError, match=r"^wd=0.5 has no effect with schedule=none"):
+        build(C, {"schedule": "none", "wd": 0.5})
 
 
 def test_report_never_counts_an_invalid_summary_as_finished(workdir):

@@ -304,6 +304,9 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
     if total > MAX_POINTS:
         raise ConfigError(f"the grid has {total} points (more than {MAX_POINTS}); split it into several sweeps")
     axes = grid.axes
+    # crossing axes may make a fixed value irrelevant at some points (schedule=none,turn_off with off=0.3):
+    # that is no contradiction; with no axis but seeds, a value the config ignores is refused (config.build)
+    allow_ignored = bool(set(axes) - {"seed"})
     points: list[GridPoint] = []
     seen: set[str] = set()
     seed_values = range(grid.seeds) if grid.seeds is not None else [None]
@@ -315,7 +318,7 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
                 if seed is not None:
                     values["seed"] = seed
                 try:
-                    cfg = build(config_cls, values)
+                    cfg = build(config_cls, values, allow_ignored=allow_ignored)
                 except (ConfigError, ValueError, TypeError) as e:
                     point = {k: values[k] for k in axes if k in values}
                     raise ConfigError(f"grid point {_fmt_point(point)}: {e}") from None
