@@ -200,6 +200,25 @@ def _yaml_loader():
     return Loader
 
 
+MAX_SPEC_VALUES = 100_000  # scalars in a sweep spec once its aliases are expanded (a YAML "billion laughs")
+
+
+def _expanded_size(obj: Any, limit: int) -> int:
+    """The number of scalars in ``obj`` with every alias expanded, counted up to just past ``limit`` only
+    (an alias bomb is never walked in full)."""
+    count, stack = 0, [obj]
+    while stack and count <= limit:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+        else:
+            count += 1
+    return count
+
+
 def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
     """Read a YAML spec (module docstring) into a :class:`Grid`; every problem is one ``ConfigError`` line."""
     import yaml
@@ -218,6 +237,9 @@ def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
         raise ConfigError(f"sweep spec {path}: not UTF-8 text") from None
     if raw is None:
         raw = {}
+    if _expanded_size(raw, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
+        raise ConfigError(f"sweep spec {path.name}: expands to more than {MAX_SPEC_VALUES} values "
+                          "(YAML anchors and aliases repeat them); a sweep spec lists its values")
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep spec {path.name}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
     unknown = sorted(set(raw) - set(SPEC_KEYS))
