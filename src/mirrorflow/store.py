@@ -102,12 +102,16 @@ _FILE_MODE = 0o666 & ~_umask()
 
 def atomic_write(path: Path | str, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename: readers see old or new, never half.
+    A failed write (a full disk) removes the temporary file and raises an ``OSError`` naming ``path``.
 
     The file gets the usual mode for new files (0666 minus the umask), not mkstemp's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
@@ -115,11 +119,13 @@ def atomic_write(path: Path | str, data: str | bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and not e.filename:  # a full disk: name the file that could not be written
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     return path
 

@@ -307,8 +307,7 @@ def _sweep_locked(grid, points, out, backend, address, workers, batch_size, thre
 
     try:
         run_todo()
-    except KeyboardInterrupt:  # interrupted: leave only whole runs behind (a re-run resumes them)
-        remove_unfinished(todo, out)
-        raise
+    finally:  # interrupted, or runs that could not even record their error (a full disk): leave only whole
+        remove_unfinished(todo, out)  # runs and error.txt behind (a re-run resumes them)
     result.seconds = time.perf_counter() - t0
     return result
