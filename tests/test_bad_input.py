@@ -197,6 +197,26 @@ def _store_fixtures(root):
     put("rep_badcfg/r1/summary.json", '{"status": "finished", "x": 1}')
     put("rep_badcfg/r1/config.yaml", ": : bad\n  - x")
     put("rep_status/r1/summary.json", '{"status": 3, "x": 1}')
+    # issue 21
+    put("phase_other/config.yaml", "experiment: matrix-sensing\nx: wd:0.001:1:2:log\ny: init_scale:0.01:0.1:2:lin\n")
+    put("phase_other/summary.json", '{"experiment": "matrix-sensing", "cells_per_schedule": 4}\n')
+    put("rep_trunc/r1/config.yaml", "experiment: probe\nx: 1\n")
+    put("rep_trunc/r1/metrics.csv", "step,loss\n0,")
+    put("rep_trunc/r1/summary.json", '{"status": "finished", "x": 1.5, "files": {"metrics.csv": 999}}')
+    put("s_ok/r1/config.yaml", "experiment: probe\nx: 1\n")
+    put("s_ok/r1/summary.json", '{"status": "finished", "x": 1.5}')
+    import struct
+
+    put("crafted.gguf", b"GGUF" + struct.pack("<IQQ", 3, 1, 5) + b"\x05\x00")  # a header cut short
+    bomb = "base:\n  n: &a [" + ",".join(["1"] * 9) + "]\n"
+    for i, key in enumerate(("r", "m", "seed", "lr", "wd", "off")):
+        prev = "abcdefg"[i]
+        bomb += f"  {key}: &{'abcdefg'[i + 1]} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+    put("bomb.yaml", bomb)  # 9^7 ≈ 4.8 million values once the aliases are expanded
+    from mirrorflow.engine.grid import resolve
+
+    (rid,) = {p.run_id for p in resolve("matrix-sensing", load("matrix-sensing"), None, ["n=4", "r=2"])[1]}
+    put(f"fileinrun/{rid}", "not a run directory\n")
 
 
 def _snapshot(root):
@@ -218,15 +238,118 @@ def _cli(args, capsys):
     return e.value.code, err
 
 
-@pytest.mark.parametrize("args, needle", CLI_CASES, ids=[" ".join(a)[:60] for a, _ in CLI_CASES])
+# issue 21: stale results, contradictions, counts/rates/threads at the door, presets, dry-run parity, messages
+PH = ["phase", "matrix-sensing", "y=init_scale:0.01:0.1:2", "n=6", "r=1", "steps=20"]
+PHX = PH + ["x=wd:1e-2:1:2:log"]
+LR = ["run", "lora"]
+BIG = "x" * 100_000
+
+CLI_CASES_21 = [
+    # duplicate keys: refused, naming both values
+    (MS + ["wd=0.1", "wd=0.2"], "wd: given twice (wd=0.1 and wd=0.2)"),
+    (MS + ["n=4", "n=5"], "n: given twice"),
+    (MS + ["n=4", "n=4"], "n: given twice"),
+    (DG + ["dim=50", "dim=60"], "dim: given twice"),
+    (SC + ["iterations=2", "iterations=3"], "iterations: given twice"),
+    (LR + ["rank=2", "rank=4"], "rank: given twice"),
+    (SW + ["wd=0.1", "wd=0.2,0.3"], "wd: given twice"),
+    (PHX + ["x=lr:0.1:0.2:2"], "x: given twice"),
+    (PHX + ["steps=30"], "steps: given twice"),
+    (["reproduce", "diagonal", "seeds=0", "seeds=1"], "seeds: given twice"),
+    # contradictory keys: a value the config ignores is refused, naming it and what ignores it
+    (MS + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
+    (MS + ["schedule=none", "off=0.3"], "off=0.3 has no effect with schedule=none"),
+    (MS + ["schedule=constant", "off=0.3"], "off=0.3 has no effect with schedule=constant"),
+    (MS + ["off=0.3"], "off=0.3 has no effect with schedule=constant"),
+    (MS + ["schedule=none", "wd=0.5", "--dry-run"], "wd=0.5 has no effect with schedule=none"),
+    (SW + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
+    (SW + ["schedule=none", "wd=0.5", "seeds=2"], "wd=0.5 has no effect with schedule=none"),
+    (["reproduce", "matrix-sensing", "schedule=turn_off"], "schedule: reproduce sets the schedule"),
+    (["reproduce", "matrix-sensing", "off=0.3"], "off: reproduce sets the schedule"),
+    (["reproduce", "sparse-coding", "preset=authors", "log_alphas=0.1"], "log_alphas: preset=authors runs no log"),
+    # rates: finite, in range, and a finite accumulated regularization a = -lr·steps·λ
+    (MS + ["wd=1e308"], "wd=1e+308 makes the accumulated regularization a = -lr·steps·wd infinite"),
+    (MS + ["wd=1e306"], "makes the accumulated regularization"),
+    (MS + ["wd=1e308", "--dry-run"], "makes the accumulated regularization"),
+    (MS + ["wd=-inf"], "wd must be non-negative"),
+    (DG + ["weight_decays=1e308"], "weight_decays=1e+308 makes the accumulated regularization"),
+    (DG + ["weight_decays=0.1,inf"], "weight_decays must be non-negative"),
+    (LR + ["alpha=inf"], "alpha must be positive and finite, got inf"),
+    (LR + ["alpha=nan"], "alpha must be positive and finite"),
+    (LR + ["alpha=0"], "alpha must be positive"),
+    (LR + ["alpha=-2"], "alpha must be positive"),
+    (LR + ["weight_decays=inf"], "weight_decays must be non-negative and finite"),
+    (LR + ["weight_decays=nan"], "weight_decays must be non-negative and finite"),
+    # counts: integers in range, never an OverflowError
+    (PH + ["x=wd:1e-2:1:inf:log"], "x: COUNT: expected an integer 2..65536, got 'inf'"),
+    (PH + ["x=wd:1e-2:1:1e400:log"], "x: COUNT: expected an integer 2..65536, got '1e400'"),
+    (PH + ["x=wd:1e-2:1:-inf:log"], "x: COUNT: expected an integer"),
+    (PH + ["x=wd:1e-2:1:nan:log"], "x: COUNT: expected an integer"),
+    (PH + ["x=wd:1e-2:1:2.5:log"], "x: COUNT: expected an integer"),
+    (PH + ["x=wd:1e-2:1:abc:log"], "x: COUNT: expected an integer"),
+    (PH + ["x=wd:1e-2:1:1:log"], "x: COUNT must be an integer 2..65536, got 1"),
+    (PH + ["x=wd:1e-2:1:-5:log"], "x: COUNT must be an integer 2..65536, got -5"),
+    (PH + ["x=wd:1e-2:1:1e9:log"], "x: COUNT must be an integer 2..65536"),
+    (PH + ["x=wd:1e-2:1:1e30:log"], "x: COUNT must be an integer 2..65536"),
+    (PH + ["x=wd:1e-2:1:512:log", "y=init_scale:0.01:0.1:512"], "given twice"),
+    (["phase", "matrix-sensing", "x=wd:1e-2:1:512:log", "y=init_scale:0.01:0.1:512"], "too many cells"),
+    (["phase", "matrix-sensing", "x=wd:1e-2:1:2:log", "y=init_scale:0.01:0.1:inf"], "y: COUNT: expected an integer"),
+    (LR + ["val_windows=0"], "val_windows must be an integer ≥ 1, got 0"),
+    (LR + ["val_windows=-3"], "val_windows must be an integer ≥ 1, got -3"),
+    (LR + ["block_size=1"], "block_size must be an integer ≥ 2, got 1"),
+    (LR + ["block_size=0"], "block_size must be an integer ≥ 2"),
+    (LR + ["block_size=1", "--dry-run"], "block_size must be an integer ≥ 2, got 1"),  # dry run = real run
+    (LR + ["val_windows=0", "--dry-run"], "val_windows must be an integer ≥ 1"),
+    (["reproduce", "lora", "block_size=1", "--dry-run"], "block_size must be an integer ≥ 2"),
+    (SW + ["seeds=inf"], "seeds must be a positive integer"),
+    (SW + ["seeds=1e400"], "seeds must be a positive integer"),
+    # thread counts: one home (0 = torch's default where an experiment allows it, never negative or > cores)
+    (PHX + ["threads=0"], "threads must be an integer ≥ 1, got 0"),
+    (PHX + ["threads=-3"], "threads must be an integer ≥ 1, got -3"),
+    (PHX + ["threads=abc"], "threads: expected an integer"),
+    (PHX + ["threads=inf"], "threads: expected an integer"),
+    (PHX + ["threads=100000"], "threads: at most the"),
+    (PHX + ["threads=0", "--dry-run"], "threads must be an integer ≥ 1"),
+    (SC + ["threads=-3"], "threads must be 0 (torch's default) or 1.."),
+    (LR + ["threads=-3"], "threads must be 0 (torch's default) or 1.."),
+    (["run", "attention", "threads=-3"], "threads must be 0 (torch's default) or 1.."),
+    (["run", "attention", "threads=100000"], "threads: at most the"),
+    # sizes: the memory estimate, not the allocator
+    (LR + ["rank=1000000000"], "of memory"),
+    (LR + ["rank=1e9"], "of memory"),
+    (["sweep", "lora", "rank=1e9,2"], "of memory"),
+    # stale results: a finished run of another config is refused (phase as run)
+    (PHX + ["--out", "phase_other"], "phase_other holds a finished run of another config (x: wd:0.001:1:2:log"),
+    (MS + ["n=9", "--out", "same", "--dry-run"], "same holds a finished run of another config (n: 8 → 9"),
+    (PHX + ["--out", "phase_other", "--dry-run"], "phase_other holds a finished run of another config"),
+    (["report", "rep_trunc"], "rep_trunc/r1/metrics.csv: 12 bytes, 999 were written (truncated or changed)"),
+    (SW + ["n=4", "r=2", "--out", "fileinrun"], "is a file, not a run directory"),
+    (PHX + ["--out", "afile"], "--out afile: is a file"),
+    (PHX + ["--out", "afile/sub"], "afile is a file, not a directory"),
+    (PHX + ["--out", ""], "--out: give a directory"),
+    (["report", "s_ok", "--out", "afile"], "--out afile: is a file"),
+    # models: a damaged GGUF file is named, never a struct.error
+    (LR + ["model=crafted.gguf", "steps=4", "off_at=2", "seeds=0", "weight_decays=0.1"],
+     "cannot load model 'crafted.gguf' from crafted.gguf: the file is truncated or damaged"),
+    # messages: what is echoed is bounded
+    (MS + ["n=" + BIG], "n: expected an integer"),
+    (MS + [BIG + "=1"], "unknown config key"),
+    (MS + [BIG], "expected key=value"),
+    (SW + ["bomb.yaml"], "bomb.yaml: expands to more than 100000 values"),
+]
+
+
+@pytest.mark.parametrize("args, needle", CLI_CASES + CLI_CASES_21,
+                         ids=[" ".join(a)[:60] for a, _ in CLI_CASES + CLI_CASES_21])
 def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(workdir, capsys, args, needle):
     before = _snapshot(workdir)
-    if "--out" not in args and args[0] in ("run", "reproduce", "sweep") and len(args) > 1:
+    if "--out" not in args and args[0] in ("run", "reproduce", "sweep", "phase") and len(args) > 1:
         args = [*args, "--out", "out"]
     code, err = _cli(args, capsys)
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert len(lines[0]) <= 400, f"an error line of {len(lines[0])} characters"  # echoes are bounded
     assert _snapshot(workdir) == before, "a rejected input left files behind"
 
 

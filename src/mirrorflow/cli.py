@@ -48,9 +48,12 @@ def run(
 ) -> None:
     """Run one configuration of an experiment (key=value overrides) into a run directory."""
     from .experiments import describe, resolve_run, run_one
+    from .store import RunDir
 
     if dry_run:
-        _, cfg, _, out = resolve_run(experiment, overrides or [], out, dry_run=True)
+        _, cfg, resolved, out = resolve_run(experiment, overrides or [], out, dry_run=True)
+        if not force:  # what the real run refuses: a finished run of another config in --out
+            RunDir(out).finished_with(resolved)
         typer.echo(describe(cfg))
         typer.echo(f"run directory: {out}")
         return
@@ -136,9 +139,12 @@ def phase(
     """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
     from .experiments import describe
     from .experiments.phase import plan_phase, run_phase
+    from .store import RunDir
 
     if dry_run:
         _, spec, out = plan_phase(experiment, spec or [], out)
+        if not force:  # what the real run refuses: a finished grid of another spec in --out
+            RunDir(out).finished_with(spec.as_dict())
         plan = spec.as_dict()
         base = plan.pop("base")
         typer.echo(describe(plan))
