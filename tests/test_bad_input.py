@@ -549,7 +549,111 @@ API_CASES = [
 ]
 
 
-@pytest.mark.parametrize("call, exc, needle", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def _cfg(name, *args, **kw):
+    """``mirrorflow.config.<name>(*args, **kw)`` when called (the validation homes of issue 21)."""
+    import mirrorflow.config as C
+
+    return lambda: getattr(C, name)(*args, **kw)
+
+
+def _legendre(name, a, **kw):
+    from mirrorflow.geometry import get
+
+    rep = get(name, 3)
+    return rep.legendre(rep.init(scale=0.5, **kw), a)
+
+
+def _dist_env(**env):
+    """``dist_env("cpu")`` under the environment variables ``env`` (restored afterwards)."""
+    import os
+
+    from mirrorflow.experiments.transformers.distributed import dist_env
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return dist_env("cpu")
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _gguf(tmp_bytes):
+    import tempfile
+
+    from mirrorflow.experiments.transformers.models import load_config
+
+    with tempfile.TemporaryDirectory() as d:
+        path = f"{d}/cut.gguf"
+        with open(path, "wb") as fh:
+            fh.write(tmp_bytes)
+        return load_config(path)
+
+
+def _two_locks():
+    import tempfile
+
+    from mirrorflow.store import StoreLock
+
+    with tempfile.TemporaryDirectory() as d, StoreLock(d), StoreLock(d):
+        pass
+
+
+API_CASES_21 = [
+    ("check_count(inf)", _cfg("check_count", "k", math.inf), ValueError, "k: expected an integer ≥ 1, got inf"),
+    ("check_count('1e400')", _cfg("check_count", "k", "1e400"), ValueError, "k: expected an integer"),
+    ("check_count(nan)", _cfg("check_count", "k", math.nan), ValueError, "k: expected an integer"),
+    ("check_count(True)", _cfg("check_count", "k", True), ValueError, "k: expected an integer"),
+    ("check_count(2.7)", _cfg("check_count", "k", 2.7), ValueError, "k: expected an integer"),
+    ("check_count(0)", _cfg("check_count", "k", 0), ValueError, "k must be an integer ≥ 1, got 0"),
+    ("check_count(5, high=3)", _cfg("check_count", "k", 5, high=3), ValueError, "k must be an integer 1..3, got 5"),
+    ("check_rate(nan)", _cfg("check_rate", "wd", math.nan), ValueError, "wd must be non-negative and finite"),
+    ("check_rate(-1)", _cfg("check_rate", "wd", -1.0), ValueError, "wd must be non-negative and finite, got -1.0"),
+    ("check_rate(0, positive)", _cfg("check_rate", "lr", 0.0, positive=True), ValueError, "lr must be positive"),
+    ("check_rate(1e308, horizon=10)", _cfg("check_rate", "wd", 1e308, horizon=10.0), ValueError,
+     "wd=1e+308 makes the accumulated regularization a = -lr·steps·wd infinite"),
+    ("check_threads(-1)", _cfg("check_threads", "threads", -1), ValueError, "threads must be 0 (torch's default)"),
+    ("check_threads(0, zero_ok=False)", _cfg("check_threads", "threads", 0, zero_ok=False), ValueError,
+     "threads must be 1.."),
+    ("check_threads(2.5)", _cfg("check_threads", "threads", 2.5), ValueError, "got 2.5"),
+    ("check_threads(10**6)", _cfg("check_threads", "threads", 10 ** 6), ValueError, "threads: at most the"),
+    ("parse_overrides duplicate", _cfg("parse_overrides", ["wd=0.1", "wd=0.2"]), ValueError,
+     "wd: given twice (wd=0.1 and wd=0.2)"),
+    ("build schedule=none wd=0.5", lambda: _build("matrix-sensing", schedule="none", wd=0.5), ValueError,
+     "wd=0.5 has no effect with schedule=none"),
+    ("build schedule=constant off=0.3", lambda: _build("matrix-sensing", schedule="constant", off=0.3), ValueError,
+     "off=0.3 has no effect with schedule=constant"),
+    ("build wd=1e308", lambda: _build("matrix-sensing", wd=1e308), ValueError, "accumulated regularization"),
+    ("build lora alpha=inf", lambda: _build("lora", alpha=math.inf), ValueError, "alpha must be positive and finite"),
+    ("build lora val_windows=0", lambda: _build("lora", val_windows=0), ValueError, "val_windows must be an integer ≥ 1"),
+    ("build lora block_size=1", lambda: _build("lora", block_size=1), ValueError, "block_size must be an integer ≥ 2"),
+    ("build threads=-3", lambda: _build("diagonal", threads=-3), ValueError, "threads must be 0 (torch's default)"),
+    ("lora rank 1e9 memory", lambda: __import__("mirrorflow.experiments", fromlist=["x"]).check_resources(
+        __import__("mirrorflow.experiments.lora", fromlist=["x"]), _build("lora", rank=10 ** 9), available=10 ** 9),
+     ValueError, "of memory"),
+    ("mw.legendre(a=0.5)", lambda: _legendre("mw", 0.5), ValueError, "a must be finite and ≤ 0 (a = −∫λ, λ ≥ 0), got 0.5"),
+    ("mw-coupled.legendre(a=1)", lambda: _legendre("mw-coupled", 1.0), ValueError, "a must be finite and ≤ 0"),
+    ("uut.legendre(a=0.1)", lambda: _legendre("uut", 0.1), ValueError, "a must be finite and ≤ 0"),
+    ("power.legendre(a=2)", lambda: _legendre("power", 2.0), ValueError, "a must be finite and ≤ 0"),
+    ("log.legendre(a=0.5)", lambda: _legendre("log", 0.5), ValueError, "a must be finite and ≤ 0"),
+    ("mw.legendre(a=nan)", lambda: _legendre("mw", math.nan), ValueError, "a must be finite"),
+    ("mw.legendre(a=-inf)", lambda: _legendre("mw", -math.inf), ValueError, "a must be finite"),
+    ("geometry.legendre('mw', a=0.5)", lambda: __import__("mirrorflow.geometry", fromlist=["x"]).legendre(
+        "mw", torch.ones(6, dtype=torch.float64) * 0.5, 0.5, n=3), ValueError, "a must be finite and ≤ 0"),
+    ("WORLD_SIZE=abc", lambda: _dist_env(WORLD_SIZE="abc"), ValueError,
+     "environment variable WORLD_SIZE: expected an integer ≥ 1, got 'abc'"),
+    ("WORLD_SIZE=0", lambda: _dist_env(WORLD_SIZE="0"), ValueError, "environment variable WORLD_SIZE must be"),
+    ("RANK=5 WORLD_SIZE=1", lambda: _dist_env(WORLD_SIZE="1", RANK="5"), ValueError,
+     "environment variable RANK must be an integer 0..0, got 5"),
+    ("LOCAL_RANK=-1", lambda: _dist_env(LOCAL_RANK="-1"), ValueError, "environment variable LOCAL_RANK must be"),
+    ("truncated GGUF header", lambda: _gguf(b"GGUF" + bytes([3, 0, 0, 0, 1])), MirrorflowError,
+     "the file is truncated or damaged"),
+    ("two StoreLocks on one directory", _two_locks, MirrorflowError, "another mirrorflow command is writing"),
+]
+
+
+@pytest.mark.parametrize("call, exc, needle", [c[1:] for c in API_CASES + API_CASES_21],
+                         ids=[c[0] for c in API_CASES + API_CASES_21])
 def test_api_bad_input_raises_one_clear_line(call, exc, needle):
     with pytest.raises(exc) as e:
         call()
