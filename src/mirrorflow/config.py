@@ -129,7 +129,7 @@ def check_count(key: str, raw: Any, low: int = 1, high: int | None = None) -> in
     except ValueError:
         f = math.nan
     if isinstance(raw, bool) or not (isinstance(f, int) or (math.isfinite(f) and f == int(f))):
-        raise ConfigError(f"{key}: expected an integer {rng}, got {raw!r}")
+        raise ConfigError(f"{key} must be an integer {rng}, got {raw!r}")
     n = int(f)
     if n < low or (high is not None and n > high):
         raise ConfigError(f"{key} must be an integer {rng}, got {n}")
