@@ -203,6 +203,9 @@ def _store_fixtures(root):
     put("rep_trunc/r1/config.yaml", "experiment: probe\nx: 1\n")
     put("rep_trunc/r1/metrics.csv", "step,loss\n0,")
     put("rep_trunc/r1/summary.json", '{"status": "finished", "x": 1.5, "files": {"metrics.csv": 999}}')
+    put("rep_cut/r1/config.yaml", "experiment: probe\nx: 1\n")  # a run of an older version: no sizes recorded
+    put("rep_cut/r1/metrics.csv", "step,loss\n0,1.0\n20")
+    put("rep_cut/r1/summary.json", '{"status": "finished", "x": 1.5}')
     put("s_ok/r1/config.yaml", "experiment: probe\nx: 1\n")
     put("s_ok/r1/summary.json", '{"status": "finished", "x": 1.5}')
     import struct
@@ -323,6 +326,7 @@ CLI_CASES_21 = [
     (MS + ["n=9", "--out", "same", "--dry-run"], "same holds a finished run of another config (n: 8 → 9"),
     (PHX + ["--out", "phase_other", "--dry-run"], "phase_other holds a finished run of another config"),
     (["report", "rep_trunc"], "rep_trunc/r1/metrics.csv: 12 bytes, 999 were written (truncated or changed)"),
+    (["report", "rep_cut"], "rep_cut/r1/metrics.csv row 2: 1 fields for 2 columns (the file was cut short?)"),
     (SW + ["n=4", "r=2", "--out", "fileinrun"], "is a file, not a run directory"),
     (PHX + ["--out", "afile"], "--out afile: is a file"),
     (PHX + ["--out", "afile/sub"], "afile is a file, not a directory"),

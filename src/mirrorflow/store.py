@@ -166,12 +166,21 @@ def write_csv(path: Path | str, rows: Sequence[Mapping[str, Any]], columns: Sequ
 
 
 def read_csv(path: Path | str) -> list[dict[str, str]]:
-    """Rows of a CSV file as dicts (a file that is not UTF-8 text raises :class:`StoreFileError` naming it)."""
+    """Rows of a CSV file as dicts. A file that is not UTF-8 text, or a row with fewer or more fields than the
+    header (a file cut short), raises :class:`StoreFileError` naming the file and the line."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
     except UnicodeDecodeError:
         raise StoreFileError(f"{path}: not UTF-8 text") from None
+    except csv.Error as e:
+        raise StoreFileError(f"{path}: not a valid CSV file ({e})") from None
+    for i, row in enumerate(rows):
+        if None in row or None in row.values():
+            raise StoreFileError(f"{path} row {i + 1}: {sum(v is not None for k, v in row.items() if k is not None)} "
+                                 f"fields for {len(reader.fieldnames or [])} columns (the file was cut short?)")
+    return rows
 
 
 def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
