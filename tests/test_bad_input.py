@@ -267,6 +267,9 @@ CLI_CASES_21 = [
     (MS + ["schedule=none", "wd=0.5", "--dry-run"], "wd=0.5 has no effect with schedule=none"),
     (SW + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
     (SW + ["schedule=none", "wd=0.5", "seeds=2"], "wd=0.5 has no effect with schedule=none"),
+    (SW + ["schedule=none", "wd=0.5", "n=4,6", "r=1"], "(at every point of the grid)"),
+    (SW + ["schedule=none", "wd=0.1,0.5"], "wd=0.1 has no effect with schedule=none"),
+    (SW + ["schedule=none,constant", "off=0.3"], "off=0.3 has no effect with schedule=none"),
     (["reproduce", "matrix-sensing", "schedule=turn_off"], "schedule: reproduce sets the schedule"),
     (["reproduce", "matrix-sensing", "off=0.3"], "off: reproduce sets the schedule"),
     (["reproduce", "sparse-coding", "preset=authors", "log_alphas=0.1"], "log_alphas: preset=authors runs no log"),
@@ -383,6 +386,17 @@ def test_ignored_options_are_normalised_before_hashing():
     assert rid(schedule="turn_off", off=0.3) != rid(schedule="turn_off")
     with pytest.raises(ValueError, match=r"^wd=0.5 has no effect with schedule=none"):
         build(C, {"schedule": "none", "wd": 0.5})
+
+
+def test_a_sweep_may_cross_a_schedule_with_the_values_it_ignores():
+    """schedule=none,turn_off × wd=0.5: the none point ignores wd (one run), the turn_off point uses it; only a
+    value ignored at every point of the grid is a contradiction (the cases above)."""
+    from mirrorflow.engine.grid import resolve
+    from mirrorflow.experiments import load
+
+    _, points = resolve("matrix-sensing", load("matrix-sensing"), None, ["schedule=none,turn_off", "wd=0.5,0.7"])
+    assert sorted((p.config.schedule, p.config.wd) for p in points) == [("none", 0.01), ("turn_off", 0.5),
+                                                                        ("turn_off", 0.7)]
 
 
 def test_report_never_counts_an_invalid_summary_as_finished(workdir):

@@ -160,6 +160,14 @@ def check_threads(key: str, value: int, zero_ok: bool = True) -> int:
     return value
 
 
+class IgnoredValueError(ConfigError):
+    """A value given for a field the config ignores (``schedule=none wd=0.5``); ``keys`` lists all of them."""
+
+    def __init__(self, message: str, keys: Iterable[str]):
+        super().__init__(message)
+        self.keys = tuple(keys)
+
+
 def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: bool = False) -> C:
     """Instantiate config dataclass ``cls`` from raw values (strings or typed), then ``validate()`` it.
 
@@ -182,8 +190,8 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: 
         given = [k for k in reset if k in values]
         if given and not allow_ignored:
             why = f" with schedule={cfg.schedule}" if hasattr(cfg, "schedule") else " in this config"
-            raise ConfigError(f"{given[0]}={values[given[0]]} has no effect{why}: leave {given[0]} out "
-                              "or choose a schedule that uses it")
+            raise IgnoredValueError(f"{given[0]}={values[given[0]]} has no effect{why}: leave {given[0]} out "
+                                    "or choose a schedule that uses it", given)
         if reset:
             cfg = dataclasses.replace(cfg, **reset)
     validate = getattr(cfg, "validate", None)

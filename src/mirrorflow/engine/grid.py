@@ -308,7 +308,7 @@ def make_grid(experiment: str, config_cls: type, spec: Path | str | None = None,
 
 def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
     """Every grid point as a validated config with its run id; duplicates (same resolved config) dropped."""
-    from ..config import build, config_dict
+    from ..config import IgnoredValueError, build, config_dict
     from ..store import run_id
 
     types = field_types(config_cls)
@@ -326,9 +326,10 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
     if total > MAX_POINTS:
         raise ConfigError(f"the grid has {total} points (more than {MAX_POINTS}); split it into several sweeps")
     axes = grid.axes
-    # crossing axes may make a fixed value irrelevant at some points (schedule=none,turn_off with off=0.3):
-    # that is no contradiction; with no axis but seeds, a value the config ignores is refused (config.build)
-    allow_ignored = bool(set(axes) - {"seed"})
+    # a value the config ignores at some points is no contradiction (schedule=none,turn_off with off=0.3: the
+    # none points reset it, config.build); one it ignores at every point where it is given is refused
+    never_used = set(grid.base) | {k for g in grid.grids for k in g}
+    example: dict[str, str] = {}
     points: list[GridPoint] = []
     seen: set[str] = set()
     seed_values = range(grid.seeds) if grid.seeds is not None else [None]
@@ -340,7 +341,12 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
                 if seed is not None:
                     values["seed"] = seed
                 try:
-                    cfg = build(config_cls, values, allow_ignored=allow_ignored)
+                    try:
+                        cfg, ignored = build(config_cls, values), ()
+                    except IgnoredValueError as e:
+                        cfg, ignored = build(config_cls, values, allow_ignored=True), e.keys
+                        example.setdefault(e.keys[0], str(e))
+                    never_used -= set(values) - set(ignored)
                 except (ConfigError, ValueError, TypeError) as e:
                     point = {k: values[k] for k in axes if k in values}
                     raise ConfigError(f"grid point {_fmt_point(point)}: {e}") from None
@@ -351,6 +357,9 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
                 seen.add(rid)
                 params = {k: resolved[k] for k in axes if k in resolved}
                 points.append(GridPoint(rid, cfg, params))
+    for k in example:
+        if k in never_used:  # e.g. "wd=0.5 has no effect with schedule=none: ..." at every point
+            raise ConfigError(f"{example[k]} (at every point of the grid)")
     return points
 
 
