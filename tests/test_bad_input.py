@@ -331,6 +331,8 @@ CLI_CASES_21 = [
     (["report", "rep_trunc"], "rep_trunc/r1/metrics.csv: 12 bytes, 999 were written (truncated or changed)"),
     (["report", "rep_cut"], "rep_cut/r1/metrics.csv row 2: 1 fields for 2 columns (the file was cut short?)"),
     (SW + ["n=4", "r=2", "--out", "fileinrun"], "is a file, not a run directory"),
+    (SW + ["n=4", "r=2", "--out", "foreign", "--dry-run"], "holds a sweep of experiment 'diagonal'"),
+    (SW + ["n=4", "r=2", "--out", "damaged", "--dry-run"], "damaged/sweep.yaml: 'runs' must be a list"),
     (PHX + ["--out", "afile"], "--out afile: is a file"),
     (PHX + ["--out", "afile/sub"], "afile is a file, not a directory"),
     (PHX + ["--out", ""], "--out: give a directory"),

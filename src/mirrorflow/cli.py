@@ -105,11 +105,13 @@ def sweep(
 ) -> None:
     """Run a grid of configurations (YAML spec and/or key=v1,v2 axes × seeds=N) into one resumable run store."""
     from .engine.progress import SweepProgress
+    from .engine.sweep import check_manifest
     from .engine.sweep import sweep as run_sweep
     from .experiments import resolve_sweep
 
     grid, points, out = resolve_sweep(experiment, spec or [], out, dry_run=dry_run)
     if dry_run:
+        check_manifest(out, grid)  # what the real sweep refuses: a damaged store or one of another experiment
         for p in points:
             typer.echo(f"{p.run_id}  " + " ".join(f"{k}={v}" for k, v in p.params.items()))
         typer.echo(f"{len(points)} runs into {out}")
