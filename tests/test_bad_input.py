@@ -732,5 +732,7 @@ def test_divergence_keys_decide_divergence_and_name_missing_entries():
 
 
 def test_cases_count():
-    """The corpus is at least 100 cases across CLI and API (issue 11)."""
+    """The corpus is at least 100 cases across CLI and API (issue 11), and issue 21 added at least 100 more
+    (with tests/test_store_faults.py: locks, a full disk, stale results)."""
     assert len(CLI_CASES) + len(API_CASES) + 4 >= 100
+    assert len(CLI_CASES_21) + len(API_CASES_21) >= 100
