@@ -405,8 +405,13 @@ def writing(out: Path | str, keep: Callable[[Path], bool] | None = None) -> Iter
     """Hold :class:`StoreLock` on ``out`` while a command writes it; if the command fails (any exception,
     Ctrl-C and a full disk included) remove what it added: the entries of ``out`` that were not there before,
     except those ``keep(path)`` accepts (finished runs a sweep or a cache may reuse), and ``out`` itself (and
-    the parents it needed) when it was created here and is left empty."""
+    the parents it needed) when it was created here and is left empty.
+
+    Under ``torchrun`` only rank 0 (``RANK``) writes, so only it takes the lock and cleans up."""
     out = Path(out)
+    if os.environ.get("RANK", "0").strip() not in ("0", ""):  # torchrun: rank 0 writes, the others only train
+        yield out
+        return
     created = _first_missing(out)
     before = set(os.listdir(out)) if created is None else set()
     with StoreLock(out):

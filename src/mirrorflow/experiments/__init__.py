@@ -77,7 +77,8 @@ def run_one(experiment: str, tokens: Sequence[str], out: Path | None = None,
         if not force and rd.finished_with(resolved):  # refuses a finished run of another config
             return rd.summary(), out, True
         check_resources(mod, cfg)
-        rd.clear()  # --force, or an unfinished / truncated run: summary.json goes first
+        if rd.done:
+            rd.clear()  # --force, or a truncated run: summary.json goes first
         return mod.run(cfg, out), out, False
 
 
