@@ -91,7 +91,7 @@ CLI_CASES = [
     (DG + ["k=0"], "k must be at least 1"),
     (DG + ["power_penalty=foo"], "power_penalty must be one of"),
     (DG + ["threads=100000"], "threads: at most the"),
-    (DG + ["threads=-1"], "threads must be non-negative"),
+    (DG + ["threads=-1"], "threads must be 0 (torch's default) or 1.."),
     (DG + ["log_every=0"], "log_every must be positive"),
     (DG + ["seed=1e30"], "seed: '1e30' is out of range"),
     (DG + ["dtype=int8"], "dtype must be one of"),
@@ -197,6 +197,29 @@ def _store_fixtures(root):
     put("rep_badcfg/r1/summary.json", '{"status": "finished", "x": 1}')
     put("rep_badcfg/r1/config.yaml", ": : bad\n  - x")
     put("rep_status/r1/summary.json", '{"status": 3, "x": 1}')
+    # issue 21
+    put("phase_other/config.yaml", "experiment: matrix-sensing\nx: wd:0.001:1:2:log\ny: init_scale:0.01:0.1:2:lin\n")
+    put("phase_other/summary.json", '{"experiment": "matrix-sensing", "cells_per_schedule": 4}\n')
+    put("rep_trunc/r1/config.yaml", "experiment: probe\nx: 1\n")
+    put("rep_trunc/r1/metrics.csv", "step,loss\n0,")
+    put("rep_trunc/r1/summary.json", '{"status": "finished", "x": 1.5, "files": {"metrics.csv": 999}}')
+    put("rep_cut/r1/config.yaml", "experiment: probe\nx: 1\n")  # a run of an older version: no sizes recorded
+    put("rep_cut/r1/metrics.csv", "step,loss\n0,1.0\n20")
+    put("rep_cut/r1/summary.json", '{"status": "finished", "x": 1.5}')
+    put("s_ok/r1/config.yaml", "experiment: probe\nx: 1\n")
+    put("s_ok/r1/summary.json", '{"status": "finished", "x": 1.5}')
+    import struct
+
+    put("crafted.gguf", b"GGUF" + struct.pack("<IQQ", 3, 1, 5) + b"\x05\x00")  # a header cut short
+    bomb = "base:\n  n: &a [" + ",".join(["1"] * 9) + "]\n"
+    for i, key in enumerate(("r", "m", "seed", "lr", "wd", "off")):
+        prev = "abcdefg"[i]
+        bomb += f"  {key}: &{'abcdefg'[i + 1]} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+    put("bomb.yaml", bomb)  # 9^7 ≈ 4.8 million values once the aliases are expanded
+    from mirrorflow.engine.grid import resolve
+
+    (rid,) = {p.run_id for p in resolve("matrix-sensing", load("matrix-sensing"), None, ["n=4", "r=2"])[1]}
+    put(f"fileinrun/{rid}", "not a run directory\n")
 
 
 def _snapshot(root):
@@ -218,15 +241,124 @@ def _cli(args, capsys):
     return e.value.code, err
 
 
-@pytest.mark.parametrize("args, needle", CLI_CASES, ids=[" ".join(a)[:60] for a, _ in CLI_CASES])
+# issue 21: stale results, contradictions, counts/rates/threads at the door, presets, dry-run parity, messages
+PH = ["phase", "matrix-sensing", "y=init_scale:0.01:0.1:2", "n=6", "r=1", "steps=20"]
+PHX = PH + ["x=wd:1e-2:1:2:log"]
+LR = ["run", "lora"]
+BIG = "x" * 100_000
+
+CLI_CASES_21 = [
+    # duplicate keys: refused, naming both values
+    (MS + ["wd=0.1", "wd=0.2"], "wd: given twice (wd=0.1 and wd=0.2)"),
+    (MS + ["n=4", "n=5"], "n: given twice"),
+    (MS + ["n=4", "n=4"], "n: given twice"),
+    (DG + ["dim=50", "dim=60"], "dim: given twice"),
+    (SC + ["iterations=2", "iterations=3"], "iterations: given twice"),
+    (LR + ["rank=2", "rank=4"], "rank: given twice"),
+    (SW + ["wd=0.1", "wd=0.2,0.3"], "wd: given twice"),
+    (PHX + ["x=lr:0.1:0.2:2"], "x: given twice"),
+    (PHX + ["steps=30"], "steps: given twice"),
+    (["reproduce", "diagonal", "seeds=0", "seeds=1"], "seeds: given twice"),
+    # contradictory keys: a value the config ignores is refused, naming it and what ignores it
+    (MS + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
+    (MS + ["schedule=none", "off=0.3"], "off=0.3 has no effect with schedule=none"),
+    (MS + ["schedule=constant", "off=0.3"], "off=0.3 has no effect with schedule=constant"),
+    (MS + ["off=0.3"], "off=0.3 has no effect with schedule=constant"),
+    (MS + ["schedule=none", "wd=0.5", "--dry-run"], "wd=0.5 has no effect with schedule=none"),
+    (SW + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
+    (SW + ["schedule=none", "wd=0.5", "seeds=2"], "wd=0.5 has no effect with schedule=none"),
+    (SW + ["schedule=none", "wd=0.5", "n=4,6", "r=1"], "(at every point of the grid)"),
+    (SW + ["schedule=none", "wd=0.1,0.5"], "wd=0.1 has no effect with schedule=none"),
+    (SW + ["schedule=none,constant", "off=0.3"], "off=0.3 has no effect with schedule=none"),
+    (["reproduce", "matrix-sensing", "schedule=turn_off"], "schedule: reproduce sets the schedule"),
+    (["reproduce", "matrix-sensing", "off=0.3"], "off: reproduce sets the schedule"),
+    (["reproduce", "sparse-coding", "preset=authors", "log_alphas=0.1"], "log_alphas: preset=authors runs no log"),
+    # rates: finite, in range, and a finite accumulated regularization a = -lr·steps·λ
+    (MS + ["wd=1e308"], "wd=1e+308 makes the accumulated regularization a = -lr·steps·wd infinite"),
+    (MS + ["wd=1e306"], "makes the accumulated regularization"),
+    (MS + ["wd=1e308", "--dry-run"], "makes the accumulated regularization"),
+    (MS + ["wd=-inf"], "wd must be non-negative"),
+    (DG + ["weight_decays=1e308"], "weight_decays=1e+308 makes the accumulated regularization"),
+    (DG + ["weight_decays=0.1,inf"], "weight_decays must be non-negative"),
+    (LR + ["alpha=inf"], "alpha must be positive and finite, got inf"),
+    (LR + ["alpha=nan"], "alpha must be positive and finite"),
+    (LR + ["alpha=0"], "alpha must be positive"),
+    (LR + ["alpha=-2"], "alpha must be positive"),
+    (LR + ["weight_decays=inf"], "weight_decays must be non-negative and finite"),
+    (LR + ["weight_decays=nan"], "weight_decays must be non-negative and finite"),
+    # counts: integers in range, never an OverflowError
+    (PH + ["x=wd:1e-2:1:inf:log"], "x: COUNT must be an integer 2..65536, got 'inf'"),
+    (PH + ["x=wd:1e-2:1:1e400:log"], "x: COUNT must be an integer 2..65536, got '1e400'"),
+    (PH + ["x=wd:1e-2:1:-inf:log"], "x: COUNT must be an integer"),
+    (PH + ["x=wd:1e-2:1:nan:log"], "x: COUNT must be an integer"),
+    (PH + ["x=wd:1e-2:1:2.5:log"], "x: COUNT must be an integer"),
+    (PH + ["x=wd:1e-2:1:abc:log"], "x: COUNT must be an integer"),
+    (PH + ["x=wd:1e-2:1:1:log"], "x: COUNT must be an integer 2..65536, got 1"),
+    (PH + ["x=wd:1e-2:1:-5:log"], "x: COUNT must be an integer 2..65536, got -5"),
+    (PH + ["x=wd:1e-2:1:1e9:log"], "x: COUNT must be an integer 2..65536"),
+    (PH + ["x=wd:1e-2:1:1e30:log"], "x: COUNT must be an integer 2..65536"),
+    (PH + ["x=wd:1e-2:1:512:log", "y=init_scale:0.01:0.1:512"], "given twice"),
+    (["phase", "matrix-sensing", "x=wd:1e-2:1:512:log", "y=init_scale:0.01:0.1:512"], "too many cells"),
+    (["phase", "matrix-sensing", "x=wd:1e-2:1:2:log", "y=init_scale:0.01:0.1:inf"], "y: COUNT must be an integer"),
+    (LR + ["val_windows=0"], "val_windows must be an integer ≥ 1, got 0"),
+    (LR + ["val_windows=-3"], "val_windows must be an integer ≥ 1, got -3"),
+    (LR + ["block_size=1"], "block_size must be an integer ≥ 2, got 1"),
+    (LR + ["block_size=0"], "block_size must be an integer ≥ 2"),
+    (LR + ["block_size=1", "--dry-run"], "block_size must be an integer ≥ 2, got 1"),  # dry run = real run
+    (LR + ["val_windows=0", "--dry-run"], "val_windows must be an integer ≥ 1"),
+    (["reproduce", "lora", "block_size=1", "--dry-run"], "block_size must be an integer ≥ 2"),
+    (SW + ["seeds=inf"], "seeds must be a positive integer"),
+    (SW + ["seeds=1e400"], "seeds must be a positive integer"),
+    # thread counts: one home (0 = torch's default where an experiment allows it, never negative or > cores)
+    (PHX + ["threads=0"], "threads must be an integer ≥ 1, got 0"),
+    (PHX + ["threads=-3"], "threads must be an integer ≥ 1, got -3"),
+    (PHX + ["threads=abc"], "threads must be an integer ≥ 1, got 'abc'"),
+    (PHX + ["threads=inf"], "threads must be an integer ≥ 1, got 'inf'"),
+    (PHX + ["threads=100000"], "threads: at most the"),
+    (PHX + ["threads=0", "--dry-run"], "threads must be an integer ≥ 1"),
+    (SC + ["threads=-3"], "threads must be 0 (torch's default) or 1.."),
+    (LR + ["threads=-3"], "threads must be 0 (torch's default) or 1.."),
+    (["run", "attention", "threads=-3"], "threads must be 0 (torch's default) or 1.."),
+    (["run", "attention", "threads=100000"], "threads: at most the"),
+    # sizes: the memory estimate, not the allocator
+    (LR + ["rank=1000000000"], "of memory"),
+    (LR + ["rank=1e9"], "of memory"),
+    (["sweep", "lora", "rank=1e9,2"], "of memory"),
+    # stale results: a finished run of another config is refused (phase as run)
+    (PHX + ["--out", "phase_other"], "phase_other holds a finished run of another config (x: wd:0.001:1:2:log"),
+    (MS + ["n=9", "--out", "same", "--dry-run"], "same holds a finished run of another config (n: 8 → 9"),
+    (PHX + ["--out", "phase_other", "--dry-run"], "phase_other holds a finished run of another config"),
+    (["report", "rep_trunc"], "rep_trunc/r1/metrics.csv: 12 bytes, 999 were written (truncated or changed)"),
+    (["report", "rep_cut"], "rep_cut/r1/metrics.csv row 2: 1 fields for 2 columns (the file was cut short?)"),
+    (SW + ["n=4", "r=2", "--out", "fileinrun"], "is a file, not a run directory"),
+    (SW + ["n=4", "r=2", "--out", "foreign", "--dry-run"], "holds a sweep of experiment 'diagonal'"),
+    (SW + ["n=4", "r=2", "--out", "damaged", "--dry-run"], "damaged/sweep.yaml: 'runs' must be a list"),
+    (PHX + ["--out", "afile"], "--out afile: is a file"),
+    (PHX + ["--out", "afile/sub"], "afile is a file, not a directory"),
+    (PHX + ["--out", ""], "--out: give a directory"),
+    (["report", "s_ok", "--out", "afile"], "--out afile: is a file"),
+    # models: a damaged GGUF file is named, never a struct.error
+    (LR + ["model=crafted.gguf", "steps=4", "off_at=2", "seeds=0", "weight_decays=0.1"],
+     "cannot load model 'crafted.gguf' from crafted.gguf: the file is truncated or damaged"),
+    # messages: what is echoed is bounded
+    (MS + ["n=" + BIG], "n: expected an integer"),
+    (MS + [BIG + "=1"], "unknown config key"),
+    (MS + [BIG], "expected key=value"),
+    (SW + ["bomb.yaml"], "bomb.yaml: expands to more than 100000 values"),
+]
+
+
+@pytest.mark.parametrize("args, needle", CLI_CASES + CLI_CASES_21,
+                         ids=[" ".join(a)[:60] for a, _ in CLI_CASES + CLI_CASES_21])
 def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(workdir, capsys, args, needle):
     before = _snapshot(workdir)
-    if "--out" not in args and args[0] in ("run", "reproduce", "sweep") and len(args) > 1:
+    if "--out" not in args and args[0] in ("run", "reproduce", "sweep", "phase") and len(args) > 1:
         args = [*args, "--out", "out"]
     code, err = _cli(args, capsys)
     lines = err.strip().splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert len(lines[0]) <= 400, f"an error line of {len(lines[0])} characters"  # echoes are bounded
     assert _snapshot(workdir) == before, "a rejected input left files behind"
 
 
@@ -242,17 +374,31 @@ def test_force_redoes_a_different_finished_run(workdir, capsys):
 
 
 def test_ignored_options_are_normalised_before_hashing():
-    """schedule=none ignores wd and off, constant ignores off: same config, same run id (config.py docstring)."""
+    """schedule=none ignores wd and off, constant ignores off: same config, same run id (config.py docstring)
+    where the caller allows such values (a sweep crossing schedule with wd); otherwise they are refused."""
     from mirrorflow.config import build, config_dict
     from mirrorflow.experiments import load
     from mirrorflow.store import run_id
 
     C = load("matrix-sensing").Config
-    rid = lambda **kw: run_id(config_dict(build(C, kw)))  # noqa: E731
+    rid = lambda **kw: run_id(config_dict(build(C, kw, allow_ignored=True)))  # noqa: E731
     assert rid(schedule="none", wd=0.5) == rid(schedule="none") == rid(schedule="none", wd=0.1, off=0.3)
     assert rid(schedule="constant", off=0.3) == rid(schedule="constant")
     assert rid(schedule="constant", wd=0.5) != rid(schedule="constant")
     assert rid(schedule="turn_off", off=0.3) != rid(schedule="turn_off")
+    with pytest.raises(ValueError, match=r"^wd=0.5 has no effect with schedule=none"):
+        build(C, {"schedule": "none", "wd": 0.5})
+
+
+def test_a_sweep_may_cross_a_schedule_with_the_values_it_ignores():
+    """schedule=none,turn_off × wd=0.5: the none point ignores wd (one run), the turn_off point uses it; only a
+    value ignored at every point of the grid is a contradiction (the cases above)."""
+    from mirrorflow.engine.grid import resolve
+    from mirrorflow.experiments import load
+
+    _, points = resolve("matrix-sensing", load("matrix-sensing"), None, ["schedule=none,turn_off", "wd=0.5,0.7"])
+    assert sorted((p.config.schedule, p.config.wd) for p in points) == [("none", 0.01), ("turn_off", 0.5),
+                                                                        ("turn_off", 0.7)]
 
 
 def test_report_never_counts_an_invalid_summary_as_finished(workdir):
@@ -423,7 +569,111 @@ API_CASES = [
 ]
 
 
-@pytest.mark.parametrize("call, exc, needle", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def _cfg(name, *args, **kw):
+    """``mirrorflow.config.<name>(*args, **kw)`` when called (the validation homes of issue 21)."""
+    import mirrorflow.config as C
+
+    return lambda: getattr(C, name)(*args, **kw)
+
+
+def _legendre(name, a, **kw):
+    from mirrorflow.geometry import get
+
+    rep = get(name, 3)
+    return rep.legendre(rep.init(scale=0.5, **kw), a)
+
+
+def _dist_env(**env):
+    """``dist_env("cpu")`` under the environment variables ``env`` (restored afterwards)."""
+    import os
+
+    from mirrorflow.experiments.transformers.distributed import dist_env
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return dist_env("cpu")
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def _gguf(tmp_bytes):
+    import tempfile
+
+    from mirrorflow.experiments.transformers.models import load_config
+
+    with tempfile.TemporaryDirectory() as d:
+        path = f"{d}/cut.gguf"
+        with open(path, "wb") as fh:
+            fh.write(tmp_bytes)
+        return load_config(path)
+
+
+def _two_locks():
+    import tempfile
+
+    from mirrorflow.store import StoreLock
+
+    with tempfile.TemporaryDirectory() as d, StoreLock(d), StoreLock(d):
+        pass
+
+
+API_CASES_21 = [
+    ("check_count(inf)", _cfg("check_count", "k", math.inf), ValueError, "k must be an integer ≥ 1, got inf"),
+    ("check_count('1e400')", _cfg("check_count", "k", "1e400"), ValueError, "k must be an integer"),
+    ("check_count(nan)", _cfg("check_count", "k", math.nan), ValueError, "k must be an integer"),
+    ("check_count(True)", _cfg("check_count", "k", True), ValueError, "k must be an integer"),
+    ("check_count(2.7)", _cfg("check_count", "k", 2.7), ValueError, "k must be an integer"),
+    ("check_count(0)", _cfg("check_count", "k", 0), ValueError, "k must be an integer ≥ 1, got 0"),
+    ("check_count(5, high=3)", _cfg("check_count", "k", 5, high=3), ValueError, "k must be an integer 1..3, got 5"),
+    ("check_rate(nan)", _cfg("check_rate", "wd", math.nan), ValueError, "wd must be non-negative and finite"),
+    ("check_rate(-1)", _cfg("check_rate", "wd", -1.0), ValueError, "wd must be non-negative and finite, got -1.0"),
+    ("check_rate(0, positive)", _cfg("check_rate", "lr", 0.0, positive=True), ValueError, "lr must be positive"),
+    ("check_rate(1e308, horizon=10)", _cfg("check_rate", "wd", 1e308, horizon=10.0), ValueError,
+     "wd=1e+308 makes the accumulated regularization a = -lr·steps·wd infinite"),
+    ("check_threads(-1)", _cfg("check_threads", "threads", -1), ValueError, "threads must be 0 (torch's default)"),
+    ("check_threads(0, zero_ok=False)", _cfg("check_threads", "threads", 0, zero_ok=False), ValueError,
+     "threads must be 1.."),
+    ("check_threads(2.5)", _cfg("check_threads", "threads", 2.5), ValueError, "got 2.5"),
+    ("check_threads(10**6)", _cfg("check_threads", "threads", 10 ** 6), ValueError, "threads: at most the"),
+    ("parse_overrides duplicate", _cfg("parse_overrides", ["wd=0.1", "wd=0.2"]), ValueError,
+     "wd: given twice (wd=0.1 and wd=0.2)"),
+    ("build schedule=none wd=0.5", lambda: _build("matrix-sensing", schedule="none", wd=0.5), ValueError,
+     "wd=0.5 has no effect with schedule=none"),
+    ("build schedule=constant off=0.3", lambda: _build("matrix-sensing", schedule="constant", off=0.3), ValueError,
+     "off=0.3 has no effect with schedule=constant"),
+    ("build wd=1e308", lambda: _build("matrix-sensing", wd=1e308), ValueError, "accumulated regularization"),
+    ("build lora alpha=inf", lambda: _build("lora", alpha=math.inf), ValueError, "alpha must be positive and finite"),
+    ("build lora val_windows=0", lambda: _build("lora", val_windows=0), ValueError, "val_windows must be an integer ≥ 1"),
+    ("build lora block_size=1", lambda: _build("lora", block_size=1), ValueError, "block_size must be an integer ≥ 2"),
+    ("build threads=-3", lambda: _build("diagonal", threads=-3), ValueError, "threads must be 0 (torch's default)"),
+    ("lora rank 1e9 memory", lambda: __import__("mirrorflow.experiments", fromlist=["x"]).check_resources(
+        __import__("mirrorflow.experiments.lora", fromlist=["x"]), _build("lora", rank=10 ** 9), available=10 ** 9),
+     ValueError, "of memory"),
+    ("mw.legendre(a=0.5)", lambda: _legendre("mw", 0.5), ValueError, "a must be finite and ≤ 0 (a = −∫λ, λ ≥ 0), got 0.5"),
+    ("mw-coupled.legendre(a=1)", lambda: _legendre("mw-coupled", 1.0), ValueError, "a must be finite and ≤ 0"),
+    ("uut.legendre(a=0.1)", lambda: _legendre("uut", 0.1), ValueError, "a must be finite and ≤ 0"),
+    ("power.legendre(a=2)", lambda: _legendre("power", 2.0), ValueError, "a must be finite and ≤ 0"),
+    ("log.legendre(a=0.5)", lambda: _legendre("log", 0.5), ValueError, "a must be finite and ≤ 0"),
+    ("mw.legendre(a=nan)", lambda: _legendre("mw", math.nan), ValueError, "a must be finite"),
+    ("mw.legendre(a=-inf)", lambda: _legendre("mw", -math.inf), ValueError, "a must be finite"),
+    ("geometry.legendre('mw', a=0.5)", lambda: __import__("mirrorflow.geometry", fromlist=["x"]).legendre(
+        "mw", torch.ones(6, dtype=torch.float64) * 0.5, 0.5, n=3), ValueError, "a must be finite and ≤ 0"),
+    ("WORLD_SIZE=abc", lambda: _dist_env(WORLD_SIZE="abc"), ValueError,
+     "environment variable WORLD_SIZE must be an integer ≥ 1, got 'abc'"),
+    ("WORLD_SIZE=0", lambda: _dist_env(WORLD_SIZE="0"), ValueError, "environment variable WORLD_SIZE must be"),
+    ("RANK=5 WORLD_SIZE=1", lambda: _dist_env(WORLD_SIZE="1", RANK="5"), ValueError,
+     "environment variable RANK must be an integer 0..0, got 5"),
+    ("LOCAL_RANK=-1", lambda: _dist_env(LOCAL_RANK="-1"), ValueError, "environment variable LOCAL_RANK must be"),
+    ("truncated GGUF header", lambda: _gguf(b"GGUF" + bytes([3, 0, 0, 0, 1])), MirrorflowError,
+     "the file is truncated or damaged"),
+    ("two StoreLocks on one directory", _two_locks, MirrorflowError, "another mirrorflow command is writing"),
+]
+
+
+@pytest.mark.parametrize("call, exc, needle", [c[1:] for c in API_CASES + API_CASES_21],
+                         ids=[c[0] for c in API_CASES + API_CASES_21])
 def test_api_bad_input_raises_one_clear_line(call, exc, needle):
     with pytest.raises(exc) as e:
         call()
@@ -482,5 +732,7 @@ def test_divergence_keys_decide_divergence_and_name_missing_entries():
 
 
 def test_cases_count():
-    """The corpus is at least 100 cases across CLI and API (issue 11)."""
+    """The corpus is at least 100 cases across CLI and API (issue 11), and issue 21 added at least 100 more
+    (with tests/test_store_faults.py: locks, a full disk, stale results)."""
     assert len(CLI_CASES) + len(API_CASES) + 4 >= 100
+    assert len(CLI_CASES_21) + len(API_CASES_21) >= 100

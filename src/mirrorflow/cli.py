@@ -48,9 +48,12 @@ def run(
 ) -> None:
     """Run one configuration of an experiment (key=value overrides) into a run directory."""
     from .experiments import describe, resolve_run, run_one
+    from .store import RunDir
 
     if dry_run:
-        _, cfg, _, out = resolve_run(experiment, overrides or [], out, dry_run=True)
+        _, cfg, resolved, out = resolve_run(experiment, overrides or [], out, dry_run=True)
+        if not force:  # what the real run refuses: a finished run of another config in --out
+            RunDir(out).finished_with(resolved)
         typer.echo(describe(cfg))
         typer.echo(f"run directory: {out}")
         return
@@ -102,11 +105,13 @@ def sweep(
 ) -> None:
     """Run a grid of configurations (YAML spec and/or key=v1,v2 axes × seeds=N) into one resumable run store."""
     from .engine.progress import SweepProgress
+    from .engine.sweep import check_manifest
     from .engine.sweep import sweep as run_sweep
     from .experiments import resolve_sweep
 
     grid, points, out = resolve_sweep(experiment, spec or [], out, dry_run=dry_run)
     if dry_run:
+        check_manifest(out, grid)  # what the real sweep refuses: a damaged store or one of another experiment
         for p in points:
             typer.echo(f"{p.run_id}  " + " ".join(f"{k}={v}" for k, v in p.params.items()))
         typer.echo(f"{len(points)} runs into {out}")
@@ -136,9 +141,12 @@ def phase(
     """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
     from .experiments import describe
     from .experiments.phase import plan_phase, run_phase
+    from .store import RunDir
 
     if dry_run:
         _, spec, out = plan_phase(experiment, spec or [], out)
+        if not force:  # what the real run refuses: a finished grid of another spec in --out
+            RunDir(out).finished_with(spec.as_dict())
         plan = spec.as_dict()
         base = plan.pop("base")
         typer.echo(describe(plan))
@@ -186,16 +194,35 @@ def legendre(
         typer.echo(f"figure: {draw(rep, init, a_values, out, xmin, xmax)}")
 
 
+MAX_ECHO = 300  # characters of an error line: a 100 KB argument is not echoed in full
+
+
 def _one_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name when empty)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _bounded(line: str) -> str:
+    """``line`` cut to :data:`MAX_ECHO` characters, saying how much was left out."""
+    return line if len(line) <= MAX_ECHO else f"{line[:MAX_ECHO]}... ({len(line) - MAX_ECHO} more characters)"
+
+
+def _encodable_streams() -> None:
+    """A terminal whose encoding cannot show ``λ``, ``∫`` or ``≥`` (``PYTHONIOENCODING=ascii``, a C locale)
+    gets ``\\u03bb`` escapes instead of a UnicodeEncodeError."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; every error a user can cause becomes one line (module docstring)."""
     from .errors import MirrorflowError
 
+    _encodable_streams()
     try:
         code = app(args=argv, standalone_mode=False)
     except SystemExit:
@@ -206,14 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     except (MirrorflowError, ValueError, OSError) as e:
         where = f"{e.filename}: " if isinstance(e, OSError) and getattr(e, "filename", None) else ""
         msg = e.strerror if isinstance(e, OSError) and e.strerror else _one_line(e)
-        typer.echo(f"error: {where}{msg}", err=True)
+        typer.echo(_bounded(f"error: {where}{msg}"), err=True)
         raise SystemExit(2) from None
     except Exception as e:
         # usage errors of click (or of the copy of click that typer bundles): they carry an exit code
         if callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int):
             lines = str(e.format_message()).strip().splitlines()
             if lines:  # an empty message: the help was shown (no arguments)
-                typer.echo(f"error: {lines[0]}", err=True)
+                typer.echo(_bounded(f"error: {lines[0]}"), err=True)
             raise SystemExit(e.exit_code) from None
         if type(e).__name__ == "Abort":  # click's Abort (e.g. Ctrl-C at a prompt)
             typer.echo("interrupted", err=True)

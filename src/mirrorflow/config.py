@@ -7,8 +7,18 @@ error; :func:`config_dict` gives the canonical dict that the run store hashes in
 Normalisation before hashing: a config may declare ``ignored_fields()`` — fields its other values make
 irrelevant (e.g. ``schedule=none`` ignores ``wd`` and ``off``). :func:`build` resets those to their defaults,
 so configs that differ only in ignored values are one config (one run id) and ``config.yaml`` never shows
-a value that had no effect. Integers must fit in 64 bits (``seed=1e30`` is a range error), and a field
-named ``threads`` is at most the machine's cores.
+a value that had no effect. A value the caller *gave* for an ignored field is a contradiction
+(``schedule=none wd=0.5``) and is refused, naming the key, unless the caller allows it (a sweep crossing
+``schedule`` with ``wd``, a phase grid). Integers must fit in 64 bits (``seed=1e30`` is a range error).
+
+One validation home per kind of value, used by the command line and the Python API alike:
+
+* counts (grid cells, seeds, windows, sizes): :func:`check_count`;
+* rates (weight decay, learning rates, scales): :func:`check_rate`, including that the accumulated
+  regularization a = −η Σ λ stays finite;
+* thread counts: :func:`check_threads` (a field named ``threads`` is checked by :func:`build`);
+* memory sizes: ``experiments.check_resources`` against each experiment's ``estimate_bytes``;
+* paths of run directories: :meth:`mirrorflow.store.RunDir.check_out`.
 """
 from __future__ import annotations
 
@@ -94,7 +104,8 @@ def _coerce(key: str, raw: Any, typ: Any) -> Any:
 
 
 def parse_overrides(tokens: Iterable[str]) -> dict[str, str]:
-    """``["n=50", "lr=0.1"]`` → ``{"n": "50", "lr": "0.1"}``; a token without ``=`` is an error."""
+    """``["n=50", "lr=0.1"]`` → ``{"n": "50", "lr": "0.1"}``; a token without ``=`` and a key given twice
+    (``wd=0.1 wd=0.2``) are errors."""
     out: dict[str, str] = {}
     for tok in tokens:
         if "=" not in tok:
@@ -103,12 +114,65 @@ def parse_overrides(tokens: Iterable[str]) -> dict[str, str]:
         k = k.strip().replace("-", "_")
         if not k:
             raise ConfigError(f"expected key=value, got {tok!r}")
+        if k in out:
+            raise ConfigError(f"{k}: given twice ({k}={out[k]} and {k}={v}); give it once")
         out[k] = v
     return out
 
 
-def build(cls: type[C], values: Mapping[str, Any] | None = None) -> C:
-    """Instantiate config dataclass ``cls`` from raw values (strings or typed), then ``validate()`` it."""
+def check_count(key: str, raw: Any, low: int = 1, high: int | None = None) -> int:
+    """A count (grid points, seeds, windows, block sizes): an integer in ``low..high`` from a number or a
+    string; ``inf``, ``1e400``, ``2.5`` and ``abc`` raise one :class:`ConfigError` naming ``key``."""
+    rng = f"{low}..{high}" if high is not None else f"≥ {low}"
+    try:
+        f = float(str(raw).strip()) if not isinstance(raw, (int, float)) or isinstance(raw, bool) else raw
+    except ValueError:
+        f = math.nan
+    if isinstance(raw, bool) or not (isinstance(f, int) or (math.isfinite(f) and f == int(f))):
+        raise ConfigError(f"{key} must be an integer {rng}, got {raw!r}")
+    n = int(f)
+    if n < low or (high is not None and n > high):
+        raise ConfigError(f"{key} must be an integer {rng}, got {n}")
+    return n
+
+
+def check_rate(key: str, value: float, positive: bool = False, horizon: float | None = None) -> float:
+    """A rate (weight decay λ, a learning rate, a scale): finite and ≥ 0 (> 0 when ``positive``). With
+    ``horizon`` (η · steps for a weight decay) the accumulated regularization a = −horizon · λ must be finite
+    too: ``wd=1e308`` would give a = −inf (docs/theory.md: R_a is defined for finite a ≤ 0)."""
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ConfigError(f"{key} must be {'positive' if positive else 'non-negative'} and finite, got {value}")
+    if horizon is not None and not math.isfinite(v * horizon):
+        raise ConfigError(f"{key}={value} makes the accumulated regularization a = -lr·steps·{key} infinite "
+                          f"(at most {math.floor(1e308 / horizon):.3g} here)")
+    return v
+
+
+def check_threads(key: str, value: int, zero_ok: bool = True) -> int:
+    """A thread count: ``1..cores()`` (and ``0`` = torch's default when ``zero_ok``), naming ``key``."""
+    low = 0 if zero_ok else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "0 (torch's default) or 1.." if zero_ok else "1.."
+        raise ConfigError(f"{key} must be {what}{cores()} (the cores of this machine), got {value!r}")
+    if value > cores():
+        raise ConfigError(f"{key}: at most the {cores()} cores of this machine, got {value}")
+    return value
+
+
+class IgnoredValueError(ConfigError):
+    """A value given for a field the config ignores (``schedule=none wd=0.5``); ``keys`` lists all of them."""
+
+    def __init__(self, message: str, keys: Iterable[str]):
+        super().__init__(message)
+        self.keys = tuple(keys)
+
+
+def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: bool = False) -> C:
+    """Instantiate config dataclass ``cls`` from raw values (strings or typed), then ``validate()`` it.
+
+    A value given for a field the config ignores (``ignored_fields()``: ``schedule=none wd=0.5``) raises
+    :class:`ConfigError` naming the key, unless ``allow_ignored`` (then it is reset, module docstring)."""
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
@@ -116,13 +180,18 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None) -> C:
         raise ConfigError(f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
     hints = typing.get_type_hints(cls)
     typed = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
-    if isinstance(typed.get("threads"), int) and typed["threads"] > cores():
-        raise ConfigError(f"threads: at most the {cores()} cores of this machine, got {typed['threads']}")
+    if isinstance(typed.get("threads"), int):
+        check_threads("threads", typed["threads"])
     cfg = cls(**typed)
     ignored = getattr(cfg, "ignored_fields", None)
     if ignored is not None:  # normalise values that have no effect (module docstring)
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
         reset = {k: defaults[k] for k in ignored() if k in defaults and getattr(cfg, k) != defaults[k]}
+        given = [k for k in reset if k in values]
+        if given and not allow_ignored:
+            why = f" with schedule={cfg.schedule}" if hasattr(cfg, "schedule") else " in this config"
+            raise IgnoredValueError(f"{given[0]}={values[given[0]]} has no effect{why}: leave {given[0]} out "
+                                    "or choose a schedule that uses it", given)
         if reset:
             cfg = dataclasses.replace(cfg, **reset)
     validate = getattr(cfg, "validate", None)

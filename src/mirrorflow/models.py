@@ -23,6 +23,9 @@ A name that cannot be loaded raises :class:`~mirrorflow.errors.ModelError` namin
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import struct
 from pathlib import Path
 from typing import Any, Callable
 
@@ -105,14 +108,45 @@ def resolve_model(name: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def offline(on: bool = True):
+    """While loading without ``hub=true``, the Hugging Face libraries make no network call at all:
+    ``HF_HUB_OFFLINE=1`` in the environment and in ``huggingface_hub.constants`` (read at call time by
+    ``is_offline_mode``), restored afterwards. A name not on disk then fails at once instead of retrying."""
+    if not on:
+        yield
+        return
+    import huggingface_hub.constants as hc
+
+    old_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    old_flag = hc.HF_HUB_OFFLINE
+    os.environ.update({k: "1" for k in old_env})
+    hc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = old_flag
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def load_pretrained(loader: Callable[..., Any], name: str, hub: bool = False, known: str = "", **kwargs) -> Any:
-    """``loader(resolved, local_files_only=not hub, **kwargs)`` with one-line :class:`ModelError` on failure.
+    """``loader(resolved, local_files_only=not hub, **kwargs)`` with one-line :class:`ModelError` on failure;
+    without ``hub`` no network call is made (:func:`offline`).
 
     ``loader`` is a ``from_pretrained`` (``AutoModel.from_pretrained``, ``AutoTokenizer.from_pretrained``...);
     ``known`` lists further names of the caller for the "unknown model" message.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a model name (str), got {type(name).__name__}")
+    with offline(not hub):
+        return _load_pretrained(loader, name, hub, known, **kwargs)
+
+
+def _load_pretrained(loader: Callable[..., Any], name: str, hub: bool, known: str, **kwargs) -> Any:
     gguf = gguf_file(name) if name.strip() else None
     if gguf is not None:  # the gguf package reads the file
         try:
@@ -120,8 +154,10 @@ def load_pretrained(loader: Callable[..., Any], name: str, hub: bool = False, kn
         except ImportError as e:
             raise ModelError(f"model {name!r} needs the package gguf (pip install 'mirrorflow[lm]'): "
                              f"{_first_line(e)}") from None
-        except (OSError, ValueError, KeyError) as e:
-            raise ModelError(f"cannot load model {name!r} from {gguf}: {_first_line(e)}") from None
+        except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error) as e:
+            # a truncated or damaged file fails inside the GGUF reader (struct.error: fewer bytes than a field)
+            why = "the file is truncated or damaged" if isinstance(e, (struct.error, EOFError, IndexError)) else _first_line(e)
+            raise ModelError(f"cannot load model {name!r} from {gguf}: {why}") from None
     src = resolve_model(name)
     local = Path(src).is_dir()
     try:

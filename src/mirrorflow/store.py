@@ -2,11 +2,19 @@
 
 The run id is a hash of the resolved config, so a re-run finds finished work and skips it. Every file is
 written to a temporary name in the same directory and renamed (``os.replace`` is atomic on POSIX), and
-``summary.json`` is written last: a directory without it is unfinished and is redone.
+``summary.json`` is written last: a directory without it is unfinished and is redone. ``summary.json``
+records the size of every file written before it (``files``), so a file cut short afterwards (a truncated
+``metrics.csv`` or ``cells.csv``) makes the run incomplete rather than finished.
+
+One check decides whether work can be reused, for every command: :meth:`RunDir.finished_run` — "this
+directory holds a finished, complete run of exactly this config" (up to keys declared volatile).
 
 A *sweep directory* holds one run directory per grid point plus ``sweep.yaml`` (the experiment, the axes
-and the run ids); a run that failed holds ``error.txt`` instead of a summary. :class:`StoreLock` lets only
-one process write a sweep directory at a time.
+and the run ids); a run that failed holds ``error.txt`` instead of a summary.
+
+Every command that writes a directory holds :class:`StoreLock` on it (``flock`` on the directory itself:
+no lock file is left behind) and writes inside :func:`writing`, which removes what the command created
+when it fails (a full disk, an error, Ctrl-C), so a failed command leaves nothing half-written.
 """
 from __future__ import annotations
 
@@ -16,9 +24,11 @@ import io
 import json
 import math
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -29,7 +39,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.csv"
 ERROR = "error.txt"
 MANIFEST = "sweep.yaml"
-LOCK = ".sweep.lock"
+FILES = "files"  # summary.json's record of the files written before it: name → size in bytes
 
 
 class StoreFileError(ConfigError):
@@ -92,12 +102,16 @@ _FILE_MODE = 0o666 & ~_umask()
 
 def atomic_write(path: Path | str, data: str | bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename: readers see old or new, never half.
+    A failed write (a full disk) removes the temporary file and raises an ``OSError`` naming ``path``.
 
     The file gets the usual mode for new files (0666 minus the umask), not mkstemp's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
@@ -105,11 +119,13 @@ def atomic_write(path: Path | str, data: str | bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and not e.filename:  # a full disk: name the file that could not be written
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
     return path
 
@@ -150,12 +166,29 @@ def write_csv(path: Path | str, rows: Sequence[Mapping[str, Any]], columns: Sequ
 
 
 def read_csv(path: Path | str) -> list[dict[str, str]]:
-    """Rows of a CSV file as dicts (a file that is not UTF-8 text raises :class:`StoreFileError` naming it)."""
+    """Rows of a CSV file as dicts. A file that is not UTF-8 text, or a row with fewer or more fields than the
+    header (a file cut short), raises :class:`StoreFileError` naming the file and the line."""
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            return list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
     except UnicodeDecodeError:
         raise StoreFileError(f"{path}: not UTF-8 text") from None
+    except csv.Error as e:
+        raise StoreFileError(f"{path}: not a valid CSV file ({e})") from None
+    for i, row in enumerate(rows):
+        if None in row or None in row.values():
+            raise StoreFileError(f"{path} row {i + 1}: {sum(v is not None for k, v in row.items() if k is not None)} "
+                                 f"fields for {len(reader.fieldnames or [])} columns (the file was cut short?)")
+    return rows
+
+
+def _plain(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as it reads back from ``config.yaml`` (tuples become lists), for comparing with a stored one."""
+    try:
+        return dict(yaml.safe_load(yaml.safe_dump(dict(config), sort_keys=False)) or {})
+    except yaml.YAMLError:
+        return dict(config)
 
 
 def config_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -187,16 +220,70 @@ class RunDir:
         return atomic_write(self.path / name, text)
 
     def finish(self, summary: Mapping[str, Any]) -> Path:
-        """Write ``summary.json`` last: marks the run complete."""
-        return write_json(self.path / SUMMARY, dict(summary))
+        """Write ``summary.json`` last: marks the run complete. It records the size of every file of the
+        directory written before it (``files``), checked by :meth:`complete`."""
+        sizes = {p.name: p.stat().st_size for p in sorted(self.path.iterdir())
+                 if p.is_file() and p.name != SUMMARY and not p.name.startswith(".")}
+        return write_json(self.path / SUMMARY, {**dict(summary), FILES: sizes})
 
     def summary(self) -> dict[str, Any]:
-        """The validated summary (:func:`read_summary`)."""
-        return read_summary(self.path / SUMMARY)
+        """The validated summary (:func:`read_summary`), without the ``files`` record."""
+        s = read_summary(self.path / SUMMARY)
+        s.pop(FILES, None)
+        return s
 
     def config(self) -> dict[str, Any]:
         """The validated ``config.yaml`` (:func:`read_config`); empty when the file is missing."""
         return read_config(self.path / CONFIG) if (self.path / CONFIG).is_file() else {}
+
+    def incomplete(self) -> str | None:
+        """Why this finished-looking run is not complete (a file that ``summary.json`` records is missing or
+        has another size), or None. Raises :class:`StoreFileError` for an invalid ``summary.json``."""
+        files = read_summary(self.path / SUMMARY).get(FILES) or {}
+        if not isinstance(files, dict):
+            return f"{self.path / SUMMARY}: '{FILES}' must map file names to sizes"
+        for name, size in files.items():
+            p = self.path / str(name)
+            if not p.is_file():
+                return f"{p}: missing (recorded as {size} bytes)"
+            if p.stat().st_size != size:
+                return f"{p}: {p.stat().st_size} bytes, {size} were written (truncated or changed)"
+        return None
+
+    def complete(self) -> bool:
+        """True when ``summary.json`` exists and is valid, ``config.yaml`` is valid, and every file the
+        summary records is there whole (:meth:`incomplete`)."""
+        if not self.done:
+            return False
+        try:
+            self.config()
+            return self.incomplete() is None
+        except StoreFileError:
+            return False
+
+    def finished_run(self, config: Mapping[str, Any], ignore: Sequence[str] = ()) -> list[str] | None:
+        """The one check "this directory holds a finished, complete run of exactly ``config``":
+
+        * None — no finished, complete run here (nothing, an unfinished run, a damaged or truncated one);
+        * ``[]`` — a finished, complete run of ``config`` (keys in ``ignore`` aside: values that do not
+          change the numbers, or the grid a cached group belongs to);
+        * otherwise ``key: old → new`` for each key that differs (a finished run of another config)."""
+        if not self.complete():
+            return None
+        drop = lambda d: {k: v for k, v in d.items() if k not in ignore}  # noqa: E731
+        return config_difference(drop(self.config()), drop(_plain(config)))
+
+    def finished_with(self, config: Mapping[str, Any], ignore: Sequence[str] = ()) -> bool:
+        """True when this directory holds a finished, complete run of exactly ``config``
+        (:meth:`finished_run`); False when it holds none. A finished run of another config raises
+        :class:`ConfigError` naming the differing keys."""
+        diff = self.finished_run(config, ignore)
+        if diff is None:
+            return False
+        if diff:
+            raise ConfigError(f"{self.path} holds a finished run of another config ({'; '.join(diff[:4])}"
+                              f"{'; ...' if len(diff) > 4 else ''}): use --force to replace it or another --out")
+        return True
 
     def check_out(self) -> None:
         """Refuse a path that cannot be a run directory (empty, a file, an unwritable parent), naming it."""
@@ -209,18 +296,6 @@ class RunDir:
             raise ConfigError(f"--out {self.path}: {parent} is a file, not a directory")
         if not os.access(parent, os.W_OK | os.X_OK):
             raise ConfigError(f"--out {self.path}: {parent} is not writable")
-
-    def finished_with(self, config: Mapping[str, Any]) -> bool:
-        """True when this directory holds a finished run of exactly ``config``; False when it holds no finished
-        run. A finished run of another config raises :class:`ConfigError` naming the differing keys."""
-        if not self.done:
-            return False
-        self.summary()  # validates
-        diff = config_difference(self.config(), config)
-        if diff:
-            raise ConfigError(f"{self.path} holds a finished run of another config ({'; '.join(diff[:4])}"
-                              f"{'; ...' if len(diff) > 4 else ''}): use --force to replace it or another --out")
-        return True
 
     def clear(self) -> None:
         """Forget a finished run before redoing it: ``summary.json`` goes first (the directory is unfinished)."""
@@ -268,10 +343,14 @@ def write_manifest(out: Path | str, experiment: str, axes: Sequence[str], runs: 
 
 
 class StoreLock:
-    """``flock`` on ``DIR/.sweep.lock`` while a sweep writes ``DIR`` (released by the kernel if the process dies)."""
+    """An advisory lock on a directory while one command writes it: ``flock`` on the directory itself
+    (created if missing; no lock file is left behind; the kernel releases it if the process dies).
+
+    A second writer of the same directory (``run``, ``phase``, ``sweep``, ``report``, ``reproduce``) fails at
+    once with one line naming the directory."""
 
     def __init__(self, out: Path | str):
-        self.path = Path(out) / LOCK
+        self.path = Path(out)
         self.fd: int | None = None
 
     def __enter__(self) -> "StoreLock":
@@ -279,17 +358,75 @@ class StoreLock:
 
         from .errors import MirrorflowError
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self.fd)
             self.fd = None
-            raise MirrorflowError(f"another sweep is writing {self.path.parent} (lock {LOCK} is held)") from None
+            raise MirrorflowError(f"another mirrorflow command is writing {self.path} (it is locked): "
+                                  "wait for it to end or choose another --out") from None
         return self
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` that does not exist yet (what ``mkdir(parents=True)`` creates)."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def has_finished_run(p: Path) -> bool:
+    """True when ``p`` is or holds (at any depth) a directory with a ``summary.json``: finished work to keep."""
+    return p.is_dir() and any(p.rglob(SUMMARY))
+
+
+@contextmanager
+def writing(out: Path | str, keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Hold :class:`StoreLock` on ``out`` while a command writes it; if the command fails (any exception,
+    Ctrl-C and a full disk included) remove what it added: the entries of ``out`` that were not there before,
+    except those ``keep(path)`` accepts (finished runs a sweep or a cache may reuse), and ``out`` itself (and
+    the parents it needed) when it was created here and is left empty.
+
+    Under ``torchrun`` only rank 0 (``RANK``) writes, so only it takes the lock and cleans up."""
+    out = Path(out)
+    if os.environ.get("RANK", "0").strip() not in ("0", ""):  # torchrun: rank 0 writes, the others only train
+        yield out
+        return
+    created = _first_missing(out)
+    before = set(os.listdir(out)) if created is None else set()
+    with StoreLock(out):
+        try:
+            yield out
+        except BaseException:
+            for name in sorted(set(os.listdir(out) if out.is_dir() else ()) - before):
+                if keep is None or not keep(out / name):
+                    _remove(out / name)
+            if created is not None:
+                for p in [out, *out.parents]:
+                    try:
+                        p.rmdir()
+                    except OSError:
+                        break
+                    if p == created:
+                        break
+            raise

@@ -200,6 +200,25 @@ def _yaml_loader():
     return Loader
 
 
+MAX_SPEC_VALUES = 100_000  # scalars in a sweep spec once its aliases are expanded (a YAML "billion laughs")
+
+
+def _expanded_size(obj: Any, limit: int) -> int:
+    """The number of scalars in ``obj`` with every alias expanded, counted up to just past ``limit`` only
+    (an alias bomb is never walked in full)."""
+    count, stack = 0, [obj]
+    while stack and count <= limit:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+        else:
+            count += 1
+    return count
+
+
 def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
     """Read a YAML spec (module docstring) into a :class:`Grid`; every problem is one ``ConfigError`` line."""
     import yaml
@@ -218,6 +237,9 @@ def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
         raise ConfigError(f"sweep spec {path}: not UTF-8 text") from None
     if raw is None:
         raw = {}
+    if _expanded_size(raw, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
+        raise ConfigError(f"sweep spec {path.name}: expands to more than {MAX_SPEC_VALUES} values "
+                          "(YAML anchors and aliases repeat them); a sweep spec lists its values")
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep spec {path.name}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
     unknown = sorted(set(raw) - set(SPEC_KEYS))
@@ -286,7 +308,7 @@ def make_grid(experiment: str, config_cls: type, spec: Path | str | None = None,
 
 def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
     """Every grid point as a validated config with its run id; duplicates (same resolved config) dropped."""
-    from ..config import build, config_dict
+    from ..config import IgnoredValueError, build, config_dict
     from ..store import run_id
 
     types = field_types(config_cls)
@@ -304,6 +326,10 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
     if total > MAX_POINTS:
         raise ConfigError(f"the grid has {total} points (more than {MAX_POINTS}); split it into several sweeps")
     axes = grid.axes
+    # a value the config ignores at some points is no contradiction (schedule=none,turn_off with off=0.3: the
+    # none points reset it, config.build); one it ignores at every point where it is given is refused
+    never_used = set(grid.base) | {k for g in grid.grids for k in g}
+    example: dict[str, str] = {}
     points: list[GridPoint] = []
     seen: set[str] = set()
     seed_values = range(grid.seeds) if grid.seeds is not None else [None]
@@ -315,7 +341,12 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
                 if seed is not None:
                     values["seed"] = seed
                 try:
-                    cfg = build(config_cls, values)
+                    try:
+                        cfg, ignored = build(config_cls, values), ()
+                    except IgnoredValueError as e:
+                        cfg, ignored = build(config_cls, values, allow_ignored=True), e.keys
+                        example.setdefault(e.keys[0], str(e))
+                    never_used -= set(values) - set(ignored)
                 except (ConfigError, ValueError, TypeError) as e:
                     point = {k: values[k] for k in axes if k in values}
                     raise ConfigError(f"grid point {_fmt_point(point)}: {e}") from None
@@ -326,6 +357,9 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
                 seen.add(rid)
                 params = {k: resolved[k] for k in axes if k in resolved}
                 points.append(GridPoint(rid, cfg, params))
+    for k in example:
+        if k in never_used:  # e.g. "wd=0.5 has no effect with schedule=none: ..." at every point
+            raise ConfigError(f"{example[k]} (at every point of the grid)")
     return points
 
 

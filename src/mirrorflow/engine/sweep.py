@@ -20,8 +20,8 @@ unless ``threads`` says otherwise), or in this process when one worker suffices;
 run gives the same numbers on either backend. A unit that raises leaves ``error.txt`` in its run
 directories (no summary: a re-run retries them) and the sweep goes on.
 
-Only one sweep may write a store at a time: ``DIR/.sweep.lock`` is held with ``flock`` (released by the
-kernel if the process dies).
+Only one command may write a store at a time: the sweep holds the store's lock
+(:class:`mirrorflow.store.StoreLock`, released by the kernel if the process dies).
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..config import cores
 from ..errors import ConfigError
-from ..store import ERROR, SUMMARY, RunDir, StoreFileError, StoreLock, read_manifest, write_manifest
+from ..store import (ERROR, MANIFEST, SUMMARY, RunDir, has_finished_run, read_manifest, write_manifest,
+                     writing)
 from .grid import Grid, GridPoint
 from .units import Outcome, Unit, _fail, execute_unit
 
@@ -71,16 +72,15 @@ def has_batched_trio(mod: Any) -> bool:
 
 # ----------------------------------------------------------------------------------- planning
 def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoint], int]:
-    """Points whose run directory has no valid ``summary.json``; their leftovers are removed. → (todo, skipped)."""
+    """Points whose run directory holds no finished, complete run (:meth:`RunDir.complete`); their leftovers are
+    removed. → (todo, skipped)."""
     todo: list[GridPoint] = []
     for p in points:
         rd = RunDir(out / p.run_id)
-        if rd.done:
-            try:
-                rd.summary()  # validated: a damaged summary.json is not a finished run
-                continue
-            except StoreFileError:
-                pass
+        if rd.path.exists() and not rd.path.is_dir():
+            raise ConfigError(f"{rd.path}: is a file, not a run directory (move it away)")
+        if rd.complete():  # the store's check: a damaged or truncated run is not finished
+            continue
         if rd.path.exists():
             shutil.rmtree(rd.path)  # half-written run of a killed sweep: start it afresh
         todo.append(p)
@@ -256,61 +256,58 @@ def sweep(
     if mod is None:
         raise ValueError("sweep: the grid has no experiment module (use engine.grid.resolve)")
     t0 = time.perf_counter()
-    check_manifest(out, grid)  # a damaged or foreign store is refused before the lock file is created
-    created = not out.exists()
-    try:
+    check_manifest(out, grid)  # a damaged or foreign store is refused before anything is created
+
+    def keep(p: Path) -> bool:  # what a failed sweep keeps: finished runs, and the manifest that lists them
+        return has_finished_run(p) or (p.name == MANIFEST and any(out.glob(f"*/{SUMMARY}")))
+
+    # locked; a sweep that fails (e.g. an unreachable Ray head, Ctrl-C) leaves only finished runs behind
+    with writing(out, keep=keep):
         return _sweep_locked(grid, points, out, backend, address, workers, batch_size, threads, progress, t0)
-    except Exception:
-        # e.g. an unreachable Ray head: a store this call created and that holds no finished run goes again
-        if created and out.is_dir() and not any(out.glob(f"*/{SUMMARY}")):
-            shutil.rmtree(out, ignore_errors=True)
-        raise
 
 
 def _sweep_locked(grid, points, out, backend, address, workers, batch_size, threads, progress, t0) -> SweepResult:
     mod = grid.module
-    with StoreLock(out):
-        update_manifest(out, grid, points)
-        todo, skipped = pending_points(points, out)
-        result = SweepResult(out, len(points), skipped)
-        advance: Callable[[int], None] | None = None
+    todo, skipped = pending_points(points, out)
+    update_manifest(out, grid, points)
+    result = SweepResult(out, len(points), skipped)
+    advance: Callable[[int], None] | None = None
 
-        def on_start() -> None:
-            nonlocal advance
-            if progress is not None:
-                advance = progress(len(points), skipped, len(todo))
+    def on_start() -> None:
+        nonlocal advance
+        if progress is not None:
+            advance = progress(len(points), skipped, len(todo))
 
-        def on_done(outcomes: Iterable[Outcome]) -> None:
-            n = 0
-            for o in outcomes:
-                n += 1
-                result.compute_s += o.compute_s
-                if o.ok:
-                    result.completed += 1
-                else:
-                    result.failed[o.run_id] = o.error or "failed"
-            if advance is not None and n:
-                advance(n)
-
-        def run_todo() -> None:
-            if not todo:
-                on_start()
-            elif backend == "local":
-                w = workers or cores()
-                units = make_units(grid.experiment, mod, todo, w, batch_size, threads or 1)
-                run_local(units, out, w, on_done, on_start)
+    def on_done(outcomes: Iterable[Outcome]) -> None:
+        n = 0
+        for o in outcomes:
+            n += 1
+            result.compute_s += o.compute_s
+            if o.ok:
+                result.completed += 1
             else:
-                from . import ray_backend
+                result.failed[o.run_id] = o.error or "failed"
+        if advance is not None and n:
+            advance(n)
 
-                ray_backend.run_units(
-                    lambda w: make_units(grid.experiment, mod, todo, w, batch_size, threads or 1),
-                    out, address, workers, on_done, on_start,
-                )
+    def run_todo() -> None:
+        if not todo:
+            on_start()
+        elif backend == "local":
+            w = workers or cores()
+            units = make_units(grid.experiment, mod, todo, w, batch_size, threads or 1)
+            run_local(units, out, w, on_done, on_start)
+        else:
+            from . import ray_backend
 
-        try:
-            run_todo()
-        except KeyboardInterrupt:  # interrupted: leave only whole runs behind (a re-run resumes them)
-            remove_unfinished(todo, out)
-            raise
+            ray_backend.run_units(
+                lambda w: make_units(grid.experiment, mod, todo, w, batch_size, threads or 1),
+                out, address, workers, on_done, on_start,
+            )
+
+    try:
+        run_todo()
+    finally:  # interrupted, or runs that could not even record their error (a full disk): leave only whole
+        remove_unfinished(todo, out)  # runs and error.txt behind (a re-run resumes them)
     result.seconds = time.perf_counter() - t0
     return result

@@ -69,20 +69,17 @@ def run_one(experiment: str, tokens: Sequence[str], out: Path | None = None,
     ``runs/<experiment>-<hash of the resolved config>``). A finished run of the same config there is reused
     unless ``force``; a finished run of another config is refused (naming the differing keys) unless ``force``.
     Returns (summary, run directory, reused)."""
-    from ..store import RunDir
+    from ..store import RunDir, has_finished_run, writing
 
     mod, cfg, resolved, out = resolve_run(experiment, tokens, out)
     rd = RunDir(out)
-    if force:
-        rd.clear()
-    elif rd.finished_with(resolved):
-        return rd.summary(), out, True
-    check_resources(mod, cfg)
-    try:
+    with writing(out, keep=has_finished_run):  # locked; a failed run leaves nothing half-written behind
+        if not force and rd.finished_with(resolved):  # refuses a finished run of another config
+            return rd.summary(), out, True
+        check_resources(mod, cfg)
+        if rd.done:
+            rd.clear()  # --force, or a truncated run: summary.json goes first
         return mod.run(cfg, out), out, False
-    except KeyboardInterrupt:
-        rd.clear()
-        raise
 
 
 def resolve_run(experiment: str, tokens: Sequence[str], out: Path | None = None, dry_run: bool = False):
@@ -150,8 +147,11 @@ def check_resources(mod: ModuleType, cfgs: Any, available: int | None = None) ->
 def reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None) -> tuple[str, Path]:
     """``mirrorflow reproduce``: the experiment's paper reproduction into ``out`` (default
     ``runs/reproduce-<experiment>-<hash of the overrides>``); returns (the table it printed, ``out``)."""
+    from ..store import has_finished_run, writing
+
     mod, overrides, _, out = plan_reproduce(experiment, tokens, out)
-    return mod.reproduce(out, overrides), out
+    with writing(out, keep=has_finished_run):
+        return mod.reproduce(out, overrides), out
 
 
 def plan_reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None,

@@ -32,14 +32,13 @@ Values the paper does not give (docs/theory.md#exp-lora) are chosen here and lis
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 from . import Plan
-from ..config import build, config_dict, require
+from ..config import build, check_count, check_rate, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
 from .lora_report import figures, summarize, table5_markdown
@@ -99,11 +98,13 @@ class Config:
     def validate(self) -> None:
         require(self.task in TASKS, f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         require(self.rank > 0, f"rank must be positive, got {self.rank}")
-        require(self.alpha > 0, f"alpha must be positive, got {self.alpha}")
+        check_rate("alpha", self.alpha, positive=True)
+        check_count("block_size", self.block_size, low=2)
+        check_count("val_windows", self.val_windows, low=1)
         require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         require(len(self.weight_decays) > 0, "weight_decays must name at least one value")
-        require(all(math.isfinite(v) and v >= 0 for v in self.weight_decays),
-                f"weight_decays must be non-negative numbers, got {list(self.weight_decays)}")
+        for v in self.weight_decays:
+            check_rate("weight_decays", v, horizon=self.lr * self.steps)  # a = -lr·Σλ stays finite
         require(len(set(self.weight_decays)) == len(self.weight_decays), "weight_decays has repeated values")
         require(len(self.seeds) > 0, "seeds must name at least one seed")
         require(len(set(self.seeds)) == len(self.seeds), "seeds has repeated values")
@@ -316,6 +317,18 @@ def _jsonable(row: dict) -> dict:
     import dataclasses
 
     return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in row.items() if k != "arms"}
+
+
+HIDDEN = {"tiny-gpt2": TINY_GPT2["n_embd"], "smollm2": 576, "minilm": 384}  # model width d (64: the least)
+
+
+def estimate_bytes(cfg: Config) -> int:
+    """A lower bound on the adapter's memory, checked before a model is loaded
+    (``experiments.check_resources``): per adapted matrix B A with B ∈ ℝ^{d×r}, A ∈ ℝ^{r×d}, 2·r·d float32
+    values, four copies (weights, gradients, two optimizer states), two adapted matrices in each of at least
+    two layers."""
+    d = HIDDEN.get(cfg.resolved_model, 64)
+    return 4 * 4 * 2 * cfg.rank * d * 2 * 2
 
 
 def total_steps(cfg: Config) -> int:

@@ -37,10 +37,10 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import build, config_dict, parse_overrides
+from ..config import build, check_count, check_threads, config_dict, parse_overrides
 from ..errors import ConfigError
 from ..schedules import SCHEDULE_KINDS
-from ..store import RunDir, run_id, write_csv
+from ..store import RunDir, run_id, write_csv, writing
 
 MAX_CELLS = 65536  # per schedule (x count × y count)
 SCHEDULES = ("constant", "turn_off", "none")
@@ -77,9 +77,10 @@ def parse_axis(name: str, text: str, config_cls) -> Axis:
     if key not in numeric:
         raise ConfigError(f"{name}: unknown axis key {key!r} (numeric config keys: {', '.join(sorted(numeric))})")
     try:
-        lo, hi, count = float(parts[1]), float(parts[2]), float(parts[3])
+        lo, hi = float(parts[1]), float(parts[2])
     except ValueError:
-        raise ConfigError(f"{name}: LO, HI and COUNT must be numbers, got {text!r}") from None
+        raise ConfigError(f"{name}: LO and HI must be numbers, got {text!r}") from None
+    count = check_count(f"{name}: COUNT", parts[3], low=2, high=MAX_CELLS)
     scale = parts[4].strip().lower() if len(parts) == 5 else "lin"
     if scale not in ("log", "lin"):
         raise ConfigError(f"{name}: spacing must be 'log' or 'lin', got {scale!r}")
@@ -87,9 +88,7 @@ def parse_axis(name: str, text: str, config_cls) -> Axis:
         raise ConfigError(f"{name}: range of {key} must have LO < HI, got {parts[1]}..{parts[2]}")
     if scale == "log" and lo <= 0:
         raise ConfigError(f"{name}: a log range of {key} needs LO > 0, got {parts[1]}")
-    if count != int(count) or count < 2:
-        raise ConfigError(f"{name}: COUNT must be an integer ≥ 2, got {parts[3]}")
-    return Axis(key, lo, hi, int(count), scale == "log")
+    return Axis(key, lo, hi, count, scale == "log")
 
 
 @dataclass
@@ -147,15 +146,15 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
     metrics = metrics or (metric,)
     try:
         margin = float(kv.get("margin", 0.01))
-        threads = int(kv.get("threads", 1))
     except ValueError:
-        raise ConfigError("margin/threads: expected a number") from None
+        raise ConfigError(f"margin: expected a number, got {kv['margin']!r}") from None
+    threads = check_threads("threads", check_count("threads", kv.get("threads", 1)), zero_ok=False)
     if not 0 <= margin < 1:
         raise ConfigError(f"margin must be in [0, 1), got {margin:g}")
     device = kv.get("device")
     if device is not None:
         _check_device(device)
-    base = build(mod.Config, {k: v for k, v in kv.items() if k not in OPTIONS})
+    base = build(mod.Config, {k: v for k, v in kv.items() if k not in OPTIONS}, allow_ignored=True)
     if "log_every" not in kv and hasattr(base, "log_every") and hasattr(base, "steps"):
         base = replace(base, log_every=base.steps)  # only final metrics are drawn: record at 0 and T
     spec = PhaseSpec(experiment, x, y, base, schedules, metric, metrics, margin, device, threads)
@@ -190,7 +189,7 @@ def cell_config(spec: PhaseSpec, schedule: str, xv: float, yv: float):
             raise ConfigError(f"device: experiment {spec.experiment!r} has no device option")
         vals["device"] = spec.device
     try:
-        return build(type(spec.base), {**config_dict(spec.base), **vals})
+        return build(type(spec.base), {**config_dict(spec.base), **vals}, allow_ignored=True)
     except ConfigError as e:
         raise ConfigError(f"schedule {schedule} at {spec.x.key}={xv:g}, {spec.y.key}={yv:g}: {e}") from None
 
@@ -262,6 +261,7 @@ def plan_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = 
     experiment = experiment.replace("_", "-")
     spec = parse(experiment, tokens, mod)
     out = Path(out) if out is not None else Path("runs") / run_id(spec.as_dict(), prefix=f"phase-{experiment}")
+    RunDir(out).check_out()
     return mod, spec, out
 
 
@@ -270,11 +270,13 @@ def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = N
     """Parse, run every schedule's grid, write the run directory (summary.json last); returns (dir, summary)."""
     mod, spec, out = plan_phase(experiment, tokens, out)
     rd = RunDir(out)
-    if rd.done and not force:
-        return out, rd.summary()
-    grids, seconds = run_grid(spec, mod, progress)
-    wins = turn_off_wins(grids, spec.metric, spec.margin)
-    write_phase(rd, spec, grids, seconds, wins)
+    with writing(out):  # locked; a failed grid leaves nothing half-written behind
+        if not force and rd.finished_with(spec.as_dict()):  # refuses a finished grid of another spec
+            return out, rd.summary()
+        rd.clear()
+        grids, seconds = run_grid(spec, mod, progress)
+        wins = turn_off_wins(grids, spec.metric, spec.margin)
+        write_phase(rd, spec, grids, seconds, wins)
     return out, rd.summary()
 
 

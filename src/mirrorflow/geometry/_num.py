@@ -48,6 +48,15 @@ def scalar(a) -> float:
     return v
 
 
+def accumulated(a) -> float:
+    """The accumulated regularization a = −∫λ_t dt (docs/theory.md; the argument of R_a, Eq. (9)): a finite
+    float ≤ 0, since λ_t ≥ 0. A positive a would be negative weight decay: a ValueError naming ``a``."""
+    v = scalar(a)
+    if v > 0:
+        raise ValueError(f"a must be finite and ≤ 0 (a = −∫λ, λ ≥ 0), got {v:g}")
+    return v
+
+
 def asinh_ratio(x: torch.Tensor, log_gamma: torch.Tensor) -> torch.Tensor:
     """asinh(x/γ) with γ = exp(log_gamma), without forming x/γ (no overflow for γ → 0).
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._num import F64, as64, back, scalar
+from ._num import F64, accumulated, as64, back
 
 
 class OutsideDomainError(ValueError):
@@ -43,7 +43,7 @@ class LegendreFunction:
     domain_text = "all of ℝⁿ"
 
     def __init__(self, a: float):
-        self.a = scalar(a)
+        self.a = accumulated(a)
 
     # ---- to implement -------------------------------------------------------------------------------
     def _value(self, x: torch.Tensor) -> torch.Tensor:  # summed over event dims

@@ -119,12 +119,20 @@ class Report:
 
 def write_report(root: Path | str, out: Path | str | None = None) -> Report:
     """Write runs.csv, curves.csv, summary.md, figures and index.html into ``out`` (default ``root/report``)."""
+    from ..store import RunDir, writing
+
+    sweep = collect(root)
+    out = Path(out) if out is not None else Path(root) / REPORT_DIR
+    RunDir(out).check_out()
+    with writing(out):  # locked; a report that fails (a full disk, a damaged run) leaves nothing behind
+        return _write_report(sweep, root, out)
+
+
+def _write_report(sweep: Sweep, root: Path | str, out: Path) -> Report:
     from ..store import atomic_write, write_csv
     from .figures import png_bytes
     from .html import render_page
 
-    sweep = collect(root)
-    out = Path(out) if out is not None else Path(root) / REPORT_DIR
     gs = groups(sweep)
     files = []
     rows, cols = tidy_rows(sweep)

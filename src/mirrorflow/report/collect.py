@@ -63,12 +63,16 @@ class Sweep:
 # ------------------------------------------------------------------------------------ collecting
 def _read_run(path: Path, invalid: dict[str, str] | None = None) -> RunRecord | None:
     """The finished run in ``path``, or None. A summary or config that fails validation
-    (:func:`mirrorflow.store.read_summary`) makes the run unfinished; its message (naming the file) goes
+    (:func:`mirrorflow.store.read_summary`) or a file cut short (:meth:`~mirrorflow.store.RunDir.incomplete`)
+    makes the run unfinished; its message (naming the file) goes
     into ``invalid`` (run id → message)."""
     rd = RunDir(path)
     if not rd.done:
         return None
     try:
+        why = rd.incomplete()  # a file cut short after the run finished: not a finished run
+        if why is not None:
+            raise StoreFileError(why)
         return RunRecord(path.name, path, rd.config(), rd.summary())
     except StoreFileError as e:
         if invalid is None:

@@ -229,6 +229,7 @@ class LegendreTracker:
         x = self.x()
         rec = {"step": self.steps, "a": self.a, "mu_norm": float(self.mu.norm()),
                "residual": identity_residual(self.reparam, self.init, self.a, x, self.mu)}
+        self._warn_non_finite(x)
         if self.Z is not None:
             r = self.Z @ x - self.y
             rec["loss"] = 0.5 * float((r * r).mean())
@@ -250,6 +251,20 @@ class LegendreTracker:
             return {}
         return {f"legendre/{k}": float(rec[k]) for k in ("step", "residual", "a", "mu_norm", "loss", "x_pred_dist")
                 if k in rec}
+
+    def _warn_non_finite(self, x: torch.Tensor) -> None:
+        """Warn once per tracker when x, μ (the accumulated gradients) or the data hold NaN/inf: the residuals
+        are NaN from then on, which says nothing about the geometry."""
+        if getattr(self, "_warned_non_finite", False):
+            return
+        bad = [name for name, t in (("x = g(w)", x), ("μ (accumulated gradients)", self.mu), ("data Z", self.Z),
+                                    ("data y", self.y)) if t is not None and not bool(torch.isfinite(t).all())]
+        if bad:
+            import warnings
+
+            self._warned_non_finite = True
+            warnings.warn(f"LegendreTracker: {', '.join(bad)} not finite at step {self.steps} (NaN gradients or "
+                          "data?); the residuals are NaN from here on", RuntimeWarning, stacklevel=3)
 
     def state_dict(self) -> dict:
         return {"mu": self.mu.clone(), "a": self.a, "steps": self.steps, "init": self.init.clone(),

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from .. import Plan
-from ...config import build, config_dict, parse_seed_list, require
+from ...config import build, check_rate, config_dict, parse_seed_list, require
 from ...engine.batched import Trace, resolve_device, run_batched, schedule_table, torch_threads
 from ...engine.progress import progress_or_bar
 from ...report.figures import save_png, trace_plot
@@ -115,7 +115,7 @@ class Config:
         require(math.isfinite(self.lr) and self.lr >= 0, f"lr must be positive (or 0 for the model's default), got {self.lr}")
         require(len(self.weight_decays) > 0, "weight_decays must list at least one value")
         for v in self.weight_decays:
-            require(math.isfinite(v) and v >= 0, f"weight_decays must be non-negative numbers, got {v}")
+            check_rate("weight_decays", v, horizon=self.step_size * self.steps_on)  # a = -lr·Σλ finite
         require(self.steps_on >= 0, f"steps_on must be non-negative, got {self.steps_on}")
         require(self.steps_off >= 0, f"steps_off must be non-negative, got {self.steps_off}")
         require(self.steps > 0, "steps_on + steps_off must be positive")

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .. import Plan
-from ...config import build, config_dict, parse_seed_list, require, user_words
+from ...config import build, check_rate, config_dict, parse_seed_list, require, user_words
 from ...engine.batched import Trace, resolve_device, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
 from ...report.tables import markdown_table
@@ -91,7 +91,7 @@ class Config:
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be positive, got {self.lr}")
         require(self.steps > 0, f"steps must be positive, got {self.steps}")
         require(self.schedule in SCHEDULE_KINDS, f"schedule must be one of {', '.join(SCHEDULE_KINDS)}, got {self.schedule!r}")
-        require(math.isfinite(self.wd) and self.wd >= 0, f"wd must be non-negative, got {self.wd}")
+        check_rate("wd", self.wd, horizon=self.lr * self.steps)  # a = -lr·Σλ stays finite
         require(self.decay in DECAYS, f"decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
         require(self.penalty in PENALTIES, f"penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
         require(self.loss_threshold > 0, f"loss_threshold must be positive, got {self.loss_threshold}")
@@ -281,6 +281,9 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
     preset = str(ov.pop("preset", "table2"))
     if preset not in S.PRESETS:
         raise ConfigError(f"preset must be one of {', '.join(S.PRESETS)}, got {preset!r}")
+    for key in ("schedule", "off"):  # the study's arms set them: a value here would be dropped without a word
+        if key in ov:
+            raise ConfigError(f"{key}: reproduce sets the schedule and off-point of each arm itself; drop {key}=")
     seeds_raw = ov.pop("seeds", None)
     seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else S.DEFAULT_SEEDS
     base = build(Config, S.preset_overrides(preset, ov))

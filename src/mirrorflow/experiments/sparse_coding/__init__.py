@@ -265,9 +265,13 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
     ov = dict(overrides or {})
     if "param" in ov:
         raise ConfigError("param: reproduce runs both reparameterizations; drop param=")
-    extra = build(_Extra, {k: ov.pop(k) for k in ("preset", "log_alphas") if k in ov})
+    given = {k: ov.pop(k) for k in ("preset", "log_alphas") if k in ov}
+    extra = build(_Extra, given)
     if extra.preset not in ("paper", "authors"):
         raise ConfigError(f"preset must be one of paper, authors, got {extra.preset!r}")
+    if extra.preset == "authors" and "log_alphas" in given:
+        raise ConfigError("log_alphas: preset=authors runs no log reparameterization; drop log_alphas= "
+                          "or use preset=paper")
     if extra.preset == "authors":
         return Plan((("power", build(Config, {**R.AUTHORS_PRESET, **ov, "param": "power"})),), {"preset": "authors"})
     ov.setdefault("seeds", ",".join(map(str, R.PAPER_SEEDS)))

@@ -227,6 +227,12 @@ def _library(dtype: torch.dtype) -> ctypes.CDLL | None:
         path = _compile(real) if real else None
         lib = None
         if path is not None:
-            lib = load_kernel(path)
+            try:
+                lib = load_kernel(path)
+            except (OSError, AttributeError) as e:  # a damaged cached file (truncated, overwritten): rebuild it
+                log.warning("cached kernel %s cannot be loaded (%s); rebuilding it", path, str(e)[:200])
+                path.unlink(missing_ok=True)
+                path = _compile(real)
+                lib = load_kernel(path) if path is not None else None
         _LIBS[dtype] = lib
     return _LIBS[dtype]

@@ -46,9 +46,9 @@ def dist_env(device: str = "auto") -> DistEnv:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda, but torch sees no CUDA device")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    world = _env_count("WORLD_SIZE", 1, low=1)
+    rank = _env_count("RANK", 0, low=0, high=world - 1)
+    local = _env_count("LOCAL_RANK", 0, low=0)
     dev = f"cuda:{local}" if use_cuda else "cpu"
     if use_cuda:
         torch.cuda.set_device(local)
@@ -59,6 +59,14 @@ def dist_env(device: str = "auto") -> DistEnv:
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     _ENV = DistEnv(rank=rank, world=world, local_rank=local, device=dev)
     return _ENV
+
+
+def _env_count(name: str, default: int, low: int, high: int | None = None) -> int:
+    """An integer environment variable set by ``torchrun``; a bad value names the variable (one line)."""
+    from ...config import check_count
+
+    raw = os.environ.get(name)
+    return default if raw is None else check_count(f"environment variable {name}", raw, low=low, high=high)
 
 
 def barrier(env: DistEnv) -> None:

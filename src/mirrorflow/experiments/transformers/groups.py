@@ -6,8 +6,10 @@ described by a :class:`GroupJob` — its directory, the config values its number
 training steps — and computed by an experiment's :class:`GroupRunner`.
 
 * **Cache.** A finished group is a run directory (``config.yaml``, ``metrics.csv`` with an ``arm``
-  column, ``summary.json`` last). It is reused when its ``config.yaml`` equals the job's config up to
-  :data:`VOLATILE` keys (workers, threads, device do not change the numbers); otherwise it is recomputed.
+  column, ``summary.json`` last). It is reused when the store's check (``RunDir.finished_run``) finds a
+  finished, complete group of the job's config up to :data:`VOLATILE` keys (workers, threads, device do not
+  change the numbers; the grid's other values — the other weight decays and seeds — are not part of a
+  group's config, see ``lora.group_job``); otherwise it is recomputed.
 * **Pool.** :meth:`GroupRunner.run_all` first computes the unfinished groups in ``workers`` spawned
   processes (each rebuilds the runner from the experiment module's ``make_runner(values, out)``, once per
   process), longest first, then loads every group in order.
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ...store import CONFIG, METRICS, RunDir, read_csv, read_yaml
+from ...store import METRICS, RunDir, read_csv
 from .train import ArmResult
 
 VOLATILE = ("workers", "threads", "device")  # keys that do not change the numbers
@@ -83,22 +85,10 @@ def _num(v: str) -> float:
         return math.nan
 
 
-def _same_config(rd: RunDir, config: Mapping) -> bool:
-    import yaml
-
-    try:
-        old = read_yaml(rd.file(CONFIG))
-    except (OSError, yaml.YAMLError):
-        return False
-    new = yaml.safe_load(yaml.safe_dump(dict(config), sort_keys=False))
-    strip = lambda d: {k: v for k, v in (d or {}).items() if k not in VOLATILE}  # noqa: E731
-    return strip(old) == strip(new)
-
-
 def group_done(job: GroupJob) -> bool:
-    """True when ``job``'s directory holds a finished group of the same config."""
-    rd = RunDir(job.path)
-    return rd.done and _same_config(rd, job.config)
+    """True when ``job``'s directory holds a finished, complete group of the same config up to
+    :data:`VOLATILE` keys (:meth:`mirrorflow.store.RunDir.finished_run`, the store's one "finished" check)."""
+    return RunDir(job.path).finished_run(job.config, ignore=VOLATILE) == []
 
 
 # -------------------------------------------------------------------------------------- runner
