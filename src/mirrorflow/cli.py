@@ -154,13 +154,16 @@ def phase(
 
 @app.command()
 def report(
-    directory: Path = typer.Argument(..., help="A sweep directory (or any directory with finished runs)."),
+    directory: Path = typer.Argument(..., help="A sweep or phase directory (or any directory with finished runs)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default DIR/report)."),
 ) -> None:
-    """Aggregate a sweep: tidy CSV, markdown table (mean ± 95% CI across seeds), figures, one HTML page."""
+    """Aggregate a sweep: tidy CSV, markdown table (mean ± 95% CI across seeds), figures, one HTML page; on a
+    phase directory: the heatmaps, the winner map and margin, the win fraction and winning box."""
+    from .report import phase as phase_report
     from .report.aggregate import write_report
 
-    rep = write_report(directory, out)
+    write = phase_report.write_report if phase_report.is_phase_dir(directory) else write_report
+    rep = write(directory, out)
     typer.echo(rep.markdown)
     typer.echo(f"report: {rep.html}")
 

@@ -1,19 +1,43 @@
-"""Heatmaps of a phase diagram: one panel per weight-decay schedule, the turned-off-wins region outlined.
+"""Figures and the report of a phase diagram (``mirrorflow phase``; ``mirrorflow report`` on its directory).
 
-Cells are drawn with ``pcolormesh`` on cell edges half-way between the grid values (geometric means on a
-log axis), so each cell is centred on its configuration. Values spanning more than a decade get a log
-colour scale; NaN cells (threshold never reached, diverged) are grey.
+Everything is drawn from the run directory's ``summary.json`` (axes, fixed settings, metric, schedules) and
+``cells.csv`` (one row per cell and schedule), so ``mirrorflow phase`` and ``mirrorflow report`` draw the
+same figures:
+
+* ``phase_<metric>.png`` — one panel per schedule, one colour scale; the cells where turning weight decay
+  off beats both other schedules (with margin) are *hatched* in every panel; on a switch-time map (``off``
+  an axis) the best fixed switch and the automatic switch-off (``AutoTurnOff``) are drawn as lines;
+* ``winner.png`` — which schedule has the lowest mean metric per cell (filled; a cell whose winner is not
+  clear — margin below ``margin`` or 95 % intervals over seeds overlapping — is pale), next to the margin
+  (runner-up − best)/runner-up on a log scale.
+
+Cells are drawn with ``pcolormesh`` on edges half-way between the grid values (geometric means on a log
+axis). Values spanning more than a decade get a log colour scale; NaN cells (threshold never reached,
+diverged) are grey. Every title states the question, the experiment's fixed settings, the metric and that
+lower is better.
 """
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from . import figures  # noqa: F401  (sets up matplotlib: Agg backend)
 
 NAN_COLOUR = "#bdbdbd"
-SCHEDULE_COLOURS = {"constant": "#1f77b4", "turn_off": "#d62728", "none": "#7f7f7f"}
+SCHEDULE_COLOURS = {"constant": "#1f77b4", "turn_off": "#d62728", "none": "#7f7f7f", "auto": "#9467bd",
+                    "linear": "#2ca02c", "cosine": "#8c564b"}
+HATCH = "////"
+WIN_LABEL = "turned off beats both"
+LABELS = {"off": "switch point (fraction of the run)", "wd": "weight decay λ", "lr": "learning rate η",
+          "init_scale": "init scale", "time_to_train_loss": "time to train loss (step)",
+          "dist": "‖x − x*‖₂", "l1_l2": "‖x‖₁ / ‖x‖₂", "mse": "reconstruction MSE"}
+
+
+def label(key: str) -> str:
+    return LABELS.get(key, key.replace("_", " "))
 
 
 def _edges(v: np.ndarray, log: bool) -> np.ndarray:
@@ -28,29 +52,20 @@ def _axes(ax, xlabel: str, ylabel: str, log_x: bool, log_y: bool) -> None:
         ax.set_xscale("log")
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel.replace("_", " "))
-    ax.set_ylabel(ylabel.replace("_", " "))
+    ax.set_xlabel(label(xlabel))
+    ax.set_ylabel(label(ylabel) if ylabel else "")
 
 
-def _outline(ax, xs, ys, mask, log_x: bool, log_y: bool, label: str | None = None) -> None:
-    """Draw the boundary of the cells where ``mask`` holds (cell edges, black)."""
+def _hatch(ax, xs, ys, mask, log_x: bool, log_y: bool) -> None:
+    """Hatch the cells where ``mask`` holds (each cell its own rectangle: no outline can close against the
+    frame and make the other side read as the region)."""
+    from matplotlib.collections import PatchCollection
+    from matplotlib.patches import Rectangle
+
     ex, ey = _edges(xs, log_x), _edges(ys, log_y)
-    segs = []
-    ny, nx = mask.shape
-    for j in range(ny):
-        for i in range(nx):
-            if not mask[j, i]:
-                continue
-            if i == 0 or not mask[j, i - 1]:
-                segs.append(([ex[i], ex[i]], [ey[j], ey[j + 1]]))
-            if i == nx - 1 or not mask[j, i + 1]:
-                segs.append(([ex[i + 1], ex[i + 1]], [ey[j], ey[j + 1]]))
-            if j == 0 or not mask[j - 1, i]:
-                segs.append(([ex[i], ex[i + 1]], [ey[j], ey[j]]))
-            if j == ny - 1 or not mask[j + 1, i]:
-                segs.append(([ex[i], ex[i + 1]], [ey[j + 1], ey[j + 1]]))
-    for k, (sx, sy) in enumerate(segs):
-        ax.plot(sx, sy, color="k", lw=1.6, solid_capstyle="butt", label=label if k == 0 else None)
+    rects = [Rectangle((ex[i], ey[j]), ex[i + 1] - ex[i], ey[j + 1] - ey[j]) for j, i in zip(*np.nonzero(mask))]
+    ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor="white", linewidth=0, hatch=HATCH,
+                                      label=WIN_LABEL))
 
 
 def _colour_scale(finite: np.ndarray):
@@ -68,10 +83,22 @@ def _colour_scale(finite: np.ndarray):
     return Normalize(lo, hi if hi > lo else lo + 1.0), "min" if finite.min() < lo else "neither"
 
 
+def _switch_lines(ax, lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None) -> None:
+    """The best fixed switch (white, dashed) and the automatic switch-off (black) of a switch-time map:
+    ``lines[name] = (x values, y values)``."""
+    for name, (lx, ly) in (lines or {}).items():
+        ok = np.isfinite(lx) & np.isfinite(ly)
+        style = dict(color="white", ls="--", marker="o", ms=3) if name.startswith("best") else \
+            dict(color="black", ls="-", marker="s", ms=3)
+        ax.plot(lx[ok], ly[ok], lw=1.4, label=name, **style)
+
+
 def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
-                   log_x: bool, log_y: bool, wins: np.ndarray | None = None):
+                   log_x: bool, log_y: bool, wins: np.ndarray | None = None, title: str = "",
+                   lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None):
     """One panel per schedule of ``values[schedule]`` (shape (len(ys), len(xs))), one shared colour scale;
-    the cells where turning weight decay off beats both other schedules outlined in every panel."""
+    the cells where turning weight decay off beats both other schedules hatched in every panel; ``lines``
+    (switch-time maps) drawn in every panel."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -79,7 +106,7 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
     norm, extend = _colour_scale(np.concatenate([v[np.isfinite(v)].ravel() for v in values.values()]))
     cmap = plt.get_cmap("viridis").with_extremes(bad=NAN_COLOUR)
     k = len(values)
-    fig, axes = plt.subplots(1, k, figsize=(4.3 * k + 1.0, 3.9), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, k, figsize=(3.9 * k + 1.2, 4.1), squeeze=False, sharey=True)
     ex, ey = _edges(xs, log_x), _edges(ys, log_y)
     mesh = None
     for ax, (s, v) in zip(axes[0], values.items()):
@@ -87,40 +114,238 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
         _axes(ax, xlabel, ylabel if ax is axes[0][0] else "", log_x, log_y)
         ax.set_title(s.replace("_", " "), fontsize=10)
         if wins is not None and wins.any():
-            _outline(ax, xs, ys, wins, log_x, log_y, label="turned off beats both")
+            _hatch(ax, xs, ys, wins, log_x, log_y)
+        _switch_lines(ax, lines)
+        ax.set_xlim(ex[0], ex[-1])
+        ax.set_ylim(ey[0], ey[-1])
     cb = fig.colorbar(mesh, ax=list(axes[0]), fraction=0.03, pad=0.02, extend=extend)
-    cb.set_label(metric.replace("_", " ") + (" (step)" if metric.startswith("time") else ""))
+    cb.set_label(label(metric) + " (lower is better)")
     handles = [Patch(color=NAN_COLOUR, label="never reached / diverged")]
     if wins is not None and wins.any():
-        handles.append(Line2D([], [], color="k", lw=1.6, label="turned off beats both"))
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=2, fontsize=8, frameon=False)
+        handles.append(Patch(facecolor="#440154", edgecolor="white", hatch=HATCH, label=WIN_LABEL))
+    for name in lines or {}:
+        handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#888888",
+                              ls="-" if not name.startswith("best") else "--", label=name))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=len(handles), fontsize=8,
+               frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.02)
     plt.close(fig)
     return fig
 
 
 def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
-               log_x: bool, log_y: bool, wins: np.ndarray | None = None):
-    """Which schedule has the lowest ``metric`` in each cell (NaN counts as worst), the turned-off-wins
-    region (with margin) outlined."""
+               log_x: bool, log_y: bool, wins: np.ndarray | None = None, margin: np.ndarray | None = None,
+               clear: np.ndarray | None = None, title: str = "",
+               lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None):
+    """Left: which schedule has the lowest ``metric`` in each cell (NaN counts as worst), filled with its
+    colour, pale where the win is not clear; the turned-off-wins cells hatched. Right (with ``margin``): the
+    winner's relative margin over the runner-up."""
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+    from matplotlib.colors import ListedColormap, LogNorm
     from matplotlib.patches import Patch
 
     names = list(values)
     stack = np.stack([np.where(np.isfinite(values[s]), values[s], np.inf) for s in names])
     best = np.argmin(stack, axis=0).astype(float)
     best[~np.isfinite(stack).any(axis=0)] = np.nan
-    cmap = ListedColormap([SCHEDULE_COLOURS.get(s, "#2ca02c") for s in names]).with_extremes(bad=NAN_COLOUR)
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    ax.pcolormesh(_edges(xs, log_x), _edges(ys, log_y), np.ma.masked_invalid(best), cmap=cmap,
-                  vmin=-0.5, vmax=len(names) - 0.5, shading="flat")
+    colours = [SCHEDULE_COLOURS.get(s, "#2ca02c") for s in names]
+    cmap = ListedColormap(colours).with_extremes(bad=NAN_COLOUR)
+    panels = 2 if margin is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels + 1.6, 4.3), squeeze=False)
+    ax = axes[0][0]
+    ex, ey = _edges(xs, log_x), _edges(ys, log_y)
+    ax.pcolormesh(ex, ey, np.ma.masked_invalid(best), cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, shading="flat")
+    if clear is not None and (~clear).any():
+        pale = np.where(~clear & np.isfinite(best), 1.0, np.nan)
+        ax.pcolormesh(ex, ey, np.ma.masked_invalid(pale), cmap=ListedColormap(["white"]), alpha=0.6,
+                      shading="flat")
     _axes(ax, xlabel, ylabel, log_x, log_y)
-    ax.set_title(f"lowest {metric.replace('_', ' ')}", fontsize=10)
-    handles = [Patch(color=SCHEDULE_COLOURS.get(s, "#2ca02c"), label=s.replace("_", " ")) for s in names]
+    ax.set_title(f"lowest {label(metric)}", fontsize=10)
+    handles = [Patch(color=c, label=s.replace("_", " ")) for s, c in zip(names, colours)]
+    if clear is not None and (~clear).any():
+        handles.append(Patch(facecolor="#e0e0e0", label="pale: no clear winner"))
     if wins is not None and wins.any():
-        _outline(ax, xs, ys, wins, log_x, log_y)
-        handles.append(Patch(facecolor="none", edgecolor="k", label="turned off beats both"))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+        _hatch(ax, xs, ys, wins, log_x, log_y)
+        handles.append(Patch(facecolor="#d62728", edgecolor="white", hatch=HATCH, label=WIN_LABEL))
+    _switch_lines(ax, lines)
+    ax.set_xlim(ex[0], ex[-1])
+    ax.set_ylim(ey[0], ey[-1])
+    if margin is not None:
+        ax2 = axes[0][1]
+        m = np.where(np.isfinite(margin) & (margin > 0), margin, np.nan)
+        fin = m[np.isfinite(m)]
+        lo = max(float(fin.min()), 1e-4) if fin.size else 1e-4
+        hi = max(float(fin.max()), lo * 10) if fin.size else 1.0
+        mesh = ax2.pcolormesh(ex, ey, np.ma.masked_invalid(np.clip(m, lo, None)), norm=LogNorm(lo, hi),
+                              cmap=plt.get_cmap("magma").with_extremes(bad=NAN_COLOUR), shading="flat")
+        _axes(ax2, xlabel, "", log_x, log_y)
+        ax2.set_title("winner's margin over the runner-up", fontsize=10)
+        cb = fig.colorbar(mesh, ax=ax2, fraction=0.05, pad=0.02)
+        cb.set_label("(runner-up − best) / runner-up")
+        _switch_lines(ax2, lines)
+    for name in lines or {}:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#888888",
+                              ls="-" if not name.startswith("best") else "--", label=name))
+    fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4),
+               frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.02)
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+# ------------------------------------------------------------------------------ from the store
+def _num(v) -> float:
+    if v is None or v == "":
+        return math.nan
+    if v in ("True", "False", True, False):
+        return 1.0 if v in ("True", True) else 0.0
+    return float(v)
+
+
+def grids_from_rows(summary: Mapping, rows: Sequence[Mapping]):
+    """(xs, ys, {schedule: {column: (ny, nx) array}}) from ``cells.csv`` rows (strings or numbers)."""
+    ax, ay = summary["axes"]["x"], summary["axes"]["y"]
+    xs, ys = np.asarray(ax["values"], dtype=float), np.asarray(ay["values"], dtype=float)
+    xi = {round(float(v), 12): i for i, v in enumerate(xs)}
+    yi = {round(float(v), 12): j for j, v in enumerate(ys)}
+    grids: dict[str, dict[str, np.ndarray]] = {}
+    for r in rows:
+        g = grids.setdefault(r["schedule"], {})
+        i, j = xi[round(_num(r[ax["key"]]), 12)], yi[round(_num(r[ay["key"]]), 12)]
+        for k, v in r.items():
+            if k in ("schedule", "winner", ax["key"], ay["key"]):
+                continue
+            g.setdefault(k, np.full((len(ys), len(xs)), np.nan))[j, i] = _num(v)
+        g.setdefault("winner", np.full((len(ys), len(xs)), "", dtype=object))[j, i] = r.get("winner", "")
+    return xs, ys, grids
+
+
+def title_of(summary: Mapping, question: str) -> str:
+    """``question`` — experiment and fixed settings — metric (lower is better), seeds."""
+    fixed = summary.get("fixed", {})
+    parts = [f"{'λ' if k == 'wd' else 'η' if k == 'lr' else 'switch at'} {v:g}{' of the run' if k == 'off' else ''}"
+             for k, v in fixed.items()]
+    seeds = summary.get("seeds", [])
+    mean = f"mean of {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else ""
+    return (f"{question}\n{summary.get('title', summary.get('experiment', ''))}; {', '.join(parts)}; "
+            f"{label(summary['metric'])}, lower is better; {mean}")
+
+
+def switch_lines(summary: Mapping) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """On a switch-time map: the best fixed switch and the automatic switch-off per value of the other axis,
+    as (x, y) arrays in the figure's coordinates."""
+    versus = summary.get("auto_vs_best_fixed")
+    if not versus:
+        return None
+    along_x = summary["axes"]["x"]["key"] == "off"
+    other = summary["axes"]["y" if along_x else "x"]["key"]
+    v = np.array([r[other] for r in versus], dtype=float)
+    best = np.array([math.nan if r["best_off"] is None else r["best_off"] for r in versus], dtype=float)
+    auto = np.array([math.nan if r["auto_off"] is None else r["auto_off"] for r in versus], dtype=float)
+    pairs = {"best fixed switch": best, "automatic switch-off": auto}
+    return {k: (p, v) if along_x else (v, p) for k, p in pairs.items()}
+
+
+def draw(out: Path | str, summary: Mapping, rows: Sequence[Mapping]) -> list[tuple[str, str]]:
+    """Write ``phase_<metric>.png`` per metric and ``winner.png`` into ``out``; returns (file, caption)."""
+    from .figures import save_png
+
+    out = Path(out)
+    xs, ys, grids = grids_from_rows(summary, rows)
+    ax, ay = summary["axes"]["x"], summary["axes"]["y"]
+    metric = summary["metric"]
+    first = next(iter(grids.values()))
+    wins = first["turn_off_wins"] > 0.5 if np.isfinite(first.get("turn_off_wins", np.array([np.nan]))).all() else None
+    lines = switch_lines(summary)
+    made = []
+    for m in summary["metrics"]:
+        q = f"{label(m)} per schedule" + (" — when to switch off?" if lines else "")
+        fig = phase_heatmaps(xs, ys, {s: g[m] for s, g in grids.items()}, m, ax["key"], ay["key"], ax["log"],
+                             ay["log"], wins, title_of({**summary, "metric": m}, q), lines)
+        made.append((save_png(fig, out / f"phase_{m}.png").name, f"{label(m)} per schedule"))
+    if len(grids) > 1:
+        fig = winner_map(xs, ys, {s: g[metric] for s, g in grids.items()}, metric, ax["key"], ay["key"], ax["log"],
+                         ay["log"], wins, first["margin"], first["clear"] > 0.5,
+                         title_of(summary, "Which schedule wins, and by how much?"), lines)
+        made.append((save_png(fig, out / "winner.png").name, "winner per cell and its margin"))
+    return made
+
+
+def is_phase_dir(root: Path | str) -> bool:
+    """A finished ``mirrorflow phase`` directory: ``cells.csv`` and a ``summary.json`` with ``axes``."""
+    from ..store import SUMMARY, read_summary
+
+    root = Path(root)
+    return (root / "cells.csv").is_file() and (root / SUMMARY).is_file() and "axes" in read_summary(root / SUMMARY)
+
+
+def summary_markdown(summary: Mapping) -> str:
+    """The phase report's text: the question, the win fraction and box, winners, the automatic switch-off."""
+    ax, ay = summary["axes"]["x"], summary["axes"]["y"]
+    lines = [f"# Phase diagram: {summary.get('title', summary['experiment'])}", "",
+             f"{len(ax['values'])} × {len(ay['values'])} cells ({ax['key']} × {ay['key']}) per schedule "
+             f"({', '.join(summary['schedules'])}), seeds {', '.join(map(str, summary.get('seeds', [])))}; "
+             f"metric {summary['metric']} (lower is better), margin {summary.get('margin', 0):g}; "
+             f"fixed: {', '.join(f'{k}={v:g}' for k, v in summary.get('fixed', {}).items())}.", ""]
+    if "turn_off_wins_fraction" in summary:
+        lines.append(f"**Turned off beats both** constant and no weight decay in "
+                     f"{100 * summary['turn_off_wins_fraction']:.1f} % of the cells.")
+        box = summary.get("turn_off_wins_box")
+        if box:
+            lines.append("Winning box: " + ", ".join(f"{k} {lo:g} … {hi:g}" for k, (lo, hi) in box.items()) + ".")
+        lines.append("")
+    wf = summary.get("winner_fraction", {})
+    if wf:
+        lines += ["| schedule | cells won | best " + summary["metric"] + " |", "|---|---|---|"]
+        best = {s: summary.get(f"best_{summary['metric']}_{s}") for s in wf}
+        lines += [f"| {s} | {100 * f:.1f} % | {best[s]} |" for s, f in wf.items()]
+        lines += ["", f"Clear winner (margin ≥ {summary.get('margin', 0):g}, 95 % intervals apart) in "
+                      f"{100 * summary.get('clear_fraction', 0):.1f} % of the cells.", ""]
+    versus = summary.get("auto_vs_best_fixed")
+    if versus:
+        other = [k for k in versus[0] if k not in ("best_off", "auto_off") and not k.startswith(("best_", "auto_"))][0]
+        m = summary["metric"]
+        lines += [f"Automatic switch-off ({summary.get('auto')}) against the best fixed switch:", "",
+                  f"| {other} | best fixed switch | its {m} | automatic switch | its {m} |", "|---|---|---|---|---|"]
+        fmt = lambda v: "never" if v is None else f"{v:.3g}"  # noqa: E731
+        lines += [f"| {r[other]:.3g} | {fmt(r['best_off'])} | {fmt(r[f'best_{m}'])} | {fmt(r['auto_off'])} | "
+                  f"{fmt(r[f'auto_{m}'])} |" for r in versus]
+        lines.append("")
+    lines.append(f"{summary.get('rows')} runs in {summary.get('groups')} batched programs, "
+                 f"{summary.get('seconds_total')} s wall on {summary.get('device')}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(root: Path | str, out: Path | str | None = None):
+    """``mirrorflow report`` on a phase directory: the heatmaps, the winner map, ``summary.md`` (win
+    fraction, winning box, automatic switch-off) and ``index.html`` into ``out`` (default ``root/report``)."""
+    from ..store import SUMMARY, atomic_write, read_csv, read_summary
+    from .aggregate import Report
+    from .html import render_page
+
+    root = Path(root)
+    out = Path(out) if out is not None else root / "report"
+    summary = read_summary(root / SUMMARY)
+    made = draw(out, summary, read_csv(root / "cells.csv"))
+    md = summary_markdown(summary)
+    files = [atomic_write(out / "summary.md", md)] + [out / name for name, _ in made]
+    table = _Table(["schedule", "cells won", f"best {summary['metric']}"],
+                   [[s, f"{100 * f:.1f} %", str(summary.get(f"best_{summary['metric']}_{s}"))]
+                    for s, f in summary.get("winner_fraction", {}).items()])
+    page = render_page(f"Phase diagram: {summary.get('title', '')}", md.split("\n", 2)[2].strip(), table,
+                       [(cap, (out / name).read_bytes()) for name, cap in made],
+                       links=[("cells.csv", (root / "cells.csv").read_bytes()), ("summary.md", md.encode())])
+    html_path = atomic_write(out / "index.html", page)
+    return Report(out, md, files + [html_path], html_path)
+
+
+class _Table:
+    """What ``render_page`` reads of a table: ``header`` and ``rows``."""
+
+    def __init__(self, header, rows):
+        self.header, self.rows, self.more_metrics = header, rows, 0
