@@ -148,7 +148,11 @@ def phase(
         return
     out, summary = run_phase(experiment, spec or [], out, force)
     for k, v in summary.items():
-        typer.echo(f"{k}: {v}")
+        if k not in ("axes", "auto_vs_best_fixed"):  # long lists: in summary.json and `mirrorflow report`
+            typer.echo(f"{k}: {v}")
+    for r in summary.get("auto_vs_best_fixed", []):
+        other = next(iter(r))
+        typer.echo(f"{other}={r[other]:.3g}: best fixed switch {r['best_off']}, automatic switch-off {r['auto_off']}")
     typer.echo(f"run directory: {out}")
 
 

@@ -231,10 +231,11 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
         raise ConfigError("schedule: phase runs one grid per schedule; use schedules=a,b,c")
     metrics = tuple(m.strip() for m in kv.get("metrics", ",".join(program.metrics)).split(",") if m.strip())
     metric = kv.get("metric", program.compare)
-    for key, names in (("metric", (metric,)), ("metrics", metrics)):
-        bad = [m for m in names if m not in program.metrics]
+    for key, names, known in (("metric", (metric,), program.lower_better), ("metrics", metrics, program.metrics)):
+        bad = [m for m in names if m not in known]
         if bad:
-            raise ConfigError(f"{key}: unknown metric {bad[0]!r} (known: {', '.join(program.metrics)})")
+            what = "metric to compare by (lower is better)" if key == "metric" else "metric"
+            raise ConfigError(f"{key}: unknown {what} {bad[0]!r} (known: {', '.join(known)})")
     if not metrics:
         raise ConfigError("metrics: name at least one metric (known: " + ", ".join(program.metrics) + ")")
     try:
@@ -602,7 +603,7 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
                 row["clear"] = bool(clear[j, i])
                 row["turn_off_wins"] = bool(wins[j, i]) if wins is not None else ""
                 rows.append(row)
-    write_csv(rd.file("cells.csv"), rows)
+    write_csv(rd.file("cells.csv"), rows, list(dict.fromkeys(k for r in rows for k in r)))
     n_rows = sum(len(g.rows) for g in groups)
     row_steps = sum(len(g.rows) * spec.program.horizon(g.cfg) for g in groups)
     summary = {
@@ -613,6 +614,8 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
         "fixed": spec.fixed,
         "metric": spec.metric,
         "metrics": list(spec.metrics),
+        "lower_better": [m for m in spec.metrics if m in spec.program.lower_better],
+        "references": {m: v for m, v in spec.program.references.items() if m in spec.metrics},
         "margin": spec.margin,
         "schedules": list(spec.schedules),
         "seeds": list(spec.seeds),

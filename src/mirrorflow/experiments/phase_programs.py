@@ -12,13 +12,15 @@ as ONE batched program (``engine.batched.run_batched``). A :class:`PhaseProgram`
   diagonal networks: a seed draws the data);
 * ``horizon``/``wd``/``lr``/``switch``: the run length T and the defaults of λ, η and the switch point
   (a fraction of T) read from the experiment's config;
-* ``metrics``: the final metrics a cell reports (all lower is better), ``compare`` the default metric that
-  decides the winner, ``signal`` the metric the automatic switch-off (``AutoTurnOff``) watches;
+* ``metrics``: the final metrics a cell reports, ``lower_better`` those a winner may be decided by (lower
+  is better), ``compare`` the default one, ``references`` a metric's known target (matrix sensing:
+  ‖W*‖_* = 1; figures draw the deviation from it), ``signal`` the metric the automatic switch-off
+  (``AutoTurnOff``) watches;
 * ``run``/``final``: one batched program of a group, and its per-row final metrics.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -33,9 +35,11 @@ class PhaseProgram(Protocol):
     """An experiment's phase rows as batched programs (module docstring)."""
 
     metrics: tuple[str, ...]
+    lower_better: tuple[str, ...]
     compare: str
     signal: str
     title: str
+    references: Mapping[str, float]
 
     def row_keys(self, cfg) -> dict[str, Any]: ...
 
@@ -70,9 +74,11 @@ class MatrixSensingProgram:
     """W = UUᵀ (or the linear parameterization) on shared sensing data; each row its own U_0 = √α·I."""
 
     metrics: tuple[str, ...] = ("rec_error", "nuclear_norm", "time_to_train_loss", "train_loss")
+    lower_better: tuple[str, ...] = ("rec_error", "time_to_train_loss", "train_loss")
     compare: str = "rec_error"
     signal: str = "train_loss"
     title: str = "matrix sensing"
+    references: Mapping[str, float] = field(default_factory=lambda: {"nuclear_norm": 1.0})  # ‖W*‖_* = 1
 
     def row_keys(self, cfg) -> dict[str, Any]:
         return {"init_scale": cfg.init_scale}
@@ -115,9 +121,11 @@ class DiagonalProgram:
     own initial scale."""
 
     metrics: tuple[str, ...] = ("dist", "l1_l2", "train_loss")
+    lower_better: tuple[str, ...] = ("dist", "train_loss")
     compare: str = "dist"
     signal: str = "train_loss"
     title: str = "diagonal network"
+    references: Mapping[str, float] = field(default_factory=dict)
 
     def row_keys(self, cfg) -> dict[str, Any]:
         return {"init_scale": cfg.init_scale}
@@ -157,9 +165,11 @@ class SparseCodingProgram:
     and seed (dictionary, code, batch order). One step is one iteration (a pass over the faces)."""
 
     metrics: tuple[str, ...] = ("mse", "nuclear_norm", "sparsity")
+    lower_better: tuple[str, ...] = ("mse",)
     compare: str = "mse"
     signal: str = "mse"
     title: str = "sparse coding"
+    references: Mapping[str, float] = field(default_factory=dict)
 
     def row_keys(self, cfg) -> dict[str, Any]:
         return {"k": cfg.ks[0], "seed": cfg.seeds[0]}

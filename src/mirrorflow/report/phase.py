@@ -64,8 +64,8 @@ def _hatch(ax, xs, ys, mask, log_x: bool, log_y: bool) -> None:
 
     ex, ey = _edges(xs, log_x), _edges(ys, log_y)
     rects = [Rectangle((ex[i], ey[j]), ex[i + 1] - ex[i], ey[j + 1] - ey[j]) for j, i in zip(*np.nonzero(mask))]
-    ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor="white", linewidth=0, hatch=HATCH,
-                                      label=WIN_LABEL))
+    for colour, hatch in (("white", HATCH), ("black", HATCH.replace("/", "\\"))):  # visible on any colour
+        ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor=colour, linewidth=0, hatch=hatch))
 
 
 def _colour_scale(finite: np.ndarray):
@@ -84,27 +84,47 @@ def _colour_scale(finite: np.ndarray):
 
 
 def _switch_lines(ax, lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None) -> None:
-    """The best fixed switch (white, dashed) and the automatic switch-off (black) of a switch-time map:
+    """The best fixed switch (orange, dashed) and the automatic switch-off (black) of a switch-time map:
     ``lines[name] = (x values, y values)``."""
     for name, (lx, ly) in (lines or {}).items():
         ok = np.isfinite(lx) & np.isfinite(ly)
-        style = dict(color="white", ls="--", marker="o", ms=3) if name.startswith("best") else \
+        style = dict(color="#ff7f0e", ls="--", marker="o", ms=3) if name.startswith("best") else \
             dict(color="black", ls="-", marker="s", ms=3)
         ax.plot(lx[ok], ly[ok], lw=1.4, label=name, **style)
 
 
+def _deviation_scale(finite: np.ndarray):
+    """A diverging symmetric-log scale for deviations from a reference: linear within the 5th percentile of
+    the non-zero |deviations| (so values a thousandth apart still get different colours), log beyond."""
+    from matplotlib.colors import SymLogNorm
+
+    mag = np.abs(finite[finite != 0])
+    top = float(mag.max()) if mag.size else 1.0
+    lin = max(float(np.percentile(mag, 5)) if mag.size else 1.0, top * 1e-6)
+    return SymLogNorm(lin, vmin=-top, vmax=top, base=10), "neither"
+
+
 def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
                    log_x: bool, log_y: bool, wins: np.ndarray | None = None, title: str = "",
-                   lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None):
+                   lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None, lower_better: bool = True,
+                   reference: float | None = None):
     """One panel per schedule of ``values[schedule]`` (shape (len(ys), len(xs))), one shared colour scale;
     the cells where turning weight decay off beats both other schedules hatched in every panel; ``lines``
-    (switch-time maps) drawn in every panel."""
+    (switch-time maps) drawn in every panel. With a ``reference`` (a known target such as ‖W*‖_* = 1) the
+    panels show the signed deviation from it on a diverging symmetric-log scale."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    norm, extend = _colour_scale(np.concatenate([v[np.isfinite(v)].ravel() for v in values.values()]))
-    cmap = plt.get_cmap("viridis").with_extremes(bad=NAN_COLOUR)
+    if reference is not None:
+        values = {s: v - reference for s, v in values.items()}
+    finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values.values()])
+    if reference is not None:
+        norm, extend = _deviation_scale(finite)
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad=NAN_COLOUR)
+    else:
+        norm, extend = _colour_scale(finite)
+        cmap = plt.get_cmap("viridis").with_extremes(bad=NAN_COLOUR)
     k = len(values)
     fig, axes = plt.subplots(1, k, figsize=(3.9 * k + 1.2, 4.1), squeeze=False, sharey=True)
     ex, ey = _edges(xs, log_x), _edges(ys, log_y)
@@ -115,16 +135,20 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
         ax.set_title(s.replace("_", " "), fontsize=10)
         if wins is not None and wins.any():
             _hatch(ax, xs, ys, wins, log_x, log_y)
-        _switch_lines(ax, lines)
+        if s in ("turn_off", "auto"):
+            _switch_lines(ax, lines)
         ax.set_xlim(ex[0], ex[-1])
         ax.set_ylim(ey[0], ey[-1])
     cb = fig.colorbar(mesh, ax=list(axes[0]), fraction=0.03, pad=0.02, extend=extend)
-    cb.set_label(label(metric) + " (lower is better)")
+    if reference is not None:
+        cb.set_label(f"{label(metric)} − {reference:g} (the target)")
+    else:
+        cb.set_label(label(metric) + (" (lower is better)" if lower_better else ""))
     handles = [Patch(color=NAN_COLOUR, label="never reached / diverged")]
     if wins is not None and wins.any():
-        handles.append(Patch(facecolor="#440154", edgecolor="white", hatch=HATCH, label=WIN_LABEL))
+        handles.append(Patch(facecolor="#9e9e9e", edgecolor="black", hatch="xxxx", label=WIN_LABEL))
     for name in lines or {}:
-        handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#888888",
+        handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#ff7f0e",
                               ls="-" if not name.startswith("best") else "--", label=name))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=len(handles), fontsize=8,
                frameon=False)
@@ -167,7 +191,7 @@ def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: st
         handles.append(Patch(facecolor="#e0e0e0", label="pale: no clear winner"))
     if wins is not None and wins.any():
         _hatch(ax, xs, ys, wins, log_x, log_y)
-        handles.append(Patch(facecolor="#d62728", edgecolor="white", hatch=HATCH, label=WIN_LABEL))
+        handles.append(Patch(facecolor="#d62728", edgecolor="black", hatch="xxxx", label=WIN_LABEL))
     _switch_lines(ax, lines)
     ax.set_xlim(ex[0], ex[-1])
     ax.set_ylim(ey[0], ey[-1])
@@ -187,7 +211,7 @@ def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: st
     for name in lines or {}:
         from matplotlib.lines import Line2D
 
-        handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#888888",
+        handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#ff7f0e",
                               ls="-" if not name.startswith("best") else "--", label=name))
     fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4),
                frameon=False)
@@ -225,15 +249,16 @@ def grids_from_rows(summary: Mapping, rows: Sequence[Mapping]):
     return xs, ys, grids
 
 
-def title_of(summary: Mapping, question: str) -> str:
+def title_of(summary: Mapping, question: str, metric: str | None = None, lower_better: bool = True) -> str:
     """``question`` — experiment and fixed settings — metric (lower is better), seeds."""
+    metric = metric or summary["metric"]
     fixed = summary.get("fixed", {})
     parts = [f"{'λ' if k == 'wd' else 'η' if k == 'lr' else 'switch at'} {v:g}{' of the run' if k == 'off' else ''}"
              for k, v in fixed.items()]
     seeds = summary.get("seeds", [])
     mean = f"mean of {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else ""
     return (f"{question}\n{summary.get('title', summary.get('experiment', ''))}; {', '.join(parts)}; "
-            f"{label(summary['metric'])}, lower is better; {mean}")
+            f"{label(metric)}{', lower is better' if lower_better else ''}; {mean}")
 
 
 def switch_lines(summary: Mapping) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
@@ -263,10 +288,14 @@ def draw(out: Path | str, summary: Mapping, rows: Sequence[Mapping]) -> list[tup
     wins = first["turn_off_wins"] > 0.5 if np.isfinite(first.get("turn_off_wins", np.array([np.nan]))).all() else None
     lines = switch_lines(summary)
     made = []
+    refs = summary.get("references", {})
+    lower = set(summary.get("lower_better", [metric]))
     for m in summary["metrics"]:
         q = f"{label(m)} per schedule" + (" — when to switch off?" if lines else "")
+        if m in refs:
+            q = f"{label(m)}: how far from the target {refs[m]:g}, per schedule?"
         fig = phase_heatmaps(xs, ys, {s: g[m] for s, g in grids.items()}, m, ax["key"], ay["key"], ax["log"],
-                             ay["log"], wins, title_of({**summary, "metric": m}, q), lines)
+                             ay["log"], wins, title_of(summary, q, m, m in lower), lines, m in lower, refs.get(m))
         made.append((save_png(fig, out / f"phase_{m}.png").name, f"{label(m)} per schedule"))
     if len(grids) > 1:
         fig = winner_map(xs, ys, {s: g[metric] for s, g in grids.items()}, metric, ax["key"], ay["key"], ax["log"],
