@@ -105,6 +105,7 @@ def test_axis_parsing():
     (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=plateau:train_loss:-1"], r"^auto: tol must be"),
     (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=sometimes"], r"^auto: expected plateau"),
     (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "seeds=1,1"], r"^seeds must list distinct integers"),
+    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "theory=4"], r"^theory: no prediction: .*commute"),
     (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "widht=3"], r"unknown config key 'widht'"),
     (["x=wd:0.1:1:4", "y=steps:0:10:3"], r"steps must be positive"),
     (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "device=tpu9"], r"^device: unknown device 'tpu9'"),
@@ -185,7 +186,7 @@ def test_cli_phase_one_schedule(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ diagonal networks, switch-time maps
-DN = ["n_samples=6", "dim=12", "sparsity=2", "steps_on=40", "steps_off=160", "model=mw"]
+DN = ["n_samples=6", "dim=12", "sparsity=2", "steps_on=40", "steps_off=160", "model=mw", "converged_loss=1e-3"]
 DN_GRID = ["x=off:0.1:0.9:3", "y=wd:0.1:1:2:log", "seeds=0,1", "auto=plateau:train_loss:0.1:5", "auto_every=10"]
 
 
@@ -246,6 +247,34 @@ def test_auto_switch_off_runs_in_the_batch_where_auto_turn_off_fires(dn_run):
         versus = next(v for v in summary["auto_vs_best_fixed"] if v["wd"] == pytest.approx(wd))
         assert versus["auto_off"] == pytest.approx(sum(offs) / 2 / 200)
     assert fired  # the signal plateaus within the run for at least one λ
+
+
+def test_theory_marks_are_predict_limit_against_the_trained_point(dn_run):
+    """Theorem 3.11 on the map: each checked turn_off cell's gap is ‖x_pred − x‖/‖x‖ with x_pred from
+    geometry.predict_limit at the row's a_∞; unconverged runs are marked, not compared; constant is never
+    checked (λ never off)."""
+    from mirrorflow.experiments.diagonal import initial_params, make_data, reparameterization
+    from mirrorflow.geometry import predict_limit
+
+    out, summary = dn_run
+    rows = read_csv(out / "cells.csv")
+    assert {r["theory"] for r in rows if r["schedule"] == "constant"} == {""}
+    checked = [r for r in rows if r["schedule"] == "turn_off" and r["theory"]]
+    assert len(checked) == 6 and summary["theory"]["turn_off"] == {
+        k: sum(r["theory"] == k for r in checked) for k in {r["theory"] for r in checked}}
+    r = next(r for r in checked if r["theory"] in ("match", "mismatch"))
+    wd, off = float(r["wd"]), float(r["off"])
+    cfg = build(dn.Config, {"n_samples": 6, "dim": 12, "sparsity": 2, "model": "mw", "seed": 0, "weight_decays": str(wd),
+                            "steps_on": round(off * 200), "steps_off": 200 - round(off * 200), "log_every": 200})
+    trace, data = dn.run_sweep(cfg)
+    x = dn.final_x(cfg, trace, data)[0]
+    rep = reparameterization("mw", 12)
+    pred = predict_limit(rep, initial_params(rep, "mw", 1.0), float(trace.final("a")[0]), data.Z, data.y)
+    assert float(r["theory_gap"]) == pytest.approx(float((torch.as_tensor(pred) - x).norm() / x.norm()), rel=1e-6)
+    assert (r["theory"] == "match") == (float(r["theory_gap"]) <= 0.05)
+    for r in checked:
+        if r["theory"] == "not converged":
+            assert r["theory_gap"] in ("", "nan")
 
 
 def test_phase_resumes_from_finished_groups(dn_run, tmp_path):

@@ -59,7 +59,8 @@ MAX_CELLS = 65536  # per schedule (x count × y count)
 SCHEDULES = ("constant", "turn_off", "none")
 PHASE_KEYS = ("wd", "lr", "off")  # the phase's own keys: λ, η, the switch point as a fraction of the run
 OPTIONS = ("x", "y", "schedules", "metric", "metrics", "margin", "device", "threads", "seeds", "auto",
-           "auto_every") + PHASE_KEYS
+           "auto_every", "theory") + PHASE_KEYS
+THEORY_CELLS = 64  # default number of cells (an even sub-grid, first seed) checked against Theorem 3.11
 AUTO = "auto"
 
 
@@ -77,7 +78,7 @@ class Axis:
     @property
     def values(self) -> np.ndarray:
         v = np.geomspace(self.lo, self.hi, self.count) if self.log else np.linspace(self.lo, self.hi, self.count)
-        return np.round(v) if self.integer else v
+        return np.round(v) if self.integer else np.array([float(f"{x:.12g}") for x in v])  # 0.275, not 0.27499…
 
     def spec(self) -> str:
         return f"{self.key}:{self.lo:g}:{self.hi:g}:{self.count}:{'log' if self.log else 'lin'}"
@@ -178,6 +179,7 @@ class PhaseSpec:
     fixed: dict[str, float]  # the phase keys (wd, lr, off) that are not an axis
     auto: AutoRule | None = None
     auto_every: int = 0
+    theory: int = 0  # cells checked against Theorem 3.11 (0: none)
 
     @property
     def program(self) -> PhaseProgram:
@@ -189,6 +191,8 @@ class PhaseSpec:
              "margin": self.margin, "seeds": list(self.seeds), **self.fixed}
         if self.auto is not None:
             d.update(auto=self.auto.spec(), auto_every=self.auto_every)
+        if self.theory:
+            d["theory"] = self.theory
         return {**d, "base": config_dict(self.base)}
 
 
@@ -276,8 +280,16 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
             raise ConfigError(f"auto_every: expected a number of steps, got {kv['auto_every']!r}") from None
         if auto_every < 0:
             raise ConfigError(f"auto_every must be a positive number of steps, got {auto_every}")
+    try:
+        theory = int(kv.get("theory", THEORY_CELLS if program.theory_note(base) is None else 0))
+    except ValueError:
+        raise ConfigError(f"theory: expected a number of cells to check (0: none), got {kv['theory']!r}") from None
+    if theory < 0:
+        raise ConfigError(f"theory must be a number of cells ≥ 0, got {theory}")
+    if theory and program.theory_note(base) is not None:
+        raise ConfigError(f"theory: {program.theory_note(base)}")
     spec = PhaseSpec(experiment, x, y, base, schedules, metric, metrics, margin, device, threads, seeds, fixed,
-                     auto, auto_every)
+                     auto, auto_every, theory)
     for xv in (x.values[0], x.values[-1]):  # every bad value is reported before running
         for yv in (y.values[0], y.values[-1]):
             for s in schedules:
@@ -341,16 +353,19 @@ class Group:
     keys: list[tuple]  # each row's _row_key
     schedules: list[str]
     values: list[dict]  # each row's full values (phase keys + axis values)
+    check: set[int] = dataclasses.field(default_factory=set)  # rows checked against Theorem 3.11
 
     @property
     def gid(self) -> str:
-        return run_id({"cfg": config_dict(self.cfg), "rows": [list(map(str, k)) for k in self.keys]}, "group")
+        return run_id({"cfg": config_dict(self.cfg), "rows": [list(map(str, k)) for k in self.keys],
+                       "check": sorted(self.check)}, "group")
 
 
 def plan_rows(spec: PhaseSpec) -> tuple[list[Group], dict]:
     """Every distinct row of the grid, grouped by shared data; and ``index[(schedule, seed, j, i)] → (group,
     row)`` for cell (x_i, y_j)."""
     row_defaults = spec.program.row_keys(spec.base)
+    picked = theory_cells(spec)
     groups: dict[str, Group] = {}
     where: dict[tuple, tuple[str, int]] = {}
     index = {}
@@ -373,7 +388,18 @@ def plan_rows(spec: PhaseSpec) -> tuple[list[Group], dict]:
                         g.schedules.append(s)
                         g.values.append(values)
                     index[(s, seed, j, i)] = where[key]
+                    if seed == spec.seeds[0] and (j, i) in picked and s != "constant":
+                        g.check.add(where[key][1])
     return list(groups.values()), {k: (list(groups).index(g), r) for k, (g, r) in index.items()}
+
+
+def theory_cells(spec: PhaseSpec) -> set[tuple[int, int]]:
+    """The (j, i) cells checked against Theorem 3.11: an even sub-grid of at most ``spec.theory`` cells."""
+    if not spec.theory:
+        return set()
+    k = max(1, math.isqrt(spec.theory))
+    pick = lambda n: sorted({int(round(v)) for v in np.linspace(0, n - 1, min(n, k))})  # noqa: E731
+    return {(j, i) for j in pick(spec.y.count) for i in pick(spec.x.count)}
 
 
 def run_group(spec: PhaseSpec, g: Group, progress=None) -> list[dict]:
@@ -407,6 +433,11 @@ def run_group(spec: PhaseSpec, g: Group, progress=None) -> list[dict]:
     out = prog.final(g.cfg, g.rows, trace)
     for c, a in autos.items():
         out[c]["auto_off"] = float(a.off_from) if a.off_from is not None else float("nan")
+        if a.off_from is not None:
+            lam[c, a.off_from:] = 0.0
+    if g.check:
+        for c, marks in prog.theory(g.cfg, g.rows, trace, sorted(g.check), lam[:, -1].numpy()).items():
+            out[c].update(marks)
     return out
 
 
@@ -449,6 +480,8 @@ def assemble(spec: PhaseSpec, groups, results, index) -> dict[str, dict[str, np.
     for s in spec.schedules:
         raw = {m: np.full((S, ny, nx), np.nan) for m in names + ["auto_off"]}
         div = np.zeros((ny, nx), dtype=int)
+        theory = np.full((ny, nx), "", dtype=object)
+        gap = np.full((ny, nx), np.nan)
         for k, seed in enumerate(spec.seeds):
             for j in range(ny):
                 for i in range(nx):
@@ -459,7 +492,10 @@ def assemble(spec: PhaseSpec, groups, results, index) -> dict[str, dict[str, np.
                     if row.get("auto_off") is not None:
                         raw["auto_off"][k, j, i] = row["auto_off"] / spec.program.horizon(groups[gi].cfg)
                     div[j, i] += row["status"] == "diverged"
-        grid = {"diverged": div}
+                    if k == 0 and row.get("theory"):
+                        theory[j, i] = row["theory"]
+                        gap[j, i] = np.nan if row.get("theory_gap") is None else row["theory_gap"]
+        grid = {"diverged": div, "theory": theory, "theory_gap": gap}
         for m in names:
             mean, half, _ = t_interval_columns(raw[m].reshape(S, -1))
             grid[m], grid[m + "_half"] = mean.reshape(ny, nx), half.reshape(ny, nx)
@@ -598,6 +634,9 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
                     row[m + "_half"] = float(grid[m + "_half"][j, i])
                 if s == AUTO:
                     row["auto_off"] = float(grid["auto_off"][j, i])
+                if spec.theory:
+                    row["theory"] = grid["theory"][j, i]
+                    row["theory_gap"] = float(grid["theory_gap"][j, i])
                 row["winner"] = names[win[j, i]] if win[j, i] >= 0 else ""
                 row["margin"] = float(rel[j, i])
                 row["clear"] = bool(clear[j, i])
@@ -634,6 +673,12 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
     }
     if spec.auto is not None:
         summary["auto"] = spec.auto.spec()
+    note = spec.program.theory_note(spec.base)
+    if note is not None:
+        summary["theory"] = note
+    elif spec.theory:
+        summary["theory"] = {s: {k: int((g["theory"] == k).sum()) for k in sorted(set(g["theory"].ravel()) - {""})}
+                             for s, g in grids.items() if (g["theory"] != "").any()}
     if wins is not None:
         summary["turn_off_wins_fraction"] = float(wins.mean())
         if wins.any():

@@ -16,7 +16,9 @@ as ONE batched program (``engine.batched.run_batched``). A :class:`PhaseProgram`
   is better), ``compare`` the default one, ``references`` a metric's known target (matrix sensing:
   ‖W*‖_* = 1; figures draw the deviation from it), ``signal`` the metric the automatic switch-off
   (``AutoTurnOff``) watches;
-* ``run``/``final``: one batched program of a group, and its per-row final metrics.
+* ``run``/``final``: one batched program of a group, and its per-row final metrics;
+* ``theory``: Theorem 3.11's predicted limit (``geometry.predict_limit``) against the trained point, where
+  the family has one (``theory_note`` says why not otherwise).
 """
 from __future__ import annotations
 
@@ -57,6 +59,11 @@ class PhaseProgram(Protocol):
             progress, observe: Observe | None) -> Trace: ...
 
     def final(self, cfg, rows: Sequence[Mapping[str, Any]], trace: Trace) -> list[dict[str, float]]: ...
+
+    def theory_note(self, cfg) -> str | None: ...
+
+    def theory(self, cfg, rows: Sequence[Mapping[str, Any]], trace: Trace, pick: Sequence[int],
+               lam_last: np.ndarray) -> dict[int, dict]: ...
 
 
 def _final(trace: Trace, names: Sequence[str]) -> list[dict[str, float]]:
@@ -114,6 +121,13 @@ class MatrixSensingProgram:
             row["time_to_train_loss"] = float(h) if np.isfinite(h) and h >= 0 else float("nan")
         return out
 
+    def theory_note(self, cfg) -> str | None:
+        return ("no prediction: Theorem 3.11's limit for W = UUᵀ (Cor. C.3) needs sensing matrices that commute "
+                "with each other and with W_0; these are Gaussian")
+
+    def theory(self, cfg, rows, trace, pick, lam_last):
+        return {}
+
 
 @dataclass(frozen=True)
 class DiagonalProgram:
@@ -157,6 +171,47 @@ class DiagonalProgram:
 
     def final(self, cfg, rows, trace):
         return _final(trace, ("dist", "l1_l2", "train_loss", "x1", "a"))
+
+    def theory_note(self, cfg) -> str | None:
+        if cfg.model == "mw" or (cfg.model == "power" and (cfg.power_penalty == "matched" or cfg.k == 1)):
+            return None
+        if cfg.model == "mwv":
+            return "no prediction: m⊙w⊙v does not commute with weight decay (Theorem D.2)"
+        if cfg.model == "linear":
+            return "no prediction: x = θ with L2 on x stores nothing in a geometry (Cor. D.1)"
+        return "no prediction: u^(2k) − v^(2k) with an L2 penalty does not commute (use power_penalty=matched)"
+
+    def theory(self, cfg, rows, trace, pick, lam_last):
+        """Theorem 3.11 at rows ``pick`` (``lam_last``: each row's λ at the last step): ``theory`` is ``match`` when ‖x_pred − x‖/‖x‖ ≤ THEORY_MATCH, else
+        ``mismatch``; ``not converged`` when training did not fit (final loss ≥ ``converged_loss``: the
+        theorem is about the limit), ``λ never off`` for a row whose λ is still on at the end (a_∞ is
+        unbounded), ``unsolved`` when the constrained solve did not converge; ``theory_gap`` the ratio."""
+        from ..geometry import predict_limit
+        from .diagonal import DTYPES, initial_params, make_data, reparameterization
+
+        data = make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, DTYPES[cfg.dtype])
+        rep = reparameterization(cfg.model, cfg.dim, cfg.k, cfg.power_penalty)
+        x = rep.g(trace.final_state["w"].to("cpu", torch.float64))
+        out = {}
+        for c in pick:
+            row = {"theory": "", "theory_gap": float("nan")}
+            if trace.diverged_at[c] >= 0:
+                row["theory"] = "diverged"
+            elif not trace.metrics["train_loss"][c, -1] < cfg.converged_loss:
+                row["theory"] = "not converged"
+            elif lam_last[c] > 0:
+                row["theory"] = "λ never off"
+            else:
+                w0 = initial_params(rep, cfg.model, float(rows[c]["init_scale"]))
+                res = predict_limit(rep, w0, float(trace.metrics["a"][c, -1]), data.Z.double(), data.y.double(),
+                                    full=True, allow_unconverged=True, max_iter=THEORY_MAX_ITER)
+                if not res.converged:
+                    row["theory"] = "unsolved"
+                else:
+                    gap = float((torch.as_tensor(res.x, dtype=torch.float64) - x[c]).norm() / x[c].norm())
+                    row.update(theory="match" if gap <= THEORY_MATCH else "mismatch", theory_gap=gap)
+            out[c] = row
+        return out
 
 
 @dataclass(frozen=True)
@@ -203,6 +258,17 @@ class SparseCodingProgram:
 
     def final(self, cfg, rows, trace):
         return _final(trace, ("mse", "nuclear_norm", "sparsity", "a_code"))
+
+    def theory_note(self, cfg) -> str | None:
+        return ("no prediction: the dictionary is trained too, so the code's loss changes during training "
+                "(Theorem 3.11 is for a fixed loss)")
+
+    def theory(self, cfg, rows, trace, pick, lam_last):
+        return {}
+
+
+THEORY_MATCH = 0.05  # ‖x_pred − x_trained‖ / ‖x_trained‖ below this: the trained point is the predicted limit
+THEORY_MAX_ITER = 60  # Newton steps of one constrained solve (very negative a_∞ needs many: marked unsolved)
 
 
 PROGRAMS: dict[str, PhaseProgram] = {

@@ -36,6 +36,15 @@ LABELS = {"off": "switch point (fraction of the run)", "wd": "weight decay λ", 
           "dist": "‖x − x*‖₂", "l1_l2": "‖x‖₁ / ‖x‖₂", "mse": "reconstruction MSE"}
 
 
+TEXT_COLUMNS = ("winner", "theory")
+# Theorem 3.11 marks: predicted limit = trained point (match), not (mismatch), or why it cannot be checked
+THEORY_MARKS = {"match": dict(marker="o", mfc="white", mec="black", ms=5),
+                "mismatch": dict(marker="X", mfc="#d62728", mec="white", ms=7),
+                "not converged": dict(marker="^", mfc="none", mec="white", ms=5),
+                "unsolved": dict(marker="d", mfc="none", mec="white", ms=5),
+                "λ never off": dict(marker="+", mfc="none", mec="black", ms=6)}
+
+
 def label(key: str) -> str:
     return LABELS.get(key, key.replace("_", " "))
 
@@ -83,6 +92,22 @@ def _colour_scale(finite: np.ndarray):
     return Normalize(lo, hi if hi > lo else lo + 1.0), "min" if finite.min() < lo else "neither"
 
 
+def _theory_marks(ax, xs, ys, theory: np.ndarray | None) -> list:
+    """Mark the cells checked against Theorem 3.11 (``THEORY_MARKS``); returns legend handles."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    if theory is None:
+        return handles
+    for kind, style in THEORY_MARKS.items():
+        jj, ii = np.nonzero(theory == kind)
+        if len(jj):
+            ax.plot(np.asarray(xs)[ii], np.asarray(ys)[jj], ls="none", **style)
+            handles.append(Line2D([], [], ls="none", label=f"Thm 3.11: {kind}",
+                                  **{**style, "mec": "black" if style["mec"] == "white" else style["mec"]}))
+    return handles
+
+
 def _switch_lines(ax, lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None) -> None:
     """The best fixed switch (orange, dashed) and the automatic switch-off (black) of a switch-time map:
     ``lines[name] = (x values, y values)``."""
@@ -107,11 +132,12 @@ def _deviation_scale(finite: np.ndarray):
 def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
                    log_x: bool, log_y: bool, wins: np.ndarray | None = None, title: str = "",
                    lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None, lower_better: bool = True,
-                   reference: float | None = None):
+                   reference: float | None = None, theory: Mapping[str, np.ndarray] | None = None):
     """One panel per schedule of ``values[schedule]`` (shape (len(ys), len(xs))), one shared colour scale;
     the cells where turning weight decay off beats both other schedules hatched in every panel; ``lines``
     (switch-time maps) drawn in every panel. With a ``reference`` (a known target such as ‖W*‖_* = 1) the
-    panels show the signed deviation from it on a diverging symmetric-log scale."""
+    panels show the signed deviation from it on a diverging symmetric-log scale. ``theory[schedule]``: the
+    cells checked against Theorem 3.11, marked (``THEORY_MARKS``)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -129,6 +155,7 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
     fig, axes = plt.subplots(1, k, figsize=(3.9 * k + 1.2, 4.1), squeeze=False, sharey=True)
     ex, ey = _edges(xs, log_x), _edges(ys, log_y)
     mesh = None
+    marks: list = []
     for ax, (s, v) in zip(axes[0], values.items()):
         mesh = ax.pcolormesh(ex, ey, np.ma.masked_invalid(v), norm=norm, cmap=cmap, shading="flat")
         _axes(ax, xlabel, ylabel if ax is axes[0][0] else "", log_x, log_y)
@@ -137,6 +164,9 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
             _hatch(ax, xs, ys, wins, log_x, log_y)
         if s in ("turn_off", "auto"):
             _switch_lines(ax, lines)
+        for h in _theory_marks(ax, xs, ys, (theory or {}).get(s)):
+            if h.get_label() not in [x.get_label() for x in marks]:
+                marks.append(h)
         ax.set_xlim(ex[0], ex[-1])
         ax.set_ylim(ey[0], ey[-1])
     cb = fig.colorbar(mesh, ax=list(axes[0]), fraction=0.03, pad=0.02, extend=extend)
@@ -150,8 +180,9 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
     for name in lines or {}:
         handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#ff7f0e",
                               ls="-" if not name.startswith("best") else "--", label=name))
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=len(handles), fontsize=8,
-               frameon=False)
+    handles += marks
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=min(len(handles), 5),
+               fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9, y=1.02)
     plt.close(fig)
@@ -242,10 +273,12 @@ def grids_from_rows(summary: Mapping, rows: Sequence[Mapping]):
         g = grids.setdefault(r["schedule"], {})
         i, j = xi[round(_num(r[ax["key"]]), 12)], yi[round(_num(r[ay["key"]]), 12)]
         for k, v in r.items():
-            if k in ("schedule", "winner", ax["key"], ay["key"]):
+            if k in ("schedule", ax["key"], ay["key"]):
                 continue
-            g.setdefault(k, np.full((len(ys), len(xs)), np.nan))[j, i] = _num(v)
-        g.setdefault("winner", np.full((len(ys), len(xs)), "", dtype=object))[j, i] = r.get("winner", "")
+            if k in TEXT_COLUMNS:
+                g.setdefault(k, np.full((len(ys), len(xs)), "", dtype=object))[j, i] = v or ""
+            else:
+                g.setdefault(k, np.full((len(ys), len(xs)), np.nan))[j, i] = _num(v)
     return xs, ys, grids
 
 
@@ -295,7 +328,8 @@ def draw(out: Path | str, summary: Mapping, rows: Sequence[Mapping]) -> list[tup
         if m in refs:
             q = f"{label(m)}: how far from the target {refs[m]:g}, per schedule?"
         fig = phase_heatmaps(xs, ys, {s: g[m] for s, g in grids.items()}, m, ax["key"], ay["key"], ax["log"],
-                             ay["log"], wins, title_of(summary, q, m, m in lower), lines, m in lower, refs.get(m))
+                             ay["log"], wins, title_of(summary, q, m, m in lower), lines, m in lower, refs.get(m),
+                             {s: g["theory"] for s, g in grids.items() if "theory" in g})
         made.append((save_png(fig, out / f"phase_{m}.png").name, f"{label(m)} per schedule"))
     if len(grids) > 1:
         fig = winner_map(xs, ys, {s: g[metric] for s, g in grids.items()}, metric, ax["key"], ay["key"], ax["log"],
