@@ -143,7 +143,8 @@ def phase(
         base = plan.pop("base")
         typer.echo(describe(plan))
         typer.echo(f"base: {describe(base)}")
-        typer.echo(f"{len(spec.x.values) * len(spec.y.values)} cells × {len(spec.schedules)} schedules")
+        typer.echo(f"{len(spec.x.values) * len(spec.y.values)} cells × {len(spec.schedules)} schedules × "
+                   f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}")
         typer.echo(f"run directory: {out}")
         return
     out, summary = run_phase(experiment, spec or [], out, force)

@@ -280,6 +280,7 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
             raise ConfigError(f"auto_every: expected a number of steps, got {kv['auto_every']!r}") from None
         if auto_every < 0:
             raise ConfigError(f"auto_every must be a positive number of steps, got {auto_every}")
+        auto_every = auto_every or max(1, program.horizon(base) // 100)
     try:
         theory = int(kv.get("theory", THEORY_CELLS if program.theory_note(base) is None else 0))
     except ValueError:
@@ -417,7 +418,7 @@ def run_group(spec: PhaseSpec, g: Group, progress=None) -> list[dict]:
     observe = None
     log_every = T
     if autos:
-        log_every = spec.auto_every or max(1, T // 100)
+        log_every = spec.auto_every
 
         def observe(t, metrics):  # metrics measured after t steps, i.e. after step t − 1's update
             offs = {}
