@@ -472,7 +472,8 @@ def run_grid(spec: PhaseSpec, groups: Sequence[Group], done: Mapping[str, list[d
 # --------------------------------------------------------------------------------------- cells
 def assemble(spec: PhaseSpec, groups, results, index) -> dict[str, dict[str, np.ndarray]]:
     """``{schedule: {metric: (ny, nx) mean over seeds, metric + "_half": 95 % t-interval half-width,
-    "diverged": seeds that diverged, "auto_off": switch fraction}}``."""
+    "diverged": seeds that diverged, "auto_off": the automatic switch point (a fraction of the run, mean
+    over the seeds where it fired), "auto_fired": in how many seeds it fired}}``."""
     from ..report.stats import t_interval_columns
 
     ny, nx, S = spec.y.count, spec.x.count, len(spec.seeds)
@@ -502,7 +503,8 @@ def assemble(spec: PhaseSpec, groups, results, index) -> dict[str, dict[str, np.
             grid[m], grid[m + "_half"] = mean.reshape(ny, nx), half.reshape(ny, nx)
         if s == AUTO:
             with np.errstate(all="ignore"):
-                grid["auto_off"] = np.nanmean(raw["auto_off"], axis=0) if S > 1 else raw["auto_off"][0]
+                grid["auto_off"] = np.nanmean(raw["auto_off"], axis=0)
+            grid["auto_fired"] = np.isfinite(raw["auto_off"]).sum(axis=0)
         grids[s] = grid
     return grids
 
@@ -554,6 +556,7 @@ def auto_against_fixed(spec: PhaseSpec, grids) -> list[dict] | None:
     fixed = grids["turn_off"][spec.metric] if along_x else grids["turn_off"][spec.metric].T
     auto = grids[AUTO][spec.metric] if along_x else grids[AUTO][spec.metric].T
     frac = grids[AUTO]["auto_off"] if along_x else grids[AUTO]["auto_off"].T
+    fired = grids[AUTO]["auto_fired"] if along_x else grids[AUTO]["auto_fired"].T
     out = []
     for j, v in enumerate(other.values):
         row = np.where(np.isfinite(fixed[j]), fixed[j], np.inf)
@@ -561,6 +564,7 @@ def auto_against_fixed(spec: PhaseSpec, grids) -> list[dict] | None:
         out.append({other.key: float(v), "best_off": float(offs.values[b]) if np.isfinite(row[b]) else None,
                     f"best_{spec.metric}": float(row[b]) if np.isfinite(row[b]) else None,
                     "auto_off": float(frac[j, 0]) if np.isfinite(frac[j, 0]) else None,
+                    "auto_fired": f"{int(fired[j, 0])}/{len(spec.seeds)}",
                     f"auto_{spec.metric}": float(auto[j, 0]) if np.isfinite(auto[j, 0]) else None})
     return out
 
@@ -635,6 +639,7 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
                     row[m + "_half"] = float(grid[m + "_half"][j, i])
                 if s == AUTO:
                     row["auto_off"] = float(grid["auto_off"][j, i])
+                    row["auto_fired"] = int(grid["auto_fired"][j, i])
                 if spec.theory:
                     row["theory"] = grid["theory"][j, i]
                     row["theory_gap"] = float(grid["theory_gap"][j, i])

@@ -371,13 +371,15 @@ def summary_markdown(summary: Mapping) -> str:
                       f"{100 * summary.get('clear_fraction', 0):.1f} % of the cells.", ""]
     versus = summary.get("auto_vs_best_fixed")
     if versus:
-        other = [k for k in versus[0] if k not in ("best_off", "auto_off") and not k.startswith(("best_", "auto_"))][0]
+        other = next(iter(versus[0]))
         m = summary["metric"]
-        lines += [f"Automatic switch-off ({summary.get('auto')}) against the best fixed switch:", "",
-                  f"| {other} | best fixed switch | its {m} | automatic switch | its {m} |", "|---|---|---|---|---|"]
+        lines += [f"Automatic switch-off ({summary.get('auto')}) against the best fixed switch (switch points as "
+                  "fractions of the run; the automatic one is the mean over the seeds where it fired):", "",
+                  f"| {other} | best fixed switch | its {m} | automatic switch (fired) | its {m} |",
+                  "|---|---|---|---|---|"]
         fmt = lambda v: "never" if v is None else f"{v:.3g}"  # noqa: E731
-        lines += [f"| {r[other]:.3g} | {fmt(r['best_off'])} | {fmt(r[f'best_{m}'])} | {fmt(r['auto_off'])} | "
-                  f"{fmt(r[f'auto_{m}'])} |" for r in versus]
+        lines += [f"| {r[other]:.3g} | {fmt(r['best_off'])} | {fmt(r[f'best_{m}'])} | {fmt(r['auto_off'])} "
+                  f"({r.get('auto_fired', '')}) | {fmt(r[f'auto_{m}'])} |" for r in versus]
         lines.append("")
     lines.append(f"{summary.get('rows')} runs in {summary.get('groups')} batched programs, "
                  f"{summary.get('seconds_total')} s wall on {summary.get('device')}.")
