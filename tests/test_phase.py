@@ -351,3 +351,31 @@ def test_observe_hook_switches_rows_off_and_recomputes_a():
     assert seen == [10, 20, 30]
     assert tr.final("a").tolist() == pytest.approx([-0.05 * 0.2 * 30, -0.05 * 0.2 * 10])
     assert (lam == 0.2).all()  # the caller's table is left alone
+
+
+def test_facets_one_phase_per_value_and_their_report(tmp_path, capsys):
+    out = tmp_path / "fac"
+    tokens = ["x=wd:0.01:0.3:2:log", "y=init_scale:0.001:0.1:2:log", "facet=lr:0.1,0.3", "metrics=rec_error", "n=5", "r=1",
+              "steps=60"]
+    main(["phase", "matrix-sensing", *tokens, "--out", str(out), "--dry-run"])
+    assert capsys.readouterr().out.splitlines()[0].startswith("lr=0.1: experiment=matrix-sensing x=wd:0.01:0.3:2:log")
+    assert not out.exists()
+    _, summary = run_phase("matrix-sensing", tokens, out)
+    assert summary["facet"] == "lr" and list(summary["facets"]) == ["lr=0.1", "lr=0.3"]
+    for name, lr in (("lr=0.1", 0.1), ("lr=0.3", 0.3)):
+        sub = json.loads((out / name / "summary.json").read_text())
+        assert sub["fixed"]["lr"] == lr  # each facet is a complete phase run with lr fixed
+        assert summary["facets"][name]["turn_off_wins_fraction"] == sub["turn_off_wins_fraction"]
+    alone = ms.summarize(*(lambda c: (c, ms.run_many([c])[0]))(build(ms.Config, {
+        "n": 5, "r": 1, "steps": 60, "lr": 0.3, "log_every": 60, "schedule": "turn_off", "wd": 0.3, "init_scale": 0.1})))
+    cell = next(r for r in read_csv(out / "lr=0.3" / "cells.csv")
+                if r["schedule"] == "turn_off" and float(r["wd"]) == 0.3 and float(r["init_scale"]) == 0.1)
+    assert float(cell["rec_error"]) == pytest.approx(alone["rec_error"], rel=1e-9)
+    assert (out / "winner_facets.png").is_file()
+    main(["report", str(out), "--out", str(tmp_path / "rep")])
+    assert "| lr=0.3 |" in capsys.readouterr().out
+    assert (tmp_path / "rep" / "lr=0.1" / "winner.png").is_file() and (tmp_path / "rep" / "index.html").is_file()
+    with pytest.raises(ConfigError, match=r"^facet: wd is already the x axis"):
+        run_phase("matrix-sensing", ["x=wd:0.01:0.3:2", "y=init_scale:0.001:0.1:2", "facet=wd:1,2"], out)
+    with pytest.raises(ConfigError, match=r"^facet: expected KEY:V1,V2"):
+        run_phase("matrix-sensing", ["x=wd:0.01:0.3:2", "y=init_scale:0.001:0.1:2", "facet=lr"], out)

@@ -127,7 +127,8 @@ def sweep(
 def phase(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
     spec: Optional[List[str]] = typer.Argument(
-        None, help="x=KEY:LO:HI:COUNT[:log], y=..., metric=NAME, schedules=a,b,c, device=cpu|cuda, key=value overrides."),
+        None, help="x=KEY:LO:HI:COUNT[:log], y=..., facet=KEY:V1,V2, seeds=0,1,2, off=FRACTION, metric=NAME, "
+             "schedules=a,b,c[,auto], auto=plateau[:SIGNAL[:TOL[:WINDOW]]], device=cpu|cuda, key=value overrides."),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the grid even if it has finished before."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and check the grid, print it and the run "
@@ -135,8 +136,14 @@ def phase(
 ) -> None:
     """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
     from .experiments import describe
-    from .experiments.phase import plan_phase, run_phase
+    from .experiments.phase import plan_facets, plan_phase, run_phase, split_facet
 
+    if dry_run and split_facet(spec or [])[0] is not None:
+        key, facets, out = plan_facets(experiment, spec or [], out)
+        for v, fspec, sub in facets:
+            typer.echo(f"{key}={v:g}: {describe({k: x for k, x in fspec.as_dict().items() if k != 'base'})}")
+        typer.echo(f"run directory: {out}")
+        return
     if dry_run:
         _, spec, out = plan_phase(experiment, spec or [], out)
         plan = spec.as_dict()
@@ -149,8 +156,10 @@ def phase(
         return
     out, summary = run_phase(experiment, spec or [], out, force)
     for k, v in summary.items():
-        if k not in ("axes", "auto_vs_best_fixed"):  # long lists: in summary.json and `mirrorflow report`
+        if k not in ("axes", "auto_vs_best_fixed", "facets"):  # long: in summary.json and `mirrorflow report`
             typer.echo(f"{k}: {v}")
+    for name, f in summary.get("facets", {}).items():
+        typer.echo(f"{name}: turned off beats both in {f.get('turn_off_wins_fraction')}, winners {f['winner_fraction']}")
     for r in summary.get("auto_vs_best_fixed", []):
         other = next(iter(r))
         typer.echo(f"{other}={r[other]:.3g}: best fixed switch {r['best_off']}, automatic switch-off {r['auto_off']}")

@@ -602,10 +602,48 @@ def open_run_dir(out: Path, spec: PhaseSpec, force: bool) -> tuple[RunDir, dict[
     return rd, done
 
 
+def split_facet(tokens: Sequence[str]) -> tuple[str | None, tuple[float, ...], list[str]]:
+    """``facet=KEY:V1,V2,...`` → (KEY, values, the other tokens); (None, (), tokens) without a facet."""
+    kv = parse_overrides(tokens)
+    if "facet" not in kv:
+        return None, (), list(tokens)
+    key, _, raw = kv["facet"].partition(":")
+    key = key.strip().replace("-", "_")
+    try:
+        values = tuple(dict.fromkeys(float(v) for v in raw.split(",") if v.strip()))
+    except ValueError:
+        raise ConfigError(f"facet: expected KEY:V1,V2,... (numbers), got {kv['facet']!r}") from None
+    if not key or not values:
+        raise ConfigError(f"facet: expected KEY:V1,V2,... (numbers), got {kv['facet']!r}")
+    for axis in ("x", "y"):
+        if kv.get(axis, "").split(":")[0].strip().replace("-", "_") == key:
+            raise ConfigError(f"facet: {key} is already the {axis} axis")
+    if key in kv:
+        raise ConfigError(f"facet: {key} is the facet; drop {key}={kv[key]}")
+    rest = [t for t in tokens if t.split("=", 1)[0].strip().replace("-", "_") != "facet"]
+    return key, values, rest
+
+
+def plan_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = None):
+    """A faceted phase (``facet=KEY:V1,V2``): (KEY, [(value, spec, sub-directory)], directory); each facet is
+    a complete phase run with ``KEY=value`` in ``directory/KEY=value``. Nothing is created."""
+    key, values, rest = split_facet(tokens)
+    specs = []
+    for v in values:
+        _, spec, _ = plan_phase(experiment, rest + [f"{key}={v:g}"], ".")
+        specs.append((v, spec))
+    if out is None:
+        out = Path("runs") / run_id({"facet": key, "specs": [s.as_dict() for _, s in specs]},
+                                    prefix=f"phase-{experiment.replace('_', '-')}")
+    return key, [(v, spec, Path(out) / f"{key}={v:g}") for v, spec in specs], Path(out)
+
+
 def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = None, force: bool = False,
               progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
     """Parse, run every group (resuming from finished ones), write the run directory (summary.json last);
-    returns (dir, summary)."""
+    returns (dir, summary). With ``facet=KEY:V1,V2`` one phase per value, then the facets' summary."""
+    if split_facet(tokens)[0] is not None:
+        return run_facets(experiment, tokens, out, force, progress)
     _, spec, out = plan_phase(experiment, tokens, out)
     rd, done = open_run_dir(Path(out), spec, force)
     if done is None:
@@ -699,3 +737,38 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
         summary["auto_vs_best_fixed"] = versus
     draw(rd.path, summary, rows)
     rd.finish(summary)
+
+
+def run_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = None, force: bool = False,
+               progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
+    """One phase run per facet value (each resumable on its own), then ``winner_facets.png`` and
+    ``summary.json`` (per facet: the win fraction, the winners, the title) in the top directory."""
+    from ..report.figures import save_png
+    from ..report.phase import facet_winners, title_of
+    from ..store import read_csv
+
+    key, facets, out = plan_facets(experiment, tokens, out)
+    rd = RunDir(out)
+    rd.check_out()
+    config = {"experiment": experiment.replace("_", "-"), "facet": key, "values": [v for v, _, _ in facets],
+              "runs": [sub.name for _, _, sub in facets]}
+    if not force and rd.finished_with(config):
+        return out, rd.summary()
+    rd.clear()
+    rd.write_config(config)
+    subs = {}
+    for v, spec, sub in facets:
+        tok = [t for t in tokens if t.split("=", 1)[0].strip().replace("-", "_") != "facet"] + [f"{key}={v:g}"]
+        _, subs[sub.name] = run_phase(experiment, tok, sub, force, progress)
+    panels = [(name, s, read_csv(out / name / "cells.csv")) for name, s in subs.items()]
+    first = next(iter(subs.values()))
+    unfaceted = {**first, "fixed": {k: v for k, v in first["fixed"].items() if k != key}}
+    save_png(facet_winners(panels, title_of(unfaceted, f"Which schedule wins, as {key} changes?")),
+             rd.file("winner_facets.png"))
+    keep = ("title", "turn_off_wins_fraction", "turn_off_wins_box", "winner_fraction", "clear_fraction",
+            "seconds_total", "auto_vs_best_fixed")
+    rd.finish({"experiment": config["experiment"], "facet": key, "facet_values": config["values"],
+               "metric": first["metric"],
+               "facets": {name: {k: s[k] for k in keep if k in s} for name, s in subs.items()},
+               "seconds_total": round(sum(s["seconds_total"] for s in subs.values()), 3)})
+    return out, rd.summary()

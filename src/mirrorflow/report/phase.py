@@ -189,15 +189,11 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
     return fig
 
 
-def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
-               log_x: bool, log_y: bool, wins: np.ndarray | None = None, margin: np.ndarray | None = None,
-               clear: np.ndarray | None = None, title: str = "",
-               lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None):
-    """Left: which schedule has the lowest ``metric`` in each cell (NaN counts as worst), filled with its
-    colour, pale where the win is not clear; the turned-off-wins cells hatched. Right (with ``margin``): the
-    winner's relative margin over the runner-up."""
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap, LogNorm
+def _winner_panel(ax, xs, ys, values: Mapping[str, np.ndarray], xlabel: str, ylabel: str, log_x: bool,
+                  log_y: bool, wins: np.ndarray | None, clear: np.ndarray | None) -> list:
+    """The winner per cell filled with its schedule's colour (pale where not clear), the turned-off-wins
+    cells hatched; returns the legend handles."""
+    from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     names = list(values)
@@ -206,9 +202,6 @@ def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: st
     best[~np.isfinite(stack).any(axis=0)] = np.nan
     colours = [SCHEDULE_COLOURS.get(s, "#2ca02c") for s in names]
     cmap = ListedColormap(colours).with_extremes(bad=NAN_COLOUR)
-    panels = 2 if margin is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels + 1.6, 4.3), squeeze=False)
-    ax = axes[0][0]
     ex, ey = _edges(xs, log_x), _edges(ys, log_y)
     ax.pcolormesh(ex, ey, np.ma.masked_invalid(best), cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, shading="flat")
     if clear is not None and (~clear).any():
@@ -216,13 +209,59 @@ def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: st
         ax.pcolormesh(ex, ey, np.ma.masked_invalid(pale), cmap=ListedColormap(["white"]), alpha=0.6,
                       shading="flat")
     _axes(ax, xlabel, ylabel, log_x, log_y)
-    ax.set_title(f"lowest {label(metric)}", fontsize=10)
     handles = [Patch(color=c, label=s.replace("_", " ")) for s, c in zip(names, colours)]
     if clear is not None and (~clear).any():
         handles.append(Patch(facecolor="#e0e0e0", label="pale: no clear winner"))
     if wins is not None and wins.any():
         _hatch(ax, xs, ys, wins, log_x, log_y)
         handles.append(Patch(facecolor="#d62728", edgecolor="black", hatch="xxxx", label=WIN_LABEL))
+    ax.set_xlim(ex[0], ex[-1])
+    ax.set_ylim(ey[0], ey[-1])
+    return handles
+
+
+def facet_winners(panels: Sequence[tuple[str, Mapping, Sequence[Mapping]]], title: str = ""):
+    """One winner panel (:func:`_winner_panel`) per facet: ``(panel title, summary, cells.csv rows)``."""
+    import matplotlib.pyplot as plt
+
+    k = len(panels)
+    fig, axes = plt.subplots(1, k, figsize=(4.2 * k + 0.6, 4.3), squeeze=False, sharey=True)
+    handles: list = []
+    for n, (ax, (name, summary, rows)) in enumerate(zip(axes[0], panels)):
+        xs, ys, grids = grids_from_rows(summary, rows)
+        first = next(iter(grids.values()))
+        wins = first["turn_off_wins"] > 0.5 if np.isfinite(first.get("turn_off_wins", np.array([np.nan]))).all() else None
+        ax_, ay_ = summary["axes"]["x"], summary["axes"]["y"]
+        for h in _winner_panel(ax, xs, ys, {s: g[summary["metric"]] for s, g in grids.items()}, ax_["key"],
+                               ay_["key"] if n == 0 else "", ax_["log"], ay_["log"], wins, first["clear"] > 0.5):
+            if h.get_label() not in [x.get_label() for x in handles]:
+                handles.append(h)
+        ax.set_title(name, fontsize=10)
+    fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 5),
+               frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9, y=1.02)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
+               log_x: bool, log_y: bool, wins: np.ndarray | None = None, margin: np.ndarray | None = None,
+               clear: np.ndarray | None = None, title: str = "",
+               lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None):
+    """Left: which schedule has the lowest ``metric`` in each cell (NaN counts as worst), filled with its
+    colour, pale where the win is not clear; the turned-off-wins cells hatched. Right (with ``margin``): the
+    winner's relative margin over the runner-up."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    panels = 2 if margin is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels + 1.6, 4.3), squeeze=False)
+    ax = axes[0][0]
+    ex, ey = _edges(xs, log_x), _edges(ys, log_y)
+    handles = _winner_panel(ax, xs, ys, values, xlabel, ylabel, log_x, log_y, wins, clear)
+    ax.set_title(f"lowest {label(metric)}", fontsize=10)
     _switch_lines(ax, lines)
     ax.set_xlim(ex[0], ex[-1])
     ax.set_ylim(ey[0], ey[-1])
@@ -340,11 +379,15 @@ def draw(out: Path | str, summary: Mapping, rows: Sequence[Mapping]) -> list[tup
 
 
 def is_phase_dir(root: Path | str) -> bool:
-    """A finished ``mirrorflow phase`` directory: ``cells.csv`` and a ``summary.json`` with ``axes``."""
+    """A finished ``mirrorflow phase`` directory: ``cells.csv`` and a ``summary.json`` with ``axes``, or a
+    faceted one (``summary.json`` with ``facet``)."""
     from ..store import SUMMARY, read_summary
 
     root = Path(root)
-    return (root / "cells.csv").is_file() and (root / SUMMARY).is_file() and "axes" in read_summary(root / SUMMARY)
+    if not (root / SUMMARY).is_file():
+        return False
+    summary = read_summary(root / SUMMARY)
+    return "facet" in summary or ((root / "cells.csv").is_file() and "axes" in summary)
 
 
 def summary_markdown(summary: Mapping) -> str:
@@ -396,6 +439,8 @@ def write_report(root: Path | str, out: Path | str | None = None):
     root = Path(root)
     out = Path(out) if out is not None else root / "report"
     summary = read_summary(root / SUMMARY)
+    if "facet" in summary:
+        return _facets_report(root, out, summary)
     made = draw(out, summary, read_csv(root / "cells.csv"))
     md = summary_markdown(summary)
     files = [atomic_write(out / "summary.md", md)] + [out / name for name, _ in made]
@@ -407,6 +452,39 @@ def write_report(root: Path | str, out: Path | str | None = None):
                        links=[("cells.csv", (root / "cells.csv").read_bytes()), ("summary.md", md.encode())])
     html_path = atomic_write(out / "index.html", page)
     return Report(out, md, files + [html_path], html_path)
+
+
+def _facets_report(root: Path, out: Path, summary: Mapping):
+    """A faceted phase: each facet's report in ``out/<KEY=value>/``, the facets' winner maps side by side,
+    and ``summary.md`` with one row per facet."""
+    from ..store import atomic_write, read_csv, read_summary
+    from .aggregate import Report
+    from .figures import save_png
+    from .html import render_page
+
+    subs = {name: write_report(root / name, out / name) for name in summary["facets"]}
+    panels = [(name, read_summary(root / name / "summary.json"), read_csv(root / name / "cells.csv")) for name in subs]
+    first = panels[0][1]
+    unfaceted = {**first, "fixed": {k: v for k, v in first.get("fixed", {}).items() if k != summary["facet"]}}
+    fig = facet_winners(panels, title_of(unfaceted, f"Which schedule wins, as {summary['facet']} changes?"))
+    png = save_png(fig, out / "winner_facets.png")
+    m = summary["metric"]
+    rows = [[name, f"{100 * f.get('turn_off_wins_fraction', float('nan')):.1f} %",
+             ", ".join(f"{s} {100 * v:.0f} %" for s, v in f.get("winner_fraction", {}).items())]
+            for name, f in summary["facets"].items()]
+    md = (f"# Phase diagram by {summary['facet']}: {panels[0][1].get('title', '')}\n\n"
+          f"One phase diagram per value of {summary['facet']} (metric {m}, lower is better); each has its own "
+          f"report in its folder.\n\n| facet | turned off beats both | cells won |\n|---|---|---|\n"
+          + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows))
+    files = [atomic_write(out / "summary.md", md), png]
+    page = render_page(f"Phase diagram by {summary['facet']}", md.split("\n", 2)[2].strip(),
+                       _Table(["facet", "turned off beats both", "cells won"], rows),
+                       [(f"winner per cell, by {summary['facet']}", png.read_bytes())]
+                       + [(f"{name}: {cap}", (out / name / f).read_bytes()) for name, r in subs.items()
+                          for f, cap in (("winner.png", "winner and margin"),) if (out / name / f).is_file()],
+                       links=[("summary.md", md.encode())])
+    html_path = atomic_write(out / "index.html", page)
+    return Report(out, md, files + [html_path] + [f for r in subs.values() for f in r.files], html_path)
 
 
 class _Table:
