@@ -709,6 +709,7 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
         "seconds_total": round(wall, 3),  # wall time of the programs run now (not the resumed ones)
         "cpu_seconds": round(cpu, 3),
         "row_steps_per_second": round(row_steps / wall, 1) if wall > 0 and not resumed else None,
+        "row_steps_per_cpu_second": round(row_steps / cpu, 1) if cpu > 0 and not resumed else None,
         "device": spec.device or getattr(spec.base, "device", "cpu"),
         "threads": spec.threads,
         "diverged": {s: int((g["diverged"] > 0).sum()) for s, g in grids.items()},
