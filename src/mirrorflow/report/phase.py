@@ -29,7 +29,7 @@ from . import figures  # noqa: F401  (sets up matplotlib: Agg backend)
 NAN_COLOUR = "#bdbdbd"
 SCHEDULE_COLOURS = {"constant": "#1f77b4", "turn_off": "#d62728", "none": "#7f7f7f", "auto": "#9467bd",
                     "linear": "#2ca02c", "cosine": "#8c564b"}
-HATCH = "////"
+HATCH = "///"
 WIN_LABEL = "turned off beats both"
 LABELS = {"off": "switch point (fraction of the run)", "wd": "weight decay λ", "lr": "learning rate η",
           "init_scale": "init scale", "time_to_train_loss": "time to train loss (step)",
@@ -134,7 +134,7 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
                    lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None, lower_better: bool = True,
                    reference: float | None = None, theory: Mapping[str, np.ndarray] | None = None):
     """One panel per schedule of ``values[schedule]`` (shape (len(ys), len(xs))), one shared colour scale;
-    the cells where turning weight decay off beats both other schedules hatched in every panel; ``lines``
+    the cells where turning weight decay off beats both other schedules hatched in its panel; ``lines``
     (switch-time maps) drawn in every panel. With a ``reference`` (a known target such as ‖W*‖_* = 1) the
     panels show the signed deviation from it on a diverging symmetric-log scale. ``theory[schedule]``: the
     cells checked against Theorem 3.11, marked (``THEORY_MARKS``)."""
@@ -160,7 +160,7 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
         mesh = ax.pcolormesh(ex, ey, np.ma.masked_invalid(v), norm=norm, cmap=cmap, shading="flat")
         _axes(ax, xlabel, ylabel if ax is axes[0][0] else "", log_x, log_y)
         ax.set_title(s.replace("_", " "), fontsize=10)
-        if wins is not None and wins.any():
+        if wins is not None and wins.any() and s == "turn_off":  # the region belongs to turning off
             _hatch(ax, xs, ys, wins, log_x, log_y)
         if s in ("turn_off", "auto"):
             _switch_lines(ax, lines)
