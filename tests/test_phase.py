@@ -248,8 +248,13 @@ def test_auto_switch_off_runs_in_the_batch_where_auto_turn_off_fires(dn_run):
         assert [float(r["auto_off"]) for r in rows] == pytest.approx([sum(offs) / 2 / 200] * 3)
         mean = np.mean([_dn_alone(s, wd, o)["dist"] for s, o in zip((0, 1), offs)])
         assert float(rows[0]["dist"]) == pytest.approx(mean, rel=1e-9)
-        versus = next(v for v in summary["auto_vs_best_fixed"] if v["wd"] == pytest.approx(wd))
+        versus = next(v for v in summary["best_switch"] if v["wd"] == pytest.approx(wd))
         assert versus["auto_off"] == pytest.approx(sum(offs) / 2 / 200)
+        fixed = {float(r["off"]): float(r["dist"]) for r in read_csv(out / "cells.csv")
+                 if r["schedule"] == "turn_off" and float(r["wd"]) == wd}
+        best = min(fixed, key=fixed.get)
+        near = [o for o, v in fixed.items() if v <= 2 * fixed[best]]
+        assert versus["best_off"] == best and versus["near_best"] == [min(near), max(near)]
     assert fired  # the signal plateaus within the run for at least one λ
 
 

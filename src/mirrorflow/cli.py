@@ -156,13 +156,15 @@ def phase(
         return
     out, summary = run_phase(experiment, spec or [], out, force)
     for k, v in summary.items():
-        if k not in ("axes", "auto_vs_best_fixed", "facets"):  # long: in summary.json and `mirrorflow report`
+        if k not in ("axes", "best_switch", "facets"):  # long: in summary.json and `mirrorflow report`
             typer.echo(f"{k}: {v}")
     for name, f in summary.get("facets", {}).items():
         typer.echo(f"{name}: turned off beats both in {f.get('turn_off_wins_fraction')}, winners {f['winner_fraction']}")
-    for r in summary.get("auto_vs_best_fixed", []):
+    for r in summary.get("best_switch", []):
         other = next(iter(r))
-        typer.echo(f"{other}={r[other]:.3g}: best fixed switch {r['best_off']}, automatic switch-off {r['auto_off']}")
+        auto = f", automatic switch-off {r['auto_off']}" if "auto_off" in r else ""
+        typer.echo(f"{other}={r[other]:.3g}: best fixed switch {r['best_off']} (within 2× of the best: "
+                   f"{r['near_best']}){auto}")
     typer.echo(f"run directory: {out}")
 
 

@@ -545,27 +545,36 @@ def winners(grids: Mapping[str, Mapping[str, np.ndarray]], metric: str, margin: 
     return win, np.where(np.isfinite(best), rel, np.nan), clear & np.isfinite(best)
 
 
-def auto_against_fixed(spec: PhaseSpec, grids) -> list[dict] | None:
-    """On a switch-time map (``off`` an axis, ``auto`` and ``turn_off`` run): per value of the other axis,
-    the best fixed switch (fraction, metric) against where the automatic switch-off landed (fraction,
-    metric). None otherwise."""
-    if "off" not in (spec.x.key, spec.y.key) or AUTO not in grids or "turn_off" not in grids:
+NEAR_BEST = 2.0  # a fixed switch is "near the best" when its metric is within this factor of the best one
+
+
+def best_switch(spec: PhaseSpec, grids) -> list[dict] | None:
+    """On a switch-time map (``off`` an axis, ``turn_off`` run): per value of the other axis, the best fixed
+    switch (fraction, metric), how flat the optimum is (``near_best``: the range of switch points whose
+    metric is within ``NEAR_BEST``× of the best), and with ``auto`` where the automatic switch-off landed
+    (fraction, seeds where it fired, metric). None otherwise."""
+    if "off" not in (spec.x.key, spec.y.key) or "turn_off" not in grids:
         return None
     along_x = spec.x.key == "off"
     offs, other = (spec.x, spec.y) if along_x else (spec.y, spec.x)
-    fixed = grids["turn_off"][spec.metric] if along_x else grids["turn_off"][spec.metric].T
-    auto = grids[AUTO][spec.metric] if along_x else grids[AUTO][spec.metric].T
-    frac = grids[AUTO]["auto_off"] if along_x else grids[AUTO]["auto_off"].T
-    fired = grids[AUTO]["auto_fired"] if along_x else grids[AUTO]["auto_fired"].T
+    orient = (lambda a: a) if along_x else (lambda a: a.T)  # noqa: E731
+    fixed = orient(grids["turn_off"][spec.metric])
     out = []
     for j, v in enumerate(other.values):
         row = np.where(np.isfinite(fixed[j]), fixed[j], np.inf)
         b = int(np.argmin(row))
-        out.append({other.key: float(v), "best_off": float(offs.values[b]) if np.isfinite(row[b]) else None,
-                    f"best_{spec.metric}": float(row[b]) if np.isfinite(row[b]) else None,
-                    "auto_off": float(frac[j, 0]) if np.isfinite(frac[j, 0]) else None,
-                    "auto_fired": f"{int(fired[j, 0])}/{len(spec.seeds)}",
-                    f"auto_{spec.metric}": float(auto[j, 0]) if np.isfinite(auto[j, 0]) else None})
+        ok = np.isfinite(row[b])
+        near = offs.values[row <= NEAR_BEST * row[b]] if ok else []
+        r = {other.key: float(v), "best_off": float(offs.values[b]) if ok else None,
+             f"best_{spec.metric}": float(row[b]) if ok else None,
+             "near_best": [float(min(near)), float(max(near))] if ok else None}
+        if AUTO in grids:
+            frac, fired = orient(grids[AUTO]["auto_off"])[j, 0], orient(grids[AUTO]["auto_fired"])[j, 0]
+            val = orient(grids[AUTO][spec.metric])[j, 0]
+            r.update({"auto_off": float(frac) if np.isfinite(frac) else None,
+                      "auto_fired": f"{int(fired)}/{len(spec.seeds)}",
+                      f"auto_{spec.metric}": float(val) if np.isfinite(val) else None})
+        out.append(r)
     return out
 
 
@@ -733,9 +742,9 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
     for s in grids:
         v = grids[s][spec.metric]
         summary[f"best_{spec.metric}_{s}"] = float(np.nanmin(v)) if np.isfinite(v).any() else None
-    versus = auto_against_fixed(spec, grids)
-    if versus is not None:
-        summary["auto_vs_best_fixed"] = versus
+    switch = best_switch(spec, grids)
+    if switch is not None:
+        summary["best_switch"] = switch
     draw(rd.path, summary, rows)
     rd.finish(summary)
 
@@ -767,7 +776,7 @@ def run_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = 
     save_png(facet_winners(panels, title_of(unfaceted, f"Which schedule wins, as {key} changes?")),
              rd.file("winner_facets.png"))
     keep = ("title", "turn_off_wins_fraction", "turn_off_wins_box", "winner_fraction", "clear_fraction",
-            "seconds_total", "auto_vs_best_fixed")
+            "seconds_total", "best_switch")
     rd.finish({"experiment": config["experiment"], "facet": key, "facet_values": config["values"],
                "metric": first["metric"],
                "facets": {name: {k: s[k] for k in keep if k in s} for name, s in subs.items()},

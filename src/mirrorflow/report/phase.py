@@ -336,15 +336,17 @@ def title_of(summary: Mapping, question: str, metric: str | None = None, lower_b
 def switch_lines(summary: Mapping) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """On a switch-time map: the best fixed switch and the automatic switch-off per value of the other axis,
     as (x, y) arrays in the figure's coordinates."""
-    versus = summary.get("auto_vs_best_fixed")
+    versus = summary.get("best_switch")
     if not versus:
         return None
     along_x = summary["axes"]["x"]["key"] == "off"
     other = summary["axes"]["y" if along_x else "x"]["key"]
     v = np.array([r[other] for r in versus], dtype=float)
     best = np.array([math.nan if r["best_off"] is None else r["best_off"] for r in versus], dtype=float)
-    auto = np.array([math.nan if r["auto_off"] is None else r["auto_off"] for r in versus], dtype=float)
-    pairs = {"best fixed switch": best, "automatic switch-off": auto}
+    pairs = {"best fixed switch": best}
+    if "auto_off" in versus[0]:
+        pairs["automatic switch-off"] = np.array([math.nan if r["auto_off"] is None else r["auto_off"]
+                                                 for r in versus], dtype=float)
     return {k: (p, v) if along_x else (v, p) for k, p in pairs.items()}
 
 
@@ -412,17 +414,23 @@ def summary_markdown(summary: Mapping) -> str:
         lines += [f"| {s} | {100 * f:.1f} % | {best[s]} |" for s, f in wf.items()]
         lines += ["", f"Clear winner (margin ≥ {summary.get('margin', 0):g}, 95 % intervals apart) in "
                       f"{100 * summary.get('clear_fraction', 0):.1f} % of the cells.", ""]
-    versus = summary.get("auto_vs_best_fixed")
+    versus = summary.get("best_switch")
     if versus:
         other = next(iter(versus[0]))
         m = summary["metric"]
-        lines += [f"Automatic switch-off ({summary.get('auto')}) against the best fixed switch (switch points as "
-                  "fractions of the run; the automatic one is the mean over the seeds where it fired):", "",
-                  f"| {other} | best fixed switch | its {m} | automatic switch (fired) | its {m} |",
-                  "|---|---|---|---|---|"]
+        auto = "auto_off" in versus[0]
+        lines += [("Automatic switch-off (" + str(summary.get("auto")) + ") against the best fixed switch"
+                   if auto else "The best fixed switch") + " (switch points as fractions of the run; near the "
+                  "best: the switch points within 2× of the best " + m + (
+                      "; the automatic one is the mean over the seeds where it fired" if auto else "") + "):", "",
+                  f"| {other} | best fixed switch | its {m} | near the best |"
+                  + (f" automatic switch (fired) | its {m} |" if auto else ""),
+                  "|---|---|---|---|" + ("---|---|" if auto else "")]
         fmt = lambda v: "never" if v is None else f"{v:.3g}"  # noqa: E731
-        lines += [f"| {r[other]:.3g} | {fmt(r['best_off'])} | {fmt(r[f'best_{m}'])} | {fmt(r['auto_off'])} "
-                  f"({r.get('auto_fired', '')}) | {fmt(r[f'auto_{m}'])} |" for r in versus]
+        band = lambda r: "–" if r["near_best"] is None else f"{r['near_best'][0]:.3g} … {r['near_best'][1]:.3g}"  # noqa: E731
+        lines += [f"| {r[other]:.3g} | {fmt(r['best_off'])} | {fmt(r[f'best_{m}'])} | {band(r)} |"
+                  + (f" {fmt(r['auto_off'])} ({r['auto_fired']}) | {fmt(r[f'auto_{m}'])} |" if auto else "")
+                  for r in versus]
         lines.append("")
     lines.append(f"{summary.get('rows')} runs in {summary.get('groups')} batched programs, "
                  f"{summary.get('seconds_total')} s wall on {summary.get('device')}.")
