@@ -478,6 +478,7 @@ def assemble(spec: PhaseSpec, groups, results, index) -> dict[str, dict[str, np.
 
     ny, nx, S = spec.y.count, spec.x.count, len(spec.seeds)
     names = list(dict.fromkeys(spec.metrics + (spec.metric,)))
+    picked = theory_cells(spec)
     grids = {}
     for s in spec.schedules:
         raw = {m: np.full((S, ny, nx), np.nan) for m in names + ["auto_off"]}
@@ -494,7 +495,7 @@ def assemble(spec: PhaseSpec, groups, results, index) -> dict[str, dict[str, np.
                     if row.get("auto_off") is not None:
                         raw["auto_off"][k, j, i] = row["auto_off"] / spec.program.horizon(groups[gi].cfg)
                     div[j, i] += row["status"] == "diverged"
-                    if k == 0 and row.get("theory"):
+                    if k == 0 and (j, i) in picked and row.get("theory"):  # one row may fill many cells
                         theory[j, i] = row["theory"]
                         gap[j, i] = np.nan if row.get("theory_gap") is None else row["theory_gap"]
         grid = {"diverged": div, "theory": theory, "theory_gap": gap}
