@@ -503,8 +503,9 @@ def assemble(spec: PhaseSpec, groups, results, index) -> dict[str, dict[str, np.
             mean, half, _ = t_interval_columns(raw[m].reshape(S, -1))
             grid[m], grid[m + "_half"] = mean.reshape(ny, nx), half.reshape(ny, nx)
         if s == AUTO:
-            with np.errstate(all="ignore"):
-                grid["auto_off"] = np.nanmean(raw["auto_off"], axis=0)
+            fired = np.isfinite(raw["auto_off"])
+            grid["auto_off"] = np.where(fired.any(0), np.where(fired, raw["auto_off"], 0).sum(0) / np.maximum(
+                fired.sum(0), 1), np.nan)  # mean over the seeds where it fired
             grid["auto_fired"] = np.isfinite(raw["auto_off"]).sum(axis=0)
         grids[s] = grid
     return grids
