@@ -66,13 +66,17 @@ def _axes(ax, xlabel: str, ylabel: str, log_x: bool, log_y: bool) -> None:
 
 
 def _hatch(ax, xs, ys, mask, log_x: bool, log_y: bool) -> None:
-    """Hatch the cells where ``mask`` holds (each cell its own rectangle: no outline can close against the
-    frame and make the other side read as the region)."""
+    """Hatch the cells where ``mask`` holds: one rectangle per run of such cells along x (no outline can close
+    against the frame and make the other side read as the region; runs keep 64 × 64 maps fast to draw)."""
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
 
     ex, ey = _edges(xs, log_x), _edges(ys, log_y)
-    rects = [Rectangle((ex[i], ey[j]), ex[i + 1] - ex[i], ey[j + 1] - ey[j]) for j, i in zip(*np.nonzero(mask))]
+    rects = []
+    for j, row in enumerate(np.asarray(mask, dtype=bool)):
+        padded = np.concatenate([[False], row, [False]])
+        starts, ends = np.nonzero(padded[1:] & ~padded[:-1])[0], np.nonzero(~padded[1:] & padded[:-1])[0]
+        rects += [Rectangle((ex[a], ey[j]), ex[b] - ex[a], ey[j + 1] - ey[j]) for a, b in zip(starts, ends)]
     for colour, hatch in (("white", HATCH), ("black", HATCH.replace("/", "\\"))):  # visible on any colour
         ax.add_collection(PatchCollection(rects, facecolor="none", edgecolor=colour, linewidth=0, hatch=hatch))
 
