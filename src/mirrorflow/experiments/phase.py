@@ -665,7 +665,7 @@ def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = N
                                   lambda g, rows: write_json(rd.file(f"groups/{g.gid}.json"), {"rows": rows}),
                                   progress)
     grids = assemble(spec, groups, results, index)
-    write_phase(rd, spec, grids, groups, wall, cpu, resumed=len(done))
+    write_phase(rd, spec, grids, groups, wall, cpu, resumed=sum(g.gid in done for g in groups))
     return out, rd.summary()
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from . import figures  # noqa: F401  (sets up matplotlib: Agg backend)
 
 NAN_COLOUR = "#bdbdbd"
-SCHEDULE_COLOURS = {"constant": "#1f77b4", "turn_off": "#d62728", "none": "#7f7f7f", "auto": "#9467bd",
+SCHEDULE_COLOURS = {"constant": "#1f77b4", "turn_off": "#d62728", "none": "#bcbd22", "auto": "#9467bd",
                     "linear": "#2ca02c", "cosine": "#8c564b"}
 HATCH = "///"
 WIN_LABEL = "turned off beats both"
@@ -415,7 +415,8 @@ def summary_markdown(summary: Mapping) -> str:
     if wf:
         lines += ["| schedule | cells won | best " + summary["metric"] + " |", "|---|---|---|"]
         best = {s: summary.get(f"best_{summary['metric']}_{s}") for s in wf}
-        lines += [f"| {s} | {100 * f:.1f} % | {best[s]} |" for s, f in wf.items()]
+        lines += [f"| {s} | {100 * f:.1f} % | {'–' if best[s] is None else format(best[s], '.3g')} |"
+                  for s, f in wf.items()]
         lines += ["", f"Clear winner (margin ≥ {summary.get('margin', 0):g}, 95 % intervals apart) in "
                       f"{100 * summary.get('clear_fraction', 0):.1f} % of the cells.", ""]
     versus = summary.get("best_switch")
@@ -436,8 +437,10 @@ def summary_markdown(summary: Mapping) -> str:
                   + (f" {fmt(r['auto_off'])} ({r['auto_fired']}) | {fmt(r[f'auto_{m}'])} |" if auto else "")
                   for r in versus]
         lines.append("")
+    resumed = summary.get("groups_resumed") or 0
     lines.append(f"{summary.get('rows')} runs in {summary.get('groups')} batched programs, "
-                 f"{summary.get('seconds_total')} s wall on {summary.get('device')}.")
+                 f"{summary.get('seconds_total')} s wall on {summary.get('device')}"
+                 + (f" for the {summary.get('groups') - resumed} not resumed from groups/." if resumed else "."))
     return "\n".join(lines) + "\n"
 
 
