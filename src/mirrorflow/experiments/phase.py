@@ -268,6 +268,12 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
             fixed[k] = float(kv[k]) if k in kv else float(defaults[k])
         except ValueError:
             raise ConfigError(f"{k}: expected a number, got {kv[k]!r}") from None
+        v = fixed[k]
+        if k == "off" and not 0 <= v <= 1:
+            raise ConfigError(f"off: the switch point is a fraction of the run in [0, 1] on every experiment, "
+                              f"got {v:g} (a step? give off={v:g}/steps)")
+        if not math.isfinite(v) or v < 0 or (k == "lr" and v == 0):
+            raise ConfigError(f"{k}: expected a finite number {'> 0' if k == 'lr' else '≥ 0'}, got {v:g}")
     auto = None
     auto_every = 0
     if AUTO in schedules or "auto" in kv:
