@@ -136,7 +136,8 @@ def _deviation_scale(finite: np.ndarray):
 def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
                    log_x: bool, log_y: bool, wins: np.ndarray | None = None, title: str = "",
                    lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None, lower_better: bool = True,
-                   reference: float | None = None, theory: Mapping[str, np.ndarray] | None = None):
+                   reference: float | None = None, theory: Mapping[str, np.ndarray] | None = None,
+                   win_label: str = WIN_LABEL):
     """One panel per schedule of ``values[schedule]`` (shape (len(ys), len(xs))), one shared colour scale;
     the cells where turning weight decay off beats both other schedules hatched in its panel; ``lines``
     (switch-time maps) drawn in every panel. With a ``reference`` (a known target such as ‖W*‖_* = 1) the
@@ -180,7 +181,7 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
         cb.set_label(label(metric) + (" (lower is better)" if lower_better else ""))
     handles = [Patch(color=NAN_COLOUR, label="never reached / diverged")]
     if wins is not None and wins.any():
-        handles.append(Patch(facecolor="#9e9e9e", edgecolor="black", hatch="xxxx", label=WIN_LABEL))
+        handles.append(Patch(facecolor="#9e9e9e", edgecolor="black", hatch="xxxx", label=win_label))
     for name in lines or {}:
         handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#ff7f0e",
                               ls="-" if not name.startswith("best") else "--", label=name))
@@ -374,7 +375,8 @@ def draw(out: Path | str, summary: Mapping, rows: Sequence[Mapping]) -> list[tup
             q = f"{label(m)}: how far from the target {refs[m]:g}, per schedule?"
         fig = phase_heatmaps(xs, ys, {s: g[m] for s, g in grids.items()}, m, ax["key"], ay["key"], ax["log"],
                              ay["log"], wins, title_of(summary, q, m, m in lower), lines, m in lower, refs.get(m),
-                             {s: g["theory"] for s, g in grids.items() if "theory" in g})
+                             {s: g["theory"] for s, g in grids.items() if "theory" in g},
+                             WIN_LABEL if m == metric else f"{WIN_LABEL} on {label(metric)}")
         made.append((save_png(fig, out / f"phase_{m}.png").name, f"{label(m)} per schedule"))
     if len(grids) > 1:
         fig = winner_map(xs, ys, {s: g[metric] for s, g in grids.items()}, metric, ax["key"], ay["key"], ax["log"],
