@@ -28,6 +28,9 @@ Tokens:
 * ``metric=NAME`` — the metric (lower is better) that decides the winner of a cell and whether "turned
   off beats both": turn_off < (1 − ``margin``)·min(constant, none), ``margin=0.01`` by default;
 * ``metrics=a,b,c`` — the heatmaps to draw (default: the program's ``metrics``);
+* ``theory=N`` — cells (an even sub-grid, first seed) where Theorem 3.11's predicted limit
+  (``geometry.predict_limit``) is compared with the trained point (default 64 where the family has one);
+* ``facet=KEY:V1,V2,...`` — a third key: one complete phase run per value in ``DIR/KEY=V``;
 * ``device=cpu|cuda`` — where the batched programs run; ``threads=N`` torch threads on the CPU (default 1);
 * every other ``key=value`` is a base config override (``n=20 steps=2000``); only final metrics are kept.
 
@@ -599,14 +602,14 @@ def plan_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = 
     return mod, spec, out
 
 
-def open_run_dir(out: Path, spec: PhaseSpec, force: bool) -> tuple[RunDir, dict[str, list[dict]] | None]:
-    """The phase's run directory: (directory, finished groups to resume from), or (directory, None) when it
-    already holds the finished grid of this spec (nothing to run). ``force`` starts over."""
+def open_run_dir(out: Path, config: Mapping, force: bool) -> tuple[RunDir, dict[str, list[dict]] | None]:
+    """The run directory of a phase (or of a faceted phase) with ``config``: (directory, finished groups to
+    resume from), or (directory, None) when it already holds the finished run of this config (nothing to
+    run). ``force`` starts over."""
     from ..store import read_config
 
     rd = RunDir(out)
     rd.check_out()
-    config = spec.as_dict()
     if force:
         rd.clear()
         return rd, {}
@@ -662,7 +665,7 @@ def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = N
     if split_facet(tokens)[0] is not None:
         return run_facets(experiment, tokens, out, force, progress)
     _, spec, out = plan_phase(experiment, tokens, out)
-    rd, done = open_run_dir(Path(out), spec, force)
+    rd, done = open_run_dir(Path(out), spec.as_dict(), force)
     if done is None:
         return out, rd.summary()
     rd.write_config(spec.as_dict())
@@ -766,13 +769,11 @@ def run_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = 
     from ..store import read_csv
 
     key, facets, out = plan_facets(experiment, tokens, out)
-    rd = RunDir(out)
-    rd.check_out()
     config = {"experiment": experiment.replace("_", "-"), "facet": key, "values": [v for v, _, _ in facets],
               "runs": [sub.name for _, _, sub in facets]}
-    if not force and rd.finished_with(config):
+    rd, done = open_run_dir(out, config, force)
+    if done is None:
         return out, rd.summary()
-    rd.clear()
     rd.write_config(config)
     subs = {}
     for v, spec, sub in facets:
