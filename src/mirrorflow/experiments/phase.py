@@ -109,6 +109,8 @@ def parse_axis(name: str, text: str, keys: Mapping[str, type]) -> Axis:
         raise ConfigError(f"{name}: a log range of {key} needs LO > 0, got {parts[1]}")
     if count != int(count) or count < 2:
         raise ConfigError(f"{name}: COUNT must be an integer ≥ 2, got {parts[3]}")
+    if (key == "lr" and lo <= 0) or (key == "wd" and lo < 0):
+        raise ConfigError(f"{name}: {key} must be {'> 0' if key == 'lr' else '≥ 0'} over the whole axis, got LO={parts[1]}")
     if key == "off" and not (0 <= lo and hi <= 1):
         raise ConfigError(f"{name}: off is the switch point as a fraction of the run, in [0, 1]; got "
                           f"{parts[1]}..{parts[2]}")
