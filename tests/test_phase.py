@@ -302,6 +302,10 @@ def test_phase_resumes_from_finished_groups(dn_run, tmp_path):
     _, again = run_phase("diagonal", DN_GRID + DN, copy)
     assert again["groups_resumed"] == 1 and again["row_steps_per_second"] is None
     assert read_csv(copy / "cells.csv") == read_csv(out / "cells.csv")
+    (copy / "summary.json").unlink()  # killed again, now with another auto rule: nothing is resumed
+    other = [t for t in DN_GRID if not t.startswith("auto=")] + ["auto=plateau:train_loss:0.2:5"]
+    _, third = run_phase("diagonal", other + DN, copy)
+    assert third["groups_resumed"] == 0 and third["auto"] == "plateau:train_loss:0.2:5"
 
 
 def test_report_on_a_phase_directory(dn_run, tmp_path, capsys):

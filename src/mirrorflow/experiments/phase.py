@@ -614,13 +614,18 @@ def open_run_dir(out: Path, config: Mapping, force: bool) -> tuple[RunDir, dict[
     rd.check_out()
     if force:
         rd.clear()
+        for p in rd.file("groups").glob("*.json"):
+            p.unlink()
         return rd, {}
     if rd.finished_with(config):
         return rd, None
     done = {}
-    if rd.file("config.yaml").is_file() and read_config(rd.file("config.yaml")) == config:
-        for p in sorted(rd.file("groups").glob("*.json")):
+    same = rd.file("config.yaml").is_file() and read_config(rd.file("config.yaml")) == config
+    for p in sorted(rd.file("groups").glob("*.json")):
+        if same:
             done[p.stem] = read_summary(p)["rows"]
+        else:
+            p.unlink()  # programs of another config (e.g. another auto rule) must not be resumed later
     return rd, done
 
 
