@@ -135,7 +135,7 @@ def test_phase_dry_run_is_the_grid_the_phase_command_then_runs(capsys, tmp_path,
     code, out, err = mf(capsys, *args, "--dry-run")
     assert code == 0, err
     assert out[0].startswith("experiment=matrix-sensing x=wd:0.001:0.1:2:log y=init_scale:0.001:0.1:3:log")
-    assert out[1].startswith("base: n=6 r=1") and out[2] == "6 cells × 3 schedules"
+    assert out[1].startswith("base: n=6 r=1") and out[2] == "6 cells × 3 schedules × 1 seed"
     assert list(tmp_path.iterdir()) == []
     code, real, err = mf(capsys, *args)
     assert code == 0, err

@@ -132,7 +132,8 @@ def sweep(
 def phase(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
     spec: Optional[List[str]] = typer.Argument(
-        None, help="x=KEY:LO:HI:COUNT[:log], y=..., metric=NAME, schedules=a,b,c, device=cpu|cuda, key=value overrides."),
+        None, help="x=KEY:LO:HI:COUNT[:log], y=..., facet=KEY:V1,V2, seeds=0,1,2, off=FRACTION, metric=NAME, "
+             "schedules=a,b,c[,auto], auto=plateau[:SIGNAL[:TOL[:WINDOW]]], device=cpu|cuda, key=value overrides."),
     out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the grid even if it has finished before."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and check the grid, print it and the run "
@@ -140,9 +141,15 @@ def phase(
 ) -> None:
     """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
     from .experiments import describe
-    from .experiments.phase import plan_phase, run_phase
+    from .experiments.phase import plan_facets, plan_phase, run_phase, split_facet
     from .store import RunDir
 
+    if dry_run and split_facet(spec or [])[0] is not None:
+        key, facets, out = plan_facets(experiment, spec or [], out)
+        for v, fspec, sub in facets:
+            typer.echo(f"{key}={v:g}: {describe({k: x for k, x in fspec.as_dict().items() if k != 'base'})}")
+        typer.echo(f"run directory: {out}")
+        return
     if dry_run:
         _, spec, out = plan_phase(experiment, spec or [], out)
         if not force:  # what the real run refuses: a finished grid of another spec in --out
@@ -151,24 +158,36 @@ def phase(
         base = plan.pop("base")
         typer.echo(describe(plan))
         typer.echo(f"base: {describe(base)}")
-        typer.echo(f"{len(spec.x.values) * len(spec.y.values)} cells × {len(spec.schedules)} schedules")
+        typer.echo(f"{len(spec.x.values) * len(spec.y.values)} cells × {len(spec.schedules)} schedules × "
+                   f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}")
         typer.echo(f"run directory: {out}")
         return
     out, summary = run_phase(experiment, spec or [], out, force)
     for k, v in summary.items():
-        typer.echo(f"{k}: {v}")
+        if k not in ("axes", "best_switch", "facets"):  # long: in summary.json and `mirrorflow report`
+            typer.echo(f"{k}: {v}")
+    for name, f in summary.get("facets", {}).items():
+        typer.echo(f"{name}: turned off beats both in {f.get('turn_off_wins_fraction')}, winners {f['winner_fraction']}")
+    for r in summary.get("best_switch", []):
+        other = next(iter(r))
+        auto = f", automatic switch-off {r['auto_off']}" if "auto_off" in r else ""
+        typer.echo(f"{other}={r[other]:.3g}: best fixed switch {r['best_off']} (within 2× of the best: "
+                   f"{r['near_best']}){auto}")
     typer.echo(f"run directory: {out}")
 
 
 @app.command()
 def report(
-    directory: Path = typer.Argument(..., help="A sweep directory (or any directory with finished runs)."),
+    directory: Path = typer.Argument(..., help="A sweep or phase directory (or any directory with finished runs)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default DIR/report)."),
 ) -> None:
-    """Aggregate a sweep: tidy CSV, markdown table (mean ± 95% CI across seeds), figures, one HTML page."""
+    """Aggregate a sweep: tidy CSV, markdown table (mean ± 95% CI across seeds), figures, one HTML page; on a
+    phase directory: the heatmaps, the winner map and margin, the win fraction and winning box."""
+    from .report import phase as phase_report
     from .report.aggregate import write_report
 
-    rep = write_report(directory, out)
+    write = phase_report.write_report if phase_report.is_phase_dir(directory) else write_report
+    rep = write(directory, out)
     typer.echo(rep.markdown)
     typer.echo(f"report: {rep.html}")
 

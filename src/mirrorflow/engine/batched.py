@@ -160,6 +160,7 @@ def run_batched(
     progress: Callable[[int], None] | None = None,
     state: State | None = None,
     readback: bool | None = None,
+    observe: Callable[[int, Mapping[str, np.ndarray]], Mapping[int, int] | None] | None = None,
 ) -> Trace:
     """Run ``T = lam_table.shape[1]`` steps of ``problem`` for all configurations at once.
 
@@ -173,6 +174,11 @@ def run_batched(
     "all rows finite" flag back every step and freeze rows only when one diverged (default: on the CPU),
     or apply the freeze mask every step without reading anything back (default on an accelerator); both
     give the same trace.
+
+    ``observe(t, metrics)``: a controller fed at every recorded step t ≥ 1 with the metrics measured after
+    t steps (numpy arrays of shape (C,)). It may answer ``{row: s}``: λ of that configuration is 0 from step
+    s on (s ≥ t; its ``a`` is recomputed) — how a schedule that switches itself off on a monitored signal
+    (``training.AutoTurnOff``) runs inside the batch.
     """
     C, T = lam_table.shape
     if C != problem.n_configs:
@@ -182,6 +188,8 @@ def run_batched(
     ref = next(v for v in state.values() if v.is_floating_point())
     dev = ref.device
     lam_table = lam_table.to(device=dev, dtype=ref.dtype)
+    if observe is not None:
+        lam_table = lam_table.clone()  # the controller's switch-offs never write into the caller's table
     lr_vec = torch.as_tensor(lr, dtype=ref.dtype).to(dev).expand(C).clone()
     # a_t = −Σ_{s<t} η λ_s for every t at once (a diverged row's later values are never reported)
     a_table = 0.0 - torch.cumsum(torch.cat([torch.zeros_like(lam_table[:, :1]), lr_vec.view(C, 1) * lam_table], 1), 1)
@@ -199,6 +207,15 @@ def run_batched(
             v = v.detach().to(device="cpu", dtype=torch.float64, copy=True)  # never write into the state
             v[dead] = float("nan")
             records.setdefault(k, []).append(v.numpy())
+        if observe is not None and t > 0:
+            offs = observe(t, {k: v[-1] for k, v in records.items()}) or {}
+            for row, s in offs.items():
+                if s < t:
+                    raise ValueError(f"observe: row {row} asked for λ = 0 from step {s}, before step {t}")
+                lam_table[row, s:] = 0.0
+            if offs:
+                a_table[:] = 0.0 - torch.cumsum(
+                    torch.cat([torch.zeros_like(lam_table[:, :1]), lr_vec.view(C, 1) * lam_table], 1), 1)
 
     next_log = 0
     chunk = 0

@@ -6,6 +6,7 @@ See :mod:`mirrorflow.experiments.diagonal` for the setting; every model is a fam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -65,20 +66,26 @@ def initial_params(rep: Reparameterization, model: str, init_scale: float) -> to
 
 
 class DiagonalNetwork(ReparamRegression):
-    """``BatchedProblem``: C weight decays of one parameterization on shared data.
+    """``BatchedProblem``: C weight decays of one parameterization on shared data (``init_scale``: one scale
+    for all, or one per configuration).
 
     The step is ``engine.reparam_regression``'s exact-decay step (a GD step on f, then the family's decay
     flow for ηλ_t); state ``w`` (C, d) is the family's flat parameter vector (``rep.unpack`` gives the
     factors). This class adds only the App. D metrics.
     """
 
-    def __init__(self, data: RegressionData, model: str, n_configs: int, init_scale: float,
+    def __init__(self, data: RegressionData, model: str, n_configs: int, init_scale: float | Sequence[float],
                  k: int = 2, power_penalty: str = "l2", device: str | torch.device = "cpu", track: bool = False):
         self.data = data
         self.model = model
-        self.init_scale = float(init_scale)
         rep = reparameterization(model, data.Z.shape[1], k, power_penalty)
-        super().__init__(rep, data.Z, data.y, initial_params(rep, model, init_scale), n_configs,
+        if isinstance(init_scale, (int, float)):
+            self.init_scale = float(init_scale)
+            w0 = initial_params(rep, model, init_scale)
+        else:  # one scale per configuration (a phase diagram over init_scale)
+            self.init_scale = [float(s) for s in init_scale]
+            w0 = torch.stack([initial_params(rep, model, s) for s in self.init_scale])
+        super().__init__(rep, data.Z, data.y, w0, n_configs,
                          decay="exact", dtype=data.Z.dtype, device=device, track=track, dual=track)
         self.x_star = data.x_star.to(self.device)
 
