@@ -591,7 +591,7 @@ def best_switch(spec: PhaseSpec, grids) -> list[dict] | None:
 
 
 # ------------------------------------------------------------------------------------- running
-def plan_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = None):
+def plan_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = None, check_out: bool = True):
     """``mirrorflow phase`` up to running (and its ``--dry-run``): (module, validated :class:`PhaseSpec`, run
     directory). Nothing is created."""
     from . import load
@@ -600,6 +600,8 @@ def plan_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = 
     experiment = experiment.replace("_", "-")
     spec = parse(experiment, tokens, mod)
     out = Path(out) if out is not None else Path("runs") / run_id(spec.as_dict(), prefix=f"phase-{experiment}")
+    if check_out:
+        RunDir(out).check_out()
     return mod, spec, out
 
 
@@ -656,7 +658,7 @@ def plan_facets(experiment: str, tokens: Sequence[str], out: Path | str | None =
     key, values, rest = split_facet(tokens)
     specs = []
     for v in values:
-        _, spec, _ = plan_phase(experiment, rest + [f"{key}={v:g}"], ".")
+        _, spec, _ = plan_phase(experiment, rest + [f"{key}={v:g}"], ".", check_out=False)
         specs.append((v, spec))
     if out is None:
         out = Path("runs") / run_id({"facet": key, "specs": [s.as_dict() for _, s in specs]},
@@ -778,6 +780,7 @@ def run_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = 
     from ..store import read_csv
 
     key, facets, out = plan_facets(experiment, tokens, out)
+    RunDir(out).check_out()
     config = {"experiment": experiment.replace("_", "-"), "facet": key, "values": [v for v, _, _ in facets],
               "runs": [sub.name for _, _, sub in facets]}
     # locked; the facets' own directories (each locked and cleaned by its run) and the config stay on failure
