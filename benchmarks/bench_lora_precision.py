@@ -7,7 +7,7 @@ of one evaluation batch (32 windows, forward only), counts their floating-point 
 matrix-product peak for that dtype (a large square ``torch.mm``, measured here in the same run). The ratio
 column is bf16 ÷ f32. It also prints whether the CPU has native bfloat16 units (AVX512-BF16 or AMX).
 
-    .venv/bin/python benchmarks/bench_lora_precision.py [--model smollm2] [--threads 1] [--repeats 3]
+    .venv/bin/python benchmarks/bench_lora_precision.py [--model smollm2] [--threads 1] [--repeats 3] [--eval-windows 32]
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def timed(fn, repeats: int) -> tuple[float, float]:
     return best, fc.get_total_flops() / 1e9
 
 
-def measure(model_name: str, precision: str, repeats: int) -> dict:
+def measure(model_name: str, precision: str, repeats: int, eval_windows: int) -> dict:
     cfg = build(lora.Config, {"model": model_name, "precision": precision, "seeds": "0", "val_windows": "32",
                               "val_subset": "0", "device": "cpu"})
     task = lora.make_task(cfg)
@@ -66,7 +66,7 @@ def measure(model_name: str, precision: str, repeats: int) -> dict:
         loss.backward()
         opt.step()
 
-    ev = task.eval_batches()[0]
+    ev = {"tokens": task.eval_batches()[0]["tokens"][:eval_windows]}
 
     def evaluate() -> None:
         with torch.no_grad(), autocast("cpu", prec):
@@ -84,12 +84,13 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2", help="smollm2 (the study's model) or tiny-gpt2")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--eval-windows", type=int, default=32, help="validation windows in the timed evaluation batch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"model {args.model}, {args.threads} thread(s); CPU capability {torch.backends.cpu.get_cpu_capability()}, "
           f"native bfloat16: {native_bf16('cpu')}; load average {os.getloadavg()[0]:.2f}")
     peak = {"f32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16, repeats=1)}
-    res = {p: measure(args.model, p, args.repeats) for p in ("f32", "bf16")}
+    res = {p: measure(args.model, p, args.repeats, args.eval_windows) for p in ("f32", "bf16")}
     print(f"matrix-product peak (1536³ mm): f32 {peak['f32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
     print()
     print("| pass | tokens | f32 tokens/s | f32 GFLOP/s (of f32 peak) | bf16 tokens/s | bf16 GFLOP/s (of f32 peak) "
