@@ -242,8 +242,15 @@ def facet_winners(panels: Sequence[tuple[str, Mapping, Sequence[Mapping]]], titl
             if h.get_label() not in [x.get_label() for x in handles]:
                 handles.append(h)
         ax.set_title(name, fontsize=10)
-    fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 5),
-               frameon=False)
+    return _finish(fig, handles, 5, title)
+
+
+def _finish(fig, handles, columns: int, title: str):
+    """The shared legend below the panels (at most ``columns`` per row), the title above them; closed."""
+    import matplotlib.pyplot as plt
+
+    fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(len(handles), columns), frameon=False)
     if title:
         fig.suptitle(title, fontsize=9, y=1.02)
     fig.tight_layout()
@@ -288,13 +295,7 @@ def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: st
 
         handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#ff7f0e",
                               ls="-" if not name.startswith("best") else "--", label=name))
-    fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 4),
-               frameon=False)
-    if title:
-        fig.suptitle(title, fontsize=9, y=1.02)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _finish(fig, handles, 4, title)
 
 
 # ------------------------------------------------------------------------------ from the store
