@@ -323,6 +323,7 @@ CLI_CASES_21 = [
     # sizes: the memory estimate, not the allocator
     (LR + ["rank=1000000000"], "of memory"),
     (LR + ["rank=1e9"], "of memory"),
+    (LR + ["rank=1000000000", "--dry-run"], "of memory"),  # a plan for this machine: the real run's check
     (["sweep", "lora", "rank=1e9,2"], "of memory"),
     # stale results: a finished run of another config is refused (phase as run)
     (PHX + ["--out", "phase_other"], "phase_other holds a finished run of another config (x: wd:0.001:1:2:log"),
