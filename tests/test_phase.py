@@ -343,6 +343,11 @@ def test_sparse_coding_phase_cell_equals_a_single_run(tmp_path):
     cell = next(r for r in read_csv(out / "cells.csv")
                 if r["schedule"] == "constant" and float(r["k"]) == 2 and float(r["wd"]) == pytest.approx(0.01))
     assert float(cell["mse"]) == pytest.approx(alone, rel=1e-9)
+    # the axes and titles use sparse coding's own names: wd is its regularization strength α
+    from mirrorflow.report.phase import title_of
+
+    assert summary["labels"]["wd"] == "regularization strength α" and summary["symbols"]["wd"] == "α"
+    assert "α 0.01" in title_of({**summary, "fixed": {"wd": 0.01}}, "q")
 
 
 def test_every_batched_experiment_has_a_phase_program():

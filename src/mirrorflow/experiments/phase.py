@@ -726,6 +726,8 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
         "axes": {a: {"key": ax.key, "values": [float(v) for v in ax.values], "log": ax.log}
                  for a, ax in (("x", spec.x), ("y", spec.y))},
         "fixed": spec.fixed,
+        "labels": dict(spec.program.labels),
+        "symbols": dict(spec.program.symbols),
         "metric": spec.metric,
         "metrics": list(spec.metrics),
         "lower_better": [m for m in spec.metrics if m in spec.program.lower_better],

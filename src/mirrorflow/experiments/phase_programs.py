@@ -42,6 +42,8 @@ class PhaseProgram(Protocol):
     signal: str
     title: str
     references: Mapping[str, float]
+    labels: Mapping[str, str]  # axis names of the phase keys wd / lr where the experiment calls them otherwise
+    symbols: Mapping[str, str]  # their symbols in a title
 
     def row_keys(self, cfg) -> dict[str, Any]: ...
 
@@ -86,6 +88,8 @@ class MatrixSensingProgram:
     signal: str = "train_loss"
     title: str = "matrix sensing"
     references: Mapping[str, float] = field(default_factory=lambda: {"nuclear_norm": 1.0})  # ‖W*‖_* = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+    symbols: Mapping[str, str] = field(default_factory=dict)
 
     def row_keys(self, cfg) -> dict[str, Any]:
         return {"init_scale": cfg.init_scale}
@@ -140,6 +144,8 @@ class DiagonalProgram:
     signal: str = "train_loss"
     title: str = "diagonal network"
     references: Mapping[str, float] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    symbols: Mapping[str, str] = field(default_factory=dict)
 
     def row_keys(self, cfg) -> dict[str, Any]:
         return {"init_scale": cfg.init_scale}
@@ -225,6 +231,9 @@ class SparseCodingProgram:
     signal: str = "mse"
     title: str = "sparse coding"
     references: Mapping[str, float] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=lambda: {"wd": "regularization strength α",
+                                                               "lr": "learning-rate scale"})
+    symbols: Mapping[str, str] = field(default_factory=lambda: {"wd": "α", "lr": "lr scale"})
 
     def row_keys(self, cfg) -> dict[str, Any]:
         return {"k": cfg.ks[0], "seed": cfg.seeds[0]}

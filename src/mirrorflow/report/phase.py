@@ -237,8 +237,10 @@ def facet_winners(panels: Sequence[tuple[str, Mapping, Sequence[Mapping]]], titl
         first = next(iter(grids.values()))
         wins = first["turn_off_wins"] > 0.5 if np.isfinite(first.get("turn_off_wins", np.array([np.nan]))).all() else None
         ax_, ay_ = summary["axes"]["x"], summary["axes"]["y"]
-        for h in _winner_panel(ax, xs, ys, {s: g[summary["metric"]] for s, g in grids.items()}, ax_["key"],
-                               ay_["key"] if n == 0 else "", ax_["log"], ay_["log"], wins, first["clear"] > 0.5):
+        names = summary.get("labels", {})
+        for h in _winner_panel(ax, xs, ys, {s: g[summary["metric"]] for s, g in grids.items()},
+                               names.get(ax_["key"], ax_["key"]), names.get(ay_["key"], ay_["key"]) if n == 0 else "",
+                               ax_["log"], ay_["log"], wins, first["clear"] > 0.5):
             if h.get_label() not in [x.get_label() for x in handles]:
                 handles.append(h)
         ax.set_title(name, fontsize=10)
@@ -331,8 +333,8 @@ def title_of(summary: Mapping, question: str, metric: str | None = None, lower_b
     """``question`` — experiment and fixed settings — metric (lower is better), seeds."""
     metric = metric or summary["metric"]
     fixed = summary.get("fixed", {})
-    parts = [f"{'λ' if k == 'wd' else 'η' if k == 'lr' else 'switch at'} {v:g}{' of the run' if k == 'off' else ''}"
-             for k, v in fixed.items()]
+    symbols = {"wd": "λ", "lr": "η", **summary.get("symbols", {})}
+    parts = [f"{symbols.get(k, 'switch at')} {v:g}{' of the run' if k == 'off' else ''}" for k, v in fixed.items()]
     seeds = summary.get("seeds", [])
     mean = f"mean of {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else ""
     return (f"{question}\n{summary.get('title', summary.get('experiment', ''))}; {', '.join(parts)}; "
@@ -367,6 +369,7 @@ def draw(out: Path | str, summary: Mapping, rows: Sequence[Mapping]) -> list[tup
     first = next(iter(grids.values()))
     wins = first["turn_off_wins"] > 0.5 if np.isfinite(first.get("turn_off_wins", np.array([np.nan]))).all() else None
     lines = switch_lines(summary)
+    names = summary.get("labels", {})  # the experiment's own names of the wd / lr axes (sparse coding: α)
     made = []
     refs = summary.get("references", {})
     lower = set(summary.get("lower_better", [metric]))
@@ -374,13 +377,15 @@ def draw(out: Path | str, summary: Mapping, rows: Sequence[Mapping]) -> list[tup
         q = f"{label(m)} per schedule" + (" — when to switch off?" if lines else "")
         if m in refs:
             q = f"{label(m)}: how far from the target {refs[m]:g}, per schedule?"
-        fig = phase_heatmaps(xs, ys, {s: g[m] for s, g in grids.items()}, m, ax["key"], ay["key"], ax["log"],
+        fig = phase_heatmaps(xs, ys, {s: g[m] for s, g in grids.items()}, m, names.get(ax["key"], ax["key"]),
+                             names.get(ay["key"], ay["key"]), ax["log"],
                              ay["log"], wins, title_of(summary, q, m, m in lower), lines, m in lower, refs.get(m),
                              {s: g["theory"] for s, g in grids.items() if "theory" in g},
                              WIN_LABEL if m == metric else f"{WIN_LABEL} on {label(metric)}")
         made.append((save_png(fig, out / f"phase_{m}.png").name, f"{label(m)} per schedule"))
     if len(grids) > 1:
-        fig = winner_map(xs, ys, {s: g[metric] for s, g in grids.items()}, metric, ax["key"], ay["key"], ax["log"],
+        fig = winner_map(xs, ys, {s: g[metric] for s, g in grids.items()}, metric, names.get(ax["key"], ax["key"]),
+                         names.get(ay["key"], ay["key"]), ax["log"],
                          ay["log"], wins, first["margin"], first["clear"] > 0.5,
                          title_of(summary, "Which schedule wins, and by how much?"), lines)
         made.append((save_png(fig, out / "winner.png").name, "winner per cell and its margin"))
