@@ -93,3 +93,22 @@ def test_stability_rule(study):
     assert not ok and "last 12 steps 4.200 > first 12 4.000" in why
     ok, why = study.stability(rows, [4.0] * 30, 30)
     assert not ok and "non-finite training loss at step 30" in why
+
+
+def test_docs_block_is_interim_until_every_seed_has_finished(study, tmp_path, monkeypatch):
+    rows = [_row(a, v, 100, 4.0) for a, v in (("constant", 0.1), ("off", 0.1), ("auto", 0.1), ("lambda0", 0.0))]
+    block = study.docs_block({"sgd": rows})
+    assert block.startswith(study.DOCS_START) and block.endswith(study.DOCS_END)
+    assert "interim, not a verdict** (seeds finished: SGD 100; of 100–111)" in block
+    full = [dict(r, seed=str(s)) for s in study.SEEDS for r in rows]
+    assert "all seeds of the design" in study.docs_block({"sgd": full})
+    # table --docs rewrites only the generated block of the file
+    (tmp_path / "lora_study").mkdir()
+    study.append_rows(tmp_path / "lora_study" / "sgd.csv", study.ARM_FIELDS, rows)
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "lora_study")
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{study.DOCS_START}\nold\n{study.DOCS_END}\nafter\n")
+    study.table(type("A", (), {"optimizers": ["sgd"], "docs": str(doc)})())
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("\nafter\n") and "old" not in text
+    assert "| sgd | 0.1 | 100 | 4.0000 | 4.0000 | 4.0000 | 4.0000 | +0.0000 | never |" in text
