@@ -79,7 +79,16 @@ def _final(trace: Trace, names: Sequence[str]) -> list[dict[str, float]]:
 
 
 @dataclass(frozen=True)
-class MatrixSensingProgram:
+class Names:
+    """How a program's phase keys ``wd`` / ``lr`` read in axis labels and titles when the experiment calls
+    them otherwise (default: weight decay λ, learning rate η)."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    symbols: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MatrixSensingProgram(Names):
     """W = UUᵀ (or the linear parameterization) on shared sensing data; each row its own U_0 = √α·I."""
 
     metrics: tuple[str, ...] = ("rec_error", "nuclear_norm", "time_to_train_loss", "train_loss")
@@ -88,8 +97,6 @@ class MatrixSensingProgram:
     signal: str = "train_loss"
     title: str = "matrix sensing"
     references: Mapping[str, float] = field(default_factory=lambda: {"nuclear_norm": 1.0})  # ‖W*‖_* = 1
-    labels: Mapping[str, str] = field(default_factory=dict)
-    symbols: Mapping[str, str] = field(default_factory=dict)
 
     def row_keys(self, cfg) -> dict[str, Any]:
         return {"init_scale": cfg.init_scale}
@@ -134,7 +141,7 @@ class MatrixSensingProgram:
 
 
 @dataclass(frozen=True)
-class DiagonalProgram:
+class DiagonalProgram(Names):
     """x = g(θ) of one family (linear, m⊙w, m⊙w⊙v, u^{2k} − v^{2k}) on shared regression data; each row its
     own initial scale."""
 
@@ -144,8 +151,6 @@ class DiagonalProgram:
     signal: str = "train_loss"
     title: str = "diagonal network"
     references: Mapping[str, float] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    symbols: Mapping[str, str] = field(default_factory=dict)
 
     def row_keys(self, cfg) -> dict[str, Any]:
         return {"init_scale": cfg.init_scale}
@@ -221,7 +226,7 @@ class DiagonalProgram:
 
 
 @dataclass(frozen=True)
-class SparseCodingProgram:
+class SparseCodingProgram(Names):
     """Dictionary learning with a reparameterized code (u^{2k} − v^{2k} or log u − log v); each row its own k
     and seed (dictionary, code, batch order). One step is one iteration (a pass over the faces)."""
 
