@@ -51,7 +51,7 @@ def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study
     for s, (k, o) in enumerate(zip(kept, off)):
         rows += [_row("constant", 0.1, s, k), _row("off", 0.1, s, o, diverged=50 if s == 3 else ""),
                  _row("auto", 0.1, s, k - 0.01, off_at=36), _row("lambda0", 0.0, s, 4.06)]
-    text = study.verdict_tables({"sgd": rows})
+    text = study.verdict_tables({"sgd": rows}, min_seeds=2)
     imputed = [o if math.isfinite(o) else math.log(49152) for o in off]
     d = paired_difference(kept, imputed, 0.01, 1 - 0.05 / 4)
     assert f"| {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}] | 3/1 |" in text
@@ -64,7 +64,8 @@ def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study
     assert "| sgd | 0.1 | 1.300 | 1.150 / 1.100 / 1.300 / 1.300 | 60 | none | none |" in text
     # the same seeds without the divergence: reproduced
     ok = [r for r in rows if not (r["arm"] == "off" and r["seed"] == "3")] + [_row("off", 0.1, 3, 4.02)]
-    assert "| reproduced |" in study.verdict_tables({"sgd": ok})
+    assert "| reproduced |" in study.verdict_tables({"sgd": ok}, min_seeds=2)
+    assert "| interim (4/12 seeds) |" in study.verdict_tables({"sgd": ok})
 
 
 def test_pilot_rule_takes_the_largest_learning_rate_whose_runs_are_all_stable(study):
