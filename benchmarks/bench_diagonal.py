@@ -8,6 +8,7 @@ on C). Prints config-steps/s for C ∈ {1, 16, 64, 256}, the ratio, and whether 
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_diagonal.py [--model mw] [--threads 1,2] [--steps 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ def compare(args, threads: int, device: torch.device) -> None:
     Z, y = data(args.samples, args.dim)
     w0 = rep.init(1.0)
     T = args.steps
-    print(f"\n== diagonal '{args.model}', N={args.samples}, d={args.dim}, {T} steps (λ off at T/2), float64, "
-          f"{threads} thread(s), device {device}")
+    print(
+        f"\n== diagonal '{args.model}', N={args.samples}, d={args.dim}, {T} steps (λ off at T/2), float64, "
+        f"{threads} thread(s), device {device}"
+    )
     print(f"{'C':>5}{'batched cfg-steps/s':>21}{'loop cfg-steps/s':>18}{'batched/loop':>14}{'same x':>8}")
     for C in args.configs:
         wds = np.geomspace(1e-3, 1.0, C) if C > 1 else np.array([0.1])
@@ -69,7 +72,7 @@ def compare(args, threads: int, device: torch.device) -> None:
             xs = []
             for k in range(min(C, args.loop_configs)):
                 prob = ReparamRegression(rep, Z, y, w0, n_configs=1, device=device)
-                tr = run_batched(prob, lam[k:k + 1], args.lr, log_every=T)
+                tr = run_batched(prob, lam[k : k + 1], args.lr, log_every=T)
                 xs.append(prob.x_of(tr.final_state).cpu())
             sync(device)
             return torch.cat(xs)

@@ -7,8 +7,10 @@ of one evaluation batch (32 windows, forward only), counts their floating-point 
 matrix-product peak for that dtype (a large square ``torch.mm``, measured here in the same run). The ratio
 column is bf16 ÷ f32. It also prints whether the CPU has native bfloat16 units (AVX512-BF16 or AMX).
 
-    .venv/bin/python benchmarks/bench_lora_precision.py [--model smollm2] [--threads 1] [--repeats 3] [--eval-windows 32]
+    .venv/bin/python benchmarks/bench_lora_precision.py [--model smollm2] [--threads 1] [--repeats 3] \
+        [--eval-windows 32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +51,17 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 
 
 def measure(model_name: str, precision: str, repeats: int, eval_windows: int) -> dict:
-    cfg = build(lora.Config, {"model": model_name, "precision": precision, "seeds": "0", "val_windows": "32",
-                              "val_subset": "0", "device": "cpu"})
+    cfg = build(
+        lora.Config,
+        {
+            "model": model_name,
+            "precision": precision,
+            "seeds": "0",
+            "val_windows": "32",
+            "val_subset": "0",
+            "device": "cpu",
+        },
+    )
     task = lora.make_task(cfg)
     model = lora.make_model(cfg, task, 0)
     model.train(False)
@@ -75,8 +86,14 @@ def measure(model_name: str, precision: str, repeats: int, eval_windows: int) ->
     step()  # first-call costs
     t_step, f_step = timed(step, repeats)
     t_eval, f_eval = timed(evaluate, max(1, repeats - 1))
-    return {"step_tokens": batch["tokens"].numel() - batch["tokens"].shape[0], "eval_tokens": ev["tokens"].shape[0] * (ev["tokens"].shape[1] - 1),
-            "t_step": t_step, "f_step": f_step, "t_eval": t_eval, "f_eval": f_eval}
+    return {
+        "step_tokens": batch["tokens"].numel() - batch["tokens"].shape[0],
+        "eval_tokens": ev["tokens"].shape[0] * (ev["tokens"].shape[1] - 1),
+        "t_step": t_step,
+        "f_step": f_step,
+        "t_eval": t_eval,
+        "f_eval": f_eval,
+    }
 
 
 def main() -> None:
@@ -87,17 +104,23 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=32, help="validation windows in the timed evaluation batch")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"model {args.model}, {args.threads} thread(s); CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"native bfloat16: {native_bf16('cpu')}; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"model {args.model}, {args.threads} thread(s); CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"native bfloat16: {native_bf16('cpu')}; load average {os.getloadavg()[0]:.2f}"
+    )
     peak = {"f32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16, repeats=1)}
     res = {p: measure(args.model, p, args.repeats, args.eval_windows) for p in ("f32", "bf16")}
     print(f"matrix-product peak (1536³ mm): f32 {peak['f32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
     print()
-    print("| pass | tokens | f32 tokens/s | f32 GFLOP/s (of f32 peak) | bf16 tokens/s | bf16 GFLOP/s (of f32 peak) "
-          "| bf16 ÷ f32 |")
+    print(
+        "| pass | tokens | f32 tokens/s | f32 GFLOP/s (of f32 peak) | bf16 tokens/s | bf16 GFLOP/s (of f32 peak) "
+        "| bf16 ÷ f32 |"
+    )
     print("|---|---|---|---|---|---|---|")
-    for name, tok, t, f in (("training step", "step_tokens", "t_step", "f_step"),
-                            ("evaluation batch", "eval_tokens", "t_eval", "f_eval")):
+    for name, tok, t, f in (
+        ("training step", "step_tokens", "t_step", "f_step"),
+        ("evaluation batch", "eval_tokens", "t_eval", "f_eval"),
+    ):
         cells = []
         for p in ("f32", "bf16"):
             r = res[p]

@@ -20,6 +20,7 @@ reference run. ``--growth`` prints how the cost of one step grows with n, m and 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_matrix_sensing.py [--threads 1,2] [--device auto]
     PYTHONPATH=src .venv/bin/python benchmarks/bench_matrix_sensing.py --growth [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,8 +117,10 @@ def compare(args, threads: int, device: torch.device) -> None:
 def _compare(args, threads: int, device: torch.device) -> None:
     n, r, m, init, eta = args.n, args.r, args.m, args.init, args.lr
     flops = naive_flops(n, m)
-    print(f"\n== matrix sensing n={n} r={r} m={m} init={init:g} η={eta:g}; {threads} thread(s); device {device}; "
-          f"naive {flops / 1e6:.2f} MFLOP per config-step")
+    print(
+        f"\n== matrix sensing n={n} r={r} m={m} init={init:g} η={eta:g}; {threads} thread(s); device {device}; "
+        f"naive {flops / 1e6:.2f} MFLOP per config-step"
+    )
     data64 = make_data(n, r, m, seed=0, dtype=torch.float64)
     # same result: engine (C=1, no weight decay) vs the NumPy reference, float64
     T = args.check_steps
@@ -127,10 +130,12 @@ def _compare(args, threads: int, device: torch.device) -> None:
     W_eng = prob.W(tr.final_state["X"])[0].cpu().numpy()
     W_ref = U_ref @ U_ref.T
     U_ein = reference_loop_einsum(data64.A.numpy().reshape(m, n, n), data64.y.numpy(), init, eta, T)
-    print(f"after {T} steps: max |W_engine − W_reference| = {np.abs(W_eng - W_ref).max():.2e}, "
-          f"max |W_einsum − W_reference| = {np.abs(U_ein @ U_ein.T - W_ref).max():.2e} "
-          f"(‖W‖_* = {np.linalg.eigvalsh(W_ref).__abs__().sum():.6f}, ‖W − W*‖_F = "
-          f"{np.linalg.norm(W_ref - data64.W_star.numpy()):.6f})")
+    print(
+        f"after {T} steps: max |W_engine − W_reference| = {np.abs(W_eng - W_ref).max():.2e}, "
+        f"max |W_einsum − W_reference| = {np.abs(U_ein @ U_ein.T - W_ref).max():.2e} "
+        f"(‖W‖_* = {np.linalg.eigvalsh(W_ref).__abs__().sum():.6f}, ‖W − W*‖_F = "
+        f"{np.linalg.norm(W_ref - data64.W_star.numpy()):.6f})"
+    )
     refs = {}
     for name, dtype in DTYPES.items():
         data = make_data(n, r, m, seed=0, dtype=dtype)
@@ -140,11 +145,15 @@ def _compare(args, threads: int, device: torch.device) -> None:
     A3 = data64.A.numpy().reshape(m, n, n)
     ein_steps = max(10, args.work // 64)
     refs["einsum"] = ein_steps / best_of(lambda: reference_loop_einsum(A3, data64.y.numpy(), init, eta, ein_steps))
-    print("NumPy reference (one config at a time), config-steps/s: "
-          + ", ".join(f"{k} {v:,.0f}" for k, v in refs.items() if k != "einsum")
-          + f"; float64 in the published code's einsum form {refs['einsum']:,.0f}")
-    print(f"{'dtype':<8}{'C':>5}{'engine cfg-steps/s':>20}{'GFLOP/s (naive)':>17}{'peak GFLOP/s':>14}"
-          f"{'of peak':>9}{'/ ref same dtype':>18}{'/ ref float64':>15}{'/ einsum ref':>14}")
+    print(
+        "NumPy reference (one config at a time), config-steps/s: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in refs.items() if k != "einsum")
+        + f"; float64 in the published code's einsum form {refs['einsum']:,.0f}"
+    )
+    print(
+        f"{'dtype':<8}{'C':>5}{'engine cfg-steps/s':>20}{'GFLOP/s (naive)':>17}{'peak GFLOP/s':>14}"
+        f"{'of peak':>9}{'/ ref same dtype':>18}{'/ ref float64':>15}{'/ einsum ref':>14}"
+    )
     for name, dtype in DTYPES.items():
         data = make_data(n, r, m, seed=0, dtype=dtype)
         for C in args.configs:
@@ -153,8 +162,10 @@ def _compare(args, threads: int, device: torch.device) -> None:
             rate = engine_rate(data, C, steps, init, eta, device)
             peak = max(peak, gemm_peak(dtype, device))
             gf = rate * flops / 1e9
-            print(f"{name:<8}{C:>5}{rate:>20,.0f}{gf:>17.1f}{peak:>14.1f}{gf / peak:>9.0%}"
-                  f"{rate / refs[name]:>17.1f}x{rate / refs['float64']:>14.1f}x{rate / refs['einsum']:>13.1f}x")
+            print(
+                f"{name:<8}{C:>5}{rate:>20,.0f}{gf:>17.1f}{peak:>14.1f}{gf / peak:>9.0%}"
+                f"{rate / refs[name]:>17.1f}x{rate / refs['float64']:>14.1f}x{rate / refs['einsum']:>13.1f}x"
+            )
 
 
 def growth(args, threads: int, device: torch.device) -> None:
@@ -167,8 +178,9 @@ def growth(args, threads: int, device: torch.device) -> None:
         for C in (1, 16, 64):
             steps = max(4, args.work // (C * max(1, (n * n * m) // (50 * 50 * 750))))
             rate = engine_rate(data, C, steps, args.init, args.lr, device)
-            print(f"{n:>5}{m:>7}{C:>5}{1e3 * C / rate:>10.2f}{1e6 / rate:>16.1f}"
-                  f"{rate * naive_flops(n, m) / 1e9:>15.1f}")
+            print(
+                f"{n:>5}{m:>7}{C:>5}{1e3 * C / rate:>10.2f}{1e6 / rate:>16.1f}{rate * naive_flops(n, m) / 1e9:>15.1f}"
+            )
 
 
 def main() -> None:
@@ -191,7 +203,7 @@ def main() -> None:
         dev = resolve_device(args.device)
         devices = devices + [dev] if dev.type != "cpu" else devices
     if not any(d.type == "cuda" for d in devices):
-        print("no GPU used (CUDA available: %s)" % torch.cuda.is_available())
+        print(f"no GPU used (CUDA available: {torch.cuda.is_available()})")
     print(f"torch {torch.__version__}, numpy {np.__version__}")
     for device in devices:
         for threads in (int(t) for t in args.threads.split(",")):

@@ -10,6 +10,7 @@ sweeps (100 iterations of 2 batches), with the largest difference in D from the 
     python benchmarks/bench_per_sample_kernel.py   # the default tile 5:4 first, then other tiles
     python benchmarks/bench_per_sample_kernel.py --tiles 5:4,5:3,10:2 --threads 1,2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,12 +64,16 @@ def main() -> None:
                 for _ in range(3):
                     D, A, Bt, X, Y = batch(C, b, K, P)
                     t0 = time.perf_counter()
-                    so.per_sample_sweep(C, b, K, P, *(ctypes.c_void_p(t.data_ptr()) for t in (D, A, Bt, X, Y)),
-                                        SD.EPS, th)
+                    so.per_sample_sweep(
+                        C, b, K, P, *(ctypes.c_void_p(t.data_ptr()) for t in (D, A, Bt, X, Y)), SD.EPS, th
+                    )
                     best = min(best, time.perf_counter() - t0)
                 first = D if first is None else first
-                print(f"{tile:>6} {th:>4} {1e3 * best:>9.1f} {fma / best / 1e9:>7.2f} {200 * best:>10.1f}s "
-                      f"{float((D - first).abs().max()):>9.1e}", flush=True)
+                print(
+                    f"{tile:>6} {th:>4} {1e3 * best:>9.1f} {fma / best / 1e9:>7.2f} {200 * best:>10.1f}s "
+                    f"{float((D - first).abs().max()):>9.1e}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

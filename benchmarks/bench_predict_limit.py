@@ -8,6 +8,7 @@ ratio training time / prediction time is printed (target ≥ 100×). Timings are
 
     .venv/bin/python benchmarks/bench_predict_limit.py [--repeat 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ def time_training(rep, w0, sched, Z, y, lr, x_pred, rel_tol=1e-3, chunk=250, max
     t0 = time.perf_counter()
     steps = 0
     while steps < max_steps:
-        trace = run_batched(prob, table[:, steps:steps + chunk], lr=lr, log_every=chunk, state=state)
+        trace = run_batched(prob, table[:, steps : steps + chunk], lr=lr, log_every=chunk, state=state)
         state = trace.final_state
         steps += chunk
         x = prob.x_of(state)[0]
@@ -81,8 +82,10 @@ def main() -> None:
         sched = turn_off(abs(a) / (lr * on), on)
         t_pred, x_pred = time_prediction(rep, w0, sched, Z, y, lr, 10 * args.repeat)  # milliseconds each
         t_train, steps = min(time_training(rep, w0, sched, Z, y, lr, x_pred) for _ in range(args.repeat))
-        print(f"| {name} | {N} × {n} | {a:g} | {lr:g} | {t_pred:.4f} | {t_train:.3f} | {steps} | "
-              f"{t_train / t_pred:.0f}× |")
+        print(
+            f"| {name} | {N} × {n} | {a:g} | {lr:g} | {t_pred:.4f} | {t_train:.3f} | {steps} | "
+            f"{t_train / t_pred:.0f}× |"
+        )
 
 
 if __name__ == "__main__":

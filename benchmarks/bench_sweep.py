@@ -22,6 +22,7 @@ writing its figures (matrix sensing draws three PNGs per run, which dominates a 
 
     .venv/bin/python benchmarks/bench_sweep.py [--wds 2] [--seeds 6] [--no-ray]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,9 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from mirrorflow.engine.grid import resolve
-    from mirrorflow.experiments import load
     from mirrorflow.engine.sweep import make_units, sweep
     from mirrorflow.engine.units import execute_unit
+    from mirrorflow.experiments import load
     from mirrorflow.experiments import matrix_sensing as M
 
     wds = ",".join(f"{0.02 * k:g}" for k in range(args.wds))
@@ -64,8 +65,10 @@ def main() -> None:
     direct_compute = sum(o.compute_s for u in units for o in execute_unit(u, tmp / "direct"))
     direct = time.perf_counter() - t0
     print(f"{'path':44s} {'wall s':>8s} {'compute s':>10s} {'overhead/run ms':>16s}")
-    print(f"{'direct run_many + write_run (no sweep)':44s} {direct:8.2f} {direct_compute:10.2f} "
-          f"{1e3 * (direct - direct_compute) / N:16.1f}")
+    print(
+        f"{'direct run_many + write_run (no sweep)':44s} {direct:8.2f} {direct_compute:10.2f} "
+        f"{1e3 * (direct - direct_compute) / N:16.1f}"
+    )
 
     rows: dict[str, float] = {}
 
@@ -84,17 +87,22 @@ def main() -> None:
     assert again.skipped == N
     print(f"{'resume: all runs finished, skipped':44s} {resume:8.2f} {0.0:10.2f} {1e3 * resume / N:16.1f}")
     local_over = rows["local, 1 worker, batched"]
-    print(f"\nlocal backend overhead per run (1 worker, batched): {1e3 * local_over:.1f} ms "
-          f"(target < 50 ms: {'met' if local_over < 0.05 else 'NOT met'}); "
-          f"vs direct wall: {1e3 * (res.seconds - direct) / N:+.1f} ms/run")
+    print(
+        f"\nlocal backend overhead per run (1 worker, batched): {1e3 * local_over:.1f} ms "
+        f"(target < 50 ms: {'met' if local_over < 0.05 else 'NOT met'}); "
+        f"vs direct wall: {1e3 * (res.seconds - direct) / N:+.1f} ms/run"
+    )
 
     if not args.no_ray:
         import ray
 
         # as `mirrorflow sweep --backend ray` does it: the sweep starts and stops its own local instance
         print()
-        report("ray 1w, own instance (start, runs, stop)", sweep(grid, points, tmp / "ray-own", backend="ray",
-                                                                  workers=1), 1)
+        report(
+            "ray 1w, own instance (start, runs, stop)",
+            sweep(grid, points, tmp / "ray-own", backend="ray", workers=1),
+            1,
+        )
         for workers in (1, 2):
             t0 = time.perf_counter()
             ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
@@ -106,11 +114,14 @@ def main() -> None:
             print(f"\nRay local instance, {workers} worker(s): ray.init {init:.2f} s")
             report(f"ray {workers}w, first sweep (starts workers)", first, workers)
             report(f"ray {workers}w, warm workers", warm, workers)
-        print(f"\nRay backend overhead per run on a local instance (1 worker): {1e3 * rows['ray 1w, warm workers']:.1f} ms "
-              f"with warm workers, {1e3 * rows['ray 1w, first sweep (starts workers)']:.1f} ms in the first sweep "
-              f"(worker start spread over {N} runs), plus ray.init once; "
-              f"{1e3 * rows['ray 1w, own instance (start, runs, stop)']:.1f} ms when the sweep starts and stops "
-              "its own instance")
+        print(
+            f"\nRay backend overhead per run on a local instance (1 worker): "
+            f"{1e3 * rows['ray 1w, warm workers']:.1f} ms "
+            f"with warm workers, {1e3 * rows['ray 1w, first sweep (starts workers)']:.1f} ms in the first sweep "
+            f"(worker start spread over {N} runs), plus ray.init once; "
+            f"{1e3 * rows['ray 1w, own instance (start, runs, stop)']:.1f} ms when the sweep starts and stops "
+            "its own instance"
+        )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

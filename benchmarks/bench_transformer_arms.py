@@ -7,6 +7,7 @@ and the ratio of a step with 1 vs 2 torch threads (on a shared 2-core machine, 2
 
     .venv/bin/python benchmarks/bench_transformer_arms.py [--epochs 10] [--offs 2,4,6]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,15 @@ from mirrorflow.training.monitor import SpectralMonitor
 def trainer(cfg, task, value, schedule=None):
     spe = task.n_train // cfg.batch_size
     model = attention.make_vit(cfg, 0)
-    return Trainer(model, task, cfg.vit_spec(0, spe), value, dist_env("cpu"),
-                   SpectralMonitor(model, every=1, include="attention"), schedule=schedule)
+    return Trainer(
+        model,
+        task,
+        cfg.vit_spec(0, spe),
+        value,
+        dist_env("cpu"),
+        SpectralMonitor(model, every=1, include="attention"),
+        schedule=schedule,
+    )
 
 
 def main() -> None:
@@ -74,8 +82,10 @@ def main() -> None:
         t0 = time.perf_counter()
         tr.advance(tr.spec.steps)
         times[threads] = (time.perf_counter() - t0) / (tr.spec.steps - 2)
-    print(f"  step time 1 thread {times[1] * 1e3:.1f} ms, 2 threads {times[2] * 1e3:.1f} ms, "
-          f"ratio 2/1 threads: {times[2] / times[1]:.2f}")
+    print(
+        f"  step time 1 thread {times[1] * 1e3:.1f} ms, 2 threads {times[2] * 1e3:.1f} ms, "
+        f"ratio 2/1 threads: {times[2] / times[1]:.2f}"
+    )
 
 
 if __name__ == "__main__":

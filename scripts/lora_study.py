@@ -15,6 +15,7 @@
 * ``table`` prints the per-setting tables and verdicts (paired difference turned off − kept, with diverged
   arms imputed as the design says, Bonferroni over the settings).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,17 +41,58 @@ DIVERGED_LOSS = math.log(49152)  # ln |V| of SmolLM2's vocabulary: a diverged ar
 LOSS_EFFECT = 0.01  # nats: the reference effect (1 % perplexity)
 FAMILY = 4  # settings corrected for (Bonferroni)
 
-PILOT_FIELDS = ["optimizer", "lr", "weight_decay", "seed", "stable", "reason", "val_loss_0", "val_loss_max",
-                "val_loss_final", "train_first12", "train_last12", "diverged_at", "seconds"]
-ARM_FIELDS = ["optimizer", "lr", "weight_decay", "seed", "arm", "val_loss", "val_loss_0", "diverged_at", "off_at",
-              "a_switch", "rho_switch", "rho_final", "val_loss_subset_final", "rho_curve"]
+PILOT_FIELDS = [
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "seed",
+    "stable",
+    "reason",
+    "val_loss_0",
+    "val_loss_max",
+    "val_loss_final",
+    "train_first12",
+    "train_last12",
+    "diverged_at",
+    "seconds",
+]
+ARM_FIELDS = [
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "seed",
+    "arm",
+    "val_loss",
+    "val_loss_0",
+    "diverged_at",
+    "off_at",
+    "a_switch",
+    "rho_switch",
+    "rho_final",
+    "val_loss_subset_final",
+    "rho_curve",
+]
 
 
 def base_values(optimizer: str, lr: float, **extra) -> dict:
     """The lora.Config values shared by the pilot and the study."""
-    return {"task": "lm", "model": "smollm2", "optimizer": optimizer, "lr": lr, "momentum": 0.9,
-            "steps": STEPS, "off_at": OFF_AT, "eval_every": EVAL_EVERY, "batch_size": 4, "block_size": 64,
-            "rank": 8, "alpha": 16.0, "threads": 1, "workers": 1, **extra}
+    return {
+        "task": "lm",
+        "model": "smollm2",
+        "optimizer": optimizer,
+        "lr": lr,
+        "momentum": 0.9,
+        "steps": STEPS,
+        "off_at": OFF_AT,
+        "eval_every": EVAL_EVERY,
+        "batch_size": 4,
+        "block_size": 64,
+        "rank": 8,
+        "alpha": 16.0,
+        "threads": 1,
+        "workers": 1,
+        **extra,
+    }
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -106,26 +148,42 @@ def pilot_run(optimizer: str, lr: float, value: float, seed: int) -> dict:
     from mirrorflow.training.monitor import SpectralMonitor
 
     torch.set_num_threads(1)
-    cfg = build(lora.Config, {k: str(v) for k, v in base_values(
-        optimizer, lr, weight_decays=value, seeds=seed, val_windows=32, val_subset=0).items()})
+    cfg = build(
+        lora.Config,
+        {
+            k: str(v)
+            for k, v in base_values(
+                optimizer, lr, weight_decays=value, seeds=seed, val_windows=32, val_subset=0
+            ).items()
+        },
+    )
     if "task" not in _TASK:
         _TASK["task"] = lora.make_task(cfg)
     task = _TASK["task"]
     t0 = time.perf_counter()
     model = lora.make_model(cfg, task, seed)
-    tr = Trainer(model, task, cfg.train_spec(seed), value, dist_env("cpu"),
-                 SpectralMonitor(model, every=1, include="lora"))
+    tr = Trainer(
+        model, task, cfg.train_spec(seed), value, dist_env("cpu"), SpectralMonitor(model, every=1, include="lora")
+    )
     tr.advance(cfg.steps)
     tr.close()
     stable, reason = stability(tr.rows, tr.losses, tr.diverged_at)
     v = [r["val_loss"] for r in tr.rows]
-    return {"optimizer": optimizer, "lr": lr, "weight_decay": value, "seed": seed, "stable": int(stable),
-            "reason": reason, "val_loss_0": f"{v[0]:.5f}", "val_loss_max": f"{max(v):.5f}",
-            "val_loss_final": f"{v[-1]:.5f}",
-            "train_first12": f"{sum(tr.losses[:12]) / 12:.5f}" if len(tr.losses) >= 12 else "",
-            "train_last12": f"{sum(tr.losses[-12:]) / 12:.5f}" if len(tr.losses) >= 12 else "",
-            "diverged_at": "" if tr.diverged_at is None else tr.diverged_at,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "optimizer": optimizer,
+        "lr": lr,
+        "weight_decay": value,
+        "seed": seed,
+        "stable": int(stable),
+        "reason": reason,
+        "val_loss_0": f"{v[0]:.5f}",
+        "val_loss_max": f"{max(v):.5f}",
+        "val_loss_final": f"{v[-1]:.5f}",
+        "train_first12": f"{sum(tr.losses[:12]) / 12:.5f}" if len(tr.losses) >= 12 else "",
+        "train_last12": f"{sum(tr.losses[-12:]) / 12:.5f}" if len(tr.losses) >= 12 else "",
+        "diverged_at": "" if tr.diverged_at is None else tr.diverged_at,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def _key(r: dict) -> tuple:
@@ -160,25 +218,34 @@ def pilot(args) -> None:
                     print(f"{opt}: {status}" + (f" lr = {lr:g}" if lr else ""), flush=True)
                     continue
                 level = float(status.split()[-1])
-                todo += [(opt, level, v, s) for v in (*WEIGHT_DECAYS[opt], 0.0) for s in PILOT_SEEDS
-                         if (opt, level, v, s) not in done]
+                todo += [
+                    (opt, level, v, s)
+                    for v in (*WEIGHT_DECAYS[opt], 0.0)
+                    for s in PILOT_SEEDS
+                    if (opt, level, v, s) not in done
+                ]
             if not todo:
                 return
             futures = [ex.submit(pilot_run, *t) for t in todo]
             for f in cf.as_completed(futures):
                 r = f.result()
                 append_rows(path, PILOT_FIELDS, [r])
-                print(f"pilot {r['optimizer']} lr={r['lr']:g} λ={r['weight_decay']:g} seed={r['seed']}: "
-                      f"{'stable' if r['stable'] else 'UNSTABLE ' + r['reason']} "
-                      f"(val {r['val_loss_0']} → max {r['val_loss_max']}, {r['seconds']} s)", flush=True)
+                print(
+                    f"pilot {r['optimizer']} lr={r['lr']:g} λ={r['weight_decay']:g} seed={r['seed']}: "
+                    f"{'stable' if r['stable'] else 'UNSTABLE ' + r['reason']} "
+                    f"(val {r['val_loss_0']} → max {r['val_loss_max']}, {r['seconds']} s)",
+                    flush=True,
+                )
 
 
 # ------------------------------------------------------------------------------------------------ run
 def chosen_lr(optimizer: str) -> float:
     lr, status = pilot_choice(read_rows(RESULTS / "pilot.csv"), optimizer)
     if lr is None:
-        sys.exit(f"error: the pilot has not chosen a learning rate for {optimizer} ({status}); "
-                 "run `python scripts/lora_study.py pilot` first")
+        sys.exit(
+            f"error: the pilot has not chosen a learning rate for {optimizer} ({status}); "
+            "run `python scripts/lora_study.py pilot` first"
+        )
     return lr
 
 
@@ -194,19 +261,24 @@ def arm_rows(optimizer: str, lr: float, seed: int, grid: dict) -> list[dict]:
             rows = arm.rows
             step0 = rows[0] if rows else {}
             at24 = [r for r in rows if r["step"] == OFF_AT]
-            out.append({
-                "optimizer": optimizer, "lr": lr, "weight_decay": value, "seed": seed,
-                "arm": "lambda0" if value == 0 else ("off" if arm.name == f"off@{OFF_AT}" else arm.name),
-                "val_loss": f"{A.final(arm, 'val_loss'):.6f}",
-                "val_loss_0": f"{step0.get('val_loss_subset', math.nan):.6f}",
-                "diverged_at": "" if arm.diverged_at is None else arm.diverged_at,
-                "off_at": "" if arm.off_at is None else arm.off_at,
-                "a_switch": f"{at24[0]['a']:.6g}" if at24 else "",
-                "rho_switch": f"{at24[0].get('spectral/rho', math.nan):.6f}" if at24 else "",
-                "rho_final": f"{A.final(arm, 'spectral/rho'):.6f}",
-                "val_loss_subset_final": f"{A.final(arm, 'val_loss_subset'):.6f}",
-                "rho_curve": ";".join(f"{int(r['step'])}:{r.get('spectral/rho', math.nan):.5f}" for r in rows),
-            })
+            out.append(
+                {
+                    "optimizer": optimizer,
+                    "lr": lr,
+                    "weight_decay": value,
+                    "seed": seed,
+                    "arm": "lambda0" if value == 0 else ("off" if arm.name == f"off@{OFF_AT}" else arm.name),
+                    "val_loss": f"{A.final(arm, 'val_loss'):.6f}",
+                    "val_loss_0": f"{step0.get('val_loss_subset', math.nan):.6f}",
+                    "diverged_at": "" if arm.diverged_at is None else arm.diverged_at,
+                    "off_at": "" if arm.off_at is None else arm.off_at,
+                    "a_switch": f"{at24[0]['a']:.6g}" if at24 else "",
+                    "rho_switch": f"{at24[0].get('spectral/rho', math.nan):.6f}" if at24 else "",
+                    "rho_final": f"{A.final(arm, 'spectral/rho'):.6f}",
+                    "val_loss_subset_final": f"{A.final(arm, 'val_loss_subset'):.6f}",
+                    "rho_curve": ";".join(f"{int(r['step'])}:{r.get('spectral/rho', math.nan):.5f}" for r in rows),
+                }
+            )
     return out
 
 
@@ -220,8 +292,15 @@ def run(args) -> None:
             if any(int(r["seed"]) == seed for r in read_rows(path)):
                 continue
             lr = chosen_lr(opt)
-            values = base_values(opt, lr, weight_decays=",".join(f"{v:g}" for v in WEIGHT_DECAYS[opt]),
-                                 seeds=seed, baseline="true", workers=args.workers, **AUTO)
+            values = base_values(
+                opt,
+                lr,
+                weight_decays=",".join(f"{v:g}" for v in WEIGHT_DECAYS[opt]),
+                seeds=seed,
+                baseline="true",
+                workers=args.workers,
+                **AUTO,
+            )
             cfg = build(lora.Config, {k: str(v) for k, v in values.items()})
             t0 = time.perf_counter()
             grid, _ = lora.run_grid(cfg, RUNS / opt)
@@ -239,15 +318,19 @@ def final_loss(r: dict) -> float:
 
 def unstable(r: dict) -> bool:
     """Diverged, or the final loss on the 32 fixed subset windows above the pretrained model's (step 0) + 0.1."""
-    return r["diverged_at"] != "" or not math.isfinite(float(r["val_loss"])) or \
-        float(r["val_loss_subset_final"]) > float(r["val_loss_0"]) + TOLERANCE
+    return (
+        r["diverged_at"] != ""
+        or not math.isfinite(float(r["val_loss"]))
+        or float(r["val_loss_subset_final"]) > float(r["val_loss_0"]) + TOLERANCE
+    )
 
 
 def _paired(a_rows: dict, b_rows: dict, seeds: list[int], level: float):
     from mirrorflow.report.stats import paired_difference
 
-    return paired_difference([final_loss(a_rows[s]) for s in seeds], [final_loss(b_rows[s]) for s in seeds],
-                             LOSS_EFFECT, level)
+    return paired_difference(
+        [final_loss(a_rows[s]) for s in seeds], [final_loss(b_rows[s]) for s in seeds], LOSS_EFFECT, level
+    )
 
 
 def _ci(d) -> str:
@@ -261,14 +344,17 @@ def verdict_tables(rows_by_optimizer: dict[str, list[dict]], min_seeds: int = le
     from mirrorflow.report.stats import claim_verdict
 
     level = 1 - 0.05 / FAMILY
-    out = [f"Final validation loss on 512 windows (nats). Paired differences over the seeds with "
-           f"{100 * level:.2f} % t-intervals (Bonferroni over the {FAMILY} settings). A diverged arm counts "
-           f"ln|V| = {DIVERGED_LOSS:.2f}; unstable = diverged or final loss above the pretrained model's + "
-           f"{TOLERANCE}.", "",
-           "| optimizer, lr | λ | a at switch | seeds | kept | off − kept [CI] | signs −/+ | verdict "
-           "| auto − kept [CI] | auto verdict | auto switched at | off − λ=0 [CI] | kept − λ=0 [CI] "
-           "| unstable kept / off / auto / λ=0 |",
-           "|" + "---|" * 14]
+    out = [
+        f"Final validation loss on 512 windows (nats). Paired differences over the seeds with "
+        f"{100 * level:.2f} % t-intervals (Bonferroni over the {FAMILY} settings). A diverged arm counts "
+        f"ln|V| = {DIVERGED_LOSS:.2f}; unstable = diverged or final loss above the pretrained model's + "
+        f"{TOLERANCE}.",
+        "",
+        "| optimizer, lr | λ | a at switch | seeds | kept | off − kept [CI] | signs −/+ | verdict "
+        "| auto − kept [CI] | auto verdict | auto switched at | off − λ=0 [CI] | kept − λ=0 [CI] "
+        "| unstable kept / off / auto / λ=0 |",
+        "|" + "---|" * 14,
+    ]
     per_seed, rho_rows = [], []
     for opt, rows in rows_by_optimizer.items():
         by: dict = {}
@@ -293,24 +379,40 @@ def verdict_tables(rows_by_optimizer: dict[str, list[dict]], min_seeds: int = le
                 f"{_verdict_cell(claim_verdict(d_off, -1, LOSS_EFFECT), d_off, min_seeds)} | {_ci(d_auto)} | "
                 f"{_verdict_cell(claim_verdict(d_auto, -1, LOSS_EFFECT), d_auto, min_seeds)} | "
                 f"{', '.join(map(str, fired))} | "
-                f"{_ci(d_off0)} | {_ci(d_kept0)} | {' / '.join(map(str, n_unst))} |")
+                f"{_ci(d_off0)} | {_ci(d_kept0)} | {' / '.join(map(str, n_unst))} |"
+            )
             curves = [_mean_curve(a, seeds) for a in (kept, off, auto, zero)]
             ends = " / ".join(f"{c[max(c)]:.3f}" if c else "–" for c in curves)
             at24 = curves[0].get(OFF_AT, math.nan)
-            rho_rows.append(f"| {opt} | {value:g} | {at24:.3f} | {ends} | {_crossing(curves[1], curves[0])} | "
-                            f"{_crossing(curves[1], curves[3])} | {_crossing(curves[2], curves[0])} |")
+            rho_rows.append(
+                f"| {opt} | {value:g} | {at24:.3f} | {ends} | {_crossing(curves[1], curves[0])} | "
+                f"{_crossing(curves[1], curves[3])} | {_crossing(curves[2], curves[0])} |"
+            )
             for s in seeds:
-                cells = [f"{final_loss(a[s]):.4f}" + ("†" if a[s]["diverged_at"] != "" else "*" if unstable(a[s]) else "")
-                         for a in (kept, off, auto, zero)]
-                per_seed.append(f"| {opt} | {value:g} | {s} | {' | '.join(cells)} | "
-                                f"{final_loss(off[s]) - final_loss(kept[s]):+.4f} | {auto[s]['off_at'] or 'never'} |")
-    out += ["", "ρ of B A (seed means): at the switch (step 24), at the end per arm, and the first evaluation "
-            "after the switch where the turned-off (or automatic) mean curve crosses the kept or the λ = 0 curve:", "",
-            "| optimizer | λ | ρ at 24 | ρ end kept / off / auto / λ=0 | off crosses kept | off crosses λ=0 "
-            "| auto crosses kept |", "|" + "---|" * 7] + rho_rows
-    out += ["", "Per seed (final validation loss; * unstable, † diverged and counted as ln|V|):", "",
-            "| optimizer | λ | seed | kept | off at 24 | auto | λ = 0 | off − kept | auto switched at |",
-            "|" + "---|" * 9] + per_seed
+                cells = [
+                    f"{final_loss(a[s]):.4f}" + ("†" if a[s]["diverged_at"] != "" else "*" if unstable(a[s]) else "")
+                    for a in (kept, off, auto, zero)
+                ]
+                per_seed.append(
+                    f"| {opt} | {value:g} | {s} | {' | '.join(cells)} | "
+                    f"{final_loss(off[s]) - final_loss(kept[s]):+.4f} | {auto[s]['off_at'] or 'never'} |"
+                )
+    out += [
+        "",
+        "ρ of B A (seed means): at the switch (step 24), at the end per arm, and the first evaluation "
+        "after the switch where the turned-off (or automatic) mean curve crosses the kept or the λ = 0 curve:",
+        "",
+        "| optimizer | λ | ρ at 24 | ρ end kept / off / auto / λ=0 | off crosses kept | off crosses λ=0 "
+        "| auto crosses kept |",
+        "|" + "---|" * 7,
+    ] + rho_rows
+    out += [
+        "",
+        "Per seed (final validation loss; * unstable, † diverged and counted as ln|V|):",
+        "",
+        "| optimizer | λ | seed | kept | off at 24 | auto | λ = 0 | off − kept | auto switched at |",
+        "|" + "---|" * 9,
+    ] + per_seed
     return "\n".join(out)
 
 
@@ -353,10 +455,12 @@ def docs_block(rows_by_optimizer: dict[str, list[dict]]) -> str:
     complete = all(set(SEEDS) <= set(v) for v in done.values())
     state = "all seeds of the design" if complete else "interim, not a verdict"
     seeds = "; ".join(f"{'SGD' if o == 'sgd' else 'AdamW'} {', '.join(map(str, v)) or 'none'}" for o, v in done.items())
-    head = (f"**The LoRA study — {state}** (seeds finished: {seeds}; of {SEEDS[0]}–{SEEDS[-1]}). The design above "
-            "draws a verdict only at 12 seeds per setting; until then the verdict column says \"interim\". "
-            "An automatic arm that switched at step 60 (its last evaluation) or never is the kept run. "
-            "Generated by `python scripts/lora_study.py table --docs docs/transformers.md` from `results/lora_study/`:")
+    head = (
+        f"**The LoRA study — {state}** (seeds finished: {seeds}; of {SEEDS[0]}–{SEEDS[-1]}). The design above "
+        'draws a verdict only at 12 seeds per setting; until then the verdict column says "interim". '
+        "An automatic arm that switched at step 60 (its last evaluation) or never is the kept run. "
+        "Generated by `python scripts/lora_study.py table --docs docs/transformers.md` from `results/lora_study/`:"
+    )
     return f"{DOCS_START}\n{head}\n\n{verdict_tables(rows_by_optimizer)}\n{DOCS_END}"
 
 

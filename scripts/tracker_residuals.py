@@ -17,6 +17,7 @@ One figure: ρ_t over training.
 
     PYTHONPATH=src python scripts/tracker_residuals.py [--out runs/tracker-residuals]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -119,17 +120,33 @@ def main() -> None:
             x, xp = tr.x(), tr.predicted_limit()
             rho_s, s = best_rescaled(rep, tr.init, tr.a, x, tr.mu)
             xs = tr.predicted_limit(s * tr.a) if math.isfinite(s) else xp * math.nan
-            rows.append((name, opt_name, tr.a, last["residual"], rho_s, s, last["loss"],
-                         float((xp - x).norm() / xp.norm()), float((xs - x).norm() / xs.norm())))
-            curves.setdefault(name, {})[opt_name] = ([h["step"] / steps for h in tr.history],
-                                                    [h["residual"] for h in tr.history])
+            rows.append(
+                (
+                    name,
+                    opt_name,
+                    tr.a,
+                    last["residual"],
+                    rho_s,
+                    s,
+                    last["loss"],
+                    float((xp - x).norm() / xp.norm()),
+                    float((xs - x).norm() / xs.norm()),
+                )
+            )
+            curves.setdefault(name, {})[opt_name] = (
+                [h["step"] / steps for h in tr.history],
+                [h["residual"] for h in tr.history],
+            )
     print(f"a_∞ = {A_TOTAL} for every case; T = {T} steps (2T for GD η/2); weight decay off at T/2\n")
-    print("| problem | optimizer | a_T | ρ_T = ‖∇R_a(x)−μ‖/‖μ‖ | best rescaled ρ (s) | final loss | ‖x̂−x_T‖/‖x̂‖ "
-          "| same at s·a_T |")
+    print(
+        "| problem | optimizer | a_T | ρ_T = ‖∇R_a(x)−μ‖/‖μ‖ | best rescaled ρ (s) | final loss | ‖x̂−x_T‖/‖x̂‖ "
+        "| same at s·a_T |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for prob, opt, a, rho, rho_s, s, loss, dist, dist_s in rows:
-        print(f"| {prob} | {opt} | {a:.3f} | {rho:.2e} | {rho_s:.2e} ({s:.3g}) | {loss:.1e} | {dist:.2e} "
-              f"| {dist_s:.2e} |")
+        print(
+            f"| {prob} | {opt} | {a:.3f} | {rho:.2e} | {rho_s:.2e} ({s:.3g}) | {loss:.1e} | {dist:.2e} | {dist_s:.2e} |"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fig = figure(curves)
@@ -138,8 +155,9 @@ def main() -> None:
 
 
 def figure(curves):
-    from mirrorflow.report import figures  # noqa: F401  (Agg backend)
     import matplotlib.pyplot as plt
+
+    from mirrorflow.report import figures  # noqa: F401  (Agg backend)
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 3.8), sharey=True, squeeze=False)
     for ax, (prob, series) in zip(axes[0], curves.items()):
@@ -148,8 +166,13 @@ def figure(curves):
             label = opt_name
             if np.isinf(rho).any():  # x_t reached the boundary of dom R_a (an eigenvalue collapsed to 0)
                 label += f" (ρ = ∞ from {t[int(np.argmax(np.isinf(rho)))]:.2f}: eigenvalue → 0)"
-            ax.plot(t, np.where((rho > 0) & np.isfinite(rho), rho, np.nan), label=label, lw=1.4,
-                    ls="--" if "η/2" in opt_name else "-")
+            ax.plot(
+                t,
+                np.where((rho > 0) & np.isfinite(rho), rho, np.nan),
+                label=label,
+                lw=1.4,
+                ls="--" if "η/2" in opt_name else "-",
+            )
         ax.axvline(0.5, color="grey", ls=":", lw=1, label="weight decay off")
         ax.set_yscale("log")
         ax.set_xlabel("fraction of training")

@@ -1,4 +1,5 @@
 """Attention experiment (ViT on digits, pretrained MiniLM): ρ of W_Q W_Kᵀ, turn-off arms, CLI, errors, DDP."""
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,12 @@ import torch
 
 from mirrorflow.cli import main
 from mirrorflow.config import build
-from mirrorflow.store import read_csv
 from mirrorflow.experiments import attention
 from mirrorflow.experiments.transformers.distributed import dist_env
 from mirrorflow.experiments.transformers.tasks import DigitsTask
 from mirrorflow.experiments.transformers.train import Trainer, intersection, run_arms
 from mirrorflow.schedules import turn_off
+from mirrorflow.store import read_csv
 from mirrorflow.training.monitor import SpectralMonitor
 
 TINY = {"hidden": "32", "layers": "2", "mlp": "64", "heads": "4", "lr": "3e-3", "warmup_epochs": "0"}
@@ -35,8 +36,15 @@ def _trainer(cfg, digits, value, seed=0, schedule=None, epochs=None, eval_every=
     spec = cfg.vit_spec(seed, spe)
     spec = replace(spec, steps=epochs * spe if epochs else spec.steps, eval_every=eval_every or spec.eval_every)
     model = attention.make_vit(cfg, seed)
-    return Trainer(model, digits, spec, value, dist_env("cpu"), SpectralMonitor(model, every=1, include="attention"),
-                   schedule=schedule)
+    return Trainer(
+        model,
+        digits,
+        spec,
+        value,
+        dist_env("cpu"),
+        SpectralMonitor(model, every=1, include="attention"),
+        schedule=schedule,
+    )
 
 
 def test_intersection_finds_the_crossing_after_the_turn_off():
@@ -71,8 +79,12 @@ def test_turn_off_bookkeeping_and_forks_equal_runs_from_scratch(digits):
     cfg = build(attention.Config, TINY)
     lam, T_off = 2.0, 10
     tr = _trainer(cfg, digits, lam, epochs=2, eval_every=5)
-    arms = {a.name: a for a in run_arms(tr, lam, [T_off], {"signal": "spectral/rho", "mode": "threshold",
-                                                             "threshold": 1e9, "direction": "below"})}
+    arms = {
+        a.name: a
+        for a in run_arms(
+            tr, lam, [T_off], {"signal": "spectral/rho", "mode": "threshold", "threshold": 1e9, "direction": "below"}
+        )
+    }
     assert set(arms) == {"constant", f"off@{T_off}", "auto"}
     eta = cfg.lr
     for r in arms["constant"].rows:
@@ -117,11 +129,24 @@ def test_auto_arm_firing_at_a_fixed_switch_reuses_that_arm_and_equals_its_own_ru
 
 
 def _tiny_overrides(out: Path, **extra) -> list[str]:
-    ov = {**TINY, "epochs": "3", "sweep_weight_decays": "0,1", "ablation_weight_decay": "3",
-          "ablation_off_epochs": "1,2", "seeds": "0,1", "finetune_steps": "4", "finetune_off_at": "2",
-          "finetune_eval_every": "2", "finetune_batch_size": "4", "finetune_weight_decays": "1",
-          "val_size": "8", "lrs_adamw_weight_decays": "1", "lrs_sgd_weight_decays": "0.01",
-          "restart_epochs": "1", **extra}
+    ov = {
+        **TINY,
+        "epochs": "3",
+        "sweep_weight_decays": "0,1",
+        "ablation_weight_decay": "3",
+        "ablation_off_epochs": "1,2",
+        "seeds": "0,1",
+        "finetune_steps": "4",
+        "finetune_off_at": "2",
+        "finetune_eval_every": "2",
+        "finetune_batch_size": "4",
+        "finetune_weight_decays": "1",
+        "val_size": "8",
+        "lrs_adamw_weight_decays": "1",
+        "lrs_sgd_weight_decays": "0.01",
+        "restart_epochs": "1",
+        **extra,
+    }
     return ["reproduce", "attention", *[f"{k}={v}" for k, v in ov.items()], "--out", str(out)]
 
 
@@ -131,9 +156,19 @@ def test_reproduce_cli_writes_tables_and_figures_and_reuses_finished_groups(tmp_
     printed = capsys.readouterr().out
     for title in ("Fig. 14 analog", "Table 3 analog", "Table 4 analog", "App. G analog"):
         assert title in printed
-    for f in ("table3.md", "table4.md", "fig14_sweep.md", "appG_lr_schedule.md", "fig4_attention_rho.png",
-              "fig14_sweep_curves.png", "fig14_sweep_final.png", "fig15_lr_schedule_adamw.png",
-              "fig16_lr_schedule_sgd.png", "table4_finetune_curves.png", "summary.json"):
+    for f in (
+        "table3.md",
+        "table4.md",
+        "fig14_sweep.md",
+        "appG_lr_schedule.md",
+        "fig4_attention_rho.png",
+        "fig14_sweep_curves.png",
+        "fig14_sweep_final.png",
+        "fig15_lr_schedule_adamw.png",
+        "fig16_lr_schedule_sgd.png",
+        "table4_finetune_curves.png",
+        "summary.json",
+    ):
         assert (out / f).is_file(), f
     t3 = (out / "table3.md").read_text()
     assert "| 1 |" in t3 and "| 2 |" in t3 and "auto" in t3
@@ -159,12 +194,17 @@ def test_reproduce_cli_writes_tables_and_figures_and_reuses_finished_groups(tmp_
 
 def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     """Same seed → identical metrics.csv, also when the groups run in 2 worker processes; seeds differ."""
+
     def run(name, workers):
-        cfg = build(attention.Config, {**TINY, "epochs": "1", "parts": "sweep", "sweep_weight_decays": "1",
-                                       "seeds": "0,1", "workers": workers})
+        cfg = build(
+            attention.Config,
+            {**TINY, "epochs": "1", "parts": "sweep", "sweep_weight_decays": "1", "seeds": "0,1", "workers": workers},
+        )
         attention.run(cfg, tmp_path / name)
-        return [(tmp_path / name / "groups" / "sweep" / f"adamw-constant-wd1-seed{s}" / "metrics.csv").read_text()
-                for s in (0, 1)]
+        return [
+            (tmp_path / name / "groups" / "sweep" / f"adamw-constant-wd1-seed{s}" / "metrics.csv").read_text()
+            for s in (0, 1)
+        ]
 
     a, b = run("a", "1"), run("b", "2")
     assert a == b
@@ -205,8 +245,20 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     cfg = build(attention.Config, dict(a.split("=", 1) for a in args))
     attention.run(cfg, single)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "mirrorflow.cli", "run", "attention", *args, "--out", str(tmp_path / "ddp")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "mirrorflow.cli",
+        "run",
+        "attention",
+        *args,
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rel = Path("groups/sweep/adamw-constant-wd1-seed0/metrics.csv")
@@ -224,12 +276,32 @@ def test_finetune_accepts_a_vit_checkpoint_directory(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
     ckpt = tmp_path / "vit"
-    ViTForImageClassification(ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32,
-                                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                                         num_labels=3)).save_pretrained(ckpt)
-    cfg = build(attention.Config, {"parts": "finetune", "finetune_model": str(ckpt), "finetune_steps": "4",
-                                   "finetune_off_at": "2", "finetune_eval_every": "2", "finetune_batch_size": "8",
-                                   "finetune_weight_decays": "1", "seeds": "0", "auto_off": "false"})
+    ViTForImageClassification(
+        ViTConfig(
+            image_size=16,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=3,
+        )
+    ).save_pretrained(ckpt)
+    cfg = build(
+        attention.Config,
+        {
+            "parts": "finetune",
+            "finetune_model": str(ckpt),
+            "finetune_steps": "4",
+            "finetune_off_at": "2",
+            "finetune_eval_every": "2",
+            "finetune_batch_size": "8",
+            "finetune_weight_decays": "1",
+            "seeds": "0",
+            "auto_off": "false",
+        },
+    )
     task, model = attention.make_finetune(cfg, 0, "cpu", {})
     assert task.name == "digits" and task.train_batch(torch.arange(2))["pixel_values"].shape == (2, 3, 16, 16)
     trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)

@@ -4,6 +4,7 @@
 CLI cases run in-process through :func:`mirrorflow.cli.main` (the same code path as the console script);
 a few run through the real front door (``python -m mirrorflow``) to check the exit codes end to end.
 """
+
 import hashlib
 import json
 import math
@@ -168,6 +169,7 @@ CLI_CASES = [
 
 def _store_fixtures(root):
     """Files the store cases refer to (created before the snapshot, so they are not 'leftovers')."""
+
     def put(rel, data):
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -223,8 +225,10 @@ def _store_fixtures(root):
 
 
 def _snapshot(root):
-    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.fixture
@@ -339,8 +343,10 @@ CLI_CASES_21 = [
     (PHX + ["--out", ""], "--out: give a directory"),
     (["report", "s_ok", "--out", "afile"], "--out afile: is a file"),
     # models: a damaged GGUF file is named, never a struct.error
-    (LR + ["model=crafted.gguf", "steps=4", "off_at=2", "seeds=0", "weight_decays=0.1"],
-     "cannot load model 'crafted.gguf' from crafted.gguf: the file is truncated or damaged"),
+    (
+        LR + ["model=crafted.gguf", "steps=4", "off_at=2", "seeds=0", "weight_decays=0.1"],
+        "cannot load model 'crafted.gguf' from crafted.gguf: the file is truncated or damaged",
+    ),
     # messages: what is echoed is bounded
     (MS + ["n=" + BIG], "n: expected an integer"),
     (MS + [BIG + "=1"], "unknown config key"),
@@ -349,8 +355,9 @@ CLI_CASES_21 = [
 ]
 
 
-@pytest.mark.parametrize("args, needle", CLI_CASES + CLI_CASES_21,
-                         ids=[" ".join(a)[:60] for a, _ in CLI_CASES + CLI_CASES_21])
+@pytest.mark.parametrize(
+    "args, needle", CLI_CASES + CLI_CASES_21, ids=[" ".join(a)[:60] for a, _ in CLI_CASES + CLI_CASES_21]
+)
 def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(workdir, capsys, args, needle):
     before = _snapshot(workdir)
     if "--out" not in args and args[0] in ("run", "reproduce", "sweep", "phase") and len(args) > 1:
@@ -398,8 +405,11 @@ def test_a_sweep_may_cross_a_schedule_with_the_values_it_ignores():
     from mirrorflow.experiments import load
 
     _, points = resolve("matrix-sensing", load("matrix-sensing"), None, ["schedule=none,turn_off", "wd=0.5,0.7"])
-    assert sorted((p.config.schedule, p.config.wd) for p in points) == [("none", 0.01), ("turn_off", 0.5),
-                                                                        ("turn_off", 0.7)]
+    assert sorted((p.config.schedule, p.config.wd) for p in points) == [
+        ("none", 0.01),
+        ("turn_off", 0.5),
+        ("turn_off", 0.7),
+    ]
 
 
 def test_report_never_counts_an_invalid_summary_as_finished(workdir):
@@ -418,12 +428,15 @@ def test_report_never_counts_an_invalid_summary_as_finished(workdir):
 
 
 # ------------------------------------------------------------------------------- front door
-@pytest.mark.parametrize("args, code, needle", [
-    ([], 2, None),  # no arguments: the help, exit 2
-    (["frobnicate"], 2, "No such command"),
-    (["run", "matrix-sensing", "seed=1e30"], 2, "seed: '1e30' is out of range"),
-    (["legendre", "mw", "--a", "5"], 2, "a = -∫λ must be ≤ 0"),
-])
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        ([], 2, None),  # no arguments: the help, exit 2
+        (["frobnicate"], 2, "No such command"),
+        (["run", "matrix-sensing", "seed=1e30"], 2, "seed: '1e30' is out of range"),
+        (["legendre", "mw", "--a", "5"], 2, "a = -∫λ must be ≤ 0"),
+    ],
+)
 def test_front_door_exit_codes(tmp_path, args, code, needle):
     p = subprocess.run([sys.executable, "-m", "mirrorflow", *args], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == code, p.stderr
@@ -511,62 +524,116 @@ def _check_mem(n):
     from mirrorflow.experiments import check_resources, load
 
     mod = load("matrix-sensing")
-    return check_resources(mod, _build("matrix-sensing", n=n), available=10 ** 9)
+    return check_resources(mod, _build("matrix-sensing", n=n), available=10**9)
 
 
 API_CASES = [
-    ("WeightDecayScheduler(opt, 0.1)", lambda: __import__("mirrorflow.training.scheduler", fromlist=["x"])
-     .WeightDecayScheduler(_opt(), 0.1), TypeError, "schedule must be a callable"),
-    ("WeightDecayScheduler(opt, [0.1])", lambda: __import__("mirrorflow.training.scheduler", fromlist=["x"])
-     .WeightDecayScheduler(_opt(), [0.1]), TypeError, "schedule must be a callable"),
+    (
+        "WeightDecayScheduler(opt, 0.1)",
+        lambda: __import__("mirrorflow.training.scheduler", fromlist=["x"]).WeightDecayScheduler(_opt(), 0.1),
+        TypeError,
+        "schedule must be a callable",
+    ),
+    (
+        "WeightDecayScheduler(opt, [0.1])",
+        lambda: __import__("mirrorflow.training.scheduler", fromlist=["x"]).WeightDecayScheduler(_opt(), [0.1]),
+        TypeError,
+        "schedule must be a callable",
+    ),
     ("groups=[0.7]", lambda: _sched(groups=[0.7]), TypeError, "groups: expected param group indices"),
     ("groups=[True]", lambda: _sched(groups=[True]), TypeError, "groups: expected param group indices"),
     ("groups=[5]", lambda: _sched(groups=[5]), ValueError, "index 5 out of range"),
     ("groups=['nope']", lambda: _sched(groups=["nope"]), ValueError, "no param group named 'nope'"),
     ("load_state_dict({})", lambda: _load_wds({}), ValueError, "missing"),
     ("load_state_dict(None)", lambda: _load_wds(None), TypeError, "state_dict must be a mapping"),
-    ("load_state_dict(StepLR state)", lambda: _load_wds(_lr_sched_state()), ValueError, "not a WeightDecayScheduler state"),
+    (
+        "load_state_dict(StepLR state)",
+        lambda: _load_wds(_lr_sched_state()),
+        ValueError,
+        "not a WeightDecayScheduler state",
+    ),
     ("a_per_group='abc'", lambda: _load_wds(lambda s: {**s, "a_per_group": "abc"}), TypeError, "a_per_group"),
     ("a_per_group=[1.0]", lambda: _load_wds(lambda s: {**s, "a_per_group": [1.0]}), ValueError, "must be ≤ 0"),
     ("a_per_group=[nan]", lambda: _load_wds(lambda s: {**s, "a_per_group": [math.nan]}), ValueError, "finite"),
     ("_last_wd=[-5]", lambda: _load_wds(lambda s: {**s, "_last_wd": [-5.0]}), ValueError, "_last_wd"),
     ("_last_wd=[1,2]", lambda: _load_wds(lambda s: {**s, "_last_wd": [1.0, 2.0]}), ValueError, "2 entries for 1"),
     ("last_epoch='x'", lambda: _load_wds(lambda s: {**s, "last_epoch": "x"}), TypeError, "last_epoch"),
-    ("AutoTurnOff(lambda t: -1)", lambda: __import__("mirrorflow.training.auto_off", fromlist=["x"])
-     .AutoTurnOff(lambda t: -1.0)(0), ValueError, "λ must be finite and ≥ 0"),
-    ("AutoTurnOff(-1)", lambda: __import__("mirrorflow.training.auto_off", fromlist=["x"]).AutoTurnOff(-1.0),
-     ValueError, "non-negative"),
+    (
+        "AutoTurnOff(lambda t: -1)",
+        lambda: __import__("mirrorflow.training.auto_off", fromlist=["x"]).AutoTurnOff(lambda t: -1.0)(0),
+        ValueError,
+        "λ must be finite and ≥ 0",
+    ),
+    (
+        "AutoTurnOff(-1)",
+        lambda: __import__("mirrorflow.training.auto_off", fromlist=["x"]).AutoTurnOff(-1.0),
+        ValueError,
+        "non-negative",
+    ),
     ("AutoTurnOff(mode=x)", lambda: _auto(mode="x"), ValueError, "mode must be one of"),
     ("AutoTurnOff(window=0)", lambda: _auto(window=0), ValueError, "window must be a positive integer"),
-    ("AutoTurnOff.load_state_dict(None)", lambda: _auto().load_state_dict(None), TypeError, "state_dict must be a mapping"),
-    ("AutoTurnOff.load_state_dict(triggered_at=-3)", lambda: _auto().load_state_dict({"triggered_at": -3}),
-     ValueError, "triggered_at"),
+    (
+        "AutoTurnOff.load_state_dict(None)",
+        lambda: _auto().load_state_dict(None),
+        TypeError,
+        "state_dict must be a mapping",
+    ),
+    (
+        "AutoTurnOff.load_state_dict(triggered_at=-3)",
+        lambda: _auto().load_state_dict({"triggered_at": -3}),
+        ValueError,
+        "triggered_at",
+    ),
     ("AutoTurnOff.load_state_dict(recent='x')", lambda: _auto().load_state_dict({"recent": "x"}), TypeError, "recent"),
     ("find_factor_pairs('model')", lambda: _find("model"), TypeError, "model must be a torch.nn.Module"),
     ("spectral_metrics(batch)", _spectral_batch, ValueError, "batched_spectral_metrics"),
-    ("spectral_metrics([])", lambda: __import__("mirrorflow.training.spectral", fromlist=["x"])
-     .spectral_metrics(torch.tensor([])), ValueError, "no singular values"),
-    ("spectral_metrics(list)", lambda: __import__("mirrorflow.training.spectral", fromlist=["x"])
-     .spectral_metrics([1.0, 2.0]), TypeError, "expected a tensor"),
+    (
+        "spectral_metrics([])",
+        lambda: __import__("mirrorflow.training.spectral", fromlist=["x"]).spectral_metrics(torch.tensor([])),
+        ValueError,
+        "no singular values",
+    ),
+    (
+        "spectral_metrics(list)",
+        lambda: __import__("mirrorflow.training.spectral", fromlist=["x"]).spectral_metrics([1.0, 2.0]),
+        TypeError,
+        "expected a tensor",
+    ),
     ("predict_limit(a=+3)", lambda: _predict(a=3.0), ValueError, "a must be finite and ≤ 0"),
     ("predict_limit(a=nan)", lambda: _predict(a=math.nan), ValueError, "a must be finite"),
-    ("predict_limit(y=nan)", lambda: _predict(y=torch.full((3,), math.nan, dtype=torch.float64)), ValueError,
-     "y must be finite"),
-    ("predict_limit(Z=inf)", lambda: _predict(Z=torch.full((3, 6), math.inf, dtype=torch.float64)), ValueError,
-     "Z must be finite"),
+    (
+        "predict_limit(y=nan)",
+        lambda: _predict(y=torch.full((3,), math.nan, dtype=torch.float64)),
+        ValueError,
+        "y must be finite",
+    ),
+    (
+        "predict_limit(Z=inf)",
+        lambda: _predict(Z=torch.full((3, 6), math.inf, dtype=torch.float64)),
+        ValueError,
+        "Z must be finite",
+    ),
     ("init(scale=-1) mw", lambda: _geom_init("mw", scale=-1.0), ValueError, "scale must be positive"),
     ("init(scale=nan) mw", lambda: _geom_init("mw", scale=math.nan), ValueError, "scale must be positive"),
     ("init(scale=-1) power", lambda: _geom_init("power", scale=-1.0), ValueError, "scale must be positive"),
     ("init(scale=0) log", lambda: _geom_init("log", scale=0.0), ValueError, "scale must be positive"),
     ("build seed=1e30", lambda: _build("matrix-sensing", seed=1e30), ValueError, "out of range"),
-    ("build seed=2**70 (int)", lambda: _build("matrix-sensing", seed=2 ** 70), ValueError, "out of range"),
-    ("build threads=10**6", lambda: _build("diagonal", threads=10 ** 6), ValueError, "threads: at most"),
+    ("build seed=2**70 (int)", lambda: _build("matrix-sensing", seed=2**70), ValueError, "out of range"),
+    ("build threads=10**6", lambda: _build("diagonal", threads=10**6), ValueError, "threads: at most"),
     ("build unknown key", lambda: _build("diagonal", nope=1), ValueError, "unknown config key 'nope'"),
     ("check_resources n=20000", lambda: _check_mem(20000), ValueError, "of memory, 954 MiB is available"),
-    ("ray check_reachable refused", lambda: __import__("mirrorflow.engine.ray_backend", fromlist=["x"])
-     .check_reachable("127.0.0.1:1", timeout=2.0), MirrorflowError, "cannot reach Ray at 127.0.0.1:1"),
-    ("ray check_reachable no port", lambda: __import__("mirrorflow.engine.ray_backend", fromlist=["x"])
-     .check_reachable("headnode"), ValueError, "--address must be HOST:PORT"),
+    (
+        "ray check_reachable refused",
+        lambda: __import__("mirrorflow.engine.ray_backend", fromlist=["x"]).check_reachable("127.0.0.1:1", timeout=2.0),
+        MirrorflowError,
+        "cannot reach Ray at 127.0.0.1:1",
+    ),
+    (
+        "ray check_reachable no port",
+        lambda: __import__("mirrorflow.engine.ray_backend", fromlist=["x"]).check_reachable("headnode"),
+        ValueError,
+        "--address must be HOST:PORT",
+    ),
 ]
 
 
@@ -631,50 +698,104 @@ API_CASES_21 = [
     ("check_rate(nan)", _cfg("check_rate", "wd", math.nan), ValueError, "wd must be non-negative and finite"),
     ("check_rate(-1)", _cfg("check_rate", "wd", -1.0), ValueError, "wd must be non-negative and finite, got -1.0"),
     ("check_rate(0, positive)", _cfg("check_rate", "lr", 0.0, positive=True), ValueError, "lr must be positive"),
-    ("check_rate(1e308, horizon=10)", _cfg("check_rate", "wd", 1e308, horizon=10.0), ValueError,
-     "wd=1e+308 makes the accumulated regularization a = -lr·steps·wd infinite"),
+    (
+        "check_rate(1e308, horizon=10)",
+        _cfg("check_rate", "wd", 1e308, horizon=10.0),
+        ValueError,
+        "wd=1e+308 makes the accumulated regularization a = -lr·steps·wd infinite",
+    ),
     ("check_threads(-1)", _cfg("check_threads", "threads", -1), ValueError, "threads must be 0 (torch's default)"),
-    ("check_threads(0, zero_ok=False)", _cfg("check_threads", "threads", 0, zero_ok=False), ValueError,
-     "threads must be 1.."),
+    (
+        "check_threads(0, zero_ok=False)",
+        _cfg("check_threads", "threads", 0, zero_ok=False),
+        ValueError,
+        "threads must be 1..",
+    ),
     ("check_threads(2.5)", _cfg("check_threads", "threads", 2.5), ValueError, "got 2.5"),
-    ("check_threads(10**6)", _cfg("check_threads", "threads", 10 ** 6), ValueError, "threads: at most the"),
-    ("parse_overrides duplicate", _cfg("parse_overrides", ["wd=0.1", "wd=0.2"]), ValueError,
-     "wd: given twice (wd=0.1 and wd=0.2)"),
-    ("build schedule=none wd=0.5", lambda: _build("matrix-sensing", schedule="none", wd=0.5), ValueError,
-     "wd=0.5 has no effect with schedule=none"),
-    ("build schedule=constant off=0.3", lambda: _build("matrix-sensing", schedule="constant", off=0.3), ValueError,
-     "off=0.3 has no effect with schedule=constant"),
+    ("check_threads(10**6)", _cfg("check_threads", "threads", 10**6), ValueError, "threads: at most the"),
+    (
+        "parse_overrides duplicate",
+        _cfg("parse_overrides", ["wd=0.1", "wd=0.2"]),
+        ValueError,
+        "wd: given twice (wd=0.1 and wd=0.2)",
+    ),
+    (
+        "build schedule=none wd=0.5",
+        lambda: _build("matrix-sensing", schedule="none", wd=0.5),
+        ValueError,
+        "wd=0.5 has no effect with schedule=none",
+    ),
+    (
+        "build schedule=constant off=0.3",
+        lambda: _build("matrix-sensing", schedule="constant", off=0.3),
+        ValueError,
+        "off=0.3 has no effect with schedule=constant",
+    ),
     ("build wd=1e308", lambda: _build("matrix-sensing", wd=1e308), ValueError, "accumulated regularization"),
     ("build lora alpha=inf", lambda: _build("lora", alpha=math.inf), ValueError, "alpha must be positive and finite"),
-    ("build lora val_windows=0", lambda: _build("lora", val_windows=0), ValueError, "val_windows must be an integer ≥ 1"),
+    (
+        "build lora val_windows=0",
+        lambda: _build("lora", val_windows=0),
+        ValueError,
+        "val_windows must be an integer ≥ 1",
+    ),
     ("build lora block_size=1", lambda: _build("lora", block_size=1), ValueError, "block_size must be an integer ≥ 2"),
     ("build threads=-3", lambda: _build("diagonal", threads=-3), ValueError, "threads must be 0 (torch's default)"),
-    ("lora rank 1e9 memory", lambda: __import__("mirrorflow.experiments", fromlist=["x"]).check_resources(
-        __import__("mirrorflow.experiments.lora", fromlist=["x"]), _build("lora", rank=10 ** 9), available=10 ** 9),
-     ValueError, "of memory"),
-    ("mw.legendre(a=0.5)", lambda: _legendre("mw", 0.5), ValueError, "a must be finite and ≤ 0 (a = −∫λ, λ ≥ 0), got 0.5"),
+    (
+        "lora rank 1e9 memory",
+        lambda: __import__("mirrorflow.experiments", fromlist=["x"]).check_resources(
+            __import__("mirrorflow.experiments.lora", fromlist=["x"]), _build("lora", rank=10**9), available=10**9
+        ),
+        ValueError,
+        "of memory",
+    ),
+    (
+        "mw.legendre(a=0.5)",
+        lambda: _legendre("mw", 0.5),
+        ValueError,
+        "a must be finite and ≤ 0 (a = −∫λ, λ ≥ 0), got 0.5",
+    ),
     ("mw-coupled.legendre(a=1)", lambda: _legendre("mw-coupled", 1.0), ValueError, "a must be finite and ≤ 0"),
     ("uut.legendre(a=0.1)", lambda: _legendre("uut", 0.1), ValueError, "a must be finite and ≤ 0"),
     ("power.legendre(a=2)", lambda: _legendre("power", 2.0), ValueError, "a must be finite and ≤ 0"),
     ("log.legendre(a=0.5)", lambda: _legendre("log", 0.5), ValueError, "a must be finite and ≤ 0"),
     ("mw.legendre(a=nan)", lambda: _legendre("mw", math.nan), ValueError, "a must be finite"),
     ("mw.legendre(a=-inf)", lambda: _legendre("mw", -math.inf), ValueError, "a must be finite"),
-    ("geometry.legendre('mw', a=0.5)", lambda: __import__("mirrorflow.geometry", fromlist=["x"]).legendre(
-        "mw", torch.ones(6, dtype=torch.float64) * 0.5, 0.5, n=3), ValueError, "a must be finite and ≤ 0"),
-    ("WORLD_SIZE=abc", lambda: _dist_env(WORLD_SIZE="abc"), ValueError,
-     "environment variable WORLD_SIZE must be an integer ≥ 1, got 'abc'"),
+    (
+        "geometry.legendre('mw', a=0.5)",
+        lambda: __import__("mirrorflow.geometry", fromlist=["x"]).legendre(
+            "mw", torch.ones(6, dtype=torch.float64) * 0.5, 0.5, n=3
+        ),
+        ValueError,
+        "a must be finite and ≤ 0",
+    ),
+    (
+        "WORLD_SIZE=abc",
+        lambda: _dist_env(WORLD_SIZE="abc"),
+        ValueError,
+        "environment variable WORLD_SIZE must be an integer ≥ 1, got 'abc'",
+    ),
     ("WORLD_SIZE=0", lambda: _dist_env(WORLD_SIZE="0"), ValueError, "environment variable WORLD_SIZE must be"),
-    ("RANK=5 WORLD_SIZE=1", lambda: _dist_env(WORLD_SIZE="1", RANK="5"), ValueError,
-     "environment variable RANK must be an integer 0..0, got 5"),
+    (
+        "RANK=5 WORLD_SIZE=1",
+        lambda: _dist_env(WORLD_SIZE="1", RANK="5"),
+        ValueError,
+        "environment variable RANK must be an integer 0..0, got 5",
+    ),
     ("LOCAL_RANK=-1", lambda: _dist_env(LOCAL_RANK="-1"), ValueError, "environment variable LOCAL_RANK must be"),
-    ("truncated GGUF header", lambda: _gguf(b"GGUF" + bytes([3, 0, 0, 0, 1])), MirrorflowError,
-     "the file is truncated or damaged"),
+    (
+        "truncated GGUF header",
+        lambda: _gguf(b"GGUF" + bytes([3, 0, 0, 0, 1])),
+        MirrorflowError,
+        "the file is truncated or damaged",
+    ),
     ("two StoreLocks on one directory", _two_locks, MirrorflowError, "another mirrorflow command is writing"),
 ]
 
 
-@pytest.mark.parametrize("call, exc, needle", [c[1:] for c in API_CASES + API_CASES_21],
-                         ids=[c[0] for c in API_CASES + API_CASES_21])
+@pytest.mark.parametrize(
+    "call, exc, needle", [c[1:] for c in API_CASES + API_CASES_21], ids=[c[0] for c in API_CASES + API_CASES_21]
+)
 def test_api_bad_input_raises_one_clear_line(call, exc, needle):
     with pytest.raises(exc) as e:
         call()

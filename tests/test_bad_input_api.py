@@ -3,6 +3,7 @@
 Each kind of value has one home in mirrorflow.schedules: ``as_number`` (a number of any of Python, NumPy or
 torch) and ``as_count`` (a whole number: a fraction is refused, never truncated), used by the schedule
 constructors, WeightDecayScheduler, AutoTurnOff, SpectralMonitor, LegendreTracker and the callbacks."""
+
 import numpy as np
 import pytest
 import torch
@@ -43,20 +44,31 @@ def test_numpy_and_torch_scalars_behave_like_python_numbers(name, kind):
 
 
 def test_the_issue_example():
-    assert S.turn_off(0.1, at=np.float32(0.5), horizon=100).integral(100) == S.turn_off(0.1, at=0.5, horizon=100).integral(100) == 5.0
+    assert (
+        S.turn_off(0.1, at=np.float32(0.5), horizon=100).integral(100)
+        == S.turn_off(0.1, at=0.5, horizon=100).integral(100)
+        == 5.0
+    )
 
 
-@pytest.mark.parametrize("make, err, match", [
-    (lambda: S.turn_off(0.1, at=0.5, horizon=2.7), ValueError, "horizon must be a whole number, got 2.7"),
-    (lambda: S.with_budget(S.constant(1.0), 1.0, horizon=2.7), ValueError, "horizon must be a whole number"),
-    (lambda: S.piecewise([S.constant(1.0), S.constant(0.0)], [2.5]), ValueError, "boundaries must be a whole number"),
-    (lambda: S.turn_off(0.1, at="half"), ValueError, "at must be a number, got 'half'"),
-    (lambda: S.turn_off(0.1, at=True), ValueError, "at must be a number, got True"),
-    (lambda: S.constant(np.array([0.1, 0.2])), ValueError, "value must be a number, got an array of shape"),
-    (lambda: S.constant(torch.tensor([0.1])), ValueError, "value must be a number, got an array of shape"),
-    (lambda: S.linear_decay(0.5, 0.0, horizon=10), ValueError, "until=0.0: .*not λ's final level"),
-    (lambda: S.cosine_decay(0.5, until=None), ValueError, "cosine_decay needs until="),
-])
+@pytest.mark.parametrize(
+    "make, err, match",
+    [
+        (lambda: S.turn_off(0.1, at=0.5, horizon=2.7), ValueError, "horizon must be a whole number, got 2.7"),
+        (lambda: S.with_budget(S.constant(1.0), 1.0, horizon=2.7), ValueError, "horizon must be a whole number"),
+        (
+            lambda: S.piecewise([S.constant(1.0), S.constant(0.0)], [2.5]),
+            ValueError,
+            "boundaries must be a whole number",
+        ),
+        (lambda: S.turn_off(0.1, at="half"), ValueError, "at must be a number, got 'half'"),
+        (lambda: S.turn_off(0.1, at=True), ValueError, "at must be a number, got True"),
+        (lambda: S.constant(np.array([0.1, 0.2])), ValueError, "value must be a number, got an array of shape"),
+        (lambda: S.constant(torch.tensor([0.1])), ValueError, "value must be a number, got an array of shape"),
+        (lambda: S.linear_decay(0.5, 0.0, horizon=10), ValueError, "until=0.0: .*not λ's final level"),
+        (lambda: S.cosine_decay(0.5, until=None), ValueError, "cosine_decay needs until="),
+    ],
+)
 def test_schedule_arguments(make, err, match):
     with pytest.raises(err, match=match):
         make()
@@ -71,18 +83,33 @@ def _pair():
     return [FactorPair("w", lambda: L, lambda: R)]
 
 
-@pytest.mark.parametrize("make, err, match", [
-    (lambda: WeightDecayScheduler(_opt(), S.constant(0.1), groups=[]), ValueError, "groups: an empty list"),
-    (lambda: WeightDecayScheduler(_opt(), S.constant(0.1), horizon=2.7), ValueError, "horizon must be a whole number"),
-    (lambda: WeightDecayScheduler(_opt(), S.constant(0.1), last_epoch=-2), ValueError, "last_epoch must be an integer ≥ -1"),
-    (lambda: WeightDecayScheduler("adam", S.constant(0.1)), TypeError, "optimizer must be a torch.optim.Optimizer"),
-    (lambda: SpectralMonitor(pairs=_pair(), every=2.7), ValueError, "every must be a whole number, got 2.7"),
-    (lambda: SpectralMonitor(pairs=_pair(), every="abc"), ValueError, "every must be a number, got 'abc'"),
-    (lambda: AutoTurnOff(0.1, window=2.5), ValueError, "window must be a whole number"),
-    (lambda: AutoTurnOff(0.1, max_step=-1), ValueError, "max_step must be a non-negative integer"),
-    (lambda: AutoTurnOff(0.1, signal=None), TypeError, "signal must be a metrics key"),
-    (lambda: AutoTurnOff(0.1, signal="loss").observe(0, {"loss": "abc"}), ValueError, r"metrics\['loss'\] must be a number, got 'abc'"),
-])
+@pytest.mark.parametrize(
+    "make, err, match",
+    [
+        (lambda: WeightDecayScheduler(_opt(), S.constant(0.1), groups=[]), ValueError, "groups: an empty list"),
+        (
+            lambda: WeightDecayScheduler(_opt(), S.constant(0.1), horizon=2.7),
+            ValueError,
+            "horizon must be a whole number",
+        ),
+        (
+            lambda: WeightDecayScheduler(_opt(), S.constant(0.1), last_epoch=-2),
+            ValueError,
+            "last_epoch must be an integer ≥ -1",
+        ),
+        (lambda: WeightDecayScheduler("adam", S.constant(0.1)), TypeError, "optimizer must be a torch.optim.Optimizer"),
+        (lambda: SpectralMonitor(pairs=_pair(), every=2.7), ValueError, "every must be a whole number, got 2.7"),
+        (lambda: SpectralMonitor(pairs=_pair(), every="abc"), ValueError, "every must be a number, got 'abc'"),
+        (lambda: AutoTurnOff(0.1, window=2.5), ValueError, "window must be a whole number"),
+        (lambda: AutoTurnOff(0.1, max_step=-1), ValueError, "max_step must be a non-negative integer"),
+        (lambda: AutoTurnOff(0.1, signal=None), TypeError, "signal must be a metrics key"),
+        (
+            lambda: AutoTurnOff(0.1, signal="loss").observe(0, {"loss": "abc"}),
+            ValueError,
+            r"metrics\['loss'\] must be a number, got 'abc'",
+        ),
+    ],
+)
 def test_training_tool_arguments(make, err, match):
     with pytest.raises(err, match=match):
         make()

@@ -1,4 +1,5 @@
 """CLI behaviour: run / reproduce, the run store, and one-line errors for bad input."""
+
 import json
 import subprocess
 import sys
@@ -8,7 +9,9 @@ import yaml
 
 
 def mf(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "mirrorflow", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "mirrorflow", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 def test_help_everywhere():

@@ -1,4 +1,5 @@
 """Package-shipped data files: sha256-verified loading, clear errors for missing or corrupted files."""
+
 from __future__ import annotations
 
 import shutil
@@ -81,9 +82,9 @@ def test_cli_reports_corrupted_package_data_as_one_line(tmp_path):
     raw[-10] ^= 0x01
     target.write_bytes(bytes(raw))
     code = (
-        "import sys; sys.path.insert(0, %r); from mirrorflow.cli import main; "
+        "import sys; sys.path.insert(0, {!r}); from mirrorflow.cli import main; "
         "main(['run', 'sparse-coding', 'iterations=1', 'image_size=8', 'n_images=20', 'batch_size=10', "
-        "'ks=1', '--out', %r])" % (str(pkg), str(tmp_path / "run"))
+        "'ks=1', '--out', {!r}])".format(str(pkg), str(tmp_path / "run"))
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr

@@ -1,5 +1,6 @@
 """Device plumbing of the batched engine (matrix sensing, reparameterized regression) and the packed
 symmetric basis of matrix sensing against the full (m, n²) reference step."""
+
 import os
 import subprocess
 import sys
@@ -46,11 +47,28 @@ def test_config_device_key_is_checked(monkeypatch):
 
 def test_cli_device_cuda_without_cuda_is_one_line_error(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    p = subprocess.run([sys.executable, "-m", "mirrorflow", "run", "matrix-sensing", "n=4", "r=1", "steps=5",
-                        "device=cuda", "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mirrorflow",
+            "run",
+            "matrix-sensing",
+            "n=4",
+            "r=1",
+            "steps=5",
+            "device=cuda",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert p.returncode == 2
-    assert p.stderr.strip().splitlines() == ["error: device=cuda: CUDA is not available on this machine "
-                                             "(use device=cpu or device=auto)"]
+    assert p.stderr.strip().splitlines() == [
+        "error: device=cuda: CUDA is not available on this machine (use device=cpu or device=auto)"
+    ]
     assert not (tmp_path / "run").exists()
 
 
@@ -70,8 +88,10 @@ def test_readback_and_mask_every_step_give_the_same_trace_with_a_divergence():
     """The accelerator path (freeze mask every step, no read-back) equals the CPU path, divergence included."""
     data = ms.make_data(8, 2, 48, 0)
     lam = schedule_table([constant(20.0), constant(0.01), turn_off(0.2, 50)], 150)
-    traces = [run_batched(ms.MatrixSensing(data, [0.1, 0.1, 0.05], decay="gradient"), lam, 0.25, log_every=10,
-                          readback=rb) for rb in (True, False)]
+    traces = [
+        run_batched(ms.MatrixSensing(data, [0.1, 0.1, 0.05], decay="gradient"), lam, 0.25, log_every=10, readback=rb)
+        for rb in (True, False)
+    ]
     assert 0 <= traces[0].diverged_at[0] < 150 and (traces[0].diverged_at[1:] == -1).all()
     assert torch.isfinite(lam).all()  # NaN-masking the records never writes into the caller's table
     assert np.isnan(traces[0].metrics["a"][0, -1]) and traces[0].metrics["a"][2, -1] == pytest.approx(-0.25 * 0.2 * 50)
@@ -162,12 +182,17 @@ def test_cuda_equals_cpu():
         for k, v in cpu.metrics.items():
             np.testing.assert_allclose(gpu.metrics[k], v, rtol=1e-8, atol=1e-10, err_msg=k)
     f32 = [replace(cfgs[0], dtype="float32")]
-    np.testing.assert_allclose(ms.run_group([replace(f32[0], device="cuda")]).final("rec_error"),
-                               ms.run_group(f32).final("rec_error"), rtol=1e-3)
+    np.testing.assert_allclose(
+        ms.run_group([replace(f32[0], device="cuda")]).final("rec_error"),
+        ms.run_group(f32).final("rec_error"),
+        rtol=1e-3,
+    )
     g = torch.Generator().manual_seed(0)
     Z, y = torch.randn(3, 6, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
     rep, lam = geometry.get("mw", 6), schedule_table([turn_off(0.5, 100), constant(0.0)], 300)
-    out = [run_batched(ReparamRegression(rep, Z, y, rep.init(0.5), n_configs=2, device=d), lam, 0.05, log_every=50)
-           for d in ("cpu", "cuda")]
+    out = [
+        run_batched(ReparamRegression(rep, Z, y, rep.init(0.5), n_configs=2, device=d), lam, 0.05, log_every=50)
+        for d in ("cpu", "cuda")
+    ]
     assert out[1].final_state["w"].device.type == "cuda"
     np.testing.assert_allclose(out[1].metrics["loss"], out[0].metrics["loss"], rtol=1e-8, atol=1e-12)

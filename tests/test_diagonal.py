@@ -3,6 +3,7 @@
 Small setting used throughout: N = 20, d = 40, 3 non-zeros, init scale 1, η = 0.05, 1000 steps with
 weight decay then 4000 without (a few seconds for all tests together).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ import torch
 from mirrorflow.config import build
 from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.errors import ConfigError
-from mirrorflow.schedules import turn_off
 from mirrorflow.experiments import diagonal as D
+from mirrorflow.schedules import turn_off
 
 SMALL = dict(n_samples=20, dim=40, sparsity=3, steps_on=1000, steps_off=4000, log_every=50)
 
@@ -115,14 +116,16 @@ def test_mw_conserved_quantity_tracks_accumulated_regularization():
         a = torch.as_tensor(trace.final("a")).view(-1, 1)
         assert trace.final("a") == pytest.approx([0.0, -0.3, -0.9])
         lhs = s["m"] ** 2 - s["w"] ** 2
-        rhs = torch.exp(2 * a) * cfg.init_scale ** 2
+        rhs = torch.exp(2 * a) * cfg.init_scale**2
         errors.append(float(((lhs - rhs).abs() / rhs).max()))
     assert errors[0] < 2e-2
     assert errors[1] < 0.6 * errors[0]
 
 
-@pytest.mark.parametrize("model, name, options", [("linear", "linear", {}), ("mw", "mw", {}), ("mwv", "depth3", {}),
-                                                   ("power", "power", {"k": 2, "penalty": "l2"})])
+@pytest.mark.parametrize(
+    "model, name, options",
+    [("linear", "linear", {}), ("mw", "mw", {}), ("mwv", "depth3", {}), ("power", "power", {"k": 2, "penalty": "l2"})],
+)
 def test_models_are_the_geometry_families(model, name, options):
     """Each model is the registry's family (same g and pullback), and the exact-decay run agrees with plain
     gradient descent on f + λh (``decay="gradient"``) to first order: the gap halves with η at equal time."""
@@ -135,7 +138,7 @@ def test_models_are_the_geometry_families(model, name, options):
     w = ours.init_state()["w"] + 0.1
     torch.testing.assert_close(ours.reparam.g(w), rep.g(w), rtol=0, atol=0)
     gaps = []
-    for lr in ((0.005, 0.0025) if model == "power" else (0.02, 0.01)):
+    for lr in (0.005, 0.0025) if model == "power" else (0.02, 0.01):
         steps = round(2.0 / lr)
         sched = [turn_off(0.0, 0), turn_off(1.0, steps // 2)]
         lam = schedule_table(sched, steps)
@@ -227,21 +230,26 @@ def test_a_diverging_config_is_recorded_and_the_others_continue():
 
 
 def test_power_model_runs_and_default_step_size_is_per_model():
-    cfg = build(D.Config, {**SMALL, "model": "power", "k": 2, "weight_decays": (0.0, 0.3), "steps_on": 300, "steps_off": 300})
+    cfg = build(
+        D.Config, {**SMALL, "model": "power", "k": 2, "weight_decays": (0.0, 0.3), "steps_on": 300, "steps_off": 300}
+    )
     assert cfg.step_size == 0.005 and small("mw", (0.0,)).step_size == 0.05
     trace, data = D.run_sweep(cfg)
     assert (trace.diverged_at < 0).all()
     assert trace.final("train_loss")[0] < trace.metrics["train_loss"][0, 0]
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"model": "deep"}, "model must be one of"),
-    ({"dim": 10, "n_samples": 20}, "dim must exceed n_samples"),
-    ({"weight_decays": "0.1,-1"}, "weight_decays must be non-negative"),
-    ({"steps_on": 0, "steps_off": 0}, "must be positive"),
-    ({"power_penalty": "l3"}, "power_penalty"),
-    ({"bogus": 1}, "unknown config key 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"model": "deep"}, "model must be one of"),
+        ({"dim": 10, "n_samples": 20}, "dim must exceed n_samples"),
+        ({"weight_decays": "0.1,-1"}, "weight_decays must be non-negative"),
+        ({"steps_on": 0, "steps_off": 0}, "must be positive"),
+        ({"power_penalty": "l3"}, "power_penalty"),
+        ({"bogus": 1}, "unknown config key 'bogus'"),
+    ],
+)
 def test_bad_config_values_name_the_key(bad, match):
     with pytest.raises(ConfigError, match=match):
         build(D.Config, bad)
@@ -251,14 +259,41 @@ def test_cli_run_and_reproduce_write_run_directories(tmp_path, capsys):
     from mirrorflow.cli import main
 
     out = tmp_path / "run"
-    main(["run", "diagonal", "model=mw", "n_samples=10", "dim=20", "sparsity=2", "steps_on=100", "steps_off=100",
-          "weight_decays=0,0.1", "--out", str(out)])
+    main(
+        [
+            "run",
+            "diagonal",
+            "model=mw",
+            "n_samples=10",
+            "dim=20",
+            "sparsity=2",
+            "steps_on=100",
+            "steps_off=100",
+            "weight_decays=0,0.1",
+            "--out",
+            str(out),
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"] == "mw" and len(summary["weight_decays"]) == 2
-    assert {"config.yaml", "metrics.csv", "dist.png", "l1_l2.png", "train_loss.png", "x1.png"} <= {p.name for p in out.iterdir()}
+    assert {"config.yaml", "metrics.csv", "dist.png", "l1_l2.png", "train_loss.png", "x1.png"} <= {
+        p.name for p in out.iterdir()
+    }
     rep = tmp_path / "rep"
-    main(["reproduce", "diagonal", "n_samples=10", "dim=20", "sparsity=2", "steps_on=100", "steps_off=100",
-          "weight_decays=0,0.1", "--out", str(rep)])
+    main(
+        [
+            "reproduce",
+            "diagonal",
+            "n_samples=10",
+            "dim=20",
+            "sparsity=2",
+            "steps_on=100",
+            "steps_off=100",
+            "weight_decays=0,0.1",
+            "--out",
+            str(rep),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "| mwv | 0.1 |" in printed and "| linear | 0 |" in printed
     names = {p.name for p in rep.iterdir()}
@@ -280,8 +315,15 @@ def test_cli_bad_override_is_one_line_error(tmp_path, capsys):
 def test_regimes_of_one_run():
     from mirrorflow.experiments.diagonal.seeds import classify, ratio_constant, x1_witness
 
-    row = dict(status="finished", converged=True, dist_final=1e-9, train_loss_final=1e-20, l1_l2_on=2.0,
-               l1_l2_final=2.2, dist_change_last10pct=0.0)
+    row = dict(
+        status="finished",
+        converged=True,
+        dist_final=1e-9,
+        train_loss_final=1e-20,
+        l1_l2_on=2.0,
+        l1_l2_final=2.2,
+        dist_change_last10pct=0.0,
+    )
     assert classify(row, loss0=2.0, x_norm=1.5, x_star_norm=1.6) == "recovers x*"
     assert classify({**row, "dist_final": 1.7}, 2.0, 1.5, 1.6) == "interpolant"
     stuck = {**row, "converged": False, "train_loss_final": 1.6, "dist_final": 1.9}
@@ -297,8 +339,13 @@ def test_regimes_of_one_run():
 def test_reproduce_with_seeds_keeps_the_seed_table_first_and_counts_regimes(tmp_path):
     import json
 
-    ov = {**{k: str(v) for k, v in SMALL.items()}, "models": "mwv", "weight_decays": "0,0.1,1",
-          "steps_on": "300", "steps_off": "600"}
+    ov = {
+        **{k: str(v) for k, v in SMALL.items()},
+        "models": "mwv",
+        "weight_decays": "0,0.1,1",
+        "steps_on": "300",
+        "steps_off": "600",
+    }
     plain = D.reproduce(tmp_path / "a", ov, progress=lambda k: None)
     both = D.reproduce(tmp_path / "b", {**ov, "seeds": "0,1,2"}, progress=lambda k: None)
     assert both.startswith(plain)
@@ -325,8 +372,21 @@ def test_track_logs_the_legendre_identity_residual_and_needs_a_commuting_model()
     """track=true: ‖∇R_{a_t}(x_t) − μ_t‖/‖μ_t‖ along the run (Theorem 3.6) is logged; it is O(η) for m⊙w."""
     from mirrorflow.errors import ConfigError
 
-    cfg = build(D.Config, {"model": "mw", "n_samples": 10, "dim": 20, "sparsity": 2, "weight_decays": "0,0.1",
-                           "steps_on": 100, "steps_off": 100, "log_every": 50, "track": "true", "device": "cpu"})
+    cfg = build(
+        D.Config,
+        {
+            "model": "mw",
+            "n_samples": 10,
+            "dim": 20,
+            "sparsity": 2,
+            "weight_decays": "0,0.1",
+            "steps_on": 100,
+            "steps_off": 100,
+            "log_every": 50,
+            "track": "true",
+            "device": "cpu",
+        },
+    )
     trace, _ = D.run_sweep(cfg)
     res = trace.metrics["identity_residual"][:, 1:]
     assert np.isfinite(res).all() and res.max() < 0.05 and res.max() > 0

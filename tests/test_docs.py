@@ -17,6 +17,7 @@
 * ```text blocks: lines starting with ``mirrorflow`` are usage lines: the subcommand and every ``--flag`` must
   exist; a line without placeholders (``[...]``, ``a|b``, ``UPPERCASE``) is dry-run as well.
 * Every fence has a language tag (```text for listings)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,13 +29,13 @@ import runpy
 import shlex
 import subprocess
 import sys
-import tomllib
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))]
@@ -65,20 +66,22 @@ def parse_info(info: str) -> tuple[str, str | None, str | None]:
     rest = rest.strip()
     for m in MARKERS:
         if rest.startswith(m):
-            return lang, m, rest[len(m):].lstrip(":").strip()
+            return lang, m, rest[len(m) :].lstrip(":").strip()
     return lang, None, None
 
 
 def parse_blocks(text: str, doc: str = "<doc>") -> list[Block]:
     """Every fenced block of a markdown text (output blocks attached to the block before them)."""
-    found = [(m.group(1).strip(), m.group(2), text.count("\n", 0, m.start()) + 1, m.start(), m.end())
-             for m in FENCE.finditer(text)]
+    found = [
+        (m.group(1).strip(), m.group(2), text.count("\n", 0, m.start()) + 1, m.start(), m.end())
+        for m in FENCE.finditer(text)
+    ]
     out = []
     for i, (info, code, line, _, end) in enumerate(found):
         if info == "output":
             continue
         expected = None
-        if i + 1 < len(found) and found[i + 1][0] == "output" and not text[end:found[i + 1][3]].strip():
+        if i + 1 < len(found) and found[i + 1][0] == "output" and not text[end : found[i + 1][3]].strip():
             expected = found[i + 1][1]
         out.append(Block(doc, line, *parse_info(info), code, expected))
     return out
@@ -123,7 +126,7 @@ def dry_run(argv: list[str], where: str) -> str:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def accepted_flags(script: str) -> frozenset[str]:
     """The option strings of a script's argparse parser, read from ``python SCRIPT --help`` (run in-process)."""
     buf = io.StringIO()
@@ -243,16 +246,18 @@ def check_usage(line: str, where: str) -> None:
     assert sub is not None or names[0] in options, f"{where}: mirrorflow has no command {names[0]!r}"
     bad = [f for f in flags([n for n in names[1:] if n.startswith("--")]) if f not in options]
     assert not bad, f"{where}: `mirrorflow {names[0]}` has no option {', '.join(bad)}"
-    if sub is not None and not PLACEHOLDER.search(line.split("#")[0]):
-        if any(p.opts == ["--dry-run"] for p in sub.params):
-            dry_run(argv[1:], where)
+    runnable = sub is not None and not PLACEHOLDER.search(line.split("#")[0])
+    if runnable and any(p.opts == ["--dry-run"] for p in sub.params):
+        dry_run(argv[1:], where)
 
 
 def check_block(block: Block, tmp_path: Path) -> dict[str, int]:
     """Run or check one block (module docstring); returns how many commands were run / dry-run / checked."""
     counts = {"run": 0, "dry-run": 0, "checked": 0}
     if block.marker is not None:
-        assert block.reason, f"{block.where}: a {block.marker} block must say why (```{block.lang} {block.marker}: reason)"
+        assert block.reason, (
+            f"{block.where}: a {block.marker} block must say why (```{block.lang} {block.marker}: reason)"
+        )
     if block.marker == "no-run":
         return counts
     if block.lang == "python":
@@ -267,11 +272,15 @@ def check_block(block: Block, tmp_path: Path) -> dict[str, int]:
         direct = [argv for argv in cmds if argv[0] == "mirrorflow"]
         if block.marker is None:
             others = [shlex.join(a) for a in cmds if a[0] != "mirrorflow"]
-            assert not others, (f"{block.where}: `{others[0]}` is not a mirrorflow command: mark the block "
-                                "```bash check-only: <reason>``` (or dry-run:) so that it is checked")
+            assert not others, (
+                f"{block.where}: `{others[0]}` is not a mirrorflow command: mark the block "
+                "```bash check-only: <reason>``` (or dry-run:) so that it is checked"
+            )
             for argv in direct:
                 out = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=tmp_path)
-                assert out.returncode == 0, f"{block.where}: `{shlex.join(argv)}` exits {out.returncode}\n{out.stderr[-3000:]}"
+                assert out.returncode == 0, (
+                    f"{block.where}: `{shlex.join(argv)}` exits {out.returncode}\n{out.stderr[-3000:]}"
+                )
                 counts["run"] += 1
             return counts
         kinds = [check_command(argv, block.where) for argv in cmds]
@@ -279,7 +288,9 @@ def check_block(block: Block, tmp_path: Path) -> dict[str, int]:
         if block.marker == "dry-run":
             assert direct or launched, f"{block.where}: a dry-run block without a mirrorflow command: use check-only:"
         else:
-            assert not (direct or launched), f"{block.where}: a check-only block with a mirrorflow command: use dry-run:"
+            assert not (direct or launched), (
+                f"{block.where}: a check-only block with a mirrorflow command: use dry-run:"
+            )
         counts["dry-run"] += kinds.count("mirrorflow")
         counts["checked"] += len(kinds) - kinds.count("mirrorflow")
     elif block.lang == "text":
@@ -302,7 +313,9 @@ def run_python(block: Block) -> None:
         os.environ.update(saved_env)
     if block.expected is not None:
         got = [ln.rstrip() for ln in buf.getvalue().rstrip("\n").split("\n")]
-        assert got == [ln.rstrip() for ln in block.expected.rstrip("\n").split("\n")], f"{block.where} prints something else"
+        assert got == [ln.rstrip() for ln in block.expected.rstrip("\n").split("\n")], (
+            f"{block.where} prints something else"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- tests
@@ -319,8 +332,12 @@ def test_every_fence_has_a_language_and_every_docs_file_is_covered():
     untagged = [b.where for doc in DOCS for b in blocks(doc) if not b.lang]
     assert not untagged, f"fences without a language tag: {', '.join(untagged)}"
     assert set(DOCS) >= {"README.md", "docs/matrix-sensing.md", "docs/transformers.md", "docs/performance.md"}
-    assert {b.doc for b in CASES if b.lang == "bash"} >= {"docs/matrix-sensing.md", "docs/diagonal-and-sparse-coding.md",
-                                                          "docs/performance.md", "docs/transformers.md"}
+    assert {b.doc for b in CASES if b.lang == "bash"} >= {
+        "docs/matrix-sensing.md",
+        "docs/diagonal-and-sparse-coding.md",
+        "docs/performance.md",
+        "docs/transformers.md",
+    }
 
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if _spec(d) is not None])
@@ -339,12 +356,17 @@ BROKEN = {
     "a misspelled key": "```bash dry-run: slow\nmirrorflow reproduce matrix-sensing stepz=10\n```\n",
     "a bad value": "```bash dry-run: slow\nmirrorflow reproduce diagonal models=mw,deep\n```\n",
     "an unknown mirrorflow flag": "```bash dry-run: slow\nmirrorflow reproduce lora --outt runs/x\n```\n",
-    "a script flag that does not exist": "```bash check-only: slow\npython benchmarks/bench_diagonal.py --threadz 1\n```\n",
+    "a script flag that does not exist": (
+        "```bash check-only: slow\npython benchmarks/bench_diagonal.py --threadz 1\n```\n"
+    ),
     "a script that does not exist": "```bash check-only: slow\npython benchmarks/bench_nothing.py\n```\n",
-    "a torchrun flag that does not exist": ("```bash dry-run: GPUs\ntorchrun --nproc_per_nodes=4 -m mirrorflow.cli "
-                                            "reproduce lora\n```\n"),
-    "a bad key behind accelerate": ("```bash dry-run: GPUs\naccelerate launch --num_processes 2 -m mirrorflow.cli "
-                                    "reproduce attention parts=sweep,nope\n```\n"),
+    "a torchrun flag that does not exist": (
+        "```bash dry-run: GPUs\ntorchrun --nproc_per_nodes=4 -m mirrorflow.cli reproduce lora\n```\n"
+    ),
+    "a bad key behind accelerate": (
+        "```bash dry-run: GPUs\naccelerate launch --num_processes 2 -m mirrorflow.cli "
+        "reproduce attention parts=sweep,nope\n```\n"
+    ),
     "a missing module": "```bash dry-run: GPUs\ntorchrun --nproc_per_node=2 -m mirrorflow.nothing run\n```\n",
     "an extra that does not exist": "```bash check-only: installs\npip install 'mirrorflow[gpu]'\n```\n",
     "a make target that does not exist": "```bash check-only: builds\nmake everything\n```\n",
@@ -371,14 +393,20 @@ def test_the_harness_fails_on_a_broken_block(what, tmp_path, monkeypatch):
 def test_the_harness_passes_the_same_blocks_when_fixed(tmp_path, monkeypatch):
     """The broken blocks' repaired twins pass (so the failures above come from the breakage)."""
     monkeypatch.chdir(tmp_path)
-    fixed = ("```bash dry-run: slow\nmirrorflow reproduce matrix-sensing steps=10 \\\n    --out runs/x\n"
-             "torchrun --nproc_per_node=4 -m mirrorflow.cli reproduce lora device=cuda\n"
-             "accelerate launch --num_processes 2 -m mirrorflow.cli reproduce attention parts=sweep\n"
-             "PYTHONPATH=src .venv/bin/python benchmarks/bench_diagonal.py --threads 1  # --nope in a comment\n```\n"
-             "```text\nmirrorflow sweep EXPERIMENT --backend ray\nmirrorflow run matrix-sensing n=5 r=2\n```\n"
-             "```bash check-only: installs\npip install 'mirrorflow[hf,ray]'\nmake test\n```\n"
-             "```python\nprint(1 + 1)\n```\n\n```output\n2\n```\n")
+    fixed = (
+        "```bash dry-run: slow\nmirrorflow reproduce matrix-sensing steps=10 \\\n    --out runs/x\n"
+        "torchrun --nproc_per_node=4 -m mirrorflow.cli reproduce lora device=cuda\n"
+        "accelerate launch --num_processes 2 -m mirrorflow.cli reproduce attention parts=sweep\n"
+        "PYTHONPATH=src .venv/bin/python benchmarks/bench_diagonal.py --threads 1  # --nope in a comment\n```\n"
+        "```text\nmirrorflow sweep EXPERIMENT --backend ray\nmirrorflow run matrix-sensing n=5 r=2\n```\n"
+        "```bash check-only: installs\npip install 'mirrorflow[hf,ray]'\nmake test\n```\n"
+        "```python\nprint(1 + 1)\n```\n\n```output\n2\n```\n"
+    )
     counts = [check_block(b, tmp_path) for b in parse_blocks(fixed)]
-    assert counts == [{"run": 0, "dry-run": 1, "checked": 3}, {"run": 0, "dry-run": 0, "checked": 2},
-                      {"run": 0, "dry-run": 0, "checked": 2}, {"run": 1, "dry-run": 0, "checked": 0}]
+    assert counts == [
+        {"run": 0, "dry-run": 1, "checked": 3},
+        {"run": 0, "dry-run": 0, "checked": 2},
+        {"run": 0, "dry-run": 0, "checked": 2},
+        {"run": 1, "dry-run": 0, "checked": 0},
+    ]
     assert list(tmp_path.iterdir()) == []  # nothing was created by the dry runs

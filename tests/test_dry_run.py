@@ -1,6 +1,7 @@
 """`mirrorflow run/reproduce --dry-run`: the overrides resolved exactly as the real command resolves them
 (presets, seeds, models=, parts=), bad input refused with the real command's one line, nothing created,
 and the printed plan is what the real command then runs (same config, same run directory)."""
+
 import pytest
 import torch
 import yaml
@@ -61,17 +62,28 @@ def test_reproduce_dry_run_is_what_the_reproduction_then_runs(capsys, tmp_path, 
     assert {k: str(v) for k, v in written.items()} == parse(out[1])
 
 
-@pytest.mark.parametrize("args,lines", [
-    (["matrix-sensing", "preset=paper-horizon"], ["options: preset=paper-horizon seeds=0,1,2,3,4", "steps=1200"]),
-    (["matrix-sensing", "seeds=0,1"], ["options: preset=table2 seeds=0,1", "steps=4000"]),
-    (["diagonal", "models=mwv,power", "seeds=3"], ["options: models=mwv,power seeds=3", "mwv: model=mwv",
-                                                   "power: model=power"]),
-    (["sparse-coding", "preset=authors"], ["options: preset=authors", "lr_scale=0.01 dict_update=per_sample"]),
-    (["sparse-coding", "image_size=16", "log_alphas=0,1"], ["options: preset=paper", "power: param=power ks=1,2,3,4",
-                                                            "log: param=log ks=1,2,3,4,5,6,7,8,9,10 alphas=0.0,1.0"]),
-    (["lora", "seeds=0,1", "weight_decays=0.01,0.1"], ["lora: task=lm", "weight_decays=0.01,0.1", "seeds=0,1 "]),
-    (["attention", "parts=finetune,sweep"], ["attention: parts=finetune,sweep seeds=0,1"]),
-])
+@pytest.mark.parametrize(
+    "args,lines",
+    [
+        (["matrix-sensing", "preset=paper-horizon"], ["options: preset=paper-horizon seeds=0,1,2,3,4", "steps=1200"]),
+        (["matrix-sensing", "seeds=0,1"], ["options: preset=table2 seeds=0,1", "steps=4000"]),
+        (
+            ["diagonal", "models=mwv,power", "seeds=3"],
+            ["options: models=mwv,power seeds=3", "mwv: model=mwv", "power: model=power"],
+        ),
+        (["sparse-coding", "preset=authors"], ["options: preset=authors", "lr_scale=0.01 dict_update=per_sample"]),
+        (
+            ["sparse-coding", "image_size=16", "log_alphas=0,1"],
+            [
+                "options: preset=paper",
+                "power: param=power ks=1,2,3,4",
+                "log: param=log ks=1,2,3,4,5,6,7,8,9,10 alphas=0.0,1.0",
+            ],
+        ),
+        (["lora", "seeds=0,1", "weight_decays=0.01,0.1"], ["lora: task=lm", "weight_decays=0.01,0.1", "seeds=0,1 "]),
+        (["attention", "parts=finetune,sweep"], ["attention: parts=finetune,sweep seeds=0,1"]),
+    ],
+)
 def test_reproduce_dry_run_resolves_presets_and_lists(capsys, tmp_path, monkeypatch, args, lines):
     monkeypatch.chdir(tmp_path)
     code, out, err = mf(capsys, "reproduce", *args, "--dry-run")
@@ -83,18 +95,21 @@ def test_reproduce_dry_run_resolves_presets_and_lists(capsys, tmp_path, monkeypa
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["run", "matrix-sensing", "bogus=1"], "error: unknown config key 'bogus'"),
-    (["run", "diagonal", "weight_decays=0,x"], "error: weight_decays: expected a number, got 'x'"),
-    (["reproduce", "matrix-sensing", "preset=nope"], "error: preset must be one of table2"),
-    (["reproduce", "matrix-sensing", "wd=0"], "error: wd must be positive for reproduce"),
-    (["reproduce", "diagonal", "models=mw,deep"], "error: models: unknown model 'deep'"),
-    (["reproduce", "sparse-coding", "param=log"], "error: param: reproduce runs both"),
-    (["reproduce", "sparse-coding", "preset=authors", "n_atoms=0"], "error: n_atoms must be positive"),
-    (["reproduce", "lora", "off_at=100"], "error: off_at must be in 1..steps-1=59"),
-    (["reproduce", "attention", "parts=sweep,bogus"], "error: parts must be among"),
-    (["reproduce", "matrix-sensing", "device=tpu"], "error: device must be one of"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["run", "matrix-sensing", "bogus=1"], "error: unknown config key 'bogus'"),
+        (["run", "diagonal", "weight_decays=0,x"], "error: weight_decays: expected a number, got 'x'"),
+        (["reproduce", "matrix-sensing", "preset=nope"], "error: preset must be one of table2"),
+        (["reproduce", "matrix-sensing", "wd=0"], "error: wd must be positive for reproduce"),
+        (["reproduce", "diagonal", "models=mw,deep"], "error: models: unknown model 'deep'"),
+        (["reproduce", "sparse-coding", "param=log"], "error: param: reproduce runs both"),
+        (["reproduce", "sparse-coding", "preset=authors", "n_atoms=0"], "error: n_atoms must be positive"),
+        (["reproduce", "lora", "off_at=100"], "error: off_at must be in 1..steps-1=59"),
+        (["reproduce", "attention", "parts=sweep,bogus"], "error: parts must be among"),
+        (["reproduce", "matrix-sensing", "device=tpu"], "error: device must be one of"),
+    ],
+)
 def test_dry_run_refuses_bad_input_like_the_real_command(capsys, tmp_path, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)
     code, out, err = mf(capsys, *args, "--dry-run")
@@ -103,10 +118,15 @@ def test_dry_run_refuses_bad_input_like_the_real_command(capsys, tmp_path, monke
     assert mf(capsys, *args, "--out", "never")[:3:2] == (2, err)  # the real command: the same line
 
 
-@pytest.mark.parametrize("args", [["run", "matrix-sensing", "n=6", "r=1", "steps=10"],
-                                  ["reproduce", "diagonal", "steps_on=5", "steps_off=5"],
-                                  ["reproduce", "sparse-coding", "preset=authors", "image_size=16"],
-                                  ["sweep", "matrix-sensing", "n=6", "r=1", "wd=0,0.1"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "matrix-sensing", "n=6", "r=1", "steps=10"],
+        ["reproduce", "diagonal", "steps_on=5", "steps_off=5"],
+        ["reproduce", "sparse-coding", "preset=authors", "image_size=16"],
+        ["sweep", "matrix-sensing", "n=6", "r=1", "wd=0,0.1"],
+    ],
+)
 def test_a_plan_for_a_gpu_machine_dry_runs_here(capsys, tmp_path, monkeypatch, args):
     monkeypatch.chdir(tmp_path)
     code, out, err = mf(capsys, *args, "device=cuda", "--dry-run")

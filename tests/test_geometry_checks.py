@@ -1,4 +1,5 @@
 """Lie brackets, commuting and regular checks (Def. 3.1–3.3), Corollary 3.12, Corollary D.1, Theorem D.2."""
+
 import pytest
 import sympy as sp
 import torch
@@ -107,11 +108,11 @@ def test_corollary_3_12_symbolic():
     u = sp.Symbol("u", positive=True)
     k = 3
     assert G.separable_admissible(u ** (2 * k), u ** (2 * k), u) == (True, 1)  # Example 3.14
-    assert G.separable_admissible(-(u ** 2), u ** 2, u) == (True, -1)  # Example 3.13: h = u² + v² for −v²
+    assert G.separable_admissible(-(u**2), u**2, u) == (True, -1)  # Example 3.13: h = u² + v² for −v²
     assert G.separable_admissible(sp.log(u), sp.log(u), u) == (True, 1)  # App. E
-    ok, W = G.separable_admissible(u ** 2, u ** 4, u)
-    assert not ok and sp.simplify(W - 16 * u ** 3) == 0
-    ok, W = G.separable_admissible(u ** 2, sp.exp(u), u)
+    ok, W = G.separable_admissible(u**2, u**4, u)
+    assert not ok and sp.simplify(W - 16 * u**3) == 0
+    ok, W = G.separable_admissible(u**2, sp.exp(u), u)
     assert not ok and W != 0
     assert G.wronskian(sp.exp(2 * u), 5 * sp.exp(2 * u) + 7, u) == 0
 
@@ -124,27 +125,29 @@ def test_theorem_d2_symbolic(D_):
 
 def test_verdict_for_user_input():
     m1, w1, m2, w2 = sp.symbols("m1 w1 m2 w2")
-    v = sp.Rational(1, 2) * (m1 ** 2 + w1 ** 2 + m2 ** 2 + w2 ** 2)
+    v = sp.Rational(1, 2) * (m1**2 + w1**2 + m2**2 + w2**2)
     ok = G.verdict([m1 * w1, m2 * w2], v, variables=[m1, w1, m2, w2])
     assert ok.commuting and ok.regular and "Theorem 3.6 applies" in ok.message
     m, w, q = sp.symbols("m w q")
-    bad = G.verdict([m * w * q], sp.Rational(1, 2) * (m ** 2 + w ** 2 + q ** 2), variables=[m, w, q])
+    bad = G.verdict([m * w * q], sp.Rational(1, 2) * (m**2 + w**2 + q**2), variables=[m, w, q])
     assert not bad.commuting and "[∇g_0, ∇h]" in bad.message
     assert sp.simplify(bad.nonzero["[∇g_0, ∇h]"] + sp.Matrix([w * q, m * q, m * w])) == sp.zeros(3, 1)
     x1, x2 = sp.symbols("x1 x2")
-    lin = G.verdict([x1, x2], (x1 ** 2 + x2 ** 2) / 2, variables=[x1, x2])
+    lin = G.verdict([x1, x2], (x1**2 + x2**2) / 2, variables=[x1, x2])
     assert not lin.commuting  # Cor. D.1
     u, vv = sp.symbols("u v", positive=True)
-    adm = G.verdict([u ** 2 - vv ** 2], u ** 2 + 2 * vv ** 2, variables=[u, vv])  # c = (1, −2): admissible
+    adm = G.verdict([u**2 - vv**2], u**2 + 2 * vv**2, variables=[u, vv])  # c = (1, −2): admissible
     assert adm.commuting
-    notadm = G.verdict([u ** 2 - vv ** 2], u ** 4 + vv ** 2, variables=[u, vv])
+    notadm = G.verdict([u**2 - vv**2], u**4 + vv**2, variables=[u, vv])
     assert not notadm.commuting
     # callables, checked numerically near w0
-    num = G.verdict(lambda t: t[:1] ** 2 - t[1:] ** 2, lambda t: t[0] ** 4 + t[1] ** 2,
-                    w0=torch.tensor([0.8, 0.6], dtype=D))
+    num = G.verdict(
+        lambda t: t[:1] ** 2 - t[1:] ** 2, lambda t: t[0] ** 4 + t[1] ** 2, w0=torch.tensor([0.8, 0.6], dtype=D)
+    )
     assert not num.commuting and "[∇g_0, ∇h]" in num.message
-    num_ok = G.verdict(lambda t: t[:1] ** 2 - t[1:] ** 2, lambda t: t[0] ** 2 + 2 * t[1] ** 2,
-                       w0=torch.tensor([0.8, 0.6], dtype=D))
+    num_ok = G.verdict(
+        lambda t: t[:1] ** 2 - t[1:] ** 2, lambda t: t[0] ** 2 + 2 * t[1] ** 2, w0=torch.tensor([0.8, 0.6], dtype=D)
+    )
     assert num_ok.commuting and num_ok.regular
 
 

@@ -1,4 +1,5 @@
 """The three effects as functions of a (positional bias, type of bias, range) and the ``mirrorflow legendre`` CLI."""
+
 import math
 
 import pytest
@@ -81,13 +82,19 @@ def test_cli_legendre_prints_the_three_effects_and_draws(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["legendre", "foo"], "unknown reparameterization 'foo' (known: mw, mw-coupled, uut, power, log, linear, depth3)"),
-    (["legendre", "mw", "--a", "x,1"], "--a: expected comma-separated numbers"),
-    (["legendre", "linear"], "[∇g_0, ∇h] ≠ 0"),
-    (["legendre", "depth3", "--a", "-1"], "Theorem D.2"),
-    (["legendre", "log", "--a", "-2"], "left its domain"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["legendre", "foo"],
+            "unknown reparameterization 'foo' (known: mw, mw-coupled, uut, power, log, linear, depth3)",
+        ),
+        (["legendre", "mw", "--a", "x,1"], "--a: expected comma-separated numbers"),
+        (["legendre", "linear"], "[∇g_0, ∇h] ≠ 0"),
+        (["legendre", "depth3", "--a", "-1"], "Theorem D.2"),
+        (["legendre", "log", "--a", "-2"], "left its domain"),
+    ],
+)
 def test_cli_legendre_bad_input_is_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)

@@ -49,8 +49,14 @@ CASES = {
     "u^2 - v^2 (k = 1)": (lambda n: G.PowerDiff(n, k=1), dict(scale=0.8), -0.3, 0.01, 4.0, 5e-3),
     "u^4 - v^4 (Eq. 11)": (lambda n: G.PowerDiff(n, k=2), dict(scale=0.9), -0.3, 0.01, 4.0, 5e-3),
     "u^6 - v^6 (Eq. 11)": (lambda n: G.PowerDiff(n, k=3), dict(scale=0.9), -0.2, 0.01, 4.0, 5e-3),
-    "u^2 - v^2, h = ½‖w‖² (hyperbolic at a/2)": (lambda n: G.PowerDiff(n, k=1, penalty="l2"), dict(scale=0.8),
-                                                  -0.6, 0.01, 4.0, 5e-3),
+    "u^2 - v^2, h = ½‖w‖² (hyperbolic at a/2)": (
+        lambda n: G.PowerDiff(n, k=1, penalty="l2"),
+        dict(scale=0.8),
+        -0.6,
+        0.01,
+        4.0,
+        5e-3,
+    ),
     "log u - log v (App. E)": (lambda n: G.get("log", n), dict(scale=1.0, x0=0.3), -0.15, 0.02, 8.0, 5e-3),
 }
 

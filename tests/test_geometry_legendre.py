@@ -1,5 +1,6 @@
 """Legendre functions R_a: closed forms (Eq. 9, 10, 11, 17, log-cosh, Thm 3.15), their internal consistency,
 extreme inputs, float32, and domain errors."""
+
 import math
 
 import numpy as np
@@ -30,14 +31,16 @@ def mw_coupled():
 
 def u2v2():
     rep = G.PowerDiff(3, k=1)
-    return rep.legendre(rep.init(scale=0.7, x0=torch.tensor([0.2, 0.0, -0.3], dtype=D)), -0.3), \
-        torch.tensor([0.1, -0.4, 0.7], dtype=D)
+    return rep.legendre(rep.init(scale=0.7, x0=torch.tensor([0.2, 0.0, -0.3], dtype=D)), -0.3), torch.tensor(
+        [0.1, -0.4, 0.7], dtype=D
+    )
 
 
 def power2():
     rep = G.PowerDiff(3, k=2)
-    return rep.legendre(rep.init(scale=0.9, x0=torch.tensor([0.2, 0.0, -0.3], dtype=D)), -0.6), \
-        torch.tensor([0.1, -0.4, 0.7], dtype=D)
+    return rep.legendre(rep.init(scale=0.9, x0=torch.tensor([0.2, 0.0, -0.3], dtype=D)), -0.6), torch.tensor(
+        [0.1, -0.4, 0.7], dtype=D
+    )
 
 
 def power3():
@@ -47,8 +50,9 @@ def power3():
 
 def logcosh():
     rep = G.LogDiff(3)
-    return rep.legendre(rep.init(scale=1.0, x0=torch.tensor([0.5, 0.0, -1.0], dtype=D)), -0.1), \
-        torch.tensor([0.3, -0.8, 0.1], dtype=D)
+    return rep.legendre(rep.init(scale=1.0, x0=torch.tensor([0.5, 0.0, -1.0], dtype=D)), -0.1), torch.tensor(
+        [0.3, -0.8, 0.1], dtype=D
+    )
 
 
 def quadratic():
@@ -103,7 +107,7 @@ def test_hessian_and_dual_hessian(make):
     h = 1e-6
     m = x.numel()
     Hm = H.reshape(m, m)
-    for j, e in enumerate(_dirs(x)):
+    for _j, e in enumerate(_dirs(x)):
         fd = (leg.grad(x + h * e) - leg.grad(x - h * e)) / (2 * h)
         got = (H.reshape(*x.shape, *x.shape) * e).sum(tuple(range(-x.dim(), 0))) if x.dim() == 2 else Hm @ e
         assert torch.allclose(got, fd, rtol=1e-5, atol=1e-6)
@@ -147,17 +151,20 @@ def test_eq9_closed_form_values():
     g0 = 0.5 * np.abs(m0.numpy() ** 2 - w0.numpy() ** 2)
     ga = np.exp(2 * a) * g0
     x = np.array([0.5, -1.5, 0.05])
-    R = 0.5 * np.sum(x * np.arcsinh(x / ga) - np.sqrt(x ** 2 + ga ** 2) - x * np.arcsinh(x0 / g0))
+    R = 0.5 * np.sum(x * np.arcsinh(x / ga) - np.sqrt(x**2 + ga**2) - x * np.arcsinh(x0 / g0))
     assert float(leg.value(torch.tensor(x, dtype=D))) == pytest.approx(R, rel=1e-12)
     # positional bias x*_a = e^{2a} x_0 and R_a(x*_a) = −e^{2a}(m_0² + w_0²)/4
     assert np.allclose(leg.minimizer().numpy(), np.exp(2 * a) * x0, rtol=1e-12, atol=1e-15)
     assert float(leg.value(leg.minimizer())) == pytest.approx(
-        float(-np.exp(2 * a) / 4 * (m0 ** 2 + w0 ** 2).sum()), rel=1e-12)
+        float(-np.exp(2 * a) / 4 * (m0**2 + w0**2).sum()), rel=1e-12
+    )
     # contracting: ∂_a R_a(x) = −Σ sqrt(x² + γ_a²) ≤ 0
     h = 1e-6
     xt = torch.tensor(x, dtype=D)
-    da = (G.HyperbolicEntropy.from_mw(m0, w0, a + h).value(xt) - G.HyperbolicEntropy.from_mw(m0, w0, a - h).value(xt)) / (2 * h)
-    assert float(da) == pytest.approx(-np.sum(np.sqrt(x ** 2 + ga ** 2)), rel=1e-6)
+    da = (
+        G.HyperbolicEntropy.from_mw(m0, w0, a + h).value(xt) - G.HyperbolicEntropy.from_mw(m0, w0, a - h).value(xt)
+    ) / (2 * h)
+    assert float(da) == pytest.approx(-np.sum(np.sqrt(x**2 + ga**2)), rel=1e-6)
 
 
 def test_eq10_and_eq17_closed_forms():
@@ -211,13 +218,13 @@ def test_logcosh_closed_form():
     a = -0.1
     leg = G.LogCoshLegendre(u0, v0, a)
     x = torch.tensor([0.4, -2.0], dtype=D)
-    A = (u0 ** 2 + v0 ** 2 + 4 * a) / 4
-    B = (v0 ** 2 - u0 ** 2) / 4
+    A = (u0**2 + v0**2 + 4 * a) / 4
+    B = (v0**2 - u0**2) / 4
     assert float(leg.value(x)) == pytest.approx(float((A * torch.log(torch.cosh(x)) + B * x).sum()), rel=1e-12)
     xs = leg.minimizer()
-    assert torch.allclose(torch.tanh(xs), (u0 ** 2 - v0 ** 2) / (u0 ** 2 + v0 ** 2 + 4 * a))
+    assert torch.allclose(torch.tanh(xs), (u0**2 - v0**2) / (u0**2 + v0**2 + 4 * a))
     lo, hi = leg.dual_domain()
-    assert torch.allclose(hi - lo, (u0 ** 2 + v0 ** 2) / 2 + 2 * a)
+    assert torch.allclose(hi - lo, (u0**2 + v0**2) / 2 + 2 * a)
     with pytest.raises(ValueError, match="left its domain"):
         G.LogCoshLegendre(u0, v0, -1.0)
 
@@ -258,11 +265,13 @@ def test_extremes_stay_finite(a, scale):
     leg = cp.legendre(cp.init(scale=scale), a)
     for out in (leg.value(pos), leg.grad(pos), leg.hess_diag(pos), leg.grad_inverse(leg.grad(pos))):
         assert bool(torch.isfinite(out).all())
-    q = G.Quadratic.from_mw(3).legendre(G.get("mw", 3).init(scale=scale, x0=torch.tensor([0.0, 0.5, -1.0]) * scale ** 2), a)
+    q = G.Quadratic.from_mw(3).legendre(
+        G.get("mw", 3).init(scale=scale, x0=torch.tensor([0.0, 0.5, -1.0]) * scale**2), a
+    )
     xq = torch.tensor([1e6, -1e6, 0.0], dtype=D)
     for out in (q.value(xq), q.grad(xq), q.hess(xq)):
         assert bool(torch.isfinite(out).all())
-    sp = G.SpectralEntropy(scale ** 2 * torch.eye(2, dtype=D), a)
+    sp = G.SpectralEntropy(scale**2 * torch.eye(2, dtype=D), a)
     W = torch.tensor([[1e6, 1.0], [1.0, 1e-3]], dtype=D)
     assert bool(torch.isfinite(sp.value(W))) and bool(torch.isfinite(sp.grad(W)).all())
     assert torch.allclose(sp.grad_inverse(sp.grad(W)), W, rtol=1e-8)

@@ -1,5 +1,6 @@
 """Theorem 3.11 / Corollary C.3: predict_limit against gradient descent trained to convergence with the batched
 engine (turn-off schedules), against an independent solver (scipy SLSQP), and its bad-input behaviour."""
+
 import math
 
 import numpy as np
@@ -106,10 +107,14 @@ def test_newton_dual_agrees_with_scipy_slsqp_and_kkt():
     # Lemma C.1: ∇R_a(x) = Zᵀν at the optimum
     assert torch.allclose(leg.grad(res.x), Z.T @ res.nu, atol=1e-10)
     Zn, yn = Z.numpy(), y.numpy()
-    sol = minimize(lambda x: float(leg.value(torch.tensor(x))), np.zeros(6),
-                   jac=lambda x: leg.grad(torch.tensor(x)).numpy(),
-                   constraints=[{"type": "eq", "fun": lambda x: Zn @ x - yn, "jac": lambda x: Zn}],
-                   method="SLSQP", options={"ftol": 1e-14, "maxiter": 500})
+    sol = minimize(
+        lambda x: float(leg.value(torch.tensor(x))),
+        np.zeros(6),
+        jac=lambda x: leg.grad(torch.tensor(x)).numpy(),
+        constraints=[{"type": "eq", "fun": lambda x: Zn @ x - yn, "jac": lambda x: Zn}],
+        method="SLSQP",
+        options={"ftol": 1e-14, "maxiter": 500},
+    )
     assert np.allclose(sol.x, res.x.numpy(), atol=1e-6)
 
 
@@ -154,9 +159,12 @@ def test_predict_limit_converges_where_the_capped_newton_stalls():
     assert res.converged and res.residual <= 1e-9
     # min-ℓ1 over Zx = y is attained at a basic solution (N non-zeros): enumerate them
     import itertools
-    best = min(float(torch.linalg.solve(Z[:, list(S)], y).abs().sum())
-               for S in itertools.combinations(range(n), N)
-               if abs(float(torch.linalg.det(Z[:, list(S)]))) > 1e-9)
+
+    best = min(
+        float(torch.linalg.solve(Z[:, list(S)], y).abs().sum())
+        for S in itertools.combinations(range(n), N)
+        if abs(float(torch.linalg.det(Z[:, list(S)]))) > 1e-9
+    )
     assert float(res.x.abs().sum()) == pytest.approx(best, rel=1e-6)
     p = G.get("power", n)
     res = G.predict_limit(p, p.init(scale=0.01), 0.0, Z, y, full=True)

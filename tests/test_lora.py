@@ -1,4 +1,5 @@
 """LoRA experiment: tiny GPT-2 on tiny_shakespeare (LM), pretrained MiniLM on the speaker task."""
+
 from __future__ import annotations
 
 import math
@@ -7,19 +8,31 @@ import pytest
 
 from mirrorflow.cli import main
 from mirrorflow.config import build
-from mirrorflow.store import read_csv
 from mirrorflow.errors import ConfigError, ModelError
 from mirrorflow.experiments import lora
 from mirrorflow.experiments.transformers.tasks import speaker_lines
+from mirrorflow.store import read_csv
 
-LM = {"task": "lm", "model": "tiny-gpt2", "steps": "12", "off_at": "6", "eval_every": "3", "batch_size": "4", "block_size": "16",
-      "val_windows": "8", "lr": "0.1", "weight_decays": "0.5", "seeds": "0,1", "baseline": "true",
-      "auto_off": "true", "workers": "1"}
+LM = {
+    "task": "lm",
+    "model": "tiny-gpt2",
+    "steps": "12",
+    "off_at": "6",
+    "eval_every": "3",
+    "batch_size": "4",
+    "block_size": "16",
+    "val_windows": "8",
+    "lr": "0.1",
+    "weight_decays": "0.5",
+    "seeds": "0,1",
+    "baseline": "true",
+    "auto_off": "true",
+    "workers": "1",
+}
 
 
 def test_speaker_lines_and_split_keep_speeches_on_one_side():
-    text = ("A:\nline one\nline two\n\nB:\nb one\n\nA:\nline three\n\nC:\nc one\nc two\nc three\n\n"
-            "B:\nb two\nb three\n")
+    text = "A:\nline one\nline two\n\nB:\nb one\n\nA:\nline three\n\nC:\nc one\nc two\nc three\n\nB:\nb two\nb three\n"
     d = speaker_lines(text, 2)
     assert d.names == ["A", "B"]  # 3 lines each; C (3 lines) loses the alphabetical tie-break
     assert d.lines == ["line one", "line two", "b one", "line three", "b two", "b three"]
@@ -33,8 +46,8 @@ def test_speaker_task_on_tiny_shakespeare():
     from transformers import AutoTokenizer
 
     from mirrorflow.data.datasets import load_tinyshakespeare
-    from mirrorflow.models import minilm_path
     from mirrorflow.experiments.transformers.tasks import SpeakerTask
+    from mirrorflow.models import minilm_path
 
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     task = SpeakerTask(load_tinyshakespeare(), tok, k=4, max_length=24, val_size=0)
@@ -64,7 +77,10 @@ def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
         for r in read_csv(out / "groups" / f"wd0.5-seed{s}" / "metrics.csv"):
             fin[(r["arm"], s)] = float(r["val_loss"])  # last row of each arm wins
     d = paired_difference([fin[("constant", s)] for s in (0, 1)], [fin[("off@6", s)] for s in (0, 1)])
-    assert f"| 0.5 | off@6 | val loss | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.negative}/{d.positive} | 2 |" in table
+    assert (
+        f"| 0.5 | off@6 | val loss | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | {d.negative}/{d.positive} | 2 |"
+        in table
+    )
     # the per-seed rows behind the paired mean, and their median
     import statistics
 
@@ -100,10 +116,12 @@ def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
     main(_lm_cli(tmp_path / "again", workers="2"))
     assert capsys.readouterr().out.count("| 0.5 |") == 2  # the per-arm table and the paired table
     for g in ("wd0.5-seed0", "wd0.5-seed1", "wd0-seed0", "wd0-seed1"):
-        assert (tmp_path / "again" / "groups" / g / "metrics.csv").read_text() == \
-            (out / "groups" / g / "metrics.csv").read_text(), g
-    assert (out / "groups" / "wd0.5-seed1" / "metrics.csv").read_text() != \
-        (out / "groups" / "wd0.5-seed0" / "metrics.csv").read_text()
+        assert (tmp_path / "again" / "groups" / g / "metrics.csv").read_text() == (
+            out / "groups" / g / "metrics.csv"
+        ).read_text(), g
+    assert (out / "groups" / "wd0.5-seed1" / "metrics.csv").read_text() != (
+        out / "groups" / "wd0.5-seed0" / "metrics.csv"
+    ).read_text()
 
 
 def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
@@ -113,8 +131,18 @@ def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
     from mirrorflow.experiments.transformers.train import Trainer
     from mirrorflow.training.monitor import SpectralMonitor
 
-    cfg = build(lora.Config, {"task": "speakers", "steps": "3", "off_at": "1", "eval_every": "3", "batch_size": "4", "val_size": "8",
-                              "seeds": "0"})
+    cfg = build(
+        lora.Config,
+        {
+            "task": "speakers",
+            "steps": "3",
+            "off_at": "1",
+            "eval_every": "3",
+            "batch_size": "4",
+            "val_size": "8",
+            "seeds": "0",
+        },
+    )
     task = lora.make_task(cfg)
     model = lora.make_model(cfg, task, seed=0)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -148,8 +176,11 @@ def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
 )
 def test_bad_input_is_one_line_error(tmp_path, capsys, args, needle):
     with pytest.raises(SystemExit) as e:
-        main(["reproduce", "lora", *args, "steps=4", "off_at=2", "--out", str(tmp_path / "x")]
-             if "steps=100" not in args else ["reproduce", "lora", *args, "--out", str(tmp_path / "x")])
+        main(
+            ["reproduce", "lora", *args, "steps=4", "off_at=2", "--out", str(tmp_path / "x")]
+            if "steps=100" not in args
+            else ["reproduce", "lora", *args, "--out", str(tmp_path / "x")]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and needle in err and "\n" not in err
@@ -172,11 +203,27 @@ def test_lm_with_a_local_causal_lm_directory_and_its_tokenizer(tmp_path):
 
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
     model_dir = tmp_path / "local-gpt2"
-    GPT2LMHeadModel(GPT2Config(vocab_size=tok.vocab_size, n_positions=32, n_embd=32, n_layer=1, n_head=2)).save_pretrained(model_dir)
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=tok.vocab_size, n_positions=32, n_embd=32, n_layer=1, n_head=2)
+    ).save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    cfg = build(lora.Config, {"task": "lm", "model": str(model_dir), "steps": "4", "off_at": "2", "eval_every": "2",
-                              "batch_size": "2", "block_size": "16", "val_windows": "4", "weight_decays": "0.1",
-                              "seeds": "0", "baseline": "false", "auto_off": "false"})
+    cfg = build(
+        lora.Config,
+        {
+            "task": "lm",
+            "model": str(model_dir),
+            "steps": "4",
+            "off_at": "2",
+            "eval_every": "2",
+            "batch_size": "2",
+            "block_size": "16",
+            "val_windows": "4",
+            "weight_decays": "0.1",
+            "seeds": "0",
+            "baseline": "false",
+            "auto_off": "false",
+        },
+    )
     summary = lora.run(cfg, tmp_path / "out")
     rows = read_csv(tmp_path / "out" / "groups" / "wd0.1-seed0" / "metrics.csv")
     assert {r["arm"] for r in rows} == {"constant", "off@2"}
@@ -196,8 +243,9 @@ def test_lm_task_subset_first_and_full_set_only_at_the_end():
     task = LMTask(load_tinyshakespeare(), None, block_size=16, val_windows=40, val_subset=8, eval_batch=4)
     assert task.subset_batches == 2 and task.n_val == 40 and len(set(task.val_starts)) == 40
     assert task.val_starts[:8] == [sorted(task.val_starts)[5 * i] for i in range(8)]  # every 5th window
-    cfg = build(lora.Config, {**LM, "steps": "4", "off_at": "2", "eval_every": "2", "val_windows": "40",
-                              "val_subset": "8"})
+    cfg = build(
+        lora.Config, {**LM, "steps": "4", "off_at": "2", "eval_every": "2", "val_windows": "40", "val_subset": "8"}
+    )
     model = lora.make_model(cfg, task, seed=0)
     tr = Trainer(model, task, cfg.train_spec(0), 0.5, dist_env("cpu"))
     tr.advance(4)
@@ -213,7 +261,12 @@ def test_lm_task_subset_first_and_full_set_only_at_the_end():
         for b in task.eval_batches():
             x = b["tokens"]
             z = model(input_ids=x[:, :-1]).logits.float()
-            w += F.cross_entropy(z.reshape(-1, z.shape[-1]), x[:, 1:].reshape(-1), reduction="none").view(len(x), -1).mean(1).tolist()
+            w += (
+                F.cross_entropy(z.reshape(-1, z.shape[-1]), x[:, 1:].reshape(-1), reduction="none")
+                .view(len(x), -1)
+                .mean(1)
+                .tolist()
+            )
         sub = w[:8]
     t = torch.tensor(w, dtype=torch.float64)
     assert last["val_loss"] == pytest.approx(float(t.mean()), rel=1e-5)

@@ -2,6 +2,7 @@
 
 The file is loaded once for this module (about 30 s on 2 cores); the tests run a couple of LoRA steps.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,17 @@ from mirrorflow.errors import ModelError
 from mirrorflow.experiments import lora
 from mirrorflow.experiments.transformers import models
 
-CFG = {"steps": "2", "off_at": "1", "eval_every": "1", "batch_size": "2", "block_size": "16", "val_windows": "6",
-       "val_subset": "2", "seeds": "0", "weight_decays": "0.1"}
+CFG = {
+    "steps": "2",
+    "off_at": "1",
+    "eval_every": "1",
+    "batch_size": "2",
+    "block_size": "16",
+    "val_windows": "6",
+    "val_subset": "2",
+    "seeds": "0",
+    "weight_decays": "0.1",
+}
 
 
 @pytest.fixture(scope="module")

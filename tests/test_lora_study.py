@@ -1,5 +1,6 @@
 """The LoRA study's analysis (scripts/lora_study.py): diverged arms imputed as the design says, paired
 differences with Bonferroni intervals, verdicts, and the pilot's learning-rate rule."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,15 +22,31 @@ def study():
     return mod
 
 
-CURVES = {"constant": "0:nan;12:1.4;24:1.3;36:1.25;48:1.2;60:1.15", "off": "0:nan;12:1.4;24:1.3;36:1.28;48:1.21;60:1.1",
-          "auto": "0:nan;12:1.4;24:1.3;36:1.3;48:1.3;60:1.3", "lambda0": "0:nan;12:1.5;24:1.45;36:1.4;48:1.35;60:1.3"}
+CURVES = {
+    "constant": "0:nan;12:1.4;24:1.3;36:1.25;48:1.2;60:1.15",
+    "off": "0:nan;12:1.4;24:1.3;36:1.28;48:1.21;60:1.1",
+    "auto": "0:nan;12:1.4;24:1.3;36:1.3;48:1.3;60:1.3",
+    "lambda0": "0:nan;12:1.5;24:1.45;36:1.4;48:1.35;60:1.3",
+}
 
 
 def _row(arm, value, seed, loss, diverged="", off_at="", sub0=4.1, subf=None):
-    return {"optimizer": "sgd", "lr": "0.01", "weight_decay": str(value), "seed": str(seed), "arm": arm,
-            "val_loss": str(loss), "val_loss_0": str(sub0), "diverged_at": str(diverged), "off_at": str(off_at),
-            "a_switch": "-0.024", "rho_switch": "1.3", "rho_final": "1.2",
-            "val_loss_subset_final": str(loss if subf is None else subf), "rho_curve": CURVES[arm]}
+    return {
+        "optimizer": "sgd",
+        "lr": "0.01",
+        "weight_decay": str(value),
+        "seed": str(seed),
+        "arm": arm,
+        "val_loss": str(loss),
+        "val_loss_0": str(sub0),
+        "diverged_at": str(diverged),
+        "off_at": str(off_at),
+        "a_switch": "-0.024",
+        "rho_switch": "1.3",
+        "rho_final": "1.2",
+        "val_loss_subset_final": str(loss if subf is None else subf),
+        "rho_curve": CURVES[arm],
+    }
 
 
 def test_claim_verdict_reads_the_interval():
@@ -49,8 +66,12 @@ def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study
     kept = [4.03, 4.02, 4.05, 4.04]
     off = [4.00, 3.99, 4.01, float("nan")]  # seed 3's turned-off arm diverged at step 50
     for s, (k, o) in enumerate(zip(kept, off)):
-        rows += [_row("constant", 0.1, s, k), _row("off", 0.1, s, o, diverged=50 if s == 3 else ""),
-                 _row("auto", 0.1, s, k - 0.01, off_at=36), _row("lambda0", 0.0, s, 4.06)]
+        rows += [
+            _row("constant", 0.1, s, k),
+            _row("off", 0.1, s, o, diverged=50 if s == 3 else ""),
+            _row("auto", 0.1, s, k - 0.01, off_at=36),
+            _row("lambda0", 0.0, s, 4.06),
+        ]
     text = study.verdict_tables({"sgd": rows}, min_seeds=2)
     imputed = [o if math.isfinite(o) else math.log(49152) for o in off]
     d = paired_difference(kept, imputed, 0.01, 1 - 0.05 / 4)
@@ -70,9 +91,17 @@ def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study
 
 def test_pilot_rule_takes_the_largest_learning_rate_whose_runs_are_all_stable(study):
     def runs(lr, bad=()):
-        return [{"optimizer": "sgd", "lr": str(lr), "weight_decay": str(v), "seed": str(s),
-                 "stable": "0" if (v, s) in bad else "1"}
-                for v in (*study.WEIGHT_DECAYS["sgd"], 0.0) for s in study.PILOT_SEEDS]
+        return [
+            {
+                "optimizer": "sgd",
+                "lr": str(lr),
+                "weight_decay": str(v),
+                "seed": str(s),
+                "stable": "0" if (v, s) in bad else "1",
+            }
+            for v in (*study.WEIGHT_DECAYS["sgd"], 0.0)
+            for s in study.PILOT_SEEDS
+        ]
 
     top, mid, low = study.LR_GRID["sgd"]
     assert study.pilot_choice([], "sgd") == (None, f"pending at lr {top:g}")

@@ -1,4 +1,5 @@
 """Matrix sensing (Table 2) at a small size: the paper's claim, the batched engine, divergence, Cor. C.3."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +21,14 @@ def table2():
 def test_turn_off_recovers_ground_truth_better_than_constant_and_no_decay(table2):
     const = table2["Constant 0.01, no t-o"]
     none = table2["No weight decay"]
-    for lab in ("Linear decay", "Cosine decay", "Constant 0.02, t-o", "Constant 0.2, t-o", "Constant 2, t-o", "Constant 20, t-o"):
+    for lab in (
+        "Linear decay",
+        "Cosine decay",
+        "Constant 0.02, t-o",
+        "Constant 0.2, t-o",
+        "Constant 2, t-o",
+        "Constant 20, t-o",
+    ):
         s = table2[lab]
         assert s["status"] == "finished"
         assert s["rec_error"] < 0.1 * const["rec_error"], lab
@@ -39,8 +47,10 @@ def test_linear_parameterization_does_not_recover(table2):
 
 
 def test_batched_equals_one_by_one():
-    cfgs = [replace(SMALL, steps=200, schedule=s, wd=w, off=0.25, init_scale=i)
-            for s, w, i in (("constant", 0.01, 0.1), ("turn_off", 0.2, 0.05), ("none", 0.0, 0.1))]
+    cfgs = [
+        replace(SMALL, steps=200, schedule=s, wd=w, off=0.25, init_scale=i)
+        for s, w, i in (("constant", 0.01, 0.1), ("turn_off", 0.2, 0.05), ("none", 0.0, 0.1))
+    ]
     batched = ms.run_many(cfgs)
     for c, b in zip(cfgs, batched):
         single = ms.run_many([c])[0]
@@ -100,8 +110,12 @@ def test_full_penalty_is_half_penalty_at_twice_lambda_and_a_stays_minus_eta_sum_
         np.testing.assert_allclose(full["metrics"][k], half2["metrics"][k], rtol=1e-12, atol=1e-15)
     assert full["metrics"]["a"][-1] == pytest.approx(-0.25 * 0.05 * 100)
     assert half2["metrics"]["a"][-1] == pytest.approx(2 * full["metrics"]["a"][-1])
-    grad = ms.run_many([replace(base, wd=0.05, penalty="full", decay="gradient"),
-                        replace(base, wd=0.1, penalty="half", decay="gradient")])
+    grad = ms.run_many(
+        [
+            replace(base, wd=0.05, penalty="full", decay="gradient"),
+            replace(base, wd=0.1, penalty="half", decay="gradient"),
+        ]
+    )
     np.testing.assert_allclose(grad[0]["metrics"]["rec_error"], grad[1]["metrics"]["rec_error"], rtol=1e-12)
 
 
@@ -142,8 +156,9 @@ def test_init_scale_preset_runs_seeds_and_writes_a_run_directory(tmp_path):
     import json
 
     out = tmp_path / "init"
-    text = ms.reproduce(out, {"preset": "init-scale", "n": "8", "r": "2", "steps": "100", "seeds": "0,1"},
-                        progress=lambda k: None)
+    text = ms.reproduce(
+        out, {"preset": "init-scale", "n": "8", "r": "2", "steps": "100", "seeds": "0,1"}, progress=lambda k: None
+    )
     assert text.count("| no weight decay |") == 5 and text.count("| constant 0.02, t-o |") == 5
     assert "α=0.001: log10 rec error, t-o − no weight decay" in text
     summary = json.loads((out / "summary.json").read_text())
@@ -152,7 +167,9 @@ def test_init_scale_preset_runs_seeds_and_writes_a_run_directory(tmp_path):
     assert arm["config"]["init_scale"] == 0.001
     # each seed is its own data: the two seeds' results differ
     assert arm["per_seed"][0]["rec_error"] != arm["per_seed"][1]["rec_error"]
-    assert {"init-scale.md", "init_scale_rec_error.png", "metrics.csv", "config.yaml"} <= {p.name for p in out.iterdir()}
+    assert {"init-scale.md", "init_scale_rec_error.png", "metrics.csv", "config.yaml"} <= {
+        p.name for p in out.iterdir()
+    }
 
 
 def test_default_reproduce_with_seeds_keeps_the_single_seed_table_first(tmp_path):
@@ -160,7 +177,7 @@ def test_default_reproduce_with_seeds_keeps_the_single_seed_table_first(tmp_path
     plain = ms.reproduce(tmp_path / "a", ov, progress=lambda k: None)
     both = ms.reproduce(tmp_path / "b", {**ov, "seeds": "0,1"}, progress=lambda k: None)
     assert both.startswith(plain)
-    assert "Table 2 over seeds" in both[len(plain):]
+    assert "Table 2 over seeds" in both[len(plain) :]
     assert (tmp_path / "b" / "seeds" / "table2.md").exists()
 
 
@@ -170,18 +187,26 @@ def test_paper_horizon_preset_sets_the_horizon_and_both_penalties(tmp_path):
     assert preset_overrides("paper-horizon", {"n": "8"}) == {"steps": "1200", "n": "8"}
     assert preset_overrides("paper-horizon", {"steps": "300"})["steps"] == "300"  # the user's value wins
     assert "steps" not in preset_overrides("init-scale", {})
-    text = ms.reproduce(tmp_path / "ph", {"preset": "paper-horizon", "n": "8", "r": "2", "seeds": "0",
-                                          "steps": "100", "log_every": "50"}, progress=lambda k: None)
+    text = ms.reproduce(
+        tmp_path / "ph",
+        {"preset": "paper-horizon", "n": "8", "r": "2", "seeds": "0", "steps": "100", "log_every": "50"},
+        progress=lambda k: None,
+    )
     assert "T=100," in text
     assert "| Constant 0.01, no t-o | half |" in text and "| Constant 0.01, no t-o | full |" in text
     assert text.count("| No weight decay |") == 1
     assert "| 661 |" in text  # the paper's time for linear decay, side by side
 
 
-@pytest.mark.parametrize("ov, match", [({"preset": "bogus"}, "preset must be one of"),
-                                       ({"seeds": "0,x"}, "seeds must be"),
-                                       ({"seeds": "1,1"}, "seeds must list distinct"),
-                                       ({"penalty": "double"}, "penalty must be one of")])
+@pytest.mark.parametrize(
+    "ov, match",
+    [
+        ({"preset": "bogus"}, "preset must be one of"),
+        ({"seeds": "0,x"}, "seeds must be"),
+        ({"seeds": "1,1"}, "seeds must list distinct"),
+        ({"penalty": "double"}, "penalty must be one of"),
+    ],
+)
 def test_bad_reproduce_options_name_the_key(tmp_path, ov, match):
     from mirrorflow.errors import ConfigError
 

@@ -2,6 +2,7 @@
 
 The model is loaded once for this module (about 30 s on 2 cores); the Trainer takes one optimizer step of
 LoRA (rank 2, q_proj and v_proj) on one 8-token window, with WeightDecayCallback driving λ."""
+
 from __future__ import annotations
 
 import os
@@ -43,15 +44,26 @@ def test_one_trainer_step_with_peft_lora_and_the_callback(smollm2, tmp_path):
     from mirrorflow.training.hf import WeightDecayCallback
 
     base, tok = smollm2
-    model = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0,
-                                                      target_modules=["q_proj", "v_proj"]))
+    model = peft.get_peft_model(
+        base, peft.LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    )
     lora_b = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     frozen = model.get_base_model().model.layers[0].mlp.up_proj.weight.detach().clone()
     ids = tok("First Citizen: Before we proceed any further, hear me speak.")["input_ids"][:8]
     data = [{"input_ids": torch.tensor(ids), "labels": torch.tensor(ids)}]
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=1, learning_rate=1e-3,
-        weight_decay=0.1, logging_steps=1, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0)
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=1,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        logging_steps=1,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
     cb = WeightDecayCallback(turn_off(at=0.5), monitor_every=1)  # λ = 0.1 from the arguments, off after step 0
     trainer = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[cb])
     with pytest.warns(UserWarning, match="accumulates a_∞"):  # 1e-3 · 0.1 is far too little to matter: warned
@@ -60,7 +72,7 @@ def test_one_trainer_step_with_peft_lora_and_the_callback(smollm2, tmp_path):
     assert [h["step"] for h in logs] == [1, 2]
     assert [h["wd/lambda"] for h in logs] == [pytest.approx(0.1), 0.0]
     assert logs[-1]["wd/a"] == pytest.approx(-1e-3 * 0.1, rel=1e-6)  # η_0 λ_0; λ_1 = 0
-    assert all(1.0 <= h["spectral/rho"] <= 2 ** 0.5 + 1e-9 for h in logs)  # ρ(BA) of rank-2 products
+    assert all(1.0 <= h["spectral/rho"] <= 2**0.5 + 1e-9 for h in logs)  # ρ(BA) of rank-2 products
     assert [h["spectral/step"] for h in logs] == [1, 2]
     changed = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p.detach(), lora_b[n])]
     assert len(changed) == 60  # 30 layers × (q_proj, v_proj): the adapters trained

@@ -5,6 +5,7 @@ Offline: the build uses this environment's setuptools (``--no-isolation``, with 
 checked: pyproject.toml asks for nothing that is not installed, e.g. no ``wheel``); the fresh virtualenv gets the
 heavy dependencies (torch, numpy, ...) through a ``.pth`` line naming this environment's site-packages,
 placed after its own, so ``mirrorflow`` itself can only come from the installed wheel."""
+
 import os
 import subprocess
 import sys
@@ -44,8 +45,11 @@ def test_sdist_and_wheel_carry_the_data_files_and_the_extras(dist):
     (whl,) = dist.glob("mirrorflow-*.whl")
     (sdist,) = dist.glob("mirrorflow-*.tar.gz")
     names = zipfile.ZipFile(whl).namelist()
-    assert {"mirrorflow/data/olivetti/olivettifaces.mat", "mirrorflow/data/tinyshakespeare/input.txt",
-            "mirrorflow/py.typed"} <= set(names)
+    assert {
+        "mirrorflow/data/olivetti/olivettifaces.mat",
+        "mirrorflow/data/tinyshakespeare/input.txt",
+        "mirrorflow/py.typed",
+    } <= set(names)
     meta = zipfile.ZipFile(whl).read(next(n for n in names if n.endswith("METADATA"))).decode()
     for extra in ("hf", "lm", "experiments", "ray", "lightning", "wandb", "mlflow", "dev"):
         assert f"Provides-Extra: {extra}" in meta
@@ -70,7 +74,8 @@ def test_wheel_installs_into_a_fresh_virtualenv(dist, tmp_path):
     _run(sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", whl)
     check = (
         "import mirrorflow, pathlib; from mirrorflow.data import load_olivetti, load_tinyshakespeare;"
-        "print(pathlib.Path(mirrorflow.__file__).parent); print(load_olivetti().shape); print(len(load_tinyshakespeare()))"
+        "print(pathlib.Path(mirrorflow.__file__).parent); print(load_olivetti().shape); "
+        "print(len(load_tinyshakespeare()))"
     )
     where, shape, chars = _run(py, "-c", check, cwd=tmp_path).split("\n")[:3]
     assert Path(where) == site / "mirrorflow"

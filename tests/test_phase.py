@@ -2,6 +2,7 @@
 equal single runs, seeds and intervals, the automatic switch-off in the batch, the turned-off-wins mask,
 winners and margins, resuming, the run store, heatmaps, ``report`` on a phase directory, device plumbing
 and bad input (one line naming the key, nothing left behind)."""
+
 import json
 import math
 
@@ -12,8 +13,8 @@ import torch
 from mirrorflow.cli import main
 from mirrorflow.config import build, config_dict
 from mirrorflow.errors import ConfigError
-from mirrorflow.experiments import matrix_sensing as ms
 from mirrorflow.experiments import diagonal as dn
+from mirrorflow.experiments import matrix_sensing as ms
 from mirrorflow.experiments import sparse_coding as sc
 from mirrorflow.experiments.phase import parse, parse_axis, run_phase, turn_off_wins, winners
 from mirrorflow.experiments.phase_programs import PROGRAMS
@@ -34,15 +35,33 @@ def phase_run(tmp_path_factory):
 def test_phase_run_store_and_cells(phase_run):
     out, summary = phase_run
     names = {p.name for p in out.iterdir()}
-    assert {"config.yaml", "cells.csv", "summary.json", "winner.png", "phase_rec_error.png",
-            "phase_nuclear_norm.png", "phase_time_to_train_loss.png"} <= names
+    assert {
+        "config.yaml",
+        "cells.csv",
+        "summary.json",
+        "winner.png",
+        "phase_rec_error.png",
+        "phase_nuclear_norm.png",
+        "phase_time_to_train_loss.png",
+    } <= names
     rows = read_csv(out / "cells.csv")
     assert len(rows) == 3 * 12 and summary["cells_per_schedule"] == 12
     assert summary["rows"] == 12 + 12 + 3 and summary["groups"] == 1  # `none` once per init scale
     by = {(r["schedule"], float(r["wd"]), float(r["init_scale"])): r for r in rows}
     # a cell of the batched grid equals the same configuration run on its own
-    cfg = build(ms.Config, {"n": 6, "r": 1, "steps": 300, "lr": 0.2, "log_every": 300, "schedule": "turn_off",
-                            "wd": 0.3, "init_scale": 0.1})
+    cfg = build(
+        ms.Config,
+        {
+            "n": 6,
+            "r": 1,
+            "steps": 300,
+            "lr": 0.2,
+            "log_every": 300,
+            "schedule": "turn_off",
+            "wd": 0.3,
+            "init_scale": 0.1,
+        },
+    )
     alone = ms.summarize(cfg, ms.run_many([cfg])[0])
     cell = by[("turn_off", 0.3, 0.1)]
     assert float(cell["rec_error"]) == pytest.approx(alone["rec_error"], rel=1e-9)
@@ -71,9 +90,11 @@ def test_phase_rerun_finds_finished_grid(phase_run, capsys):
 
 def test_turn_off_wins_treats_nan_as_worst_and_applies_margin():
     v = lambda *a: np.array([a], dtype=float)  # noqa: E731
-    grids = {"turn_off": {"m": v(1.0, 1.0, np.nan, 0.995)},
-             "constant": {"m": v(2.0, np.nan, 1.0, 1.0)},
-             "none": {"m": v(3.0, 0.5, 1.0, 1.0)}}
+    grids = {
+        "turn_off": {"m": v(1.0, 1.0, np.nan, 0.995)},
+        "constant": {"m": v(2.0, np.nan, 1.0, 1.0)},
+        "none": {"m": v(3.0, 0.5, 1.0, 1.0)},
+    }
     assert turn_off_wins(grids, "m", 0.01).tolist() == [[True, False, False, False]]
     assert turn_off_wins(grids, "m", 0.0).tolist() == [[True, False, False, True]]
     assert turn_off_wins({"turn_off": grids["turn_off"]}, "m", 0.01) is None
@@ -87,36 +108,42 @@ def test_axis_parsing():
     assert parse_axis("y", "k:1:4:3", keys).values.tolist() == [1.0, 2.0, 4.0]  # integer keys are rounded
 
 
-@pytest.mark.parametrize("tokens,match", [
-    (["x=width:1:2:4", "y=init_scale:0.01:0.1:4"], r"^x: unknown axis key 'width'"),
-    (["x=wd:1:0.1:4", "y=init_scale:0.01:0.1:4"], r"^x: range of wd must have LO < HI"),
-    (["x=wd:0:1:4:log", "y=init_scale:0.01:0.1:4"], r"^x: a log range of wd needs LO > 0"),
-    (["x=wd:0.1:1:4:cubic", "y=init_scale:0.01:0.1:4"], r"^x: spacing must be"),
-    (["x=wd:0.1:1:1000", "y=init_scale:0.01:0.1:1000"], r"^y: too many cells"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:2.5"], r"^y: COUNT must be an integer"),
-    (["x=wd:0.1:1:4"], r"^y: missing axis"),
-    (["x=wd:0.1:1:4", "y=wd:0.01:0.1:4"], r"^y: both axes vary 'wd'"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "metric=accuracy"], r"^metric: unknown metric to compare by"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "metric=nuclear_norm"], r"^metric: unknown metric to compare by "
-                                                                          r"\(lower is better\) 'nuclear_norm'"),
-    (["x=off:0.5:2:4", "y=init_scale:0.01:0.1:4"], r"^x: off is the switch point as a fraction of the run"),
-    (["x=lr:0:1:4", "y=init_scale:0.01:0.1:4"], r"^x: lr must be > 0 over the whole axis, got LO=0"),
-    (["x=off:0.1:0.9:4", "y=init_scale:0.01:0.1:4", "off=0.3"], r"^off: off is an axis; drop off=0.3"),
-    (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=plateau:loss"], r"^auto: unknown signal 'loss'"),
-    (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=plateau:train_loss:-1"], r"^auto: tol must be"),
-    (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=sometimes"], r"^auto: expected plateau"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "seeds=1,1"], r"^seeds must list distinct integers"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "theory=4"], r"^theory: no prediction: .*commute"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "off=1000"], r"^off: the switch point is a fraction of the run"),
-    (["x=off:0.1:0.9:4", "y=init_scale:0.01:0.1:4", "lr=0"], r"^lr: expected a finite number > 0, got 0"),
-    (["x=off:0.1:0.9:4", "y=init_scale:0.01:0.1:4", "wd=-1"], r"^wd: expected a finite number ≥ 0, got -1"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "widht=3"], r"unknown config key 'widht'"),
-    (["x=wd:0.1:1:4", "y=steps:0:10:3"], r"steps must be positive"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "device=tpu9"], r"^device: unknown device 'tpu9'"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "schedules=cosnt"], r"^schedules: unknown schedule 'cosnt'"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "schedules="], r"^schedules: give at least one"),
-    (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "margin=2"], r"^margin must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "tokens,match",
+    [
+        (["x=width:1:2:4", "y=init_scale:0.01:0.1:4"], r"^x: unknown axis key 'width'"),
+        (["x=wd:1:0.1:4", "y=init_scale:0.01:0.1:4"], r"^x: range of wd must have LO < HI"),
+        (["x=wd:0:1:4:log", "y=init_scale:0.01:0.1:4"], r"^x: a log range of wd needs LO > 0"),
+        (["x=wd:0.1:1:4:cubic", "y=init_scale:0.01:0.1:4"], r"^x: spacing must be"),
+        (["x=wd:0.1:1:1000", "y=init_scale:0.01:0.1:1000"], r"^y: too many cells"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:2.5"], r"^y: COUNT must be an integer"),
+        (["x=wd:0.1:1:4"], r"^y: missing axis"),
+        (["x=wd:0.1:1:4", "y=wd:0.01:0.1:4"], r"^y: both axes vary 'wd'"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "metric=accuracy"], r"^metric: unknown metric to compare by"),
+        (
+            ["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "metric=nuclear_norm"],
+            r"^metric: unknown metric to compare by "
+            r"\(lower is better\) 'nuclear_norm'",
+        ),
+        (["x=off:0.5:2:4", "y=init_scale:0.01:0.1:4"], r"^x: off is the switch point as a fraction of the run"),
+        (["x=lr:0:1:4", "y=init_scale:0.01:0.1:4"], r"^x: lr must be > 0 over the whole axis, got LO=0"),
+        (["x=off:0.1:0.9:4", "y=init_scale:0.01:0.1:4", "off=0.3"], r"^off: off is an axis; drop off=0.3"),
+        (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=plateau:loss"], r"^auto: unknown signal 'loss'"),
+        (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=plateau:train_loss:-1"], r"^auto: tol must be"),
+        (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=sometimes"], r"^auto: expected plateau"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "seeds=1,1"], r"^seeds must list distinct integers"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "theory=4"], r"^theory: no prediction: .*commute"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "off=1000"], r"^off: the switch point is a fraction of the run"),
+        (["x=off:0.1:0.9:4", "y=init_scale:0.01:0.1:4", "lr=0"], r"^lr: expected a finite number > 0, got 0"),
+        (["x=off:0.1:0.9:4", "y=init_scale:0.01:0.1:4", "wd=-1"], r"^wd: expected a finite number ≥ 0, got -1"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "widht=3"], r"unknown config key 'widht'"),
+        (["x=wd:0.1:1:4", "y=steps:0:10:3"], r"steps must be positive"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "device=tpu9"], r"^device: unknown device 'tpu9'"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "schedules=cosnt"], r"^schedules: unknown schedule 'cosnt'"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "schedules="], r"^schedules: give at least one"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "margin=2"], r"^margin must be in \[0, 1\)"),
+    ],
+)
 def test_bad_input_names_the_key(tokens, match):
     with pytest.raises(ConfigError, match=match):
         parse("matrix-sensing", tokens, ms)
@@ -174,8 +201,19 @@ def test_heatmaps_hatch_winning_cells_and_log_axes():
     hatched = [c for c in panels[1].collections if isinstance(c, PatchCollection)]
     rect = hatched[0].get_paths()[0].vertices  # half-way to the neighbours in log10
     assert sorted({round(math.log10(v), 6) for v in rect[:, 0]}) == pytest.approx([-1.5, -0.5], abs=1e-6)
-    fig = winner_map(xs, ys, vals, "rec_error", "wd", "init_scale", True, True, wins,
-                     margin=np.full((3, 4), 0.5), clear=np.ones((3, 4), dtype=bool))
+    fig = winner_map(
+        xs,
+        ys,
+        vals,
+        "rec_error",
+        "wd",
+        "init_scale",
+        True,
+        True,
+        wins,
+        margin=np.full((3, 4), 0.5),
+        clear=np.ones((3, 4), dtype=bool),
+    )
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["constant", "turn off", "none", "turned off beats both"]
     assert fig.axes[1].get_title() == "winner's margin over the runner-up"
@@ -184,12 +222,30 @@ def test_heatmaps_hatch_winning_cells_and_log_axes():
 def test_cli_phase_one_schedule(tmp_path, capsys):
     """One schedule: heatmaps but no comparison (no winner map, no wins fraction)."""
     out = tmp_path / "p"
-    main(["phase", "matrix-sensing", "x=wd:0.01:0.1:2:log", "y=lr:0.1:0.2:2", "schedules=constant",
-          "metrics=rec_error", "n=4", "r=1", "steps=40", "--out", str(out)])
+    main(
+        [
+            "phase",
+            "matrix-sensing",
+            "x=wd:0.01:0.1:2:log",
+            "y=lr:0.1:0.2:2",
+            "schedules=constant",
+            "metrics=rec_error",
+            "n=4",
+            "r=1",
+            "steps=40",
+            "--out",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert "cells_per_schedule: 4" in text and f"run directory: {out}" in text
-    assert sorted(p.name for p in out.iterdir()) == ["cells.csv", "config.yaml", "groups", "phase_rec_error.png",
-                                                      "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cells.csv",
+        "config.yaml",
+        "groups",
+        "phase_rec_error.png",
+        "summary.json",
+    ]
     assert "turn_off_wins_fraction" not in text
 
 
@@ -205,9 +261,20 @@ def dn_run(tmp_path_factory):
 
 
 def _dn_alone(seed: int, wd: float, steps_on: int, total: int = 200) -> dict:
-    cfg = build(dn.Config, {"n_samples": 6, "dim": 12, "sparsity": 2, "model": "mw", "seed": seed,
-                            "weight_decays": str(wd), "steps_on": steps_on, "steps_off": total - steps_on,
-                            "log_every": 10})
+    cfg = build(
+        dn.Config,
+        {
+            "n_samples": 6,
+            "dim": 12,
+            "sparsity": 2,
+            "model": "mw",
+            "seed": seed,
+            "weight_decays": str(wd),
+            "steps_on": steps_on,
+            "steps_off": total - steps_on,
+            "log_every": 10,
+        },
+    )
     trace, _ = dn.run_sweep(cfg)
     return {"dist": float(trace.final("dist")[0]), "train_loss": trace.metrics["train_loss"][0], "steps": trace.steps}
 
@@ -254,8 +321,11 @@ def test_auto_switch_off_runs_in_the_batch_where_auto_turn_off_fires(dn_run):
         assert float(rows[0]["dist"]) == pytest.approx(mean, rel=1e-9)
         versus = next(v for v in summary["best_switch"] if v["wd"] == pytest.approx(wd))
         assert versus["auto_off"] == pytest.approx(sum(offs) / 2 / 200)
-        fixed = {float(r["off"]): float(r["dist"]) for r in read_csv(out / "cells.csv")
-                 if r["schedule"] == "turn_off" and float(r["wd"]) == wd}
+        fixed = {
+            float(r["off"]): float(r["dist"])
+            for r in read_csv(out / "cells.csv")
+            if r["schedule"] == "turn_off" and float(r["wd"]) == wd
+        }
         best = min(fixed, key=fixed.get)
         near = [o for o, v in fixed.items() if v <= 2 * fixed[best]]
         assert versus["best_off"] == best and versus["near_best"] == [min(near), max(near)]
@@ -266,7 +336,7 @@ def test_theory_marks_are_predict_limit_against_the_trained_point(dn_run):
     """Theorem 3.11 on the map: each checked turn_off cell's gap is ‖x_pred − x‖/‖x‖ with x_pred from
     geometry.predict_limit at the row's a_∞; unconverged runs are marked, not compared; constant is never
     checked (λ never off)."""
-    from mirrorflow.experiments.diagonal import initial_params, make_data, reparameterization
+    from mirrorflow.experiments.diagonal import initial_params, reparameterization
     from mirrorflow.geometry import predict_limit
 
     out, summary = dn_run
@@ -274,11 +344,24 @@ def test_theory_marks_are_predict_limit_against_the_trained_point(dn_run):
     assert {r["theory"] for r in rows if r["schedule"] == "constant"} == {""}
     checked = [r for r in rows if r["schedule"] == "turn_off" and r["theory"]]
     assert len(checked) == 6 and summary["theory"]["turn_off"] == {
-        k: sum(r["theory"] == k for r in checked) for k in {r["theory"] for r in checked}}
+        k: sum(r["theory"] == k for r in checked) for k in {r["theory"] for r in checked}
+    }
     r = next(r for r in checked if r["theory"] in ("match", "mismatch"))
     wd, off = float(r["wd"]), float(r["off"])
-    cfg = build(dn.Config, {"n_samples": 6, "dim": 12, "sparsity": 2, "model": "mw", "seed": 0, "weight_decays": str(wd),
-                            "steps_on": round(off * 200), "steps_off": 200 - round(off * 200), "log_every": 200})
+    cfg = build(
+        dn.Config,
+        {
+            "n_samples": 6,
+            "dim": 12,
+            "sparsity": 2,
+            "model": "mw",
+            "seed": 0,
+            "weight_decays": str(wd),
+            "steps_on": round(off * 200),
+            "steps_off": 200 - round(off * 200),
+            "log_every": 200,
+        },
+    )
     trace, data = dn.run_sweep(cfg)
     x = dn.final_x(cfg, trace, data)[0]
     rep = reparameterization("mw", 12)
@@ -322,9 +405,11 @@ def test_report_on_a_phase_directory(dn_run, tmp_path, capsys):
 
 def test_winners_margin_and_clarity():
     g = lambda m, h: {"m": np.array([m], dtype=float), "m_half": np.array([h], dtype=float)}  # noqa: E731
-    grids = {"constant": g([1.0, 1.0, np.nan], [0.1, 0.1, np.nan]),
-             "turn_off": g([0.5, 0.95, 2.0], [0.1, 0.1, 0.0]),
-             "none": g([2.0, 3.0, np.nan], [0.0, 0.0, np.nan])}
+    grids = {
+        "constant": g([1.0, 1.0, np.nan], [0.1, 0.1, np.nan]),
+        "turn_off": g([0.5, 0.95, 2.0], [0.1, 0.1, 0.0]),
+        "none": g([2.0, 3.0, np.nan], [0.0, 0.0, np.nan]),
+    }
     win, margin, clear = winners(grids, "m", 0.01)
     assert win.tolist() == [[1, 1, 1]]
     assert margin[0, :2] == pytest.approx([0.5, 0.05])
@@ -333,15 +418,38 @@ def test_winners_margin_and_clarity():
 
 
 def test_sparse_coding_phase_cell_equals_a_single_run(tmp_path):
-    tokens = ["x=k:1:2:2", "y=wd:0.001:0.01:2:log", "schedules=constant,turn_off", "image_size=4", "n_images=20",
-              "batch_size=10", "n_atoms=3", "iterations=4", "seeds=3"]
+    tokens = [
+        "x=k:1:2:2",
+        "y=wd:0.001:0.01:2:log",
+        "schedules=constant,turn_off",
+        "image_size=4",
+        "n_images=20",
+        "batch_size=10",
+        "n_atoms=3",
+        "iterations=4",
+        "seeds=3",
+    ]
     out, summary = run_phase("sparse-coding", tokens, tmp_path / "sc")
     assert summary["groups"] == 1 and summary["metric"] == "mse"
-    cfg = build(sc.Config, {"image_size": 4, "n_images": 20, "batch_size": 10, "n_atoms": 3, "iterations": 4,
-                            "ks": "2", "alphas": "0.01", "seeds": "3"})
+    cfg = build(
+        sc.Config,
+        {
+            "image_size": 4,
+            "n_images": 20,
+            "batch_size": 10,
+            "n_atoms": 3,
+            "iterations": 4,
+            "ks": "2",
+            "alphas": "0.01",
+            "seeds": "3",
+        },
+    )
     alone = float(sc.run_sweep(cfg).final("mse")[0])
-    cell = next(r for r in read_csv(out / "cells.csv")
-                if r["schedule"] == "constant" and float(r["k"]) == 2 and float(r["wd"]) == pytest.approx(0.01))
+    cell = next(
+        r
+        for r in read_csv(out / "cells.csv")
+        if r["schedule"] == "constant" and float(r["k"]) == 2 and float(r["wd"]) == pytest.approx(0.01)
+    )
     assert float(cell["mse"]) == pytest.approx(alone, rel=1e-9)
     # the axes and titles use sparse coding's own names: wd is its regularization strength α
     from mirrorflow.report.phase import title_of
@@ -377,8 +485,15 @@ def test_observe_hook_switches_rows_off_and_recomputes_a():
 
 def test_facets_one_phase_per_value_and_their_report(tmp_path, capsys):
     out = tmp_path / "fac"
-    tokens = ["x=wd:0.01:0.3:2:log", "y=init_scale:0.001:0.1:2:log", "facet=lr:0.1,0.3", "metrics=rec_error", "n=5", "r=1",
-              "steps=60"]
+    tokens = [
+        "x=wd:0.01:0.3:2:log",
+        "y=init_scale:0.001:0.1:2:log",
+        "facet=lr:0.1,0.3",
+        "metrics=rec_error",
+        "n=5",
+        "r=1",
+        "steps=60",
+    ]
     main(["phase", "matrix-sensing", *tokens, "--out", str(out), "--dry-run"])
     assert capsys.readouterr().out.splitlines()[0].startswith("lr=0.1: experiment=matrix-sensing x=wd:0.01:0.3:2:log")
     assert not out.exists()
@@ -388,10 +503,28 @@ def test_facets_one_phase_per_value_and_their_report(tmp_path, capsys):
         sub = json.loads((out / name / "summary.json").read_text())
         assert sub["fixed"]["lr"] == lr  # each facet is a complete phase run with lr fixed
         assert summary["facets"][name]["turn_off_wins_fraction"] == sub["turn_off_wins_fraction"]
-    alone = ms.summarize(*(lambda c: (c, ms.run_many([c])[0]))(build(ms.Config, {
-        "n": 5, "r": 1, "steps": 60, "lr": 0.3, "log_every": 60, "schedule": "turn_off", "wd": 0.3, "init_scale": 0.1})))
-    cell = next(r for r in read_csv(out / "lr=0.3" / "cells.csv")
-                if r["schedule"] == "turn_off" and float(r["wd"]) == 0.3 and float(r["init_scale"]) == 0.1)
+    alone = ms.summarize(
+        *(lambda c: (c, ms.run_many([c])[0]))(
+            build(
+                ms.Config,
+                {
+                    "n": 5,
+                    "r": 1,
+                    "steps": 60,
+                    "lr": 0.3,
+                    "log_every": 60,
+                    "schedule": "turn_off",
+                    "wd": 0.3,
+                    "init_scale": 0.1,
+                },
+            )
+        )
+    )
+    cell = next(
+        r
+        for r in read_csv(out / "lr=0.3" / "cells.csv")
+        if r["schedule"] == "turn_off" and float(r["wd"]) == 0.3 and float(r["init_scale"]) == 0.1
+    )
     assert float(cell["rec_error"]) == pytest.approx(alone["rec_error"], rel=1e-9)
     assert (out / "winner_facets.png").is_file()
     main(["report", str(out), "--out", str(tmp_path / "rep")])

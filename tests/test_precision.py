@@ -1,5 +1,6 @@
 """precision=f32|bf16|auto for the transformer experiments: what is bfloat16, what stays float32, and the
 numbers a bfloat16 run gives next to float32 on the same seed."""
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,20 @@ from mirrorflow.experiments.transformers.distributed import dist_env
 from mirrorflow.experiments.transformers.train import Trainer
 from mirrorflow.training.monitor import SpectralMonitor
 
-LM = {"task": "lm", "model": "tiny-gpt2", "steps": "8", "off_at": "4", "eval_every": "4", "batch_size": "4",
-      "block_size": "16", "val_windows": "8", "lr": "0.1", "weight_decays": "0.5", "seeds": "0", "workers": "1"}
+LM = {
+    "task": "lm",
+    "model": "tiny-gpt2",
+    "steps": "8",
+    "off_at": "4",
+    "eval_every": "4",
+    "batch_size": "4",
+    "block_size": "16",
+    "val_windows": "8",
+    "lr": "0.1",
+    "weight_decays": "0.5",
+    "seeds": "0",
+    "workers": "1",
+}
 
 
 def test_resolution_auto_follows_the_hardware_and_bad_values_are_refused(capsys):

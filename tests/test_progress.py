@@ -1,4 +1,5 @@
 """Progress bars go to stderr and only to a terminal; stdout carries the results alone."""
+
 import io
 import os
 import pty
@@ -48,8 +49,24 @@ def test_no_bar_when_stderr_is_not_a_terminal(monkeypatch):
 
 def test_piped_command_output_holds_the_results_only(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    p = subprocess.run([sys.executable, "-m", "mirrorflow", "reproduce", "matrix-sensing", "n=6", "r=1", "steps=40",
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mirrorflow",
+            "reproduce",
+            "matrix-sensing",
+            "n=6",
+            "r=1",
+            "steps=40",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert BAR not in p.stdout and BAR not in p.stderr and "40/" not in p.stderr
     assert "| No weight decay |" in p.stdout and p.stdout.rstrip().endswith(f"run directory: {tmp_path / 'o'}")

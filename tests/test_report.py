@@ -1,4 +1,5 @@
 """`mirrorflow report`: tidy CSV, markdown table of mean ± 95% t-interval across seeds, figures."""
+
 import csv
 import json
 import math
@@ -9,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mirrorflow.experiments import load
 from mirrorflow.engine.grid import resolve
 from mirrorflow.engine.sweep import sweep
+from mirrorflow.experiments import load
 from mirrorflow.report import aggregate as A
 from mirrorflow.report.stats import t_interval
 
@@ -46,7 +47,9 @@ PROBE = textwrap.dedent('''
 
 @pytest.fixture
 def probe_sweep(tmp_path, plugin_experiment):
-    grid, points = resolve("report-probe", load(plugin_experiment("report-probe", PROBE)), None, ["x=1,2,11", "kind=a,b", "seeds=3"])
+    grid, points = resolve(
+        "report-probe", load(plugin_experiment("report-probe", PROBE)), None, ["x=1,2,11", "kind=a,b", "seeds=3"]
+    )
     out = tmp_path / "sweep"
     res = sweep(grid, points, out, workers=1)
     assert res.completed == 18
@@ -74,16 +77,16 @@ def test_ci95_is_the_t_interval():
 def test_report_files_tidy_csv_and_table(probe_sweep):
     out, points = probe_sweep
     rep = A.write_report(out)
-    rows = list(csv.DictReader(open(out / "report" / "runs.csv")))
+    rows = list(csv.DictReader((out / "report" / "runs.csv").read_text().splitlines()))
     assert len(rows) == 18 and {r["run_id"] for r in rows} == {p.run_id for p in points}
     for r in rows:  # one row per run: config and summary values side by side
         x, seed = float(r["x"]), int(r["seed"])
         if x > 10:
             assert r["status"] == "diverged" and math.isnan(float(r["value"]))
         else:
-            assert float(r["value"]) == pytest.approx(x ** 2 + seed ** 1.5)
-            assert float(r["nested.twice"]) == pytest.approx(2 * (x ** 2 + seed ** 1.5))
-    curves = list(csv.DictReader(open(out / "report" / "curves.csv")))
+            assert float(r["value"]) == pytest.approx(x**2 + seed**1.5)
+            assert float(r["nested.twice"]) == pytest.approx(2 * (x**2 + seed**1.5))
+    curves = list(csv.DictReader((out / "report" / "curves.csv").read_text().splitlines()))
     assert len(curves) == 18 * 4 and set(curves[0]) == {"run_id", "x", "kind", "seed", "step", "loss"}
 
     table = (out / "report" / "summary.md").read_text()
@@ -92,9 +95,9 @@ def test_report_files_tidy_csv_and_table(probe_sweep):
     assert lines[0] == "| x | kind | runs | diverged | value | nested.twice |"
     body = {tuple(c.strip() for c in ln.strip("|").split("|")[:2]): ln for ln in lines[2:]}
     assert len(body) == 6  # 3 x values × 2 kinds; seeds aggregated
-    seeds = [s ** 1.5 for s in range(3)]
+    seeds = [s**1.5 for s in range(3)]
     for x in (1, 2):
-        vals = [x ** 2 + s for s in seeds]
+        vals = [x**2 + s for s in seeds]
         cell = f"{statistics.mean(vals):.4g} ± {t_halfwidth(vals):.2g}"
         assert f"| 3 | 0 | {cell} |" in body[(str(x), "a")]
     assert "| 3 | 3 | – | – |" in body[("11", "b")]  # all diverged: no value, counted
@@ -117,7 +120,7 @@ def test_partial_values_show_k_of_n_and_missing_runs_are_counted(probe_sweep):
     s["value"] = None
     (out / points[0].run_id / "summary.json").write_text(json.dumps(s))
     row = next(r for r in A.summary_table(A.collect(out)).rows if r[:2] == ["1", "a"])
-    assert row[2] == "2" and row[4] == f"{1 ** 2 + 1 ** 1.5:.4g} (1/2)"  # only seed 1 has a value: no interval
+    assert row[2] == "2" and row[4] == f"{1**2 + 1**1.5:.4g} (1/2)"  # only seed 1 has a value: no interval
 
 
 def test_report_without_manifest_infers_the_axes(probe_sweep):
@@ -139,8 +142,8 @@ def test_figures_one_per_metric_and_learning_curves(probe_sweep):
     assert len(ax.get_legend().get_texts()) == 2
     line = ax.lines[0]
     np.testing.assert_allclose(line.get_xdata(), [1, 2, 11])
-    seeds = [s ** 1.5 for s in range(3)]
-    np.testing.assert_allclose(line.get_ydata()[:2], [statistics.mean([x ** 2 + s for s in seeds]) for x in (1, 2)])
+    seeds = [s**1.5 for s in range(3)]
+    np.testing.assert_allclose(line.get_ydata()[:2], [statistics.mean([x**2 + s for s in seeds]) for x in (1, 2)])
     assert math.isnan(line.get_ydata()[2])  # diverged everywhere: no point
 
 
@@ -153,7 +156,11 @@ def test_paired_cells_give_interval_signs_and_seeds_needed():
     half = stats.t.ppf(0.975, 3) * statistics.stdev(diffs) / 2
     assert d.mean == pytest.approx(statistics.mean(diffs)) and d.half_width == pytest.approx(half)
     cells = paired_cells(d, "+.1f", 100)
-    assert cells == [f"{100 * d.mean:+.1f} [{100 * (d.mean - half):+.1f}, {100 * (d.mean + half):+.1f}]",
-                     "0/3", "4", str(seeds_needed(statistics.stdev(diffs), 0.017))]
+    assert cells == [
+        f"{100 * d.mean:+.1f} [{100 * (d.mean - half):+.1f}, {100 * (d.mean + half):+.1f}]",
+        "0/3",
+        "4",
+        str(seeds_needed(statistics.stdev(diffs), 0.017)),
+    ]
     assert paired_cells(paired_difference([1.0], [2.0]))[0] == "+1.000 [n < 2]"
     assert paired_cells(paired_difference([1.0, 2.0], [1.5, 2.5]))[3] == "–"  # no effect size given

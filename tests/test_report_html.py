@@ -1,6 +1,7 @@
 """The report's single HTML page, opened in headless Chromium: it loads and every embedded figure decodes.
 
 Needs Debian's chromium (``scripts/install-chromium.sh``)."""
+
 import base64
 import re
 import shutil
@@ -10,9 +11,18 @@ import pytest
 
 from mirrorflow.cli import main
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--virtual-time-budget=10000", "--window-size=1200,900"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=10000",
+    "--window-size=1200,900",
+]
 
 # Appended to a copy of the page: after `load`, write every image's decoded size into the DOM.
 CHECKER = """<img id="broken-control" src="data:image/png;base64,iVBORw0KGgoAAAAA" alt="control">
@@ -56,8 +66,12 @@ def test_report_page_loads_in_headless_chromium_and_every_figure_renders(tmp_pat
 
     checked = tmp_path / "checked.html"
     checked.write_text(html.replace("</body>", CHECKER))
-    dom = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                          checked.as_uri()], capture_output=True, text=True, timeout=300).stdout
+    dom = subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", checked.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
     m = re.search(r'<pre id="imgcheck">([^<]*)</pre>', dom)
     assert m, dom[-2000:]
     entries = [e.split(":") for e in m.group(1).split()]
@@ -69,9 +83,9 @@ def test_report_page_loads_in_headless_chromium_and_every_figure_renders(tmp_pat
     control = [e for e in entries if e[0] == "broken-control"]
     assert control and control[0][2] == "0x0"  # a PNG that does not decode is caught by this check
     # the page fits a 1200-pixel window: nothing sticks out sideways
-    (_, width, inner), = [e for e in entries if e[0] == "width"]
+    ((_, width, inner),) = [e for e in entries if e[0] == "width"]
     assert int(inner) == 1200 and int(width) <= int(inner), entries
     # the data files travel inside the page (it works when sent alone): no relative links
     assert 'href="data:text/csv;base64,' in html and not re.search(r'href="(?!data:)', html)
     # the table made it into the rendered page, one row per weight decay
-    assert dom.count("<td class=\"param\">") == 2 and "Sweep report: matrix-sensing" in dom
+    assert dom.count('<td class="param">') == 2 and "Sweep report: matrix-sensing" in dom

@@ -1,4 +1,5 @@
 """WeightDecayScheduler: the lr_scheduler contract, a_t bookkeeping, param-group selection."""
+
 import copy
 import math
 
@@ -74,9 +75,11 @@ def test_order_with_lr_scheduler_does_not_change_a():
             m(torch.ones(2, 4)).sum().backward()
             opt.step()
             if wd_first:
-                wd_s.step(); lr_s.step()
+                wd_s.step()
+                lr_s.step()
             else:
-                lr_s.step(); wd_s.step()
+                lr_s.step()
+                wd_s.step()
         results.append(wd_s.a)
     expected = -sum(0.1 * 0.1 * 0.9**s for s in range(5))
     assert results[0] == pytest.approx(expected) and results[1] == pytest.approx(expected)
@@ -84,7 +87,9 @@ def test_order_with_lr_scheduler_does_not_change_a():
 
 @pytest.mark.parametrize("opt_cls", [torch.optim.SGD, torch.optim.AdamW])
 def test_state_dict_round_trip_mid_training_matches_uninterrupted(opt_cls):
-    sched_fn = lambda: cosine_decay(0.3, until=12)
+    def sched_fn():
+        return cosine_decay(0.3, until=12)
+
     ref = _model()
     opt = opt_cls(ref.parameters(), lr=0.05, weight_decay=0.3)
     s_ref = WeightDecayScheduler(opt, sched_fn())
@@ -118,7 +123,8 @@ def test_selects_groups_by_name_pattern():
     opt = torch.optim.AdamW(groups, lr=1e-2)
     sched = WeightDecayScheduler(opt, turn_off(0.1, at=2), groups=["decay"])
     for _ in range(3):
-        opt.step(); sched.step()
+        opt.step()
+        sched.step()
     assert opt.param_groups[0]["weight_decay"] == 0.0 and opt.param_groups[1]["weight_decay"] == 0.0
     assert sched.group_indices == [0]
     assert sched.a == pytest.approx(-2 * 0.1 * 1e-2)
@@ -184,7 +190,7 @@ def test_sequential_lr_switches_between_weight_decay_schedules_at_the_milestone(
     assert [u[0] for u in used] == [0.5, 0.5, 0.5, 0.2, pytest.approx(0.1), 0.0]
     assert all(u[1] == 0.1 for u in used) and seq.get_last_lr() == [0.1]
     assert first.a == second.a == pytest.approx(-0.1 * (1.5 + 0.3))  # both read the λ actually used
-    assert w.detach()[0].item() == pytest.approx(0.95 ** 3 * 0.98 * 0.99)
+    assert w.detach()[0].item() == pytest.approx(0.95**3 * 0.98 * 0.99)
 
 
 def test_chained_scheduler_with_a_warmup_lr_and_weight_decay():
@@ -203,7 +209,8 @@ def test_state_dict_round_trips_through_torch_save_weights_only(tmp_path):
 
     def build(opt):
         seq = torch.optim.lr_scheduler.SequentialLR(
-            opt, [WeightDecayScheduler(opt, constant(0.3)), WeightDecayScheduler(opt, turn_off(0.6, at=2))], [2])
+            opt, [WeightDecayScheduler(opt, constant(0.3)), WeightDecayScheduler(opt, turn_off(0.6, at=2))], [2]
+        )
         lr = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
         return seq, torch.optim.lr_scheduler.ChainedScheduler([lr, seq], optimizer=opt)
 
@@ -227,8 +234,11 @@ def test_state_dict_round_trips_through_torch_save_weights_only(tmp_path):
     tail = _steps(opt3, [chain3], 3)
     assert head + tail == full
     assert [u[0] for u in full] == [0.3, 0.3, 0.6, 0.6, 0.0, 0.0]
-    assert seq3._schedulers[1].a == pytest.approx(seq._schedulers[1].a) == pytest.approx(
-        -sum(lam * lr for lam, lr in full))
+    assert (
+        seq3._schedulers[1].a
+        == pytest.approx(seq._schedulers[1].a)
+        == pytest.approx(-sum(lam * lr for lam, lr in full))
+    )
     assert w3.detach().tolist() == pytest.approx(w.detach().tolist())
 
 

@@ -1,7 +1,5 @@
 """Properties of the weight-decay schedules (mirrorflow.schedules)."""
-import math
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st

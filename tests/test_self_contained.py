@@ -5,6 +5,7 @@
   docs/theory.md, so the links keep working when headings are renamed;
 * the anchor table at the top of docs/theory.md lists every anchor, and no anchor is defined twice.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,8 +24,11 @@ ANCHOR = re.compile(r'<a id="([^"]+)"></a>')
 
 
 def _files(root: Path, suffixes: tuple[str, ...] | None = None) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                  and (suffixes is None or p.suffix in suffixes))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and (suffixes is None or p.suffix in suffixes)
+    )
 
 
 def _anchors() -> list[str]:
@@ -62,8 +66,10 @@ def test_every_cited_anchor_exists_in_theory_md():
     cited = _citations((SRC, ROOT / "tests"))
     assert len(cited) >= 10  # the package does cite the theory page (the pattern is not silently broken)
     missing = {a: where for a, where in cited.items() if a not in anchors}
-    assert not missing, "\n".join(f"docs/theory.md#{a} cited at {', '.join(w[:3])} but docs/theory.md has no "
-                                  f'<a id="{a}"></a>' for a, w in sorted(missing.items()))
+    assert not missing, "\n".join(
+        f'docs/theory.md#{a} cited at {", ".join(w[:3])} but docs/theory.md has no <a id="{a}"></a>'
+        for a, w in sorted(missing.items())
+    )
 
 
 def test_theory_md_anchors_are_unique_and_listed_at_the_top():
@@ -77,13 +83,16 @@ def test_theory_md_anchors_are_unique_and_listed_at_the_top():
     assert not unlisted, f"anchors missing from the table at the top of docs/theory.md: {unlisted}"
     # an anchor must be followed by a heading, so a link lands on a titled section
     for a in anchors:
-        after = text[text.index(f'<a id="{a}"></a>') + len(f'<a id="{a}"></a>'):].lstrip("\n")
+        after = text[text.index(f'<a id="{a}"></a>') + len(f'<a id="{a}"></a>') :].lstrip("\n")
         assert after.startswith("#"), f"anchor {a} is not directly above a heading"
 
 
-@pytest.mark.parametrize("line, anchors", [
-    ("see docs/theory.md#legendre-mw.", ["legendre-mw"]),
-    ("(docs/theory.md#exp-attention, docs/theory.md#exp-lr-schedule)", ["exp-attention", "exp-lr-schedule"]),
-])
+@pytest.mark.parametrize(
+    "line, anchors",
+    [
+        ("see docs/theory.md#legendre-mw.", ["legendre-mw"]),
+        ("(docs/theory.md#exp-attention, docs/theory.md#exp-lr-schedule)", ["exp-attention", "exp-lr-schedule"]),
+    ],
+)
 def test_citation_pattern(line, anchors):
     assert [a.rstrip(".") for a in CITE.findall(line)] == anchors

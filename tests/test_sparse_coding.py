@@ -1,6 +1,7 @@
 """Sparse coding on Olivetti faces (App. E, Figs. 11/13) at a small size: 100 faces pooled to 16×16,
 batches of 50, 40 iterations. The paper's size (400 faces, 64×64, batch 200, 100 iterations) is the
 default of ``mirrorflow reproduce sparse-coding``; its numbers are in the docs, not asserted here."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import torch
 from mirrorflow.config import build
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import sparse_coding as S
-from mirrorflow.experiments.sparse_coding import report as R
 from mirrorflow.experiments.sparse_coding import dictionary as SD
+from mirrorflow.experiments.sparse_coding import report as R
 
 SMALL = dict(image_size=16, n_images=100, batch_size=50, iterations=40)
 
@@ -101,7 +102,9 @@ def test_dictionary_step_solves_each_atom_block_exactly():
     X = torch.randn(1, 40, K, generator=g, dtype=torch.float64)
     Y = torch.randn(1, 40, P, generator=g, dtype=torch.float64) * 0.01
     D0 = torch.randn(1, K, P, generator=g, dtype=torch.float64) * 0.01
-    D1, A, Bt = SD.aggregated_step(D0, torch.zeros(1, K, K, dtype=torch.float64), torch.zeros(1, K, P, dtype=torch.float64), X, Y)
+    D1, A, Bt = SD.aggregated_step(
+        D0, torch.zeros(1, K, K, dtype=torch.float64), torch.zeros(1, K, P, dtype=torch.float64), X, Y
+    )
     torch.testing.assert_close(A[0], X[0].T @ X[0])
     # after the sweep, the last atom's block optimality holds: (A D)_j = B_j (its norm stayed < 1)
     j = K - 1
@@ -182,8 +185,20 @@ def test_per_sample_float32_kernel_matches_float64():
 def test_per_sample_run_equals_the_papers_algorithm_as_a_plain_loop():
     """A whole run (code steps, batch order, per-sample dictionary steps, the reduced basis) equals a plain
     NumPy implementation of the paper code's algorithm in pixel space, for two k on the config axis."""
-    cfg = build(S.Config, dict(image_size=8, n_images=40, batch_size=20, iterations=3, ks=(1, 2), n_atoms=6,
-                               lr_scale=0.01, dict_update="per_sample", seeds=(3,)))
+    cfg = build(
+        S.Config,
+        dict(
+            image_size=8,
+            n_images=40,
+            batch_size=20,
+            iterations=3,
+            ks=(1, 2),
+            n_atoms=6,
+            lr_scale=0.01,
+            dict_update="per_sample",
+            seeds=(3,),
+        ),
+    )
     trace, p = S.run_sweep(cfg, return_problem=True)
     Y = S.faces(8, 40).astype(np.float64)
     n, P, K, b = 40, 64, 6, 20
@@ -193,7 +208,7 @@ def test_per_sample_run_equals_the_papers_algorithm_as_a_plain_loop():
     x0 = torch.randn(n, K, generator=g0, dtype=torch.float64).numpy()
     for c, k in enumerate(cfg.ks):
         gen = torch.Generator().manual_seed(4)
-        D, r = D0.copy(), np.sqrt(x0 ** 2 + 1)
+        D, r = D0.copy(), np.sqrt(x0**2 + 1)
         U, V = ((x0 + r) / 2) ** (1 / (2 * k)), ((-x0 + r) / 2) ** (1 / (2 * k))
         A, B = 0.01 * np.eye(K)[None].repeat(b, 0), np.zeros((b, K, P))
         mses = []
@@ -201,17 +216,23 @@ def test_per_sample_run_equals_the_papers_algorithm_as_a_plain_loop():
             mses.append((((U ** (2 * k) - V ** (2 * k)) @ D - Y) ** 2).mean())
             perm = torch.randperm(n, generator=gen).numpy()
             for s in range(0, n, b):
-                idx = perm[s:s + b]
+                idx = perm[s : s + b]
                 eta = 0.01 / np.linalg.norm(D, 2) ** 2
                 G = ((U[idx] ** (2 * k) - V[idx] ** (2 * k)) @ D - Y[idx]) @ D.T
-                U[idx], V[idx] = (U[idx] - eta * 2 * k * (2 * G + 0.001) * U[idx] ** (2 * k - 1),
-                                  V[idx] - eta * 2 * k * (-2 * G + 0.001) * V[idx] ** (2 * k - 1))
+                U[idx], V[idx] = (
+                    U[idx] - eta * 2 * k * (2 * G + 0.001) * U[idx] ** (2 * k - 1),
+                    V[idx] - eta * 2 * k * (-2 * G + 0.001) * V[idx] ** (2 * k - 1),
+                )
                 D, A, B = _per_sample_loop(D, A, B, U[idx] ** (2 * k) - V[idx] ** (2 * k), Y[idx])
         mses.append((((U ** (2 * k) - V ** (2 * k)) @ D - Y) ** 2).mean())
         np.testing.assert_allclose(trace.metrics["mse"][c], mses, rtol=1e-10)
         np.testing.assert_allclose(p.dictionary(trace.final_state)[c].numpy(), D, rtol=0, atol=1e-11)
-        np.testing.assert_allclose(p.code(trace.final_state["U"], trace.final_state["V"])[c].numpy(),
-                                   U ** (2 * k) - V ** (2 * k), rtol=0, atol=1e-11)
+        np.testing.assert_allclose(
+            p.code(trace.final_state["U"], trace.final_state["V"])[c].numpy(),
+            U ** (2 * k) - V ** (2 * k),
+            rtol=0,
+            atol=1e-11,
+        )
 
 
 def test_mse_from_gram_identity_matches_the_direct_residual(power_sweep, faces16):
@@ -232,6 +253,7 @@ def test_reduced_basis_gives_the_pixel_space_run(faces16):
     Y = torch.as_tensor(faces16, dtype=torch.float64)
     full = S.SparseCoding(Y, "power", [1, 3], cfg.n_atoms, cfg.batch_size, reduce=False)
     from mirrorflow.engine.batched import run_batched
+
     lam = torch.full((2, 5), 0.001, dtype=torch.float64)
     tr_full = run_batched(full, lam, cfg.lr_scale, log_every=1)
     tr = S.run_sweep(cfg, Y=faces16)
@@ -284,8 +306,9 @@ def test_per_sample_divergence_is_decided_on_the_codes_and_dictionary(faces16):
     the same as without it, and the in-place accumulators are not scanned."""
     base = {**SMALL, "iterations": 12, "lr_scale": 0.05, "dict_update": "per_sample"}
     cfg = build(S.Config, {**base, "ks": (1, 6)})
-    prob = S.SparseCoding(torch.as_tensor(faces16), "power", [1, 6], cfg.n_atoms, cfg.batch_size,
-                          dict_update="per_sample")
+    prob = S.SparseCoding(
+        torch.as_tensor(faces16), "power", [1, 6], cfg.n_atoms, cfg.batch_size, dict_update="per_sample"
+    )
     assert prob.divergence_keys == ("U", "V", "D", "a")
     trace = S.run_sweep(cfg, Y=faces16)
     assert trace.diverged_at[0] == -1 and trace.diverged_at[1] >= 0
@@ -325,7 +348,11 @@ def test_seed_axis_equals_separate_runs_and_the_table_gives_intervals(faces16):
     line = next(ln for ln in table.splitlines() if "| k=3 |" in ln)
     v = [rows[1]["mse_at_10"], rows[3]["mse_at_10"]]
     m, h, n = R.t_interval(v)
-    assert n == 2 and m == pytest.approx(np.mean(v)) and h == pytest.approx(12.706 * np.std(v, ddof=1) / np.sqrt(2), rel=1e-3)
+    assert (
+        n == 2
+        and m == pytest.approx(np.mean(v))
+        and h == pytest.approx(12.706 * np.std(v, ddof=1) / np.sqrt(2), rel=1e-3)
+    )
     assert f"{m:.4g} ± {h:.2g}" in line and "| 2/2 |" in line
     assert "a_∞" in table and line.endswith(f"| {R._pm([rows[1]['a_code'], rows[3]['a_code']], '.3g')} |")
 
@@ -357,20 +384,23 @@ def test_cuda_gives_the_cpu_result(faces16):
         np.testing.assert_allclose(gpu.metrics["mse"], cpu.metrics["mse"], rtol=1e-9)
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"param": "sqrt"}, "param must be one of"),
-    ({"image_size": 20}, "image_size must be one of"),
-    ({"batch_size": 500}, "batch_size must be in"),
-    ({"ks": "0,2"}, "ks must be integers"),
-    ({"alphas": "-1"}, "alphas must be non-negative"),
-    ({"n_atom": 5}, "unknown config key 'n_atom'"),
-    ({"dict_update": "mairal"}, "dict_update must be one of"),
-    ({"dict_update": "per_sample", "batch_size": 150}, "dict_update=per_sample needs batch_size dividing"),
-    ({"log_init": "normal"}, "log_init must be one of"),
-    ({"device": "tpu"}, "device must be one of"),
-    ({"seeds": "1,1"}, "seeds must list distinct"),
-    ({"stationary_window": 0}, "stationary_window must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"param": "sqrt"}, "param must be one of"),
+        ({"image_size": 20}, "image_size must be one of"),
+        ({"batch_size": 500}, "batch_size must be in"),
+        ({"ks": "0,2"}, "ks must be integers"),
+        ({"alphas": "-1"}, "alphas must be non-negative"),
+        ({"n_atom": 5}, "unknown config key 'n_atom'"),
+        ({"dict_update": "mairal"}, "dict_update must be one of"),
+        ({"dict_update": "per_sample", "batch_size": 150}, "dict_update=per_sample needs batch_size dividing"),
+        ({"log_init": "normal"}, "log_init must be one of"),
+        ({"device": "tpu"}, "device must be one of"),
+        ({"seeds": "1,1"}, "seeds must list distinct"),
+        ({"stationary_window": 0}, "stationary_window must be at least 1"),
+    ],
+)
 def test_bad_config_values_name_the_key(bad, match):
     with pytest.raises(ConfigError, match=match):
         build(S.Config, bad)
@@ -380,13 +410,35 @@ def test_cli_reproduce_writes_figures_and_table(tmp_path, capsys):
     from mirrorflow.cli import main
 
     out = tmp_path / "rep"
-    main(["reproduce", "sparse-coding", "image_size=8", "n_images=40", "batch_size=20", "iterations=3",
-          "ks=1,2", "log_alphas=0,1", "n_atoms=5", "seeds=0,1", "--out", str(out)])
+    main(
+        [
+            "reproduce",
+            "sparse-coding",
+            "image_size=8",
+            "n_images=40",
+            "batch_size=20",
+            "iterations=3",
+            "ks=1,2",
+            "log_alphas=0,1",
+            "n_atoms=5",
+            "seeds=0,1",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "| u^(2k) − v^(2k) | k=2 | 2/2 |" in printed and "| log u − log v | α=1 | 2/2 |" in printed
     names = {p.name for p in out.iterdir()}
-    assert {"fig11a_nuclear_norm.png", "fig11b_mse.png", "fig13a_mse.png", "fig13b_nuclear_norm.png",
-            "table.md", "metrics.csv", "summary.json", "config.yaml"} <= names
+    assert {
+        "fig11a_nuclear_norm.png",
+        "fig11b_mse.png",
+        "fig13a_mse.png",
+        "fig13b_nuclear_norm.png",
+        "table.md",
+        "metrics.csv",
+        "summary.json",
+        "config.yaml",
+    } <= names
     summary = json.loads((out / "summary.json").read_text())
     assert [r["label"] for r in summary["log"]] == ["α=0, seed=0", "α=1, seed=0", "α=0, seed=1", "α=1, seed=1"]
     with pytest.raises(SystemExit):
@@ -401,8 +453,21 @@ def test_cli_reproduce_authors_preset_compares_with_the_stored_curve(tmp_path, c
     from mirrorflow.cli import main
 
     out = tmp_path / "auth"
-    main(["reproduce", "sparse-coding", "preset=authors", "image_size=8", "n_images=40", "batch_size=20",
-          "iterations=6", "n_atoms=5", "seeds=0,1", "--out", str(out)])
+    main(
+        [
+            "reproduce",
+            "sparse-coding",
+            "preset=authors",
+            "image_size=8",
+            "n_images=40",
+            "batch_size=20",
+            "iterations=6",
+            "n_atoms=5",
+            "seeds=0,1",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "η = 0.01/‖D‖₂²" in printed and "per_sample" in printed
     assert "| 5 | 0.165 |" in printed  # the stored k=1 value at iteration 5 beside ours

@@ -1,4 +1,5 @@
 """product_singular_values / spectral_metrics against explicit SVDs (float64, 1e-10 relative)."""
+
 import math
 
 import pytest

@@ -1,19 +1,18 @@
 """find_factor_pairs on real (tiny) transformers / peft models: the products are the ones the attention uses."""
+
 import warnings
 
+import peft
 import pytest
 import torch
+import transformers
 
 from mirrorflow.errors import ModelError
 from mirrorflow.training.factors import find_factor_pairs
 
-import transformers
-import peft
-
 D, H = 32, 4  # hidden size, heads (head_dim 8)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 def _zero_biases(model):
@@ -25,25 +24,38 @@ def _zero_biases(model):
 
 def _gpt2():
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=D, n_head=H, vocab_size=40, n_positions=16, bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_embd=D, n_head=H, vocab_size=40, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
     return transformers.GPT2Model(cfg).double().eval()
 
 
 def _bert():
     torch.manual_seed(1)
-    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=64, vocab_size=40)
+    cfg = transformers.BertConfig(
+        num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=64, vocab_size=40
+    )
     return transformers.BertModel(cfg).double().eval()
 
 
 def _vit():
     torch.manual_seed(2)
-    cfg = transformers.ViTConfig(num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=64, image_size=8, patch_size=4)
+    cfg = transformers.ViTConfig(
+        num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=64, image_size=8, patch_size=4
+    )
     return transformers.ViTModel(cfg).double().eval()
 
 
 def _llama_gqa():
     torch.manual_seed(3)
-    cfg = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=D, num_attention_heads=H, num_key_value_heads=2, intermediate_size=64, vocab_size=40)
+    cfg = transformers.LlamaConfig(
+        num_hidden_layers=1,
+        hidden_size=D,
+        num_attention_heads=H,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        vocab_size=40,
+    )
     return transformers.LlamaModel(cfg).double().eval()
 
 
@@ -88,7 +100,9 @@ def test_attention_products_give_the_attention_logits(build, names):
             hd = D // H
             Wh = hp.product()
             assert hp.left().shape == (D, hd) and hp.right().shape == (hd, D)
-            assert torch.allclose(q[:, i * hd : (i + 1) * hd] @ k[:, i * hd : (i + 1) * hd].T, x @ Wh @ x.T, rtol=1e-10, atol=1e-12)
+            assert torch.allclose(
+                q[:, i * hd : (i + 1) * hd] @ k[:, i * hd : (i + 1) * hd].T, x @ Wh @ x.T, rtol=1e-10, atol=1e-12
+            )
         assert torch.allclose(sum(p.product() for p in mine), W, rtol=1e-10, atol=1e-12)
 
 
@@ -102,7 +116,9 @@ def test_grouped_query_attention_pairs_each_query_head_with_its_key_head():
     q, k = attn.q_proj(x), attn.k_proj(x)
     for i, hp in enumerate(heads):
         j = i // 2  # 4 query heads share 2 key heads
-        assert torch.allclose(q[:, 8 * i : 8 * i + 8] @ k[:, 8 * j : 8 * j + 8].T, x @ hp.product() @ x.T, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(
+            q[:, 8 * i : 8 * i + 8] @ k[:, 8 * j : 8 * j + 8].T, x @ hp.product() @ x.T, rtol=1e-10, atol=1e-12
+        )
     assert torch.allclose(sum(p.product() for p in heads), pair.product(), rtol=1e-10, atol=1e-12)
 
 
@@ -133,7 +149,9 @@ def test_lora_pairs_equal_peft_delta_weight_with_scaling():
 def test_lora_on_gpt2_conv1d_and_effective_attention_weights():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = peft.get_peft_model(_gpt2(), peft.LoraConfig(r=2, lora_alpha=2, target_modules=["c_attn"], fan_in_fan_out=True))
+        model = peft.get_peft_model(
+            _gpt2(), peft.LoraConfig(r=2, lora_alpha=2, target_modules=["c_attn"], fan_in_fan_out=True)
+        )
     _randomize_lora_B(model)
     _zero_biases(model)
     (lp0, lp1) = find_factor_pairs(model)
@@ -151,7 +169,9 @@ def test_lora_on_gpt2_conv1d_and_effective_attention_weights():
 
 def test_user_pairs_tensors_and_callables():
     A, B = torch.randn(6, 2), torch.randn(2, 5)
-    pairs = find_factor_pairs(torch.nn.Linear(3, 3), include="none", extra=[("t", A, B), ("c", lambda: A, lambda: B, -3.0)])
+    pairs = find_factor_pairs(
+        torch.nn.Linear(3, 3), include="none", extra=[("t", A, B), ("c", lambda: A, lambda: B, -3.0)]
+    )
     assert [p.kind for p in pairs] == ["user", "user"]
     assert torch.equal(pairs[0].product(), A @ B)
     assert torch.allclose(pairs[1].product(), -3.0 * (A @ B))
@@ -184,21 +204,33 @@ def test_unknown_architecture_names_what_was_and_was_not_found():
 
 # --- DistilBERT, T5, GPT-NeoX: checked against the query/key states the model's own forward computes ----
 
+
 def _distilbert():
     torch.manual_seed(4)
-    cfg = transformers.DistilBertConfig(n_layers=2, dim=D, n_heads=H, hidden_dim=64, vocab_size=40, max_position_embeddings=16)
+    cfg = transformers.DistilBertConfig(
+        n_layers=2, dim=D, n_heads=H, hidden_dim=64, vocab_size=40, max_position_embeddings=16
+    )
     return transformers.DistilBertModel(cfg), transformers.models.distilbert.modeling_distilbert
 
 
 def _t5():
     torch.manual_seed(5)
-    cfg = transformers.T5Config(num_layers=2, d_model=D, num_heads=H, d_kv=6, d_ff=64, vocab_size=40)  # inner 24 ≠ d_model
+    cfg = transformers.T5Config(
+        num_layers=2, d_model=D, num_heads=H, d_kv=6, d_ff=64, vocab_size=40
+    )  # inner 24 ≠ d_model
     return transformers.T5EncoderModel(cfg), transformers.models.t5.modeling_t5
 
 
 def _neox():
     torch.manual_seed(6)
-    cfg = transformers.GPTNeoXConfig(num_hidden_layers=2, hidden_size=D, num_attention_heads=H, intermediate_size=64, vocab_size=40, max_position_embeddings=16)
+    cfg = transformers.GPTNeoXConfig(
+        num_hidden_layers=2,
+        hidden_size=D,
+        num_attention_heads=H,
+        intermediate_size=64,
+        vocab_size=40,
+        max_position_embeddings=16,
+    )
     return transformers.GPTNeoXModel(cfg), transformers.models.gpt_neox.modeling_gpt_neox
 
 
@@ -221,7 +253,9 @@ def test_products_match_the_query_key_states_of_the_models_forward(build, names,
     inputs, captured = {}, {}
     for name in names:
         model.get_submodule(name).register_forward_pre_hook(
-            lambda mod, args, kwargs, name=name: inputs.__setitem__(name, (args[0] if args else kwargs["hidden_states"])[0]),
+            lambda mod, args, kwargs, name=name: inputs.__setitem__(
+                name, (args[0] if args else kwargs["hidden_states"])[0]
+            ),
             with_kwargs=True,
         )
     original = modeling.eager_attention_forward
@@ -232,7 +266,9 @@ def test_products_match_the_query_key_states_of_the_models_forward(build, names,
 
     monkeypatch.setattr(modeling, "eager_attention_forward", capture)
     ids = torch.randint(0, 40, (1, 7))
-    kwargs = {"position_ids": torch.zeros_like(ids)} if "neox" in modeling.__name__ else {}  # rotary angle 0: no rotation
+    kwargs = (
+        {"position_ids": torch.zeros_like(ids)} if "neox" in modeling.__name__ else {}
+    )  # rotary angle 0: no rotation
     with torch.no_grad():
         model(input_ids=ids, **kwargs)
     pairs = find_factor_pairs(model)
@@ -256,7 +292,11 @@ def _mha_attention_weights(mha, x):
 def test_torch_multihead_attention_and_transformer_encoder():
     """nn.MultiheadAttention: softmax(x W_Q^h W_K^hᵀ xᵀ / √hd) is the module's own attention matrix."""
     torch.manual_seed(7)
-    enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(D, H, 64, batch_first=True), num_layers=2).double().eval()
+    enc = (
+        torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(D, H, 64, batch_first=True), num_layers=2)
+        .double()
+        .eval()
+    )
     _zero_biases(enc)
     pairs = find_factor_pairs(enc)
     assert [p.name for p in pairs] == ["layers.0.self_attn", "layers.1.self_attn"]

@@ -5,6 +5,7 @@ Every command that writes a directory holds its lock (``store.StoreLock``), a fa
 half-written (``store.writing``), and a directory is reused only when it holds a finished, complete run of
 exactly the config asked for (``RunDir.finished_run``).
 """
+
 import hashlib
 import json
 import math
@@ -25,8 +26,10 @@ PHASE = ["matrix-sensing", "x=wd:1e-2:1:2:log", "y=init_scale:0.01:0.1:2", "n=6"
 
 
 def _snapshot(root):
-    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def _cli(args, capsys):
@@ -53,10 +56,13 @@ class Holder:
     """Another process that holds the lock of ``path`` (as a running ``mirrorflow`` command does) until closed."""
 
     def __init__(self, path):
-        code = ("import sys; from mirrorflow.store import StoreLock; l = StoreLock(sys.argv[1]).__enter__(); "
-                "print('held', flush=True); sys.stdin.read()")
-        self.proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        code = (
+            "import sys; from mirrorflow.store import StoreLock; l = StoreLock(sys.argv[1]).__enter__(); "
+            "print('held', flush=True); sys.stdin.read()"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert self.proc.stdout.readline().strip() == "held"
 
     def close(self):
@@ -69,8 +75,16 @@ WRITERS = {
     "run --force": lambda out, rep: ["run", *MS, "--force", "--out", out],
     "phase": lambda out, rep: ["phase", *PHASE, "--out", out],
     "sweep": lambda out, rep: ["sweep", *MS, "wd=0.01,0.1", "--workers", "1", "--out", out],
-    "reproduce": lambda out, rep: ["reproduce", "diagonal", "models=linear", "steps_on=10", "steps_off=10",
-                                   "weight_decays=0.1", "--out", out],
+    "reproduce": lambda out, rep: [
+        "reproduce",
+        "diagonal",
+        "models=linear",
+        "steps_on=10",
+        "steps_off=10",
+        "weight_decays=0.1",
+        "--out",
+        out,
+    ],
     "report": lambda out, rep: ["report", rep, "--out", out],
 }
 
@@ -85,8 +99,10 @@ def test_a_second_writer_of_a_locked_directory_is_refused_and_changes_nothing(tm
         before = _snapshot(tmp_path)
         code, _, err = _cli(WRITERS[name](out, sweep_dir), capsys)
         assert code == 2, err
-        assert err.strip() == (f"error: another mirrorflow command is writing {out} (it is locked): wait for it to "
-                               "end or choose another --out")
+        assert err.strip() == (
+            f"error: another mirrorflow command is writing {out} (it is locked): wait for it to "
+            "end or choose another --out"
+        )
         assert _snapshot(tmp_path) == before
     finally:
         holder.close()
@@ -99,16 +115,27 @@ def test_two_concurrent_writers_with_different_configs_one_wins_whole(tmp_path, 
     """Two real processes write one --out with different configs: one finishes, the other exits 2 with one
     line (the lock, or the finished run of another config); the directory holds the winner's config whole."""
     out = tmp_path / "o"
-    args = [["run", *MS[:-1], f"steps={s}"] for s in (40, 60)] if command == "run" else \
-        [["phase", *PHASE[:-1], f"steps={s}"] for s in (40, 60)]
-    procs = [subprocess.Popen([sys.executable, "-m", "mirrorflow", *a, "--out", str(out)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for a in args]
+    args = (
+        [["run", *MS[:-1], f"steps={s}"] for s in (40, 60)]
+        if command == "run"
+        else [["phase", *PHASE[:-1], f"steps={s}"] for s in (40, 60)]
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mirrorflow", *a, "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for a in args
+    ]
     results = [p.communicate() + (p.returncode,) for p in procs]
     codes = sorted(r[2] for r in results)
     assert codes == [0, 2], results
     loser = next(r for r in results if r[2] == 2)[1].strip().splitlines()
-    assert len(loser) == 1 and ("another mirrorflow command is writing" in loser[0]
-                                or "holds a finished run of another config" in loser[0]), loser
+    assert len(loser) == 1 and (
+        "another mirrorflow command is writing" in loser[0] or "holds a finished run of another config" in loser[0]
+    ), loser
     winner = next(i for i, r in enumerate(results) if r[2] == 0)
     steps = (40, 60)[winner]
     cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -136,8 +163,16 @@ def full_disk(tmp_path):
 FULL = {
     "run": lambda out, rep: ["run", *MS, "--out", out],
     "phase": lambda out, rep: ["phase", *PHASE, "--out", out],
-    "reproduce": lambda out, rep: ["reproduce", "diagonal", "models=linear", "steps_on=10", "steps_off=10",
-                                   "weight_decays=0.1", "--out", out],
+    "reproduce": lambda out, rep: [
+        "reproduce",
+        "diagonal",
+        "models=linear",
+        "steps_on=10",
+        "steps_off=10",
+        "weight_decays=0.1",
+        "--out",
+        out,
+    ],
     "report": lambda out, rep: ["report", rep, "--out", out],
 }
 
@@ -156,8 +191,11 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(full_disk, c
     assert lines[0].startswith(f"error: {out}/") and lines[0].endswith(": No space left on device"), lines
     after = _snapshot(full_disk)
     if name == "phase":  # finished programs stay to be resumed (whole JSON files), with the config they belong to
-        kept = {k for k in set(after) - set(before)
-                if k in ("o", "o/config.yaml", "o/groups") or (k.startswith("o/groups/") and k.endswith(".json"))}
+        kept = {
+            k
+            for k in set(after) - set(before)
+            if k in ("o", "o/config.yaml", "o/groups") or (k.startswith("o/groups/") and k.endswith(".json"))
+        }
         assert set(after) - set(before) == kept
         for k in kept:
             if k.endswith(".json"):
@@ -181,8 +219,9 @@ def test_phase_refuses_a_finished_grid_of_other_bounds_and_redoes_a_truncated_on
     cells = (out / "cells.csv").read_bytes()
     assert len(read_csv(out / "cells.csv")) == 12  # 2 × 2 cells × 3 schedules
     code, stdout, err = _cli(["phase", *PHASE[:1], "x=wd:1e-3:1:2:log", *PHASE[2:], "--out", out], capsys)
-    assert code == 2 and err.startswith(f"error: {out} holds a finished run of another config (x: "
-                                        "wd:0.01:1:2:log → wd:0.001:1:2:log")
+    assert code == 2 and err.startswith(
+        f"error: {out} holds a finished run of another config (x: wd:0.01:1:2:log → wd:0.001:1:2:log"
+    )
     (out / "cells.csv").write_bytes(cells[: len(cells) // 2])  # cut short after the grid finished
     assert not RunDir(out).complete()
     code, stdout, err = _cli(["phase", *PHASE, "--out", out], capsys)
@@ -223,8 +262,10 @@ def test_report_leaves_a_truncated_run_out_and_names_it(tmp_path, capsys, sweep_
 
     s = collect(sweep)
     assert len(s.runs) == 1 and victim.name not in {r.run_id for r in s.runs}
-    assert re.fullmatch(rf"{re.escape(str(victim))}/metrics.csv: 7 bytes, \d+ were written \(truncated or changed\)",
-                        s.failed[victim.name]), s.failed[victim.name]
+    assert re.fullmatch(
+        rf"{re.escape(str(victim))}/metrics.csv: 7 bytes, \d+ were written \(truncated or changed\)",
+        s.failed[victim.name],
+    ), s.failed[victim.name]
 
 
 def test_group_cache_is_the_config_minus_volatile_keys_and_must_be_whole(tmp_path):
@@ -233,8 +274,9 @@ def test_group_cache_is_the_config_minus_volatile_keys_and_must_be_whole(tmp_pat
 
     cfg = {"experiment": "lora", "rank": 4, "weight_decay": 0.1, "seed": 0, "workers": 2, "threads": 1}
     path = tmp_path / "groups" / "wd0.1-seed0"
-    save_group(path, cfg, [ArmResult("constant", 0.1, [{"step": 0, "val_loss": 1.0}, {"step": 2, "val_loss": 0.5}])],
-               1.0)
+    save_group(
+        path, cfg, [ArmResult("constant", 0.1, [{"step": 0, "val_loss": 1.0}, {"step": 2, "val_loss": 0.5}])], 1.0
+    )
     assert group_done(GroupJob(path, cfg, 2))
     assert group_done(GroupJob(path, {**cfg, "workers": 4, "threads": 2, "device": "cpu"}, 2))  # volatile keys
     assert not group_done(GroupJob(path, {**cfg, "seed": 1}, 2))
@@ -248,8 +290,10 @@ def test_finish_records_the_sizes_and_summary_hides_them(tmp_path):
     rd.write_metrics([{"step": 0, "loss": 1.0}])
     rd.finish({"status": "finished", "loss": 1.0})
     raw = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert raw["files"] == {"config.yaml": (tmp_path / "r" / "config.yaml").stat().st_size,
-                            "metrics.csv": (tmp_path / "r" / "metrics.csv").stat().st_size}
+    assert raw["files"] == {
+        "config.yaml": (tmp_path / "r" / "config.yaml").stat().st_size,
+        "metrics.csv": (tmp_path / "r" / "metrics.csv").stat().st_size,
+    }
     assert rd.summary() == {"status": "finished", "loss": 1.0}
     assert rd.finished_run({"experiment": "probe", "x": 1}) == []
     assert rd.finished_run({"experiment": "probe", "x": 2}) == ["x: 1 → 2"]
@@ -284,17 +328,21 @@ def test_an_unknown_model_without_hub_makes_no_network_call(monkeypatch):
     assert hc.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ  # restored afterwards
 
 
-@pytest.mark.parametrize("args, code, needle", [
-    (["--help"], 0, "Weight-decay schedules"),
-    (["legendre", "--help"], 0, "accumulated regularizations a"),
-    (["phase", "--help"], 0, "Phase diagram"),
-    (["legendre", "mw", "--a", "5"], 2, "error: --a: a = -"),
-    (["run", "matrix-sensing", "schedule=none", "wd=0.5", "--dry-run"], 2, "error: wd=0.5 has no effect"),
-])
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["--help"], 0, "Weight-decay schedules"),
+        (["legendre", "--help"], 0, "accumulated regularizations a"),
+        (["phase", "--help"], 0, "Phase diagram"),
+        (["legendre", "mw", "--a", "5"], 2, "error: --a: a = -"),
+        (["run", "matrix-sensing", "schedule=none", "wd=0.5", "--dry-run"], 2, "error: wd=0.5 has no effect"),
+    ],
+)
 def test_an_ascii_terminal_gets_escapes_not_a_traceback(tmp_path, args, code, needle):
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
-    p = subprocess.run([sys.executable, "-m", "mirrorflow", *args], capture_output=True, text=True, cwd=tmp_path,
-                       env=env)
+    p = subprocess.run(
+        [sys.executable, "-m", "mirrorflow", *args], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
     assert p.returncode == code, p.stderr
     assert "Traceback" not in p.stderr and "codec can't encode" not in p.stderr
     assert needle in (p.stdout if code == 0 else p.stderr)

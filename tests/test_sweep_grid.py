@@ -1,16 +1,16 @@
 """Grid specs: YAML and CLI axes × seeds → resolved configs with deterministic run ids; bad specs → one line."""
+
 import dataclasses
 import itertools
-from typing import Optional
 
 import pytest
 
-from mirrorflow.experiments import load
 from mirrorflow.config import build, config_dict
 from mirrorflow.engine import grid as G
-from mirrorflow.store import run_id
 from mirrorflow.errors import ConfigError
+from mirrorflow.experiments import load
 from mirrorflow.experiments import matrix_sensing as M
+from mirrorflow.store import run_id
 
 TINY = ["n=8", "r=2", "steps=200"]
 
@@ -22,22 +22,36 @@ class ListConfig:
     weight_decays: tuple[float, ...] = (0.0, 0.1)
     lr: float = 0.1
     seed: int = 0
-    name: Optional[str] = None
+    name: str | None = None
 
     def validate(self):
         pass
 
 
 def test_cli_axes_times_seeds_expand_to_the_product_with_the_run_ids_of_mirrorflow_run():
-    grid, points = G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.01,0.1", "schedule=constant,turn_off", "seeds=3"])
+    grid, points = G.resolve(
+        "matrix-sensing",
+        load("matrix-sensing"),
+        None,
+        [*TINY, "wd=0,0.01,0.1", "schedule=constant,turn_off", "seeds=3"],
+    )
     assert grid.axes == ["wd", "schedule", "seed"]
     assert len(points) == 3 * 2 * 3
     got = {(p.params["wd"], p.params["schedule"], p.params["seed"]) for p in points}
     assert got == set(itertools.product([0.0, 0.01, 0.1], ["constant", "turn_off"], range(3)))
     for p in points:
         assert p.config.n == 8 and p.config.r == 2 and p.config.steps == 200
-        expected = build(M.Config, {"n": 8, "r": 2, "steps": 200, "wd": p.params["wd"],
-                                    "schedule": p.params["schedule"], "seed": p.params["seed"]})
+        expected = build(
+            M.Config,
+            {
+                "n": 8,
+                "r": 2,
+                "steps": 200,
+                "wd": p.params["wd"],
+                "schedule": p.params["schedule"],
+                "seed": p.params["seed"],
+            },
+        )
         assert p.config == expected
         # the same id `mirrorflow run` gives this configuration (cli.run: experiment + resolved config)
         assert p.run_id == run_id({"experiment": "matrix-sensing", **config_dict(expected)}, prefix="matrix-sensing")
@@ -46,9 +60,17 @@ def test_cli_axes_times_seeds_expand_to_the_product_with_the_run_ids_of_mirrorfl
 
 def test_ids_are_deterministic_and_depend_on_the_resolved_config_only():
     a = [p.run_id for p in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2"])[1]]
-    b = [p.run_id for p in G.resolve("matrix-sensing", load("matrix-sensing"), None, ["steps=200", "r=2", "wd=0.0,1e-1", "n=8", "seeds=2"])[1]]
+    b = [
+        p.run_id
+        for p in G.resolve(
+            "matrix-sensing", load("matrix-sensing"), None, ["steps=200", "r=2", "wd=0.0,1e-1", "n=8", "seeds=2"]
+        )[1]
+    ]
     assert a == b  # token order and number spelling do not matter (ids across processes: test_sweep_resume)
-    d = [p.run_id for p in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2", "lr=0.2"])[1]]
+    d = [
+        p.run_id
+        for p in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2", "lr=0.2"])[1]
+    ]
     assert not set(d) & set(a)
     # duplicates after resolution are one run
     dup = G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0.1,0.10,1e-1"])[1]
@@ -107,19 +129,22 @@ def test_yaml_tuple_axis_needs_a_list_of_lists(tmp_path):
         G.load_yaml(spec, "x", ListConfig)
 
 
-@pytest.mark.parametrize("text, tokens, message", [
-    ("grid: {wd: 0.1}\n", [], "grid.wd must be a list of values"),
-    ("grid: {wd: []}\n", [], "grid.wd is an empty list"),
-    ("grid: {wdd: [0.1]}\n", [], "unknown config key 'wdd'"),
-    ("base: {n: 8}\nsweep: {}\n", [], "unknown section 'sweep'"),
-    ("experiment: diagonal\n", [], "is for experiment 'diagonal'"),
-    ("grid: {wd: [0.1\n", [], "invalid YAML"),
-    ("seeds: 0\n", [], "seeds must be a positive integer"),
-    ("base: {n: 8}\n", ["r=2,20"], "grid point {r=20}: r must be in 1..n=8"),
-    ("base: {n: 8}\n", ["seeds=2", "seed=1"], "either seeds=N or seed"),
-    ("base: {n: 8}\n", ["wd"], "expected key=value"),
-    ("base: {n: 8}\n", ["wd=0.1,"], "empty value"),
-])
+@pytest.mark.parametrize(
+    "text, tokens, message",
+    [
+        ("grid: {wd: 0.1}\n", [], "grid.wd must be a list of values"),
+        ("grid: {wd: []}\n", [], "grid.wd is an empty list"),
+        ("grid: {wdd: [0.1]}\n", [], "unknown config key 'wdd'"),
+        ("base: {n: 8}\nsweep: {}\n", [], "unknown section 'sweep'"),
+        ("experiment: diagonal\n", [], "is for experiment 'diagonal'"),
+        ("grid: {wd: [0.1\n", [], "invalid YAML"),
+        ("seeds: 0\n", [], "seeds must be a positive integer"),
+        ("base: {n: 8}\n", ["r=2,20"], "grid point {r=20}: r must be in 1..n=8"),
+        ("base: {n: 8}\n", ["seeds=2", "seed=1"], "either seeds=N or seed"),
+        ("base: {n: 8}\n", ["wd"], "expected key=value"),
+        ("base: {n: 8}\n", ["wd=0.1,"], "empty value"),
+    ],
+)
 def test_bad_specs_raise_one_config_error_naming_the_problem(tmp_path, text, tokens, message):
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
@@ -143,13 +168,15 @@ def mf(capsys, *args):
 def test_cli_bad_spec_is_one_line_and_exit_2(tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text("grid: {wd: [0.1, oops]}\n")
-    for args in (["sweep", "matrix-sensing", spec, "--out", tmp_path / "o"],
-                 ["sweep", "matrix-sensing", tmp_path / "missing.yaml", "--out", tmp_path / "o"],
-                 ["sweep", "matrix-sensing", spec, spec, "--out", tmp_path / "o"],
-                 ["sweep", "no-such-experiment", "wd=0.1"],
-                 ["sweep", "matrix-sensing", "n=8", "--backend", "spark", "--out", tmp_path / "o"],
-                 ["sweep", "matrix-sensing", "n=8", "--address", "localhost:1", "--out", tmp_path / "o"],
-                 ["report", tmp_path / "nothing-here"]):
+    for args in (
+        ["sweep", "matrix-sensing", spec, "--out", tmp_path / "o"],
+        ["sweep", "matrix-sensing", tmp_path / "missing.yaml", "--out", tmp_path / "o"],
+        ["sweep", "matrix-sensing", spec, spec, "--out", tmp_path / "o"],
+        ["sweep", "no-such-experiment", "wd=0.1"],
+        ["sweep", "matrix-sensing", "n=8", "--backend", "spark", "--out", tmp_path / "o"],
+        ["sweep", "matrix-sensing", "n=8", "--address", "localhost:1", "--out", tmp_path / "o"],
+        ["report", tmp_path / "nothing-here"],
+    ):
         code, out, err = mf(capsys, *args)
         assert code == 2, (args, out, err)
         lines = err.strip().splitlines()
@@ -159,9 +186,12 @@ def test_cli_bad_spec_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_dry_run_lists_the_runs(tmp_path, capsys):
-    code, out, err = mf(capsys, "sweep", "matrix-sensing", *TINY, "wd=0,0.1", "seeds=2", "--out", tmp_path / "o",
-                        "--dry-run")
+    code, out, err = mf(
+        capsys, "sweep", "matrix-sensing", *TINY, "wd=0,0.1", "seeds=2", "--out", tmp_path / "o", "--dry-run"
+    )
     assert code == 0, err
     ids = [ln.split()[0] for ln in out.splitlines() if ln.startswith("matrix-sensing-")]
-    assert ids == [q.run_id for q in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2"])[1]]
+    assert ids == [
+        q.run_id for q in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2"])[1]
+    ]
     assert not (tmp_path / "o").exists()

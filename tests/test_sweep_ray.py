@@ -1,5 +1,6 @@
 """Ray backend: a small sweep on a local Ray instance started by the sweep gives the local backend's
 results in the same store layout; the CLI connects to an existing instance with --address."""
+
 import json
 import subprocess
 import sys
@@ -8,10 +9,10 @@ import numpy as np
 import pytest
 import ray  # the ray extra (pip install "mirrorflow[ray]"); CI installs it
 
-from mirrorflow.experiments import load
 from mirrorflow.engine.grid import resolve
-from mirrorflow.store import read_csv
 from mirrorflow.engine.sweep import sweep
+from mirrorflow.experiments import load
+from mirrorflow.store import read_csv
 
 AXES = ["n=8", "r=2", "steps=200", "schedule=turn_off", "wd=0,0.2", "seeds=2"]
 
@@ -75,8 +76,21 @@ def test_cli_connects_to_an_existing_ray_instance_by_address(tmp_path, local_res
     try:
         address = ray.get_runtime_context().gcs_address
         # seeds=1 is seed 0 of AXES: the same configs, so the same run ids
-        cmd = [sys.executable, "-m", "mirrorflow", "sweep", "matrix-sensing", *AXES[:-1], "seeds=1",
-               "--out", str(tmp_path / "cli"), "--backend", "ray", "--address", address]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mirrorflow",
+            "sweep",
+            "matrix-sensing",
+            *AXES[:-1],
+            "seeds=1",
+            "--out",
+            str(tmp_path / "cli"),
+            "--backend",
+            "ray",
+            "--address",
+            address,
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
         assert "2 runs: 0 finished before, 2 run now, 0 failed" in p.stdout

@@ -1,5 +1,6 @@
 """Local sweeps: SIGKILL a real `mirrorflow sweep` mid-way, re-run it, and only the missing runs are done;
 failing runs are recorded and retried; the generic (non-batched) path runs ``mod.run`` per config."""
+
 import json
 import os
 import signal
@@ -11,10 +12,10 @@ import time
 import pytest
 import yaml
 
-from mirrorflow.experiments import load
 from mirrorflow.engine.grid import resolve
-from mirrorflow.store import read_csv, run_id
 from mirrorflow.engine.sweep import sweep
+from mirrorflow.experiments import load
+from mirrorflow.store import read_csv, run_id
 
 AXES = ["n=8", "r=2", "steps=200", "wd=0,0.1", "seeds=2"]
 
@@ -53,8 +54,11 @@ def test_sigkill_mid_sweep_then_rerun_completes_only_the_missing_runs(tmp_path):
     before = {}
     for d in finished:
         check_finished(d)
-        before[d.name] = ((d / "summary.json").read_bytes(), (d / "summary.json").stat().st_mtime_ns,
-                          (d / "metrics.csv").read_bytes())
+        before[d.name] = (
+            (d / "summary.json").read_bytes(),
+            (d / "summary.json").stat().st_mtime_ns,
+            (d / "metrics.csv").read_bytes(),
+        )
 
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
@@ -120,7 +124,7 @@ def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and
         if p.run_id in bad:
             assert not (d / "summary.json").exists() and "RuntimeError" in (d / "error.txt").read_text()
         else:
-            assert json.loads((d / "summary.json").read_text())["value"] == p.config.x ** 2 + p.config.seed
+            assert json.loads((d / "summary.json").read_text())["value"] == p.config.x**2 + p.config.seed
     assert not (half / ".summary.json.abc.tmp").exists()
     assert read_csv(half / "metrics.csv")[0]["value"] == str(points[-1].config.x)
     pids = {json.loads((out / p.run_id / "summary.json").read_text())["pid"] for p in points if p.run_id not in bad}
@@ -132,7 +136,7 @@ def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and
     # re-running retries exactly the failed runs
     res2 = sweep(grid, points, out, workers=2)
     assert (res2.skipped, res2.completed, set(res2.failed)) == (3, 1, bad)
-    assert json.loads((damaged / "summary.json").read_text())["value"] == ok_point.config.x ** 2 + ok_point.config.seed
+    assert json.loads((damaged / "summary.json").read_text())["value"] == ok_point.config.x**2 + ok_point.config.seed
     # a bigger grid into the same store runs only the new points; sweep.yaml lists both grids' runs
     grid3, points3 = resolve(probe, load(probe), None, ["x=-1,2,3", "seeds=3"])
     res3 = sweep(grid3, points3, out, workers=1)
@@ -149,12 +153,30 @@ def test_ctrl_c_mid_sweep_stops_the_workers_leaves_only_whole_runs_and_resumes(t
     axes = ["n=8", "r=2", "steps=3000", "wd=0,0.1,0.2", "seeds=2"]
     ids = [p.run_id for p in resolve("matrix-sensing", load("matrix-sensing"), None, axes)[1]]
     assert len(ids) == 6
-    cmd = [sys.executable, "-m", "mirrorflow", "sweep", "matrix-sensing", *axes, "--out", str(out),
-           "--workers", "2", "--batch-size", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mirrorflow",
+        "sweep",
+        "matrix-sensing",
+        *axes,
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--batch-size",
+        "1",
+    ]
     # a foreground process of a terminal has SIGINT's default action; the test runner may have been started in
     # the background of a script (SIGINT ignored, inherited by every child), so the child gets the default back
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         while proc.poll() is None and not list(out.glob("*/summary.json")):
             time.sleep(0.005)

@@ -85,10 +85,13 @@ def test_matrix_sensing_identity_and_predicted_limit():
     assert [h["step"] for h in tr.history] == [500, 1000, 1500]
 
 
-@pytest.mark.parametrize("name,make", [
-    ("momentum", lambda p, lr: torch.optim.SGD(p, lr=lr * 0.1, momentum=0.9)),
-    ("adam", lambda p, lr: torch.optim.Adam(p, lr=lr * 0.5)),
-])
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        ("momentum", lambda p, lr: torch.optim.SGD(p, lr=lr * 0.1, momentum=0.9)),
+        ("adam", lambda p, lr: torch.optim.Adam(p, lr=lr * 0.5)),
+    ],
+)
 def test_momentum_and_adam_leave_the_geometry(name, make):
     """The same μ_t = −Σ η_s ∇f(x_s) with the optimizer's nominal η: the identity fails by O(1), not O(η)."""
     Z, y = regression()
@@ -156,8 +159,7 @@ def test_identity_residuals_on_a_batched_engine_state():
     rep = G.get("mw", Z.shape[1])
     w0 = rep.init(scale=1.0)
     prob = ReparamRegression(rep, Z, y, w0, n_configs=2)
-    trace = run_batched(prob, schedule_table([turn_off(0.5, 200), turn_off(1.0, 100)], 400), lr=0.01,
-                        log_every=400)
+    trace = run_batched(prob, schedule_table([turn_off(0.5, 200), turn_off(1.0, 100)], 400), lr=0.01, log_every=400)
     a, x, mu = trace.final("a"), prob.x_of(trace.final_state), trace.final_state["mu"]
     rhos = identity_residuals(rep, w0, a, x, mu)
     assert a.tolist() == pytest.approx([-1.0, -1.0])
@@ -190,13 +192,30 @@ def test_tracker_inside_a_hugging_face_trainer(tmp_path):
     tracker = LegendreTracker(rep, {"m": model.m, "w": model.w}, every=10, data=(Z, y))
     data = [{"z": Z.float(), "target": y.float()}] * 40  # one full batch per step (collated below)
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=40, per_device_train_batch_size=1, learning_rate=0.02,
-        lr_scheduler_type="constant", weight_decay=0.0, logging_steps=10, report_to=[], use_cpu=True,
-        save_strategy="no", disable_tqdm=True, seed=0, remove_unused_columns=False)
+        output_dir=str(tmp_path),
+        max_steps=40,
+        per_device_train_batch_size=1,
+        learning_rate=0.02,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        logging_steps=10,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        remove_unused_columns=False,
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.02, weight_decay=0.0)
     cb = WeightDecayCallback(turn_off(0.5, at=20), tracker=tracker, check_lora=False)
-    tr = transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[cb], optimizers=(opt, None),
-                              data_collator=lambda b: {"z": b[0]["z"], "target": b[0]["target"]})
+    tr = transformers.Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        callbacks=[cb],
+        optimizers=(opt, None),
+        data_collator=lambda b: {"z": b[0]["z"], "target": b[0]["target"]},
+    )
     tr.train()
     logs = [h for h in tr.state.log_history if "loss" in h]
     assert [h["step"] for h in logs] == [10, 20, 30, 40]
@@ -218,8 +237,7 @@ def test_engine_tracks_the_identity_residual_along_training():
     rep = G.get("mw", Z.shape[1])
     w0 = rep.init(scale=1.0)
     prob = ReparamRegression(rep, Z, y, w0, n_configs=2, track=True)
-    trace = run_batched(prob, schedule_table([turn_off(0.5, 200), turn_off(1.0, 100)], 400), lr=0.01,
-                        log_every=100)
+    trace = run_batched(prob, schedule_table([turn_off(0.5, 200), turn_off(1.0, 100)], 400), lr=0.01, log_every=100)
     rho = trace.metrics["identity_residual"]
     assert rho.shape == (2, 5) and math.isnan(rho[0, 0])  # μ_0 = 0
     assert trace.final_state["a"].tolist() == pytest.approx(trace.final("a").tolist(), abs=1e-12)
@@ -260,9 +278,16 @@ def test_tracker_inside_a_lightning_trainer(tmp_path):
     module = Module()
     tracker = LegendreTracker(rep, {"m": module.m, "w": module.w}, every=10, data=(Z, y))
     cb = WeightDecayMonitor(turn_off(0.5, at=20), tracker=tracker, check_lora=False)
-    trainer = L.Trainer(max_steps=40, accelerator="cpu", logger=CSVLogger(str(tmp_path)), callbacks=[cb],
-                        log_every_n_steps=1, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = L.Trainer(
+        max_steps=40,
+        accelerator="cpu",
+        logger=CSVLogger(str(tmp_path)),
+        callbacks=[cb],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     batches = [(Z.float(), y.float())] * 40
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lightning's hints about dataloader workers on CPU
@@ -284,13 +309,16 @@ def _tracker(**kw):
     return LegendreTracker(rep, params, **kw), params
 
 
-@pytest.mark.parametrize("kw, err, match", [
-    ({"every": "abc"}, ValueError, "every must be a number, got 'abc'"),
-    ({"every": 2.7}, ValueError, "every must be a whole number, got 2.7"),
-    ({"every": 0}, ValueError, "every must be a positive integer"),
-    ({"optimizer": "sgd"}, TypeError, "optimizer must be a torch.optim.Optimizer, got str"),
-    ({"lam": 0.5}, TypeError, "lam must be a callable"),
-])
+@pytest.mark.parametrize(
+    "kw, err, match",
+    [
+        ({"every": "abc"}, ValueError, "every must be a number, got 'abc'"),
+        ({"every": 2.7}, ValueError, "every must be a whole number, got 2.7"),
+        ({"every": 0}, ValueError, "every must be a positive integer"),
+        ({"optimizer": "sgd"}, TypeError, "optimizer must be a torch.optim.Optimizer, got str"),
+        ({"lam": 0.5}, TypeError, "lam must be a callable"),
+    ],
+)
 def test_tracker_misuse_names_the_argument(kw, err, match):
     with pytest.raises(err, match=match):
         _tracker(**kw)
@@ -300,11 +328,13 @@ def test_tracker_load_state_dict_checks_before_changing_anything():
     tracker, params = _tracker(every=np.int64(3))
     assert tracker.every == 3
     good = tracker.state_dict()
-    for bad, err, match in [({}, ValueError, "missing mu, a, steps, init, history"),
-                            ([1, 2], TypeError, "state_dict must be a mapping"),
-                            ({**good, "a": 0.5}, ValueError, r"state_dict\['a'\] must be a finite number ≤ 0"),
-                            ({**good, "mu": torch.zeros(2)}, ValueError, r"state_dict\['mu'\] must be a tensor of 6"),
-                            ({**good, "steps": 2.5}, ValueError, "whole number")]:
+    for bad, err, match in [
+        ({}, ValueError, "missing mu, a, steps, init, history"),
+        ([1, 2], TypeError, "state_dict must be a mapping"),
+        ({**good, "a": 0.5}, ValueError, r"state_dict\['a'\] must be a finite number ≤ 0"),
+        ({**good, "mu": torch.zeros(2)}, ValueError, r"state_dict\['mu'\] must be a tensor of 6"),
+        ({**good, "steps": 2.5}, ValueError, "whole number"),
+    ]:
         with pytest.raises(err, match=match):
             tracker.load_state_dict(bad)
     assert tracker.a == 0.0 and tracker.steps == 0

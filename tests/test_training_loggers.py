@@ -1,9 +1,11 @@
 """λ, a_t and ρ in the loggers users have: TensorBoard, W&B (offline), MLflow (file store), Lightning.
 
 Each test runs the real library and reads back what it stored."""
+
 import glob
 import json
 import math
+import pathlib
 import struct
 import warnings
 
@@ -90,7 +92,7 @@ def _wandb_history(run_dir):
     from wandb.proto import wandb_internal_pb2 as pb
 
     (path,) = glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))
-    data = open(path, "rb").read()
+    data = pathlib.Path(path).read_bytes()
     assert data[:4] == b":W&B"
     pos, block, buf, rows = 7, 32768, b"", {}
     while pos + 7 <= len(data):
@@ -115,7 +117,9 @@ def test_plain_loop_wandb_offline(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run = wandb.init(project="mirrorflow-test", dir=str(tmp_path), settings=wandb.Settings(x_disable_stats=True, console="off"))
+    run = wandb.init(
+        project="mirrorflow-test", dir=str(tmp_path), settings=wandb.Settings(x_disable_stats=True, console="off")
+    )
     try:
         _plain_loop([WandbSink(run)])
     finally:
@@ -143,7 +147,6 @@ def _tracker_loop(loggers):
     """A plain SGD loop on x = m⊙w with turn_off(0.5, at=10): the LegendreTracker records every 5 steps and
     sends each record to ``loggers``, the same sinks as SpectralMonitor's."""
     from conftest import sparse_regression
-
     from mirrorflow import geometry as G
     from mirrorflow.training.tracker import LegendreTracker
 
@@ -197,7 +200,9 @@ def test_tracker_records_reach_wandb_offline(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run = wandb.init(project="mirrorflow-test", dir=str(tmp_path), settings=wandb.Settings(x_disable_stats=True, console="off"))
+    run = wandb.init(
+        project="mirrorflow-test", dir=str(tmp_path), settings=wandb.Settings(x_disable_stats=True, console="off")
+    )
     try:
         tracker = _tracker_loop([WandbSink(run)])
     finally:
@@ -257,8 +262,14 @@ def test_lightning_trainer_logs_and_schedules(tmp_path):
     module = _lightning_module(torch.optim.AdamW)
     cb = WeightDecayMonitor(turn_off(at=0.5), monitor_every=2)  # λ from the optimizer, off at 50 % of max_steps
     trainer = L.Trainer(
-        max_steps=STEPS, accelerator="cpu", logger=CSVLogger(str(tmp_path)), callbacks=[cb], log_every_n_steps=1,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_steps=STEPS,
+        accelerator="cpu",
+        logger=CSVLogger(str(tmp_path)),
+        callbacks=[cb],
+        log_every_n_steps=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Lightning's hints about dataloader workers on CPU
@@ -287,14 +298,23 @@ def test_lightning_takes_the_scheduler_as_its_lr_scheduler(tmp_path):
 
     def configure_optimizers():
         opt = sgd()
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": WeightDecayScheduler(opt, turn_off(LAM, at=3)),
-                                                    "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": WeightDecayScheduler(opt, turn_off(LAM, at=3)), "interval": "step"},
+        }
 
     module.configure_optimizers = configure_optimizers
     seen = []
     module.on_train_batch_start = lambda batch, i: seen.append(dict(module.optimizers().param_groups[0]))
-    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        max_steps=STEPS,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))
@@ -311,11 +331,22 @@ def test_lightning_switch_beyond_max_steps_warns_naming_both(tmp_path):
     from mirrorflow.training.lightning import WeightDecayMonitor
 
     cb = WeightDecayMonitor(turn_off(at=50))
-    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", logger=False, callbacks=[cb], enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        max_steps=STEPS,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[cb],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(_lightning_module(torch.optim.SGD), train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None))
+        trainer.fit(
+            _lightning_module(torch.optim.SGD),
+            train_dataloaders=torch.utils.data.DataLoader(_batches(), batch_size=None),
+        )
     beyond = [str(w.message) for w in caught if "beyond max_steps" in str(w.message)]
     assert len(beyond) == 1 and "at step 50, beyond max_steps=6" in beyond[0]
     assert cb.scheduler.get_last_wd() == [LAM]  # never switched off, as warned

@@ -1,4 +1,5 @@
 """SpectralMonitor, AutoTurnOff and the LoRA decay check in a plain PyTorch loop."""
+
 import math
 import warnings
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mirrorflow.store import read_csv
 from mirrorflow.schedules import constant, linear_decay
+from mirrorflow.store import read_csv
 from mirrorflow.training import (
     AutoTurnOff,
     FactorPair,
@@ -20,7 +21,6 @@ from mirrorflow.training import (
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 def _pair(name, L, R, kind="user", scale=1.0):
@@ -37,7 +37,10 @@ def _svd_norms(W):
 
 def test_monitor_aggregates_are_the_papers_rho_and_the_mean_of_ratios():
     g = torch.Generator().manual_seed(0)
-    factors = [(torch.randn(20, r, generator=g, dtype=torch.float64), torch.randn(r, 15, generator=g, dtype=torch.float64)) for r in (2, 3, 3)]
+    factors = [
+        (torch.randn(20, r, generator=g, dtype=torch.float64), torch.randn(r, 15, generator=g, dtype=torch.float64))
+        for r in (2, 3, 3)
+    ]
     pairs = [_pair(f"p{i}", L, R, scale=0.5 * (i + 1)) for i, (L, R) in enumerate(factors)]
     mon = SpectralMonitor(pairs=pairs, every=1)
     m = mon.compute()
@@ -132,7 +135,12 @@ def test_monitor_writes_tensorboard_events(tmp_path):
         mon.step()
     acc = EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()
-    assert set(acc.Tags()["scalars"]) == {"spectral/rho", "spectral/rho_mean", "spectral/nuclear_mean", "spectral/frobenius_mean"}
+    assert set(acc.Tags()["scalars"]) == {
+        "spectral/rho",
+        "spectral/rho_mean",
+        "spectral/nuclear_mean",
+        "spectral/frobenius_mean",
+    }
     ev = acc.Scalars("spectral/rho")
     assert [e.step for e in ev] == [0, 1]
     assert ev[0].value == pytest.approx(mon.history[0]["spectral/rho"], rel=1e-6)
@@ -157,7 +165,11 @@ def test_plateau_trigger_on_a_decaying_signal():
         if s.triggered and fired is None:
             fired = t
     # expected: first t (multiple of 10) with (v(t-50) - v(t)) / v(t) ≤ 0.01
-    expected = next(t for t in range(50, 400, 10) if (math.exp(-(t - 50) / 10) - math.exp(-t / 10)) / (2 + math.exp(-t / 10)) <= 0.01)
+    expected = next(
+        t
+        for t in range(50, 400, 10)
+        if (math.exp(-(t - 50) / 10) - math.exp(-t / 10)) / (2 + math.exp(-t / 10)) <= 0.01
+    )
     assert s.triggered_at == fired == expected
     assert s(expected) == 0.05 and s(expected + 1) == 0.0
     assert s.integral(1000) == pytest.approx(0.05 * (expected + 1), rel=1e-12)
@@ -261,13 +273,18 @@ def test_plain_loop_auto_turn_off_on_rho_plateau():
 
 @pytest.fixture(scope="module")
 def lora_model():
-    import transformers
     import peft
+    import transformers
+
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32, vocab_size=30)
+    cfg = transformers.BertConfig(
+        num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32, vocab_size=30
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return peft.get_peft_model(transformers.BertModel(cfg), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"]))
+        return peft.get_peft_model(
+            transformers.BertModel(cfg), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"])
+        )
 
 
 def test_lora_check_warns_when_a_no_decay_group_catches_the_factors(lora_model):
@@ -290,7 +307,10 @@ def test_lora_check_reports_and_stays_quiet_on_a_correct_setup(lora_model):
         report = check_lora_decay(lora_model, opt)
     assert all(r.A.weight_decay == r.B.weight_decay == 0.1 and r.A.lr == 1e-3 for r in report)
     table = format_lora_decay_report(report)
-    assert table.count("\n") == 2 + 3 and "| encoder.layer.1.attention.self.value | 0 | 0.1 | 0.001 | 0 | 0.1 | 0.001 | yes |" in table
+    assert (
+        table.count("\n") == 2 + 3
+        and "| encoder.layer.1.attention.self.value | 0 | 0.1 | 0.001 | 0 | 0.1 | 0.001 | yes |" in table
+    )
     # nothing asked for: no warning even with zero decay
     opt0 = torch.optim.SGD([{"params": A + B, "weight_decay": 0.0}], lr=1e-3)
     with warnings.catch_warnings():
@@ -334,9 +354,14 @@ def test_auto_turn_off_takes_lambda_from_the_optimizer_when_value_is_none():
     assert sched.a == pytest.approx(-0.1 * 0.3 * 2)
 
 
-@pytest.mark.parametrize("metrics, match", [({"loss": "abc"}, r"metrics\['loss'\] must be a number"),
-                                            ({"loss": [1.0]}, r"metrics\['loss'\] must be a number"),
-                                            ([("loss", 1.0)], "metrics must be a mapping")])
+@pytest.mark.parametrize(
+    "metrics, match",
+    [
+        ({"loss": "abc"}, r"metrics\['loss'\] must be a number"),
+        ({"loss": [1.0]}, r"metrics\['loss'\] must be a number"),
+        ([("loss", 1.0)], "metrics must be a mapping"),
+    ],
+)
 def test_auto_turn_off_refuses_a_non_numeric_signal(metrics, match):
     auto = AutoTurnOff(0.1, signal="loss", mode="threshold", threshold=0.5)
     with pytest.raises((TypeError, ValueError), match=match):

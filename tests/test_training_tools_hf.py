@@ -1,13 +1,13 @@
 """WeightDecayCallback with a real transformers.Trainer on a tiny GPT-2 (CPU, a few steps)."""
+
 import math
 import os
 import warnings
 
+import peft
 import pytest
 import torch
-
 import transformers
-import peft
 
 from mirrorflow.schedules import cosine_decay, linear_decay, turn_off, with_budget  # noqa: E402
 from mirrorflow.training import AutoTurnOff, LoRADecayWarning, SpectralMonitor  # noqa: E402
@@ -19,10 +19,11 @@ STEPS, LR = 8, 1e-2
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def _model(seed=0):
     torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=4, vocab_size=50, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
     return transformers.GPT2LMHeadModel(cfg)
 
 
@@ -145,7 +146,9 @@ def test_auto_turn_off_on_rho_survives_checkpoint_resume(tmp_path):
 def test_trainer_warns_when_lora_factors_get_no_decay(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = peft.get_peft_model(_model(), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True))
+        model = peft.get_peft_model(
+            _model(), peft.LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], fan_in_fan_out=True)
+        )
     A = [p for n, p in model.named_parameters() if "lora_A" in n]
     B = [p for n, p in model.named_parameters() if "lora_B" in n]
     opt = torch.optim.AdamW([{"params": A, "weight_decay": 0.1}, {"params": B, "weight_decay": 0.0}], lr=LR)
@@ -181,10 +184,18 @@ def test_metrics_reach_the_trainers_report_to_integration(tmp_path):
     tr = _trainer(tmp_path, _model(), cb, report_to=["tensorboard"])
     tr.train()
     tags = _tb_scalars(tmp_path / "out")
-    assert {"train/loss", "train/wd/lambda", "train/wd/a", "train/spectral/rho", "train/spectral/rho_mean"} <= tags.keys()
+    assert {
+        "train/loss",
+        "train/wd/lambda",
+        "train/wd/a",
+        "train/spectral/rho",
+        "train/spectral/rho_mean",
+    } <= tags.keys()
     assert [s for s, _ in tags["train/wd/lambda"]] == [2, 4, 6, 8]
     assert [v for _, v in tags["train/wd/lambda"]] == pytest.approx([schedule(T - 1) for T in (2, 4, 6, 8)])
-    assert [v for _, v in tags["train/wd/a"]] == pytest.approx([_expected_a(schedule, T) for T in (2, 4, 6, 8)], rel=1e-5)
+    assert [v for _, v in tags["train/wd/a"]] == pytest.approx(
+        [_expected_a(schedule, T) for T in (2, 4, 6, 8)], rel=1e-5
+    )
     logged = [h["spectral/rho"] for h in tr.state.log_history if "loss" in h]
     assert [v for _, v in tags["train/spectral/rho"]] == pytest.approx(logged, rel=1e-6)
 

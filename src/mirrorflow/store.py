@@ -16,6 +16,7 @@ Every command that writes a directory holds :class:`StoreLock` on it (``flock`` 
 no lock file is left behind) and writes inside :func:`writing`, which removes what the command created
 when it fails (a full disk, an error, Ctrl-C), so a failed command leaves nothing half-written.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,9 +27,10 @@ import math
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -64,8 +66,9 @@ def read_summary(path: Path | str) -> dict[str, Any]:
     except ValueError as e:
         raise StoreFileError(f"{path}: not valid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(obj, dict) or not obj:
-        raise StoreFileError(f"{path}: expected a JSON object of summary values, got {type(obj).__name__} "
-                             f"{json.dumps(obj)[:40]}")
+        raise StoreFileError(
+            f"{path}: expected a JSON object of summary values, got {type(obj).__name__} {json.dumps(obj)[:40]}"
+        )
     if "status" in obj and not isinstance(obj["status"], str):
         raise StoreFileError(f"{path}: 'status' must be a string, got {obj['status']!r}")
     return obj
@@ -120,10 +123,8 @@ def atomic_write(path: Path | str, data: str | bytes) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         if isinstance(e, OSError) and not e.filename:  # a full disk: name the file that could not be written
             raise OSError(e.errno, e.strerror, str(path)) from None
         raise
@@ -178,8 +179,10 @@ def read_csv(path: Path | str) -> list[dict[str, str]]:
         raise StoreFileError(f"{path}: not a valid CSV file ({e})") from None
     for i, row in enumerate(rows):
         if None in row or None in row.values():
-            raise StoreFileError(f"{path} row {i + 1}: {sum(v is not None for k, v in row.items() if k is not None)} "
-                                 f"fields for {len(reader.fieldnames or [])} columns (the file was cut short?)")
+            raise StoreFileError(
+                f"{path} row {i + 1}: {sum(v is not None for k, v in row.items() if k is not None)} "
+                f"fields for {len(reader.fieldnames or [])} columns (the file was cut short?)"
+            )
     return rows
 
 
@@ -222,8 +225,11 @@ class RunDir:
     def finish(self, summary: Mapping[str, Any]) -> Path:
         """Write ``summary.json`` last: marks the run complete. It records the size of every file of the
         directory written before it (``files``), checked by :meth:`complete`."""
-        sizes = {p.name: p.stat().st_size for p in sorted(self.path.iterdir())
-                 if p.is_file() and p.name != SUMMARY and not p.name.startswith(".")}
+        sizes = {
+            p.name: p.stat().st_size
+            for p in sorted(self.path.iterdir())
+            if p.is_file() and p.name != SUMMARY and not p.name.startswith(".")
+        }
         return write_json(self.path / SUMMARY, {**dict(summary), FILES: sizes})
 
     def summary(self) -> dict[str, Any]:
@@ -281,8 +287,10 @@ class RunDir:
         if diff is None:
             return False
         if diff:
-            raise ConfigError(f"{self.path} holds a finished run of another config ({'; '.join(diff[:4])}"
-                              f"{'; ...' if len(diff) > 4 else ''}): use --force to replace it or another --out")
+            raise ConfigError(
+                f"{self.path} holds a finished run of another config ({'; '.join(diff[:4])}"
+                f"{'; ...' if len(diff) > 4 else ''}): use --force to replace it or another --out"
+            )
         return True
 
     def check_out(self) -> None:
@@ -300,10 +308,8 @@ class RunDir:
     def clear(self) -> None:
         """Forget a finished run before redoing it: ``summary.json`` goes first (the directory is unfinished)."""
         for name in (SUMMARY, ERROR, METRICS, CONFIG):
-            try:
+            with suppress(FileNotFoundError):
                 (self.path / name).unlink()
-            except FileNotFoundError:
-                pass
 
 
 def runs_under(root: Path | str, skip: Sequence[str] = ()) -> Iterable[RunDir]:
@@ -335,11 +341,14 @@ def read_manifest(out: Path | str) -> dict[str, Any] | None:
 
 def write_manifest(out: Path | str, experiment: str, axes: Sequence[str], runs: Mapping[str, Mapping]) -> Path:
     """Write ``sweep.yaml``: the experiment, the axes, and ``runs`` (run id → the axis values that picked it)."""
-    return write_yaml(Path(out) / MANIFEST, {
-        "experiment": experiment,
-        "axes": list(axes),
-        "runs": [{"id": k, "params": dict(v)} for k, v in runs.items()],
-    })
+    return write_yaml(
+        Path(out) / MANIFEST,
+        {
+            "experiment": experiment,
+            "axes": list(axes),
+            "runs": [{"id": k, "params": dict(v)} for k, v in runs.items()],
+        },
+    )
 
 
 class StoreLock:
@@ -353,7 +362,7 @@ class StoreLock:
         self.path = Path(out)
         self.fd: int | None = None
 
-    def __enter__(self) -> "StoreLock":
+    def __enter__(self) -> StoreLock:
         import fcntl
 
         from .errors import MirrorflowError
@@ -365,8 +374,10 @@ class StoreLock:
         except BlockingIOError:
             os.close(self.fd)
             self.fd = None
-            raise MirrorflowError(f"another mirrorflow command is writing {self.path} (it is locked): "
-                                  "wait for it to end or choose another --out") from None
+            raise MirrorflowError(
+                f"another mirrorflow command is writing {self.path} (it is locked): "
+                "wait for it to end or choose another --out"
+            ) from None
         return self
 
     def __exit__(self, *exc) -> None:
@@ -389,10 +400,8 @@ def _remove(p: Path) -> None:
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
     else:
-        try:
+        with suppress(FileNotFoundError):
             p.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def has_finished_run(p: Path) -> bool:

@@ -1,4 +1,5 @@
 """Data files shipped with the package (Olivetti faces, tiny_shakespeare), verified by sha256 on load."""
+
 from ..errors import DataError
 from .datasets import (
     OLIVETTI,

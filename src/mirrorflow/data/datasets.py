@@ -10,6 +10,7 @@ Nothing is downloaded: the files live next to this module (``olivetti/olivettifa
   ``faces.T`` as float32, min/max scaled to [0, 1], images transposed to be upright, flattened to 4096.
 * tiny_shakespeare (Karpathy, char-rnn, 2015): the corpus of the LoRA experiment (App. F), UTF-8 text.
 """
+
 from __future__ import annotations
 
 import hashlib

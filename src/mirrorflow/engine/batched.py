@@ -20,14 +20,15 @@ CPU only at the steps they are recorded. On the CPU a diverged row is frozen onl
 cheap check); on an accelerator the freeze is applied every step without reading the flag back, so the
 step loop never waits for the device.
 """
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -120,8 +121,9 @@ def resolve_device(spec: str | torch.device, key: str = "device") -> torch.devic
     raise ConfigError(f"{key} must be one of {', '.join(DEVICES)} (or cuda:K), got {spec!r}")
 
 
-def schedule_table(schedules: Sequence[Schedule], steps: int, dtype=torch.float64,
-                   device: str | torch.device | None = None) -> torch.Tensor:
+def schedule_table(
+    schedules: Sequence[Schedule], steps: int, dtype=torch.float64, device: str | torch.device | None = None
+) -> torch.Tensor:
     """Stack ``λ_0..λ_{T-1}`` of each schedule into a ``(C, T)`` tensor (on ``device``, default CPU)."""
     return torch.as_tensor(np.stack([s.table(steps) for s in schedules]), dtype=dtype, device=device)
 
@@ -181,7 +183,7 @@ def run_batched(
     (``training.AutoTurnOff``) runs inside the batch.
     """
     C, T = lam_table.shape
-    if C != problem.n_configs:
+    if problem.n_configs != C:
         raise ValueError(f"lam_table has {C} rows but the problem has {problem.n_configs} configurations")
     state = problem.init_state() if state is None else state
     watched = _watched(problem, state)
@@ -215,7 +217,8 @@ def run_batched(
                 lam_table[row, s:] = 0.0
             if offs:
                 a_table[:] = 0.0 - torch.cumsum(
-                    torch.cat([torch.zeros_like(lam_table[:, :1]), lr_vec.view(C, 1) * lam_table], 1), 1)
+                    torch.cat([torch.zeros_like(lam_table[:, :1]), lr_vec.view(C, 1) * lam_table], 1), 1
+                )
 
     next_log = 0
     chunk = 0
@@ -231,7 +234,8 @@ def run_batched(
                 diverged_at = torch.where((~ok) & (diverged_at < 0), t, diverged_at)
                 new = {
                     k: torch.where(ok.view(C, *([1] * (v.dim() - 1))), v, state[k])
-                    if k in watched and v.is_floating_point() else v
+                    if k in watched and v.is_floating_point()
+                    else v
                     for k, v in new.items()
                 }
             state = new

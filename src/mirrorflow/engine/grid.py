@@ -30,14 +30,16 @@ axis with two tuples. For scalar fields a bracketed value is an error. Quotes (`
 strings. A CLI token replaces the YAML's entry (``base`` or ``grid``) for that key; ``seeds=N`` on the CLI
 replaces the YAML's ``seeds``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import typing
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..config import parse_overrides
 from ..errors import ConfigError
@@ -193,10 +195,12 @@ def _yaml_loader():
         pass
 
     Loader.yaml_implicit_resolvers = {
-        k: [r for r in v if r[0] != "tag:yaml.org,2002:bool"] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        k: [r for r in v if r[0] != "tag:yaml.org,2002:bool"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
-    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                 list("tTfF"))
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
     return Loader
 
 
@@ -238,8 +242,10 @@ def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
     if raw is None:
         raw = {}
     if _expanded_size(raw, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
-        raise ConfigError(f"sweep spec {path.name}: expands to more than {MAX_SPEC_VALUES} values "
-                          "(YAML anchors and aliases repeat them); a sweep spec lists its values")
+        raise ConfigError(
+            f"sweep spec {path.name}: expands to more than {MAX_SPEC_VALUES} values "
+            "(YAML anchors and aliases repeat them); a sweep spec lists its values"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"sweep spec {path.name}: expected a mapping with keys {', '.join(SPEC_KEYS)}")
     unknown = sorted(set(raw) - set(SPEC_KEYS))
@@ -289,8 +295,7 @@ def _check_key(fname: str, key: Any, types: Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------- resolve
-def make_grid(experiment: str, config_cls: type, spec: Path | str | None = None,
-              tokens: Sequence[str] = ()) -> Grid:
+def make_grid(experiment: str, config_cls: type, spec: Path | str | None = None, tokens: Sequence[str] = ()) -> Grid:
     """Combine an optional YAML spec with CLI tokens (CLI wins per key)."""
     grid = load_yaml(spec, experiment, config_cls) if spec is not None else Grid(experiment)
     base, axes, seeds = parse_cli(tokens, config_cls)
@@ -367,8 +372,9 @@ def _fmt_point(point: Mapping[str, Any]) -> str:
     return "{" + ", ".join(f"{k}={v}" for k, v in point.items()) + "}" if point else "{}"
 
 
-def resolve(experiment: str, module: Any, spec: Path | str | None = None,
-            tokens: Sequence[str] = ()) -> tuple[Grid, list[GridPoint]]:
+def resolve(
+    experiment: str, module: Any, spec: Path | str | None = None, tokens: Sequence[str] = ()
+) -> tuple[Grid, list[GridPoint]]:
     """``mirrorflow sweep EXPERIMENT [spec.yaml] [tokens]`` → (grid, resolved points) for the experiment
     named ``experiment`` whose module (``Config``, ``run``, optionally ``run_many``) is ``module``."""
     grid = make_grid(experiment.replace("_", "-"), module.Config, spec, tokens)

@@ -4,10 +4,11 @@ Bars go to stderr, and only when stderr is a terminal: stdout carries the result
 ``run directory: ...``), so ``mirrorflow ... | tee out.txt`` or ``> out.txt`` gets no bar in it, and a log
 file that stderr is redirected to gets none either.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 Progress = Callable[[int], None]
 
@@ -34,8 +35,9 @@ def progress_bar(total: int, description: str):
 
 
 @contextlib.contextmanager
-def progress_or_bar(progress: Progress | None, total: int, description: str,
-                    show: bool = True) -> Iterator[Progress | None]:
+def progress_or_bar(
+    progress: Progress | None, total: int, description: str, show: bool = True
+) -> Iterator[Progress | None]:
     """Yield ``progress`` when the caller gave one; otherwise (if ``show``) a bar's ``advance``.
 
     On success the bar is filled (estimated totals may exceed the steps actually run, e.g. runs that
@@ -73,7 +75,7 @@ class SweepProgress:
         self._bar.start()
         return advance
 
-    def __enter__(self) -> "SweepProgress":
+    def __enter__(self) -> SweepProgress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,12 +14,13 @@ a test), that instance is used and left running.
 
 ``ray`` is imported only inside these functions: it is an optional extra (``pip install mirrorflow[ray]``).
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import ConfigError, MirrorflowError
 from ..store import SUMMARY, atomic_write
@@ -62,8 +63,9 @@ def check_reachable(address: str, timeout: float = 10.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
-        raise MirrorflowError(f"cannot reach Ray at {address}: {e.strerror or type(e).__name__} "
-                              f"(no connection within {timeout:g} s)") from None
+        raise MirrorflowError(
+            f"cannot reach Ray at {address}: {e.strerror or type(e).__name__} (no connection within {timeout:g} s)"
+        ) from None
 
 
 def _init(address: str | None, workers: int | None):

@@ -36,6 +36,7 @@ state also carries a_t and the metrics add ``identity_residual`` ‖∇R_{a_t}(x
 state). The reparameterization's own tensors (e.g. the A_i of ``quadratic``) are moved on a shallow copy;
 a custom g that closes over CPU tensors stays on the CPU.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,13 +51,25 @@ DECAYS = ("auto", "exact", "gradient")
 class ReparamRegression:
     """Batched gradient descent on f(g(w)) + λ_t h(w) for C configurations sharing (Z, y)."""
 
-    def __init__(self, reparam, Z, y, w0, n_configs: int = 1, decay: str = "auto", dtype=torch.float64,
-                 device: str | torch.device = "cpu", track: bool = False, dual: bool = True):
+    def __init__(
+        self,
+        reparam,
+        Z,
+        y,
+        w0,
+        n_configs: int = 1,
+        decay: str = "auto",
+        dtype=torch.float64,
+        device: str | torch.device = "cpu",
+        track: bool = False,
+        dual: bool = True,
+    ):
         if decay not in DECAYS:
             raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}")
         if decay == "exact" and not reparam.has_exact_decay:
-            raise ValueError(f"decay='exact' needs a closed-form decay flow, but {reparam.name} has none; "
-                             "use 'gradient'")
+            raise ValueError(
+                f"decay='exact' needs a closed-form decay flow, but {reparam.name} has none; use 'gradient'"
+            )
         if track and not dual:
             raise ValueError("track=True needs the dual variable μ (dual=True)")
         self.device = resolve_device(device)
@@ -72,8 +85,9 @@ class ReparamRegression:
         w0 = reparam.as_params(w0).to(device=self.device, dtype=dtype)
         self.w0 = w0.expand(self.n_configs, -1).clone() if w0.dim() == 1 else w0.clone()
         if self.w0.shape != (self.n_configs, reparam.d):
-            raise ValueError(f"w0 must have shape ({reparam.d},) or ({self.n_configs}, {reparam.d}), "
-                             f"got {tuple(w0.shape)}")
+            raise ValueError(
+                f"w0 must have shape ({reparam.d},) or ({self.n_configs}, {reparam.d}), got {tuple(w0.shape)}"
+            )
 
     def init_state(self) -> dict[str, torch.Tensor]:
         state = {"w": self.w0.clone()}
@@ -122,9 +136,16 @@ class ReparamRegression:
             return {}
         from ..training.tracker import identity_residual
 
-        return {"identity_residual": torch.tensor([
-            identity_residual(self.reparam, self.w0[c], float(state["a"][c]), x[c], state["mu"][c])
-            for c in range(self.n_configs)], dtype=x.dtype, device=x.device)}
+        return {
+            "identity_residual": torch.tensor(
+                [
+                    identity_residual(self.reparam, self.w0[c], float(state["a"][c]), x[c], state["mu"][c])
+                    for c in range(self.n_configs)
+                ],
+                dtype=x.dtype,
+                device=x.device,
+            )
+        }
 
 
 def _on_device(reparam, device: torch.device, dtype: torch.dtype):

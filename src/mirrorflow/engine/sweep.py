@@ -23,20 +23,21 @@ directories (no summary: a re-run retries them) and the sweep goes on.
 Only one command may write a store at a time: the sweep holds the store's lock
 (:class:`mirrorflow.store.StoreLock`, released by the kernel if the process dies).
 """
+
 from __future__ import annotations
 
 import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from ..config import cores
 from ..errors import ConfigError
-from ..store import (ERROR, MANIFEST, SUMMARY, RunDir, has_finished_run, read_manifest, write_manifest,
-                     writing)
+from ..store import ERROR, MANIFEST, SUMMARY, RunDir, has_finished_run, read_manifest, write_manifest, writing
 from .grid import Grid, GridPoint
 from .units import Outcome, Unit, _fail, execute_unit
 
@@ -59,8 +60,10 @@ class SweepResult:
         return self.total - self.skipped - self.completed
 
     def line(self) -> str:
-        return (f"{self.total} runs: {self.skipped} finished before, {self.completed} run now, "
-                f"{len(self.failed)} failed ({self.seconds:.1f} s)")
+        return (
+            f"{self.total} runs: {self.skipped} finished before, {self.completed} run now, "
+            f"{len(self.failed)} failed ({self.seconds:.1f} s)"
+        )
 
 
 def has_batched_trio(mod: Any) -> bool:
@@ -87,8 +90,14 @@ def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoi
     return todo, len(points) - len(todo)
 
 
-def make_units(experiment: str, mod: Any, points: Sequence[GridPoint], workers: int,
-               batch_size: int = DEFAULT_BATCH, threads: int = 1) -> list[Unit]:
+def make_units(
+    experiment: str,
+    mod: Any,
+    points: Sequence[GridPoint],
+    workers: int,
+    batch_size: int = DEFAULT_BATCH,
+    threads: int = 1,
+) -> list[Unit]:
     """Cut pending points into units: data-sharing batches for batched experiments, single runs otherwise.
 
     Batches hold configurations with equal ``data_key()`` (in grid order), at most ``batch_size`` and at
@@ -108,9 +117,17 @@ def make_units(experiment: str, mod: Any, points: Sequence[GridPoint], workers: 
     units = []
     for members in groups.values():
         for i in range(0, len(members), cap):
-            chunk = members[i:i + cap]
-            units.append(Unit(experiment, tuple(config_dict(p.config) for p in chunk),
-                              tuple(p.run_id for p in chunk), True, threads, mod.__name__))
+            chunk = members[i : i + cap]
+            units.append(
+                Unit(
+                    experiment,
+                    tuple(config_dict(p.config) for p in chunk),
+                    tuple(p.run_id for p in chunk),
+                    True,
+                    threads,
+                    mod.__name__,
+                )
+            )
     return units
 
 
@@ -144,8 +161,13 @@ def _pool_context():
     return mp.get_context("spawn")
 
 
-def run_local(units: Sequence[Unit], out: Path, workers: int, on_done: Callable[[list[Outcome]], None],
-              on_start: Callable[[], None] | None = None) -> None:
+def run_local(
+    units: Sequence[Unit],
+    out: Path,
+    workers: int,
+    on_done: Callable[[list[Outcome]], None],
+    on_start: Callable[[], None] | None = None,
+) -> None:
     """Run units in this process (``workers == 1`` or one unit) or on a process pool of ``workers``.
 
     ``on_start()`` is called once the pool's processes exist (so e.g. a progress bar's thread starts after
@@ -158,8 +180,9 @@ def run_local(units: Sequence[Unit], out: Path, workers: int, on_done: Callable[
         return
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(units)), mp_context=_pool_context(),
-                               initializer=_worker_init)
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(units)), mp_context=_pool_context(), initializer=_worker_init
+    )
     try:
         futures = {pool.submit(execute_unit, u, out): u for u in units}  # with fork: all workers start here
         if on_start is not None:
@@ -302,7 +325,11 @@ def _sweep_locked(grid, points, out, backend, address, workers, batch_size, thre
 
             ray_backend.run_units(
                 lambda w: make_units(grid.experiment, mod, todo, w, batch_size, threads or 1),
-                out, address, workers, on_done, on_start,
+                out,
+                address,
+                workers,
+                on_done,
+                on_start,
             )
 
     try:

@@ -5,8 +5,10 @@ share data (run by the experiment's ``run_many`` as one tensor program). :func:`
 the run store and never raises: a failing run gets ``error.txt`` (no summary, so a re-run retries it).
 The experiment module is named in the unit and imported by the worker.
 """
+
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 import traceback
@@ -79,10 +81,6 @@ def execute_unit(unit: Unit, out: Path | str) -> list[Outcome]:
 
 def _fail(out: Path, rid: str, exc: BaseException, seconds: float = 0.0) -> Outcome:
     line = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-    try:
+    with contextlib.suppress(OSError):
         atomic_write(out / rid / ERROR, "".join(traceback.format_exception(exc)))
-    except OSError:
-        pass
     return Outcome(rid, False, line, seconds)
-
-

@@ -17,13 +17,15 @@ Optionally, for batched sweeps (the engine runs configs that share data as one t
 * ``run_many(cfgs, progress=None) -> list[result]`` — runs a list, grouping by ``data_key``;
 * ``write_run(cfg, result, out, seconds) -> dict`` — writes one result as a run directory.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -63,8 +65,9 @@ def load(name: str) -> ModuleType:
     return importlib.import_module(EXPERIMENTS[key])
 
 
-def run_one(experiment: str, tokens: Sequence[str], out: Path | None = None,
-            force: bool = False) -> tuple[dict[str, Any], Path, bool]:
+def run_one(
+    experiment: str, tokens: Sequence[str], out: Path | None = None, force: bool = False
+) -> tuple[dict[str, Any], Path, bool]:
     """``mirrorflow run``: build the config from ``key=value`` tokens and run it into ``out`` (default
     ``runs/<experiment>-<hash of the resolved config>``). A finished run of the same config there is reused
     unless ``force``; a finished run of another config is refused (naming the differing keys) unless ``force``.
@@ -142,8 +145,10 @@ def check_resources(mod: ModuleType, cfgs: Any, available: int | None = None) ->
 
         available = int(psutil.virtual_memory().available)
     if need > available:
-        raise ConfigError(f"this config needs about {_size(need)} of memory, {_size(available)} is available "
-                          "(reduce the sizes or steps)")
+        raise ConfigError(
+            f"this config needs about {_size(need)} of memory, {_size(available)} is available "
+            "(reduce the sizes or steps)"
+        )
 
 
 def reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None) -> tuple[str, Path]:
@@ -156,8 +161,9 @@ def reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None) -
         return mod.reproduce(out, overrides), out
 
 
-def plan_reproduce(experiment: str, tokens: Sequence[str], out: Path | None = None,
-                   dry_run: bool = False) -> tuple[ModuleType, dict[str, str], Plan, Path]:
+def plan_reproduce(
+    experiment: str, tokens: Sequence[str], out: Path | None = None, dry_run: bool = False
+) -> tuple[ModuleType, dict[str, str], Plan, Path]:
     """``mirrorflow reproduce`` up to running: (module, overrides, the module's ``reproduce_plan``, run
     directory). Nothing is created; ``dry_run`` as in :func:`resolve_run`."""
     from ..config import parse_overrides
@@ -182,10 +188,12 @@ def resolve_sweep(experiment: str, tokens: Sequence[str], out: Path | None = Non
     if len(files) > 1:
         raise ConfigError(f"give at most one spec file, got {', '.join(files)}")
     with _planning(dry_run):
-        grid, points = resolve(canonical(experiment), load(experiment), files[0] if files else None,
-                               [t for t in tokens if "=" in t])
+        grid, points = resolve(
+            canonical(experiment), load(experiment), files[0] if files else None, [t for t in tokens if "=" in t]
+        )
     check_resources(grid.module, [p.config for p in points])
-    out = Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}" if out is None \
-        else Path(out)
+    out = (
+        Path("runs") / f"sweep-{grid.experiment}-{run_id([p.run_id for p in points])[:8]}" if out is None else Path(out)
+    )
     RunDir(out).check_out()
     return grid, points, out

@@ -29,18 +29,19 @@ Parts (``parts=``; all by default):
 Values the paper does not give (docs/theory.md#exp-attention, docs/theory.md#exp-lr-schedule) are chosen here and listed
 in ``docs/transformers.md``.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
-from . import Plan
 from ..config import build, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
+from . import Plan
 from .transformers import models
 from .transformers.distributed import barrier, dist_env
 from .transformers.groups import GroupJob, GroupRunner
@@ -102,52 +103,92 @@ class Config:
     workers: int = 1
 
     def validate(self) -> None:
-        require(len(self.parts) > 0 and all(p in PARTS for p in self.parts),
-                f"parts must be among {', '.join(PARTS)}, got {list(self.parts)}")
+        require(
+            len(self.parts) > 0 and all(p in PARTS for p in self.parts),
+            f"parts must be among {', '.join(PARTS)}, got {list(self.parts)}",
+        )
         require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "seeds must be distinct and not empty")
         require(self.auto_window > 0 and self.auto_tol >= 0, "auto_window must be positive and auto_tol non-negative")
         require(self.vit == "tiny-vit" or bool(self.vit.strip()), "vit must be tiny-vit or a ViT name/path")
         require(self.patch_size > 0 and 8 % self.patch_size == 0, f"patch_size must divide 8, got {self.patch_size}")
-        require(self.hidden > 0 and self.heads > 0 and self.hidden % self.heads == 0,
-                f"hidden={self.hidden} must be a positive multiple of heads={self.heads}")
+        require(
+            self.hidden > 0 and self.heads > 0 and self.hidden % self.heads == 0,
+            f"hidden={self.hidden} must be a positive multiple of heads={self.heads}",
+        )
         require(self.layers > 0 and self.mlp > 0, "layers and mlp must be positive")
         require(self.epochs > 0, f"epochs must be positive, got {self.epochs}")
         require(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         require(self.warmup_epochs >= 0, f"warmup_epochs must be non-negative, got {self.warmup_epochs}")
-        for key in ("sweep_weight_decays", "finetune_weight_decays", "lrs_adamw_weight_decays", "lrs_sgd_weight_decays"):
+        for key in (
+            "sweep_weight_decays",
+            "finetune_weight_decays",
+            "lrs_adamw_weight_decays",
+            "lrs_sgd_weight_decays",
+        ):
             vals = getattr(self, key)
-            require(all(math.isfinite(v) and v >= 0 for v in vals), f"{key} must be non-negative numbers, got {list(vals)}")
+            require(
+                all(math.isfinite(v) and v >= 0 for v in vals), f"{key} must be non-negative numbers, got {list(vals)}"
+            )
             require(len(set(vals)) == len(vals), f"{key} has repeated values")
-        require(self.ablation_weight_decay > 0, f"ablation_weight_decay must be positive, got {self.ablation_weight_decay}")
-        require("ablation" not in self.parts or all(0 < e < self.epochs for e in self.ablation_off_epochs),
-                f"ablation_off_epochs must be in 1..epochs-1={self.epochs - 1}, got {list(self.ablation_off_epochs)}")
-        require(self.finetune_train in TRAINABLE, f"finetune_train must be one of {', '.join(TRAINABLE)}, got {self.finetune_train!r}")
-        require("finetune" not in self.parts or 0 < self.finetune_off_at < self.finetune_steps,
-                f"finetune_off_at must be in 1..finetune_steps-1={self.finetune_steps - 1}, got {self.finetune_off_at}")
-        require(all(o in ("adamw", "sgd") for o in self.lrs_optimizers), f"lrs_optimizers must be adamw/sgd, got {list(self.lrs_optimizers)}")
+        require(
+            self.ablation_weight_decay > 0, f"ablation_weight_decay must be positive, got {self.ablation_weight_decay}"
+        )
+        require(
+            "ablation" not in self.parts or all(0 < e < self.epochs for e in self.ablation_off_epochs),
+            f"ablation_off_epochs must be in 1..epochs-1={self.epochs - 1}, got {list(self.ablation_off_epochs)}",
+        )
+        require(
+            self.finetune_train in TRAINABLE,
+            f"finetune_train must be one of {', '.join(TRAINABLE)}, got {self.finetune_train!r}",
+        )
+        require(
+            "finetune" not in self.parts or 0 < self.finetune_off_at < self.finetune_steps,
+            f"finetune_off_at must be in 1..finetune_steps-1={self.finetune_steps - 1}, got {self.finetune_off_at}",
+        )
+        require(
+            all(o in ("adamw", "sgd") for o in self.lrs_optimizers),
+            f"lrs_optimizers must be adamw/sgd, got {list(self.lrs_optimizers)}",
+        )
         require(self.sgd_clip >= 0, f"sgd_clip must be non-negative, got {self.sgd_clip}")
         require(self.restart_epochs > 0, f"restart_epochs must be positive, got {self.restart_epochs}")
         require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
-        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        require(
+            self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+        )
         require(self.threads >= 0, f"threads must be non-negative, got {self.threads}")
         require(self.workers >= 1, f"workers must be at least 1, got {self.workers}")
         self.vit_spec(0, 1).validate()
         self.finetune_spec(0).validate()
 
-    def vit_spec(self, seed: int, steps_per_epoch: int, optimizer: str = "adamw",
-                 lr_schedule: str = "constant") -> TrainSpec:
+    def vit_spec(
+        self, seed: int, steps_per_epoch: int, optimizer: str = "adamw", lr_schedule: str = "constant"
+    ) -> TrainSpec:
         return TrainSpec(
-            steps=self.epochs * steps_per_epoch, batch_size=self.batch_size, eval_every=steps_per_epoch,
-            optimizer=optimizer, lr=self.lr if optimizer == "adamw" else self.sgd_lr, momentum=self.momentum,
-            lr_schedule=lr_schedule, restart_period=self.restart_epochs * steps_per_epoch, seed=seed,
+            steps=self.epochs * steps_per_epoch,
+            batch_size=self.batch_size,
+            eval_every=steps_per_epoch,
+            optimizer=optimizer,
+            lr=self.lr if optimizer == "adamw" else self.sgd_lr,
+            momentum=self.momentum,
+            lr_schedule=lr_schedule,
+            restart_period=self.restart_epochs * steps_per_epoch,
+            seed=seed,
             warmup=self.warmup_epochs * steps_per_epoch if (lr_schedule, optimizer) == ("constant", "adamw") else 0,
-            clip=self.sgd_clip if optimizer == "sgd" else 0.0, precision=precision_for(self.precision, self.device))
+            clip=self.sgd_clip if optimizer == "sgd" else 0.0,
+            precision=precision_for(self.precision, self.device),
+        )
 
     def finetune_spec(self, seed: int) -> TrainSpec:
-        return TrainSpec(steps=self.finetune_steps, batch_size=self.finetune_batch_size,
-                         eval_every=self.finetune_eval_every, optimizer="adamw", lr=self.finetune_lr, seed=seed,
-                         no_decay=TrainSpec.no_decay + ("*embeddings*",),
-                         precision=precision_for(self.precision, self.device))
+        return TrainSpec(
+            steps=self.finetune_steps,
+            batch_size=self.finetune_batch_size,
+            eval_every=self.finetune_eval_every,
+            optimizer="adamw",
+            lr=self.finetune_lr,
+            seed=seed,
+            no_decay=TrainSpec.no_decay + ("*embeddings*",),
+            precision=precision_for(self.precision, self.device),
+        )
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -157,10 +198,20 @@ def make_vit(cfg: Config, seed: int):
     if cfg.vit == "tiny-vit":
         from transformers import ViTConfig, ViTForImageClassification
 
-        return ViTForImageClassification(ViTConfig(
-            image_size=8, patch_size=cfg.patch_size, num_channels=1, hidden_size=cfg.hidden,
-            num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, intermediate_size=cfg.mlp, num_labels=10,
-            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+        return ViTForImageClassification(
+            ViTConfig(
+                image_size=8,
+                patch_size=cfg.patch_size,
+                num_channels=1,
+                hidden_size=cfg.hidden,
+                num_hidden_layers=cfg.layers,
+                num_attention_heads=cfg.heads,
+                intermediate_size=cfg.mlp,
+                num_labels=10,
+                hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+            )
+        )
     return _pretrained_vit(cfg.vit, cfg.hub, seed)
 
 
@@ -168,8 +219,9 @@ def _pretrained_vit(name: str, hub: bool, seed: int):
     from transformers import AutoModelForImageClassification
 
     models.set_seed(seed)
-    return models.load_pretrained(AutoModelForImageClassification.from_pretrained, name, hub, num_labels=10,
-                                  ignore_mismatched_sizes=True)
+    return models.load_pretrained(
+        AutoModelForImageClassification.from_pretrained, name, hub, num_labels=10, ignore_mismatched_sizes=True
+    )
 
 
 def is_image_model(config) -> bool:
@@ -205,8 +257,14 @@ def make_finetune(cfg: Config, seed: int, device: str, cache: dict):
             tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
             from ..data.datasets import load_tinyshakespeare
 
-            cache["task"] = SpeakerTask(load_tinyshakespeare(), tok, k=cfg.speakers, max_length=cfg.max_length,
-                                        val_size=cfg.val_size, device=device)
+            cache["task"] = SpeakerTask(
+                load_tinyshakespeare(),
+                tok,
+                k=cfg.speakers,
+                max_length=cfg.max_length,
+                val_size=cfg.val_size,
+                device=device,
+            )
         enc = copy.deepcopy(cache["encoder"])
         models.set_seed(seed)
         model = TextClassifier(enc, cfg.speakers, enc.config.hidden_size)
@@ -239,17 +297,39 @@ def _select_trainable(model, mode: str, head: str, name: str) -> None:
 # ----------------------------------------------------------------------------------------------- runs
 # the config keys a group's numbers depend on (a finished group is reused when these are unchanged)
 COMMON_KEYS = ("auto_off", "auto_tol", "auto_window", "hub", "val_fraction")
-VIT_KEYS = COMMON_KEYS + ("vit", "patch_size", "hidden", "layers", "heads", "mlp", "epochs", "batch_size", "lr",
-                          "warmup_epochs", "sgd_lr", "sgd_clip", "momentum", "restart_epochs")
-FINETUNE_KEYS = COMMON_KEYS + ("finetune_model", "finetune_train", "finetune_steps", "finetune_batch_size",
-                               "finetune_lr", "finetune_eval_every", "finetune_off_at", "speakers", "max_length",
-                               "val_size")
+VIT_KEYS = COMMON_KEYS + (
+    "vit",
+    "patch_size",
+    "hidden",
+    "layers",
+    "heads",
+    "mlp",
+    "epochs",
+    "batch_size",
+    "lr",
+    "warmup_epochs",
+    "sgd_lr",
+    "sgd_clip",
+    "momentum",
+    "restart_epochs",
+)
+FINETUNE_KEYS = COMMON_KEYS + (
+    "finetune_model",
+    "finetune_train",
+    "finetune_steps",
+    "finetune_batch_size",
+    "finetune_lr",
+    "finetune_eval_every",
+    "finetune_off_at",
+    "speakers",
+    "max_length",
+    "val_size",
+)
 
 
 def _subset(cfg: Config, keys: Sequence[str]) -> dict:
     d = config_dict(cfg)
     return {k: d[k] for k in keys}
-
 
 
 # ----------------------------------------------------------------------------------------------- runs
@@ -267,29 +347,65 @@ def _precision_key(cfg: Config) -> dict:
     return {"precision": "bf16"} if precision_for(cfg.precision, cfg.device) == "bf16" else {}
 
 
-def vit_job(cfg: Config, out: Path | str, part: str, value: float, seed: int, off_epochs: Sequence[int] = (),
-            auto: bool = False, optimizer: str = "adamw", lr_schedule: str = "constant") -> GroupJob:
+def vit_job(
+    cfg: Config,
+    out: Path | str,
+    part: str,
+    value: float,
+    seed: int,
+    off_epochs: Sequence[int] = (),
+    auto: bool = False,
+    optimizer: str = "adamw",
+    lr_schedule: str = "constant",
+) -> GroupJob:
     """One ViT-on-digits group: constant λ and, from its snapshots, λ turned off at ``off_epochs``/auto."""
     label = f"{part}/{optimizer}-{lr_schedule}-wd{value:g}-seed{seed}"
-    config = {"experiment": "attention", "part": part, **_subset(cfg, VIT_KEYS), "weight_decay": value,
-              "seed": seed, "optimizer": optimizer, "lr_schedule": lr_schedule, "off_epochs": list(off_epochs),
-              **_precision_key(cfg)}
+    config = {
+        "experiment": "attention",
+        "part": part,
+        **_subset(cfg, VIT_KEYS),
+        "weight_decay": value,
+        "seed": seed,
+        "optimizer": optimizer,
+        "lr_schedule": lr_schedule,
+        "off_epochs": list(off_epochs),
+        **_precision_key(cfg),
+    }
     spe, T = _vit_steps(cfg)
     steps = T + sum(T - e * spe for e in off_epochs) + (T // 2 if auto else 0)
-    params = {"kind": "vit", "part": part, "value": value, "seed": seed, "off_epochs": tuple(off_epochs),
-              "auto": auto, "optimizer": optimizer, "lr_schedule": lr_schedule}
+    params = {
+        "kind": "vit",
+        "part": part,
+        "value": value,
+        "seed": seed,
+        "off_epochs": tuple(off_epochs),
+        "auto": auto,
+        "optimizer": optimizer,
+        "lr_schedule": lr_schedule,
+    }
     return GroupJob(Path(out) / "groups" / label, config, steps, params)
 
 
 def finetune_job(cfg: Config, out: Path | str, value: float, seed: int) -> GroupJob:
     """One fine-tuning group: constant λ, turned off at ``finetune_off_at``, automatic switch-off."""
-    config = {"experiment": "attention", "part": "finetune", **_subset(cfg, FINETUNE_KEYS), "weight_decay": value,
-              "seed": seed, **_precision_key(cfg)}
+    config = {
+        "experiment": "attention",
+        "part": "finetune",
+        **_subset(cfg, FINETUNE_KEYS),
+        "weight_decay": value,
+        "seed": seed,
+        **_precision_key(cfg),
+    }
     F = cfg.finetune_steps
     steps = F + ((1 + cfg.auto_off) * (F - cfg.finetune_off_at) if value > 0 else 0)
     # a MiniLM step costs about 7 small-ViT steps (orders the worker pool)
-    return GroupJob(Path(out) / "groups" / f"finetune/wd{value:g}-seed{seed}", config, steps,
-                    {"kind": "finetune", "value": value, "seed": seed}, cost=7.0)
+    return GroupJob(
+        Path(out) / "groups" / f"finetune/wd{value:g}-seed{seed}",
+        config,
+        steps,
+        {"kind": "finetune", "value": value, "seed": seed},
+        cost=7.0,
+    )
 
 
 class AttentionRunner(GroupRunner):
@@ -317,20 +433,40 @@ class AttentionRunner(GroupRunner):
         p, cfg = job.params, self.cfg
         if p["kind"] == "finetune":
             task, model = make_finetune(cfg, p["seed"], self.env.device, self.ft_cache)
-            trainer = Trainer(model, task, cfg.finetune_spec(p["seed"]), p["value"], self.env,
-                              SpectralMonitor(model, every=1, include="attention"))
-            return run_arms(trainer, p["value"], [cfg.finetune_off_at] if p["value"] > 0 else [],
-                            self.auto() if p["value"] > 0 else None, self.progress)
+            trainer = Trainer(
+                model,
+                task,
+                cfg.finetune_spec(p["seed"]),
+                p["value"],
+                self.env,
+                SpectralMonitor(model, every=1, include="attention"),
+            )
+            return run_arms(
+                trainer,
+                p["value"],
+                [cfg.finetune_off_at] if p["value"] > 0 else [],
+                self.auto() if p["value"] > 0 else None,
+                self.progress,
+            )
         model = make_vit(cfg, p["seed"])
         task = self.digits(model)
         spe = task.n_train // cfg.batch_size
         spec = cfg.vit_spec(p["seed"], spe, p["optimizer"], p["lr_schedule"])
         trainer = Trainer(model, task, spec, p["value"], self.env, SpectralMonitor(model, every=1, include="attention"))
-        return run_arms(trainer, p["value"], [e * spe for e in p["off_epochs"]], self.auto() if p["auto"] else None,
-                        self.progress)
+        return run_arms(
+            trainer, p["value"], [e * spe for e in p["off_epochs"]], self.auto() if p["auto"] else None, self.progress
+        )
 
-    def vit_group(self, part: str, value: float, seed: int, off_epochs: Sequence[int] = (), auto: bool = False,
-                  optimizer: str = "adamw", lr_schedule: str = "constant") -> list[ArmResult]:
+    def vit_group(
+        self,
+        part: str,
+        value: float,
+        seed: int,
+        off_epochs: Sequence[int] = (),
+        auto: bool = False,
+        optimizer: str = "adamw",
+        lr_schedule: str = "constant",
+    ) -> list[ArmResult]:
         return self.group(vit_job(self.cfg, self.out, part, value, seed, off_epochs, auto, optimizer, lr_schedule))
 
     def finetune_group(self, value: float, seed: int) -> list[ArmResult]:
@@ -351,15 +487,21 @@ def plan(cfg: Config, out: Path | str = ".") -> list[GroupJob]:
         if "sweep" in cfg.parts:
             jobs += [vit_job(cfg, out, "sweep", v, s) for v in cfg.sweep_weight_decays]
         if "ablation" in cfg.parts:
-            jobs.append(vit_job(cfg, out, "ablation", cfg.ablation_weight_decay, s, tuple(cfg.ablation_off_epochs),
-                                cfg.auto_off))
+            jobs.append(
+                vit_job(
+                    cfg, out, "ablation", cfg.ablation_weight_decay, s, tuple(cfg.ablation_off_epochs), cfg.auto_off
+                )
+            )
         if "finetune" in cfg.parts:
             jobs += [finetune_job(cfg, out, v, s) for v in cfg.finetune_weight_decays]
         if "lr-schedule" in cfg.parts:
             for opt in cfg.lrs_optimizers:
                 vals = cfg.lrs_adamw_weight_decays if opt == "adamw" else cfg.lrs_sgd_weight_decays
-                jobs += [vit_job(cfg, out, "lr-schedule", v, s, optimizer=opt, lr_schedule=sched)
-                         for v in vals for sched in ("constant", "cosine_restarts")]
+                jobs += [
+                    vit_job(cfg, out, "lr-schedule", v, s, optimizer=opt, lr_schedule=sched)
+                    for v in vals
+                    for sched in ("constant", "cosine_restarts")
+                ]
     return jobs
 
 
@@ -368,8 +510,12 @@ def total_steps(cfg: Config) -> int:
     return sum(j.steps for j in plan(cfg))
 
 
-TABLE_FILES = {"sweep": "fig14_sweep.md", "ablation": "table3.md", "finetune": "table4.md",
-               "lr-schedule": "appG_lr_schedule.md"}
+TABLE_FILES = {
+    "sweep": "fig14_sweep.md",
+    "ablation": "table3.md",
+    "finetune": "table4.md",
+    "lr-schedule": "appG_lr_schedule.md",
+}
 
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
@@ -411,10 +557,12 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
     return Plan((("attention", build(Config, overrides or {})),))
 
 
-def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
+def reproduce(
+    out: Path | str, overrides: Mapping[str, str] | None = None, progress: Callable[[int], None] | None = None
+) -> str:
     """Fig. 14, Table 3, Table 4 and App. G analogs with the CPU defaults; returns the markdown tables."""
     cfg = reproduce_plan(overrides).config
-    with progress_or_bar(progress, total_steps(cfg), "attention (" + ", ".join(cfg.parts) + ")",
-                         show=dist_env(cfg.device).is_main) as progress:
+    with progress_or_bar(
+        progress, total_steps(cfg), "attention (" + ", ".join(cfg.parts) + ")", show=dist_env(cfg.device).is_main
+    ) as progress:
         return run(cfg, out, progress)["table"]

@@ -5,15 +5,15 @@ Each ``part_*`` reads its groups through the :class:`~mirrorflow.experiments.att
 Per-arm cells are "mean ± std" over seeds; every comparison of two arms is also given as the paired
 difference over seeds (mean, 95 % interval, sign count, seeds needed for the paper's effect size).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..report.figures import COLORS, Curve, bars_figure, color_cycle, curves_figure, save_png
-from ..report.stats import PAIRED_COLUMNS, paired_cells
+from ..report.stats import PAIRED_COLUMNS, mean_std, paired_cells
 from ..report.stats import format_mean_std as pm
-from ..report.stats import mean_std
 from ..report.tables import markdown_table
 from .transformers import arms as A
 from .transformers.train import ArmResult, arm_name, intersection
@@ -24,18 +24,22 @@ RHO_LABEL = "ρ = avg ‖W_Q W_Kᵀ‖_* / avg ‖W_Q W_Kᵀ‖_F"
 # The accuracy effect the seeds-needed column aims at: the smallest gain of turning off in the paper's
 # Table 3 (ImageNet tiny-ViT: +1.7 to +2.4 points).
 ACC_EFFECT = 0.017
-PAIRED_NOTE = (f"Paired difference over seeds (each seed's arms share initialization and batches): mean, 95 % "
-               f"t-interval, sign count (negative/positive), seeds; seeds needed = seeds the observed spread needs "
-               f"for an interval that excludes 0 at an accuracy effect of {ACC_EFFECT * 100:g} points (the smallest "
-               f"gain in the paper's Table 3). Validation loss has no paper effect size (–).\n")
+PAIRED_NOTE = (
+    f"Paired difference over seeds (each seed's arms share initialization and batches): mean, 95 % "
+    f"t-interval, sign count (negative/positive), seeds; seeds needed = seeds the observed spread needs "
+    f"for an interval that excludes 0 at an accuracy effect of {ACC_EFFECT * 100:g} points (the smallest "
+    f"gain in the paper's Table 3). Validation loss has no paper effect size (–).\n"
+)
 
 
 def paired_rows(label: Sequence[str], ref: Sequence[ArmResult], other: Sequence[ArmResult]) -> list[list[str]]:
     """Two table rows (validation accuracy in points, validation loss) of the paired difference other − ref."""
     acc = A.paired_final(ref, other, "val_acc", ACC_EFFECT)
     loss = A.paired_final(ref, other, "val_loss")
-    return [[*label, "val acc (points)", *paired_cells(acc, "+.2f", 100)],
-            [*label, "val loss", *paired_cells(loss, "+.4f")]]
+    return [
+        [*label, "val acc (points)", *paired_cells(acc, "+.2f", 100)],
+        [*label, "val loss", *paired_cells(loss, "+.4f")],
+    ]
 
 
 def _steps_per_epoch(arms: Sequence[ArmResult]) -> int:
@@ -63,10 +67,17 @@ def part_sweep(R, rd) -> str:
         f"(warm-up {cfg.warmup_epochs} epochs, then constant), {cfg.epochs} epochs, constant weight decay. "
         f"Final values, mean ± std over seeds {_seeds(cfg)}.\n",
     ]
-    rows = [[f"{v:g}" + _diverged(arms), pm([A.final(a, "spectral/rho") for a in arms], ".2f"),
-             pm([float(min(A.column(a, "spectral/rho"))) for a in arms], ".2f"),
-             pm([A.final(a, "val_acc") for a in arms]), pm([1 - A.final(a, "val_acc") for a in arms]),
-             pm([A.final(a, "train_loss") for a in arms])] for v, arms in res.items()]
+    rows = [
+        [
+            f"{v:g}" + _diverged(arms),
+            pm([A.final(a, "spectral/rho") for a in arms], ".2f"),
+            pm([float(min(A.column(a, "spectral/rho"))) for a in arms], ".2f"),
+            pm([A.final(a, "val_acc") for a in arms]),
+            pm([1 - A.final(a, "val_acc") for a in arms]),
+            pm([A.final(a, "train_loss") for a in arms]),
+        ]
+        for v, arms in res.items()
+    ]
     lines.append(markdown_table(["weight decay", "ρ (final)", "min ρ", "val acc", "val error", "train loss"], rows))
     colors = color_cycle(list(res))
     panels = []
@@ -79,9 +90,15 @@ def part_sweep(R, rd) -> str:
         "final ρ": [mean_std([A.final(a, "spectral/rho") for a in res[v]])[:2] for v in xs],
         "val error": [mean_std([1 - A.final(a, "val_acc") for a in res[v]])[:2] for v in xs],
     }
-    save_png(bars_figure(
-        xs, {k: ([m for m, _ in s], [e for _, e in s]) for k, s in stats.items()}, "weight decay",
-        "ViT on digits: final ρ and validation error against weight decay"), rd.file("fig14_sweep_final.png"))
+    save_png(
+        bars_figure(
+            xs,
+            {k: ([m for m, _ in s], [e for _, e in s]) for k, s in stats.items()},
+            "weight decay",
+            "ViT on digits: final ρ and validation error against weight decay",
+        ),
+        rd.file("fig14_sweep_final.png"),
+    )
     return "\n".join(lines)
 
 
@@ -96,20 +113,27 @@ def table3_rows(by: Mapping[str, list[ArmResult]], ref: str = "constant") -> lis
             continue
         s2, rho_o, _ = A.curve(arms, "spectral/rho")
         offs = [a.off_at for a in arms if a.off_at is not None]
-        row = {"arm": name, "off_epochs": [_epoch_of(a, a.off_at) for a in arms if a.off_at is not None],
-               "triggered": len(offs), "seeds": len(arms)}
+        row = {
+            "arm": name,
+            "off_epochs": [_epoch_of(a, a.off_at) for a in arms if a.off_at is not None],
+            "triggered": len(offs),
+            "seeds": len(arms),
+        }
         cross = intersection(steps, rho_c, rho_o, min(offs)) if offs and len(s2) == len(steps) else None
         at = cross if cross is not None else steps[-1]
         i = list(steps).index(at)
-        row.update({
-            "intersect_epoch": None if cross is None else _epoch_of(const[0], cross),
-            "acc_wd": [A.at_step(a, "val_acc", at) for a in const],
-            "acc_off": [A.at_step(a, "val_acc", at) for a in arms],
-            "rho_wd": float(rho_c[i]), "rho_off": float(rho_o[i]),
-            "final_acc_wd": [A.final(a, "val_acc") for a in const],
-            "final_acc_off": [A.final(a, "val_acc") for a in arms],
-            "final_rho_off": [A.final(a, "spectral/rho") for a in arms],
-        })
+        row.update(
+            {
+                "intersect_epoch": None if cross is None else _epoch_of(const[0], cross),
+                "acc_wd": [A.at_step(a, "val_acc", at) for a in const],
+                "acc_off": [A.at_step(a, "val_acc", at) for a in arms],
+                "rho_wd": float(rho_c[i]),
+                "rho_off": float(rho_o[i]),
+                "final_acc_wd": [A.final(a, "val_acc") for a in const],
+                "final_acc_off": [A.final(a, "val_acc") for a in arms],
+                "final_rho_off": [A.final(a, "spectral/rho") for a in arms],
+            }
+        )
         out.append(row)
     return out
 
@@ -138,13 +162,31 @@ def part_ablation(R, rd) -> tuple[str, dict]:
             acc_off = f"{pm(r['acc_off'], '.1f', 100)} ({r['rho_off']:.2f})"
             cells = [off, "None", acc_wd, acc_off, "–"]
         else:
-            cells = [off, f"{r['intersect_epoch']:g}", pm(r["acc_wd"], ".1f", 100), pm(r["acc_off"], ".1f", 100),
-                     f"{0.5 * (r['rho_wd'] + r['rho_off']):.2f}"]
+            cells = [
+                off,
+                f"{r['intersect_epoch']:g}",
+                pm(r["acc_wd"], ".1f", 100),
+                pm(r["acc_off"], ".1f", 100),
+                f"{0.5 * (r['rho_wd'] + r['rho_off']):.2f}",
+            ]
         cells += [pm(r["final_acc_wd"], ".1f", 100), pm(r["final_acc_off"], ".1f", 100)]
         cells_rows.append(cells)
-    lines.append(markdown_table(["WD Off", "Intersect", "Val Acc (WD)", "Val Acc (Off)", "Norm Ratio",
-                                 "final Val Acc (WD)", "final Val Acc (Off)"], cells_rows))
+    lines.append(
+        markdown_table(
+            [
+                "WD Off",
+                "Intersect",
+                "Val Acc (WD)",
+                "Val Acc (Off)",
+                "Norm Ratio",
+                "final Val Acc (WD)",
+                "final Val Acc (Off)",
+            ],
+            cells_rows,
+        )
+    )
     spe = _steps_per_epoch(by["constant"])
+
     def label(name: str) -> str:
         if name.startswith("off@"):
             return f"off at epoch {int(name[4:]) / spe:g}"
@@ -164,14 +206,18 @@ def part_ablation(R, rd) -> tuple[str, dict]:
     lines.append("\n" + A.crossings_markdown(turned, constants, "epoch", spe))
     colors = color_cycle(list(by))
 
-    panels = [A.rho_panel(f"ViT digits, λ={v:g}: {title}", by, key, "epoch", colors, label,
-                          step_to_x=lambda s: s / spe)
-              for key, title in (("spectral/rho", "ρ"), ("val_acc", "validation accuracy"))]
+    panels = [
+        A.rho_panel(f"ViT digits, λ={v:g}: {title}", by, key, "epoch", colors, label, step_to_x=lambda s: s / spe)
+        for key, title in (("spectral/rho", "ρ"), ("val_acc", "validation accuracy"))
+    ]
     panels[1] = (panels[1][0], panels[1][1], panels[1][2], [])
     save_png(curves_figure(panels, [RHO_LABEL, "validation accuracy"], "epoch"), rd.file("fig4_attention_rho.png"))
     first = arm_name(cfg.ablation_off_epochs[0] * spe) if cfg.ablation_off_epochs else None
-    t4 = {"model": f"ViT (scratch) / digits, off at epoch {cfg.ablation_off_epochs[0]}", "value": v,
-          "by": {k: by[k] for k in ("constant", first, "auto") if k in by}}
+    t4 = {
+        "model": f"ViT (scratch) / digits, off at epoch {cfg.ablation_off_epochs[0]}",
+        "value": v,
+        "by": {k: by[k] for k in ("constant", first, "auto") if k in by},
+    }
     return "\n".join(lines), t4
 
 
@@ -183,13 +229,24 @@ def part_finetune(R, rd, extra: dict | None) -> str:
     desc = task.describe() if task is not None else "(loaded from finished runs)"
     lines = [
         f"Table 4 analog: validation accuracy at the end, weight decay kept (WD) vs turned off (Off) vs automatic "
-        f"switch-off (auto). {cfg.finetune_model}: {desc}; AdamW lr {cfg.finetune_lr:g}, batch {cfg.finetune_batch_size}, "
-        f"{cfg.finetune_steps} steps, trained: {'W_Q, W_K and head' if cfg.finetune_train == 'qk' else 'all but embeddings'}, "
+        f"switch-off (auto). {cfg.finetune_model}: {desc}; AdamW lr {cfg.finetune_lr:g}, "
+        f"batch {cfg.finetune_batch_size}, "
+        f"{cfg.finetune_steps} steps, "
+        f"trained: {'W_Q, W_K and head' if cfg.finetune_train == 'qk' else 'all but embeddings'}, "
         f"off at step {cfg.finetune_off_at}. Mean ± std over seeds {_seeds(cfg)}.\n",
     ]
     table = []
-    rows = [(f"{cfg.finetune_model} (pretrained) / speakers" if task is None or task.name == "speakers"
-             else f"{cfg.finetune_model} (pretrained) / digits", v, by, f"off@{cfg.finetune_off_at}") for v, by in res.items()]
+    rows = [
+        (
+            f"{cfg.finetune_model} (pretrained) / speakers"
+            if task is None or task.name == "speakers"
+            else f"{cfg.finetune_model} (pretrained) / digits",
+            v,
+            by,
+            f"off@{cfg.finetune_off_at}",
+        )
+        for v, by in res.items()
+    ]
     if extra is not None:
         off_name = next((k for k in extra["by"] if k.startswith("off@")), None)
         rows.append((extra["model"], extra["value"], extra["by"], off_name))
@@ -201,10 +258,37 @@ def part_finetune(R, rd, extra: dict | None) -> str:
         rho = lambda arms: [A.final(x, "spectral/rho") for x in arms]  # noqa: E731
         delta = [y - x for x, y in zip(acc(c), acc(o))]
         auto_at = ", ".join(f"{x.off_at}" for x in a if x.off_at is not None) or "not triggered"
-        table.append([model, f"{v:g}", pm(acc(c), ".1f", 100), pm(acc(o), ".1f", 100), pm(acc(a), ".1f", 100),
-                      pm(delta, "+.1f", 100), pm(rho(c), ".2f"), pm(rho(o), ".2f"), pm(rho(a), ".2f"), auto_at])
-    lines.append(markdown_table(["model / data", "λ", "Val Acc (WD)", "Val Acc (Off)", "Val Acc (auto)", "Δ Off−WD",
-                                 "ρ (WD)", "ρ (Off)", "ρ (auto)", "auto off at"], table))
+        table.append(
+            [
+                model,
+                f"{v:g}",
+                pm(acc(c), ".1f", 100),
+                pm(acc(o), ".1f", 100),
+                pm(acc(a), ".1f", 100),
+                pm(delta, "+.1f", 100),
+                pm(rho(c), ".2f"),
+                pm(rho(o), ".2f"),
+                pm(rho(a), ".2f"),
+                auto_at,
+            ]
+        )
+    lines.append(
+        markdown_table(
+            [
+                "model / data",
+                "λ",
+                "Val Acc (WD)",
+                "Val Acc (Off)",
+                "Val Acc (auto)",
+                "Δ Off−WD",
+                "ρ (WD)",
+                "ρ (Off)",
+                "ρ (auto)",
+                "auto off at",
+            ],
+            table,
+        )
+    )
     lines.append("\nFinal values, turned off (or auto) − kept. " + PAIRED_NOTE)
     prows = []
     for model, v, by, off_name in rows:
@@ -246,17 +330,28 @@ def part_lr_schedule(R, rd) -> str:
         for i, v in enumerate(values):
             pair = {}
             for sched, style in (("constant", "-"), ("cosine_restarts", "--")):
-                arms = pair[sched] = [R.vit_group("lr-schedule", v, s, optimizer=opt, lr_schedule=sched)[0]
-                                      for s in cfg.seeds]
-                table.append([opt, f"{v:g}" + _diverged(arms), sched, pm([A.final(a, "val_acc") for a in arms]),
-                              pm([A.final(a, "spectral/rho") for a in arms], ".2f"),
-                              pm([A.final(a, "train_loss") for a in arms])])
+                arms = pair[sched] = [
+                    R.vit_group("lr-schedule", v, s, optimizer=opt, lr_schedule=sched)[0] for s in cfg.seeds
+                ]
+                table.append(
+                    [
+                        opt,
+                        f"{v:g}" + _diverged(arms),
+                        sched,
+                        pm([A.final(a, "val_acc") for a in arms]),
+                        pm([A.final(a, "spectral/rho") for a in arms], ".2f"),
+                        pm([A.final(a, "train_loss") for a in arms]),
+                    ]
+                )
                 col = COLORS[i % len(COLORS)]
                 curves_rho.append(Curve(f"λ={v:g} {sched}", *A.curve(arms, "spectral/rho", "epoch"), col, style))
                 curves_acc.append(Curve(f"λ={v:g} {sched}", *A.curve(arms, "val_acc", "epoch"), col, style))
             prows += paired_rows([opt, f"{v:g}"], pair["constant"], pair["cosine_restarts"])
-        fig = curves_figure([(f"{opt}: ρ", curves_rho, [], []), (f"{opt}: validation accuracy", curves_acc, [], [])],
-                            [RHO_LABEL, "validation accuracy"], "epoch")
+        fig = curves_figure(
+            [(f"{opt}: ρ", curves_rho, [], []), (f"{opt}: validation accuracy", curves_acc, [], [])],
+            [RHO_LABEL, "validation accuracy"],
+            "epoch",
+        )
         save_png(fig, rd.file(f"fig{15 if opt == 'adamw' else 16}_lr_schedule_{opt}.png"))
     lines.append(markdown_table(["optimizer", "λ", "lr schedule", "val acc", "ρ (final)", "train loss"], table))
     lines.append("\nFinal values, CosineAnnealingWarmRestarts − constant learning rate (same seeds). " + PAIRED_NOTE)
@@ -277,4 +372,3 @@ def _seeds(cfg) -> str:
 def _diverged(arms: Sequence[ArmResult]) -> str:
     n = sum(a.diverged_at is not None for a in arms)
     return f" ({n} diverged)" if n else ""
-

@@ -4,11 +4,12 @@ Behind ``mirrorflow legendre REPARAM --a -0.5,-1,-2 [--out R.png]``: a table of 
 (positional bias), the curvature ratio τ (type of bias) and the width of the dual domain (range) per a
 (:mod:`mirrorflow.geometry.effects`), and the two-panel figure of R_a and its mirror map.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import ConfigError
 
@@ -44,15 +45,25 @@ def effects_table(name: str, a: str, scale: float, x0: float, k: int, data_scale
         raise ConfigError(f"--x0 must be finite, got {x0:g}")
     rep, init = G.one_dimensional(key, scale, x0, k)
     rows = G.three_effects(rep, init, a_values, scale=data_scale)
-    head = (f"{rep.name}: x*_a = argmin R_a (positional bias), tau = curvature ratio R_a''(x* + {data_scale:g})"
-            " / R_a''(x*) outwards (1 = L2-like, 0 = L1-like), dual width = range of the mirror map\n")
-    cells = [[f"{r['a']:g}", f"{float(r['minimizer'].flatten()[0]):.6g}", f"{r['type']:.6g}",
-              f"{float(r['dual_width'].flatten()[0]):.6g}"] for r in rows]
+    head = (
+        f"{rep.name}: x*_a = argmin R_a (positional bias), tau = curvature ratio R_a''(x* + {data_scale:g})"
+        " / R_a''(x*) outwards (1 = L2-like, 0 = L1-like), dual width = range of the mirror map\n"
+    )
+    cells = [
+        [
+            f"{r['a']:g}",
+            f"{float(r['minimizer'].flatten()[0]):.6g}",
+            f"{r['type']:.6g}",
+            f"{float(r['dual_width'].flatten()[0]):.6g}",
+        ]
+        for r in rows
+    ]
     return head + markdown_table(["a", "minimiser x*_a", "type tau", "dual width"], cells), rep, init, a_values
 
 
-def draw(rep, init, a_values: Sequence[float], out: Path | str, xmin: float | None = None,
-         xmax: float | None = None) -> Path:
+def draw(
+    rep, init, a_values: Sequence[float], out: Path | str, xmin: float | None = None, xmax: float | None = None
+) -> Path:
     """Write the figure of R_a and ∇R_a (report.figures.legendre_figure) to ``out``."""
     from ..report.figures import legendre_figure, save_png
 

@@ -29,18 +29,19 @@ Turned off vs constant is reported as a paired difference over seeds (``report.s
 
 Values the paper does not give (docs/theory.md#exp-lora) are chosen here and listed in ``docs/transformers.md``.
 """
+
 from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
-from . import Plan
 from ..config import build, check_count, check_rate, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
+from . import Plan
 from .lora_report import figures, summarize, table5_markdown
 from .transformers import models
 from .transformers.distributed import barrier, dist_env
@@ -101,7 +102,9 @@ class Config:
         check_rate("alpha", self.alpha, positive=True)
         check_count("block_size", self.block_size, low=2)
         check_count("val_windows", self.val_windows, low=1)
-        require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        require(
+            self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+        )
         require(len(self.weight_decays) > 0, "weight_decays must name at least one value")
         for v in self.weight_decays:
             check_rate("weight_decays", v, horizon=self.lr * self.steps)  # a = -lr·Σλ stays finite
@@ -116,10 +119,15 @@ class Config:
         require(self.threads >= 0, f"threads must be non-negative, got {self.threads}")
         require(self.workers >= 1, f"workers must be at least 1, got {self.workers}")
         require(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
-        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        require(
+            self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+        )
         require(self.val_subset >= 0, f"val_subset must be non-negative, got {self.val_subset}")
         if self.task == "speakers":
-            require(self.resolved_model != "tiny-gpt2", "task=speakers needs a pretrained text encoder (model=minilm or a BERT-like name/path)")
+            require(
+                self.resolved_model != "tiny-gpt2",
+                "task=speakers needs a pretrained text encoder (model=minilm or a BERT-like name/path)",
+            )
         self.train_spec(0).validate()
 
     @property
@@ -134,9 +142,18 @@ class Config:
         return precision_for(self.precision, self.device)
 
     def train_spec(self, seed: int) -> TrainSpec:
-        return TrainSpec(steps=self.steps, batch_size=self.batch_size, eval_every=self.eval_every,
-                         optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, clip=self.clip,
-                         decay=("*lora_A*", "*lora_B*"), seed=seed, precision=self.resolved_precision)
+        return TrainSpec(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            eval_every=self.eval_every,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            clip=self.clip,
+            decay=("*lora_A*", "*lora_B*"),
+            seed=seed,
+            precision=self.resolved_precision,
+        )
 
 
 # ------------------------------------------------------------------------------------ task & model
@@ -170,8 +187,9 @@ def make_task(cfg: Config, device: str = "cpu"):
         from transformers import AutoTokenizer
 
         tok = models.load_pretrained(AutoTokenizer.from_pretrained, name, cfg.hub)
-    return LMTask(text, tok, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device,
-                  val_subset=cfg.val_subset)
+    return LMTask(
+        text, tok, block_size=cfg.block_size, val_windows=cfg.val_windows, device=device, val_subset=cfg.val_subset
+    )
 
 
 def make_model(cfg: Config, task, seed: int):
@@ -181,8 +199,9 @@ def make_model(cfg: Config, task, seed: int):
     from .transformers.tasks import TextClassifier
 
     name = cfg.resolved_model
-    lora = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
-                      target_modules=list(cfg.target_modules) or None)
+    lora = LoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none", target_modules=list(cfg.target_modules) or None
+    )
     models.set_seed(seed)
     if cfg.task == "speakers":
         enc = _pretrained("encoder", name, cfg.hub)
@@ -193,8 +212,16 @@ def make_model(cfg: Config, task, seed: int):
     if name == "tiny-gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        base = GPT2LMHeadModel(GPT2Config(vocab_size=task.tokenizer.vocab_size, n_positions=cfg.block_size,
-                                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **TINY_GPT2))
+        base = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=task.tokenizer.vocab_size,
+                n_positions=cfg.block_size,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                **TINY_GPT2,
+            )
+        )
     else:
         base = _pretrained("causal", name, cfg.hub)
         if cfg.block_size > getattr(base.config, "n_positions", getattr(base.config, "max_position_embeddings", 10**9)):
@@ -233,12 +260,20 @@ def group_job(cfg: Config, out: Path | str, value: float, seed: int) -> GroupJob
     adding a seed or a weight decay reuses the finished groups), with the resolved precision (``bf16`` only:
     an ``f32`` group has the config of the groups written before precision existed)."""
     grid = ("weight_decays", "seeds", "baseline", "precision")
-    config = {"experiment": "lora", **{k: v for k, v in config_dict(cfg).items() if k not in grid},
-              "weight_decay": value, "seed": seed}
+    config = {
+        "experiment": "lora",
+        **{k: v for k, v in config_dict(cfg).items() if k not in grid},
+        "weight_decay": value,
+        "seed": seed,
+    }
     if cfg.resolved_precision == "bf16":
         config["precision"] = "bf16"
-    return GroupJob(Path(out) / "groups" / f"wd{value:g}-seed{seed}", config, _group_steps(cfg, value),
-                    {"value": value, "seed": seed})
+    return GroupJob(
+        Path(out) / "groups" / f"wd{value:g}-seed{seed}",
+        config,
+        _group_steps(cfg, value),
+        {"value": value, "seed": seed},
+    )
 
 
 class LoRARunner(GroupRunner):
@@ -260,8 +295,9 @@ class LoRARunner(GroupRunner):
 
         cfg, value, seed = self.cfg, job.params["value"], job.params["seed"]
         model = make_model(cfg, self.task, seed)
-        trainer = Trainer(model, self.task, cfg.train_spec(seed), value, self.env,
-                          SpectralMonitor(model, every=1, include="lora"))
+        trainer = Trainer(
+            model, self.task, cfg.train_spec(seed), value, self.env, SpectralMonitor(model, every=1, include="lora")
+        )
         offs = [cfg.off_at] if value > 0 else []
         return run_arms(trainer, value, offs, _auto_kwargs(cfg) if value > 0 else None, self.progress)
 
@@ -273,8 +309,9 @@ def make_runner(values: Mapping, out: Path | str) -> LoRARunner:
     return LoRARunner(cfg, out)
 
 
-def run_grid(cfg: Config, out: Path | str,
-             progress: Callable[[int], None] | None = None) -> tuple[dict[float, list[list[ArmResult]]], str]:
+def run_grid(
+    cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None
+) -> tuple[dict[float, list[list[ArmResult]]], str]:
     """All (weight decay, seed) groups of ``cfg`` under ``out/groups/``; finished groups are reused.
 
     With ``workers > 1`` the unfinished groups first run in that many processes (one thread each).
@@ -300,8 +337,12 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
     env = dist_env(cfg.device)
     rows = summarize(cfg, grid)
     table = table5_markdown(cfg, rows, task_desc)
-    summary = {"experiment": "lora", "table": table, "rows": [_jsonable(r) for r in rows],
-               "seconds": round(time.perf_counter() - t0, 1)}
+    summary = {
+        "experiment": "lora",
+        "table": table,
+        "rows": [_jsonable(r) for r in rows],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     if env.is_main:
         rd = RunDir(out)
         rd.write_config({"experiment": "lora", **config_dict(cfg)})
@@ -341,11 +382,13 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
     return Plan((("lora", build(Config, overrides or {})),))
 
 
-def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
+def reproduce(
+    out: Path | str, overrides: Mapping[str, str] | None = None, progress: Callable[[int], None] | None = None
+) -> str:
     """Table 5 / Fig. 4 analog with the CPU defaults (SmolLM2-135M, language modelling on tiny_shakespeare);
     returns the markdown table."""
     cfg = reproduce_plan(overrides).config
-    with progress_or_bar(progress, total_steps(cfg), f"lora ({cfg.resolved_model}, {cfg.task})",
-                         show=dist_env(cfg.device).is_main) as progress:
+    with progress_or_bar(
+        progress, total_steps(cfg), f"lora ({cfg.resolved_model}, {cfg.task})", show=dist_env(cfg.device).is_main
+    ) as progress:
         return run(cfg, out, progress)["table"]

@@ -2,11 +2,13 @@
 tables (per-arm means, the paired difference turned off − kept with its 95 % interval, the per-seed values,
 ρ's crossings of every constant-λ curve) and the figures. ``cfg`` is a :class:`mirrorflow.experiments.lora.Config`.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..report.stats import PAIRED_COLUMNS, paired_cells
 from ..report.stats import format_mean_std as pm
@@ -63,8 +65,12 @@ def table5_markdown(cfg: Any, rows: list[dict], task_desc: str) -> str:
     head = (
         f"LoRA (Table 5 analog): {cfg.resolved_model}, {task_desc}. LoRA r={cfg.rank}, α={cfg.alpha:g}, "
         f"{opt}, constant lr {cfg.lr:g}, batch {cfg.batch_size}, {cfg.steps} steps, weight decay on A, B turned off "
-        f"at step {cfg.off_at}" + (f"; auto = switch-off on a plateau of ρ (tol {cfg.auto_tol:g}, window "
-                                   f"{cfg.auto_window} evaluations)" if cfg.auto_off else "")
+        f"at step {cfg.off_at}"
+        + (
+            f"; auto = switch-off on a plateau of ρ (tol {cfg.auto_tol:g}, window {cfg.auto_window} evaluations)"
+            if cfg.auto_off
+            else ""
+        )
         + f". Seeds {', '.join(map(str, cfg.seeds))}; per-arm cells are mean ± std over seeds.\n\n"
     )
     cols = ["λ", "val loss (WD)", f"val loss (off@{cfg.off_at})", "ppl (WD)", "ppl (off)", "val-set s.e."]
@@ -77,19 +83,28 @@ def table5_markdown(cfg: Any, rows: list[dict], task_desc: str) -> str:
         ppl = [pm([math.exp(x) for x in r[f"val_loss_{k}"] if math.isfinite(x)], ".2f") for k in ("constant", "off")]
         if acc:
             ppl = [pm(r["val_acc_constant"], ".1f", 100), pm(r["val_acc_off"], ".1f", 100)]
-        cells = [f"{lam:g}" if lam else "0 (no WD)", pm(r["val_loss_constant"]), pm(r["val_loss_off"]) if lam else "–",
-                 ppl[0], ppl[1] if lam else "–", pm(r["val_loss_sem"], ".4f"),
-                 pm(r["rho_constant"], ".2f"), pm(r["rho_off"], ".2f") if lam else "–"]
+        cells = [
+            f"{lam:g}" if lam else "0 (no WD)",
+            pm(r["val_loss_constant"]),
+            pm(r["val_loss_off"]) if lam else "–",
+            ppl[0],
+            ppl[1] if lam else "–",
+            pm(r["val_loss_sem"], ".4f"),
+            pm(r["rho_constant"], ".2f"),
+            pm(r["rho_off"], ".2f") if lam else "–",
+        ]
         div = sum(r[f"diverged_{k}"] for k in ("constant", "off", "auto"))
         if div:
             cells[0] += f" ({div} diverged)"
         lines.append(cells)
     text = head + markdown_table(cols, lines)
-    text += (f"\nPaired difference turned off − kept (the same seed's runs; negative loss = turning off is better). "
-             f"Seeds needed: for a 95 % interval that excludes 0 at the observed spread, for an effect of "
-             f"{LOSS_EFFECT:g} nats (the paper gives no Table 5 values; a reference of 1 % perplexity)"
-             + (f" or {ACC_EFFECT * 100:g} accuracy points (the smallest gap of the paper's Table 3)" if acc else "")
-             + ".\n\n")
+    text += (
+        f"\nPaired difference turned off − kept (the same seed's runs; negative loss = turning off is better). "
+        f"Seeds needed: for a 95 % interval that excludes 0 at the observed spread, for an effect of "
+        f"{LOSS_EFFECT:g} nats (the paper gives no Table 5 values; a reference of 1 % perplexity)"
+        + (f" or {ACC_EFFECT * 100:g} accuracy points (the smallest gap of the paper's Table 3)" if acc else "")
+        + ".\n\n"
+    )
     pcols = ["λ", "arm", "metric", *PAIRED_COLUMNS]
     plines = []
     for r in rows:
@@ -98,13 +113,24 @@ def table5_markdown(cfg: Any, rows: list[dict], task_desc: str) -> str:
                 continue
             plines.append([f"{r['weight_decay']:g}", arm, "val loss", *paired_cells(r[f"paired_loss_{key}"])])
             if acc:
-                plines.append([f"{r['weight_decay']:g}", arm, "val acc (points)",
-                               *paired_cells(r[f"paired_acc_{key}"], "+.1f", 100)])
+                plines.append(
+                    [
+                        f"{r['weight_decay']:g}",
+                        arm,
+                        "val acc (points)",
+                        *paired_cells(r[f"paired_acc_{key}"], "+.1f", 100),
+                    ]
+                )
     text += markdown_table(pcols, plines)
     text += _per_seed_markdown(cfg, rows)
-    return text + "\n" + A.crossings_markdown(
-        [(f"λ={r['weight_decay']:g}, {arm}", r["arms"][arm]) for r in rows for arm in r.get("switched", ())],
-        {r["weight_decay"]: r["arms"]["constant"] for r in rows})
+    return (
+        text
+        + "\n"
+        + A.crossings_markdown(
+            [(f"λ={r['weight_decay']:g}, {arm}", r["arms"][arm]) for r in rows for arm in r.get("switched", ())],
+            {r["weight_decay"]: r["arms"]["constant"] for r in rows},
+        )
+    )
 
 
 def _per_seed_markdown(cfg: Any, rows: list[dict]) -> str:
@@ -116,9 +142,11 @@ def _per_seed_markdown(cfg: Any, rows: list[dict]) -> str:
         if not r["weight_decay"] or not d:
             continue
         lines = [[str(s), f"{k:.3f}", f"{o:.3f}", f"{x:+.3f}"] for s, k, o, x in zip(cfg.seeds, kept, off, d)]
-        out += (f"\nPer seed, λ = {r['weight_decay']:g}: final validation loss; median off − kept "
-                f"{statistics.median(d):+.3f}.\n\n"
-                + markdown_table(["seed", "kept", f"off@{cfg.off_at}", "off − kept"], lines))
+        out += (
+            f"\nPer seed, λ = {r['weight_decay']:g}: final validation loss; median off − kept "
+            f"{statistics.median(d):+.3f}.\n\n"
+            + markdown_table(["seed", "kept", f"off@{cfg.off_at}", "off − kept"], lines)
+        )
     return out
 
 
@@ -131,12 +159,15 @@ def figures(cfg: Any, grid: Mapping, rd) -> None:
     loss_key, loss_label = "val_loss", "validation loss"
     if cfg.task == "lm" and 0 < cfg.val_subset < cfg.val_windows:
         loss_key, loss_label = "val_loss_subset", f"validation loss (fixed subset of {cfg.val_subset} windows)"
-    for key, name, ylabel in (("spectral/rho", "fig4_lora_rho.png", "ρ = avg ‖BA‖_* / avg ‖BA‖_F"),
-                              (loss_key, "lora_val_loss.png", loss_label)):
+    for key, name, ylabel in (
+        ("spectral/rho", "fig4_lora_rho.png", "ρ = avg ‖BA‖_* / avg ‖BA‖_F"),
+        (loss_key, "lora_val_loss.png", loss_label),
+    ):
         curves, vlines, marks = [], [], []
         for v in values:
-            t, c, vl, mk = A.rho_panel("", A.by_arm(grid[v]), key, "step", lambda n, v=v: color(v),
-                                         lambda n, v=v: f"λ={v:g} {n}")
+            t, c, vl, mk = A.rho_panel(
+                "", A.by_arm(grid[v]), key, "step", lambda n, v=v: color(v), lambda n, v=v: f"λ={v:g} {n}"
+            )
             curves += c
             vlines += vl
             marks += mk if key == "spectral/rho" else []

@@ -40,15 +40,17 @@ All rows (cells × schedules × seeds) that share data run as ONE batched progra
 :mod:`mirrorflow.report.phase`, and ``summary.json`` last (wall time, runs per second, the win fraction,
 the winning box, the automatic switch-off against the best fixed switch).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +63,20 @@ from .phase_programs import PROGRAMS, PhaseProgram
 MAX_CELLS = 65536  # per schedule (x count × y count)
 SCHEDULES = ("constant", "turn_off", "none")
 PHASE_KEYS = ("wd", "lr", "off")  # the phase's own keys: λ, η, the switch point as a fraction of the run
-OPTIONS = ("x", "y", "schedules", "metric", "metrics", "margin", "device", "threads", "seeds", "auto",
-           "auto_every", "theory") + PHASE_KEYS
+OPTIONS = (
+    "x",
+    "y",
+    "schedules",
+    "metric",
+    "metrics",
+    "margin",
+    "device",
+    "threads",
+    "seeds",
+    "auto",
+    "auto_every",
+    "theory",
+) + PHASE_KEYS
 THEORY_CELLS = 64  # default number of cells (an even sub-grid, first seed) checked against Theorem 3.11
 AUTO = "auto"
 
@@ -109,10 +123,13 @@ def parse_axis(name: str, text: str, keys: Mapping[str, type]) -> Axis:
     if scale == "log" and lo <= 0:
         raise ConfigError(f"{name}: a log range of {key} needs LO > 0, got {parts[1]}")
     if (key == "lr" and lo <= 0) or (key == "wd" and lo < 0):
-        raise ConfigError(f"{name}: {key} must be {'> 0' if key == 'lr' else '≥ 0'} over the whole axis, got LO={parts[1]}")
-    if key == "off" and not (0 <= lo and hi <= 1):
-        raise ConfigError(f"{name}: off is the switch point as a fraction of the run, in [0, 1]; got "
-                          f"{parts[1]}..{parts[2]}")
+        raise ConfigError(
+            f"{name}: {key} must be {'> 0' if key == 'lr' else '≥ 0'} over the whole axis, got LO={parts[1]}"
+        )
+    if key == "off" and not (lo >= 0 and hi <= 1):
+        raise ConfigError(
+            f"{name}: off is the switch point as a fraction of the run, in [0, 1]; got {parts[1]}..{parts[2]}"
+        )
     return Axis(key, lo, hi, int(count), scale == "log", keys[key] is int)
 
 
@@ -134,8 +151,9 @@ class AutoRule:
     def make(self, value: float):
         from ..training.auto_off import AutoTurnOff
 
-        return AutoTurnOff(value, signal=self.signal, mode=self.mode, tol=self.tol, window=self.window,
-                           threshold=self.threshold)
+        return AutoTurnOff(
+            value, signal=self.signal, mode=self.mode, tol=self.tol, window=self.window, threshold=self.threshold
+        )
 
 
 def parse_auto(text: str | None, signal: str, signals: Sequence[str]) -> AutoRule:
@@ -163,7 +181,9 @@ def parse_auto(text: str | None, signal: str, signals: Sequence[str]) -> AutoRul
             rule = AutoRule(mode, sig, tol, int(window))
         rule.make(1.0)  # AutoTurnOff's own checks (tol ≥ 0, window ≥ 1, finite threshold)
     except ValueError as e:
-        raise ConfigError(f"auto: {e}" if str(e) else f"auto: TOL, WINDOW and LEVEL must be numbers, got {text!r}") from None
+        raise ConfigError(
+            f"auto: {e}" if str(e) else f"auto: TOL, WINDOW and LEVEL must be numbers, got {text!r}"
+        ) from None
     return rule
 
 
@@ -190,9 +210,17 @@ class PhaseSpec:
         return PROGRAMS[self.experiment]
 
     def as_dict(self) -> dict:
-        d = {"experiment": self.experiment, "x": self.x.spec(), "y": self.y.spec(),
-             "schedules": list(self.schedules), "metric": self.metric, "metrics": list(self.metrics),
-             "margin": self.margin, "seeds": list(self.seeds), **self.fixed}
+        d = {
+            "experiment": self.experiment,
+            "x": self.x.spec(),
+            "y": self.y.spec(),
+            "schedules": list(self.schedules),
+            "metric": self.metric,
+            "metrics": list(self.metrics),
+            "margin": self.margin,
+            "seeds": list(self.seeds),
+            **self.fixed,
+        }
         if self.auto is not None:
             d.update(auto=self.auto.spec(), auto_every=self.auto_every)
         if self.theory:
@@ -216,8 +244,9 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
         if need not in kv:
             raise ConfigError(f"{need}: missing axis (give {need}=KEY:LO:HI:COUNT[:log|lin])")
     if experiment not in PROGRAMS:
-        raise ConfigError(f"experiment {experiment!r} has no batched engine for phase diagrams "
-                          f"(phase runs: {', '.join(PROGRAMS)})")
+        raise ConfigError(
+            f"experiment {experiment!r} has no batched engine for phase diagrams (phase runs: {', '.join(PROGRAMS)})"
+        )
     program = PROGRAMS[experiment]
     base = build(mod.Config, {k: v for k, v in kv.items() if k not in OPTIONS}, allow_ignored=True)
     keys = _numeric_keys(mod.Config, program, base)
@@ -225,8 +254,9 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
     if x.key == y.key:
         raise ConfigError(f"y: both axes vary {x.key!r}")
     if x.count * y.count > MAX_CELLS:
-        raise ConfigError(f"y: too many cells ({x.count}×{y.count} = {x.count * y.count}; at most {MAX_CELLS} "
-                          "per schedule)")
+        raise ConfigError(
+            f"y: too many cells ({x.count}×{y.count} = {x.count * y.count}; at most {MAX_CELLS} per schedule)"
+        )
     switch_axis = "off" in (x.key, y.key)
     default = ",".join(SCHEDULES + ((AUTO,) if switch_axis else ()))
     schedules = tuple(dict.fromkeys(s.strip() for s in kv.get("schedules", default).split(",") if s.strip()))
@@ -259,8 +289,11 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
         if not hasattr(base, "device"):
             raise ConfigError(f"device: experiment {experiment!r} has no device option")
         base = dataclasses.replace(base, device=device)
-    seeds = parse_seed_list(kv["seeds"]) if "seeds" in kv else (
-        (int(program.row_keys(base)["seed"]),) if "seed" in program.row_keys(base) else (int(base.seed),))
+    seeds = (
+        parse_seed_list(kv["seeds"])
+        if "seeds" in kv
+        else ((int(program.row_keys(base)["seed"]),) if "seed" in program.row_keys(base) else (int(base.seed),))
+    )
     fixed = {}
     defaults = {"wd": program.wd(base), "lr": program.lr(base), "off": program.switch(base)}
     for k in PHASE_KEYS:
@@ -274,8 +307,10 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
             raise ConfigError(f"{k}: expected a number, got {kv[k]!r}") from None
         v = fixed[k]
         if k == "off" and not 0 <= v <= 1:
-            raise ConfigError(f"off: the switch point is a fraction of the run in [0, 1] on every experiment, "
-                              f"got {v:g} (a step? give off={v:g}/steps)")
+            raise ConfigError(
+                f"off: the switch point is a fraction of the run in [0, 1] on every experiment, "
+                f"got {v:g} (a step? give off={v:g}/steps)"
+            )
         if not math.isfinite(v) or v < 0 or (k == "lr" and v == 0):
             raise ConfigError(f"{k}: expected a finite number {'> 0' if k == 'lr' else '≥ 0'}, got {v:g}")
     auto = None
@@ -299,8 +334,23 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
         raise ConfigError(f"theory must be a number of cells ≥ 0, got {theory}")
     if theory and program.theory_note(base) is not None:
         raise ConfigError(f"theory: {program.theory_note(base)}")
-    spec = PhaseSpec(experiment, x, y, base, schedules, metric, metrics, margin, device, threads, seeds, fixed,
-                     auto, auto_every, theory)
+    spec = PhaseSpec(
+        experiment,
+        x,
+        y,
+        base,
+        schedules,
+        metric,
+        metrics,
+        margin,
+        device,
+        threads,
+        seeds,
+        fixed,
+        auto,
+        auto_every,
+        theory,
+    )
     for xv in (x.values[0], x.values[-1]):  # every bad value is reported before running
         for yv in (y.values[0], y.values[-1]):
             for s in schedules:
@@ -325,8 +375,11 @@ def cell_group(spec: PhaseSpec, values: Mapping[str, float], seed: int | None = 
     (not row keys, not phase keys) and the seed where the seed draws the data."""
     rows = spec.program.row_keys(spec.base)
     hints = typing.get_type_hints(type(spec.base))
-    vals = {k: (int(round(v)) if hints[k] is int else float(v)) for k, v in values.items()
-            if k not in rows and k not in PHASE_KEYS}
+    vals = {
+        k: (int(round(v)) if hints[k] is int else float(v))
+        for k, v in values.items()
+        if k not in rows and k not in PHASE_KEYS
+    }
     if seed is not None and "seed" not in rows:
         vals["seed"] = seed
     if not vals:
@@ -368,8 +421,10 @@ class Group:
 
     @property
     def gid(self) -> str:
-        return run_id({"cfg": config_dict(self.cfg), "rows": [list(map(str, k)) for k in self.keys],
-                       "check": sorted(self.check)}, "group")
+        return run_id(
+            {"cfg": config_dict(self.cfg), "rows": [list(map(str, k)) for k in self.keys], "check": sorted(self.check)},
+            "group",
+        )
 
 
 def plan_rows(spec: PhaseSpec) -> tuple[list[Group], dict]:
@@ -438,14 +493,16 @@ def run_group(spec: PhaseSpec, g: Group, progress=None) -> list[dict]:
                     if a.triggered:
                         offs[c] = a.off_from
             return offs
+
     with torch_threads(spec.threads), torch.no_grad():
-        trace = prog.run(g.cfg, g.rows, lam.to(dtype=_dtype(g.cfg)), lr.to(dtype=_dtype(g.cfg)), log_every,
-                         progress, observe)
+        trace = prog.run(
+            g.cfg, g.rows, lam.to(dtype=_dtype(g.cfg)), lr.to(dtype=_dtype(g.cfg)), log_every, progress, observe
+        )
     out = prog.final(g.cfg, g.rows, trace)
     for c, a in autos.items():
         out[c]["auto_off"] = float(a.off_from) if a.off_from is not None else float("nan")
         if a.off_from is not None:
-            lam[c, a.off_from:] = 0.0
+            lam[c, a.off_from :] = 0.0
     if g.check:
         for c, marks in prog.theory(g.cfg, g.rows, trace, sorted(g.check), lam[:, -1].numpy()).items():
             out[c].update(marks)
@@ -458,8 +515,13 @@ def _dtype(cfg):
     return {"float32": torch.float32}.get(getattr(cfg, "dtype", "float64"), torch.float64)
 
 
-def run_grid(spec: PhaseSpec, groups: Sequence[Group], done: Mapping[str, list[dict]],
-             save: Callable[[Group, list[dict]], None], progress=None) -> tuple[list[list[dict]], float, float]:
+def run_grid(
+    spec: PhaseSpec,
+    groups: Sequence[Group],
+    done: Mapping[str, list[dict]],
+    save: Callable[[Group, list[dict]], None],
+    progress=None,
+) -> tuple[list[list[dict]], float, float]:
     """Run every group not in ``done`` (``save`` stores each as it finishes); returns the per-group rows,
     wall and CPU seconds of what ran."""
     from ..engine.progress import progress_or_bar
@@ -514,8 +576,9 @@ def assemble(spec: PhaseSpec, groups, results, index) -> dict[str, dict[str, np.
             grid[m], grid[m + "_half"] = mean.reshape(ny, nx), half.reshape(ny, nx)
         if s == AUTO:
             fired = np.isfinite(raw["auto_off"])
-            grid["auto_off"] = np.where(fired.any(0), np.where(fired, raw["auto_off"], 0).sum(0) / np.maximum(
-                fired.sum(0), 1), np.nan)  # mean over the seeds where it fired
+            grid["auto_off"] = np.where(
+                fired.any(0), np.where(fired, raw["auto_off"], 0).sum(0) / np.maximum(fired.sum(0), 1), np.nan
+            )  # mean over the seeds where it fired
             grid["auto_fired"] = np.isfinite(raw["auto_off"]).sum(axis=0)
         grids[s] = grid
     return grids
@@ -577,15 +640,22 @@ def best_switch(spec: PhaseSpec, grids) -> list[dict] | None:
         b = int(np.argmin(row))
         ok = np.isfinite(row[b])
         near = offs.values[row <= NEAR_BEST * row[b]] if ok else []
-        r = {other.key: float(v), "best_off": float(offs.values[b]) if ok else None,
-             f"best_{spec.metric}": float(row[b]) if ok else None,
-             "near_best": [float(min(near)), float(max(near))] if ok else None}
+        r = {
+            other.key: float(v),
+            "best_off": float(offs.values[b]) if ok else None,
+            f"best_{spec.metric}": float(row[b]) if ok else None,
+            "near_best": [float(min(near)), float(max(near))] if ok else None,
+        }
         if AUTO in grids:
             frac, fired = orient(grids[AUTO]["auto_off"])[j, 0], orient(grids[AUTO]["auto_fired"])[j, 0]
             val = orient(grids[AUTO][spec.metric])[j, 0]
-            r.update({"auto_off": float(frac) if np.isfinite(frac) else None,
-                      "auto_fired": f"{int(fired)}/{len(spec.seeds)}",
-                      f"auto_{spec.metric}": float(val) if np.isfinite(val) else None})
+            r.update(
+                {
+                    "auto_off": float(frac) if np.isfinite(frac) else None,
+                    "auto_fired": f"{int(fired)}/{len(spec.seeds)}",
+                    f"auto_{spec.metric}": float(val) if np.isfinite(val) else None,
+                }
+            )
         out.append(r)
     return out
 
@@ -661,13 +731,19 @@ def plan_facets(experiment: str, tokens: Sequence[str], out: Path | str | None =
         _, spec, _ = plan_phase(experiment, rest + [f"{key}={v:g}"], ".", check_out=False)
         specs.append((v, spec))
     if out is None:
-        out = Path("runs") / run_id({"facet": key, "specs": [s.as_dict() for _, s in specs]},
-                                    prefix=f"phase-{experiment.replace('_', '-')}")
+        out = Path("runs") / run_id(
+            {"facet": key, "specs": [s.as_dict() for _, s in specs]}, prefix=f"phase-{experiment.replace('_', '-')}"
+        )
     return key, [(v, spec, Path(out) / f"{key}={v:g}") for v, spec in specs], Path(out)
 
 
-def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = None, force: bool = False,
-              progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
+def run_phase(
+    experiment: str,
+    tokens: Sequence[str],
+    out: Path | str | None = None,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Path, dict]:
     """Parse, run every group (resuming from finished ones), write the run directory (summary.json last);
     returns (dir, summary). With ``facet=KEY:V1,V2`` one phase per value, then the facets' summary."""
     if split_facet(tokens)[0] is not None:
@@ -681,9 +757,9 @@ def run_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = N
             return out, rd.summary()
         rd.write_config(spec.as_dict())
         groups, index = plan_rows(spec)
-        results, wall, cpu = run_grid(spec, groups, done,
-                                      lambda g, rows: write_json(rd.file(f"groups/{g.gid}.json"), {"rows": rows}),
-                                      progress)
+        results, wall, cpu = run_grid(
+            spec, groups, done, lambda g, rows: write_json(rd.file(f"groups/{g.gid}.json"), {"rows": rows}), progress
+        )
         grids = assemble(spec, groups, results, index)
         write_phase(rd, spec, grids, groups, wall, cpu, resumed=sum(g.gid in done for g in groups))
     return out, rd.summary()
@@ -701,8 +777,12 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
     for s, grid in grids.items():
         for j, yv in enumerate(ys):
             for i, xv in enumerate(xs):
-                row = {"schedule": s, spec.x.key: float(xv), spec.y.key: float(yv),
-                       "diverged_seeds": int(grid["diverged"][j, i])}
+                row = {
+                    "schedule": s,
+                    spec.x.key: float(xv),
+                    spec.y.key: float(yv),
+                    "diverged_seeds": int(grid["diverged"][j, i]),
+                }
                 for m in dict.fromkeys(spec.metrics + (spec.metric,)):
                     row[m] = float(grid[m][j, i])
                     row[m + "_half"] = float(grid[m + "_half"][j, i])
@@ -723,8 +803,10 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
     summary = {
         "experiment": spec.experiment,
         "title": f"{spec.program.title}: {spec.program.describe(spec.base)}",
-        "axes": {a: {"key": ax.key, "values": [float(v) for v in ax.values], "log": ax.log}
-                 for a, ax in (("x", spec.x), ("y", spec.y))},
+        "axes": {
+            a: {"key": ax.key, "values": [float(v) for v in ax.values], "log": ax.log}
+            for a, ax in (("x", spec.x), ("y", spec.y))
+        },
         "fixed": spec.fixed,
         "labels": dict(spec.program.labels),
         "symbols": dict(spec.program.symbols),
@@ -755,14 +837,19 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
     if note is not None:
         summary["theory"] = note
     elif spec.theory:
-        summary["theory"] = {s: {k: int((g["theory"] == k).sum()) for k in sorted(set(g["theory"].ravel()) - {""})}
-                             for s, g in grids.items() if (g["theory"] != "").any()}
+        summary["theory"] = {
+            s: {k: int((g["theory"] == k).sum()) for k in sorted(set(g["theory"].ravel()) - {""})}
+            for s, g in grids.items()
+            if (g["theory"] != "").any()
+        }
     if wins is not None:
         summary["turn_off_wins_fraction"] = float(wins.mean())
         if wins.any():
             jj, ii = np.nonzero(wins)
-            summary["turn_off_wins_box"] = {spec.x.key: [float(xs[ii.min()]), float(xs[ii.max()])],
-                                            spec.y.key: [float(ys[jj.min()]), float(ys[jj.max()])]}
+            summary["turn_off_wins_box"] = {
+                spec.x.key: [float(xs[ii.min()]), float(xs[ii.max()])],
+                spec.y.key: [float(ys[jj.min()]), float(ys[jj.max()])],
+            }
     for s in grids:
         v = grids[s][spec.metric]
         summary[f"best_{spec.metric}_{s}"] = float(np.nanmin(v)) if np.isfinite(v).any() else None
@@ -773,8 +860,13 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
     rd.finish(summary)
 
 
-def run_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = None, force: bool = False,
-               progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
+def run_facets(
+    experiment: str,
+    tokens: Sequence[str],
+    out: Path | str | None = None,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Path, dict]:
     """One phase run per facet value (each resumable on its own), then ``winner_facets.png`` and
     ``summary.json`` (per facet: the win fraction, the winners, the title) in the top directory."""
     from ..report.figures import save_png
@@ -783,8 +875,12 @@ def run_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = 
 
     key, facets, out = plan_facets(experiment, tokens, out)
     RunDir(out).check_out()
-    config = {"experiment": experiment.replace("_", "-"), "facet": key, "values": [v for v, _, _ in facets],
-              "runs": [sub.name for _, _, sub in facets]}
+    config = {
+        "experiment": experiment.replace("_", "-"),
+        "facet": key,
+        "values": [v for v, _, _ in facets],
+        "runs": [sub.name for _, _, sub in facets],
+    }
     # locked; the facets' own directories (each locked and cleaned by its run) and the config stay on failure
     with writing(out, keep=lambda p: p.is_dir() or p.name == "config.yaml"):
         rd, done = open_run_dir(out, config, force)
@@ -792,18 +888,33 @@ def run_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = 
             return out, rd.summary()
         rd.write_config(config)
         subs = {}
-        for v, spec, sub in facets:
+        for v, _spec, sub in facets:
             tok = [t for t in tokens if t.split("=", 1)[0].strip().replace("-", "_") != "facet"] + [f"{key}={v:g}"]
             _, subs[sub.name] = run_phase(experiment, tok, sub, force, progress)
         panels = [(name, s, read_csv(out / name / "cells.csv")) for name, s in subs.items()]
         first = next(iter(subs.values()))
         unfaceted = {**first, "fixed": {k: v for k, v in first["fixed"].items() if k != key}}
-        save_png(facet_winners(panels, title_of(unfaceted, f"Which schedule wins, as {key} changes?")),
-                 rd.file("winner_facets.png"))
-        keep = ("title", "turn_off_wins_fraction", "turn_off_wins_box", "winner_fraction", "clear_fraction",
-                "seconds_total", "best_switch")
-        rd.finish({"experiment": config["experiment"], "facet": key, "facet_values": config["values"],
-                   "metric": first["metric"],
-                   "facets": {name: {k: s[k] for k in keep if k in s} for name, s in subs.items()},
-                   "seconds_total": round(sum(s["seconds_total"] for s in subs.values()), 3)})
+        save_png(
+            facet_winners(panels, title_of(unfaceted, f"Which schedule wins, as {key} changes?")),
+            rd.file("winner_facets.png"),
+        )
+        keep = (
+            "title",
+            "turn_off_wins_fraction",
+            "turn_off_wins_box",
+            "winner_fraction",
+            "clear_fraction",
+            "seconds_total",
+            "best_switch",
+        )
+        rd.finish(
+            {
+                "experiment": config["experiment"],
+                "facet": key,
+                "facet_values": config["values"],
+                "metric": first["metric"],
+                "facets": {name: {k: s[k] for k in keep if k in s} for name, s in subs.items()},
+                "seconds_total": round(sum(s["seconds_total"] for s in subs.values()), 3),
+            }
+        )
     return out, rd.summary()

@@ -20,10 +20,12 @@ as ONE batched program (``engine.batched.run_batched``). A :class:`PhaseProgram`
 * ``theory``: Theorem 3.11's predicted limit (``geometry.predict_limit``) against the trained point, where
   the family has one (``theory_note`` says why not otherwise).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -57,15 +59,24 @@ class PhaseProgram(Protocol):
 
     def describe(self, cfg) -> str: ...
 
-    def run(self, cfg, rows: Sequence[Mapping[str, Any]], lam: torch.Tensor, lr: torch.Tensor, log_every: int,
-            progress, observe: Observe | None) -> Trace: ...
+    def run(
+        self,
+        cfg,
+        rows: Sequence[Mapping[str, Any]],
+        lam: torch.Tensor,
+        lr: torch.Tensor,
+        log_every: int,
+        progress,
+        observe: Observe | None,
+    ) -> Trace: ...
 
     def final(self, cfg, rows: Sequence[Mapping[str, Any]], trace: Trace) -> list[dict[str, float]]: ...
 
     def theory_note(self, cfg) -> str | None: ...
 
-    def theory(self, cfg, rows: Sequence[Mapping[str, Any]], trace: Trace, pick: Sequence[int],
-               lam_last: np.ndarray) -> dict[int, dict]: ...
+    def theory(
+        self, cfg, rows: Sequence[Mapping[str, Any]], trace: Trace, pick: Sequence[int], lam_last: np.ndarray
+    ) -> dict[int, dict]: ...
 
 
 def _final(trace: Trace, names: Sequence[str]) -> list[dict[str, float]]:
@@ -120,10 +131,10 @@ class MatrixSensingProgram(Names):
         from .matrix_sensing import DTYPES, MatrixSensing, make_data
 
         data = make_data(cfg.n, cfg.r, cfg.measurements, cfg.seed, DTYPES[cfg.dtype])
-        problem = MatrixSensing(data, [r["init_scale"] for r in rows], cfg.param, cfg.decay, cfg.loss_threshold,
-                                cfg.device, cfg.penalty)
-        return run_batched(problem, lam, lr.to(problem.device), log_every=log_every, progress=progress,
-                           observe=observe)
+        problem = MatrixSensing(
+            data, [r["init_scale"] for r in rows], cfg.param, cfg.decay, cfg.loss_threshold, cfg.device, cfg.penalty
+        )
+        return run_batched(problem, lam, lr.to(problem.device), log_every=log_every, progress=progress, observe=observe)
 
     def final(self, cfg, rows, trace):
         out = _final(trace, ("rec_error", "nuclear_norm", "train_loss", "effective_rank", "a"))
@@ -133,8 +144,10 @@ class MatrixSensingProgram(Names):
         return out
 
     def theory_note(self, cfg) -> str | None:
-        return ("no prediction: Theorem 3.11's limit for W = UUᵀ (Cor. C.3) needs sensing matrices that commute "
-                "with each other and with W_0; these are Gaussian")
+        return (
+            "no prediction: Theorem 3.11's limit for W = UUᵀ (Cor. C.3) needs sensing matrices that commute "
+            "with each other and with W_0; these are Gaussian"
+        )
 
     def theory(self, cfg, rows, trace, pick, lam_last):
         return {}
@@ -175,10 +188,10 @@ class DiagonalProgram(Names):
         from .diagonal import DTYPES, DiagonalNetwork, make_data
 
         data = make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, DTYPES[cfg.dtype])
-        problem = DiagonalNetwork(data, cfg.model, len(rows), [r["init_scale"] for r in rows], cfg.k,
-                                  cfg.power_penalty, cfg.device)
-        return run_batched(problem, lam, lr.to(problem.device), log_every=log_every, progress=progress,
-                           observe=observe)
+        problem = DiagonalNetwork(
+            data, cfg.model, len(rows), [r["init_scale"] for r in rows], cfg.k, cfg.power_penalty, cfg.device
+        )
+        return run_batched(problem, lam, lr.to(problem.device), log_every=log_every, progress=progress, observe=observe)
 
     def final(self, cfg, rows, trace):
         return _final(trace, ("dist", "l1_l2", "train_loss", "x1", "a"))
@@ -193,7 +206,8 @@ class DiagonalProgram(Names):
         return "no prediction: u^(2k) − v^(2k) with an L2 penalty does not commute (use power_penalty=matched)"
 
     def theory(self, cfg, rows, trace, pick, lam_last):
-        """Theorem 3.11 at rows ``pick`` (``lam_last``: each row's λ at the last step): ``theory`` is ``match`` when ‖x_pred − x‖/‖x‖ ≤ THEORY_MATCH, else
+        """Theorem 3.11 at rows ``pick`` (``lam_last``: each row's λ at the last step): ``theory`` is ``match``
+        when ‖x_pred − x‖/‖x‖ ≤ THEORY_MATCH, else
         ``mismatch``; ``not converged`` when training did not fit (final loss ≥ ``converged_loss``: the
         theorem is about the limit), ``λ never off`` for a row whose λ is still on at the end (a_∞ is
         unbounded), ``unsolved`` when the constrained solve did not converge; ``theory_gap`` the ratio."""
@@ -214,8 +228,16 @@ class DiagonalProgram(Names):
                 row["theory"] = "λ never off"
             else:
                 w0 = initial_params(rep, cfg.model, float(rows[c]["init_scale"]))
-                res = predict_limit(rep, w0, float(trace.metrics["a"][c, -1]), data.Z.double(), data.y.double(),
-                                    full=True, allow_unconverged=True, max_iter=THEORY_MAX_ITER)
+                res = predict_limit(
+                    rep,
+                    w0,
+                    float(trace.metrics["a"][c, -1]),
+                    data.Z.double(),
+                    data.y.double(),
+                    full=True,
+                    allow_unconverged=True,
+                    max_iter=THEORY_MAX_ITER,
+                )
                 if not res.converged:
                     row["theory"] = "unsolved"
                 else:
@@ -236,8 +258,9 @@ class SparseCodingProgram(Names):
     signal: str = "mse"
     title: str = "sparse coding"
     references: Mapping[str, float] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=lambda: {"wd": "regularization strength α",
-                                                               "lr": "learning-rate scale"})
+    labels: Mapping[str, str] = field(
+        default_factory=lambda: {"wd": "regularization strength α", "lr": "learning-rate scale"}
+    )
     symbols: Mapping[str, str] = field(default_factory=lambda: {"wd": "α", "lr": "lr scale"})
 
     def row_keys(self, cfg) -> dict[str, Any]:
@@ -256,26 +279,40 @@ class SparseCodingProgram(Names):
         return 0.5
 
     def describe(self, cfg) -> str:
-        return (f"param={cfg.param}, {cfg.image_size}×{cfg.image_size} px, {cfg.n_images} faces, "
-                f"{cfg.n_atoms} atoms, iterations={cfg.iterations}")
+        return (
+            f"param={cfg.param}, {cfg.image_size}×{cfg.image_size} px, {cfg.n_images} faces, "
+            f"{cfg.n_atoms} atoms, iterations={cfg.iterations}"
+        )
 
     def run(self, cfg, rows, lam, lr, log_every, progress, observe):
         from .sparse_coding import DTYPES, SparseCoding, faces, resolve_device
 
         dtype, device = DTYPES[cfg.dtype], resolve_device(cfg.device)
         Y = torch.as_tensor(faces(cfg.image_size, cfg.n_images), dtype=dtype).to(device)
-        problem = SparseCoding(Y, cfg.param, [int(r["k"]) for r in rows], cfg.n_atoms, cfg.batch_size,
-                               [int(r["seed"]) for r in rows], cfg.sparsity_tol, cfg.dict_update, cfg.log_init,
-                               cfg.threads)
-        return run_batched(problem, lam.to(device), lr.to(device), log_every=log_every, progress=progress,
-                           observe=observe)
+        problem = SparseCoding(
+            Y,
+            cfg.param,
+            [int(r["k"]) for r in rows],
+            cfg.n_atoms,
+            cfg.batch_size,
+            [int(r["seed"]) for r in rows],
+            cfg.sparsity_tol,
+            cfg.dict_update,
+            cfg.log_init,
+            cfg.threads,
+        )
+        return run_batched(
+            problem, lam.to(device), lr.to(device), log_every=log_every, progress=progress, observe=observe
+        )
 
     def final(self, cfg, rows, trace):
         return _final(trace, ("mse", "nuclear_norm", "sparsity", "a_code"))
 
     def theory_note(self, cfg) -> str | None:
-        return ("no prediction: the dictionary is trained too, so the code's loss changes during training "
-                "(Theorem 3.11 is for a fixed loss)")
+        return (
+            "no prediction: the dictionary is trained too, so the code's loss changes during training "
+            "(Theorem 3.11 is for a fixed loss)"
+        )
 
     def theory(self, cfg, rows, trace, pick, lam_last):
         return {}

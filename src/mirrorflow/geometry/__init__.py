@@ -15,16 +15,48 @@ and along gradient flow ∇R_{a_t}(x_t) = μ_t.
 >>> torch.allclose(leg.grad(x), torch.tensor([0.25, -0.5], dtype=torch.float64))
 True
 """
-from .checks import (CommutingReport, Verdict, check_commuting, depth_bracket, gradient_field, is_commuting, jacobian,
-                     is_regular, jacobian_rank, lie_bracket, separable_admissible, symbolic_brackets, verdict,
-                     wronskian)
-from .effects import dual_range, one_dimensional, positional_bias, three_effects, type_of_bias
-from .families import (MW, PSD, REPARAMETERIZATIONS, Custom, DeepProduct, Identity, LogDiff, PowerDiff, Quadratic,
-                       get, legendre)
-from .hyperbolic import CoupledEntropy, HyperbolicEntropy
+
 from ._num import PrecisionOverflow
+from .checks import (
+    CommutingReport,
+    Verdict,
+    check_commuting,
+    depth_bracket,
+    gradient_field,
+    is_commuting,
+    is_regular,
+    jacobian,
+    jacobian_rank,
+    lie_bracket,
+    separable_admissible,
+    symbolic_brackets,
+    verdict,
+    wronskian,
+)
+from .effects import dual_range, one_dimensional, positional_bias, three_effects, type_of_bias
+from .families import (
+    MW,
+    PSD,
+    REPARAMETERIZATIONS,
+    Custom,
+    DeepProduct,
+    Identity,
+    LogDiff,
+    PowerDiff,
+    Quadratic,
+    get,
+    legendre,
+)
+from .hyperbolic import CoupledEntropy, HyperbolicEntropy
 from .legendre import LegendreFunction, NonCommutingError, OutsideDomainError
-from .limits import LimitNotConverged, LimitResult, accumulated_regularization, constrained_argmin, matrix_sensing_limit, predict_limit
+from .limits import (
+    LimitNotConverged,
+    LimitResult,
+    accumulated_regularization,
+    constrained_argmin,
+    matrix_sensing_limit,
+    predict_limit,
+)
 from .logcosh import LogCoshLegendre
 from .numeric import FlowLegendre
 from .power import PowerLegendre
@@ -33,15 +65,52 @@ from .reparam import Reparameterization
 from .spectral import SpectralEntropy
 
 __all__ = [
-    "LegendreFunction", "OutsideDomainError", "NonCommutingError", "PrecisionOverflow",
-    "HyperbolicEntropy", "CoupledEntropy", "SpectralEntropy", "PowerLegendre", "LogCoshLegendre",
-    "QuadraticLegendre", "FlowLegendre",
-    "Reparameterization", "MW", "PSD", "PowerDiff", "LogDiff", "Quadratic", "Identity", "DeepProduct", "Custom",
-    "REPARAMETERIZATIONS", "get", "legendre",
-    "lie_bracket", "gradient_field", "check_commuting", "is_commuting", "is_regular", "jacobian", "jacobian_rank",
-    "CommutingReport", "symbolic_brackets", "wronskian", "separable_admissible", "depth_bracket", "verdict",
+    "LegendreFunction",
+    "OutsideDomainError",
+    "NonCommutingError",
+    "PrecisionOverflow",
+    "HyperbolicEntropy",
+    "CoupledEntropy",
+    "SpectralEntropy",
+    "PowerLegendre",
+    "LogCoshLegendre",
+    "QuadraticLegendre",
+    "FlowLegendre",
+    "Reparameterization",
+    "MW",
+    "PSD",
+    "PowerDiff",
+    "LogDiff",
+    "Quadratic",
+    "Identity",
+    "DeepProduct",
+    "Custom",
+    "REPARAMETERIZATIONS",
+    "get",
+    "legendre",
+    "lie_bracket",
+    "gradient_field",
+    "check_commuting",
+    "is_commuting",
+    "is_regular",
+    "jacobian",
+    "jacobian_rank",
+    "CommutingReport",
+    "symbolic_brackets",
+    "wronskian",
+    "separable_admissible",
+    "depth_bracket",
+    "verdict",
     "Verdict",
-    "predict_limit", "constrained_argmin", "matrix_sensing_limit", "accumulated_regularization", "LimitResult",
+    "predict_limit",
+    "constrained_argmin",
+    "matrix_sensing_limit",
+    "accumulated_regularization",
+    "LimitResult",
     "LimitNotConverged",
-    "positional_bias", "type_of_bias", "dual_range", "three_effects", "one_dimensional",
+    "positional_bias",
+    "type_of_bias",
+    "dual_range",
+    "three_effects",
+    "one_dimensional",
 ]

@@ -4,6 +4,7 @@ Every Legendre function keeps its constants in float64 and evaluates in float64;
 to the dtype of the input (float32 in, float32 out). Scales such as γ_a = e^{2a}γ_0 are stored as
 logarithms so that a ∈ [−50, 0] and initial scales down to 1e-12 never underflow to 0.
 """
+
 from __future__ import annotations
 
 import math

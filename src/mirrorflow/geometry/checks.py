@@ -11,15 +11,16 @@
   h = ½‖w‖² ([e_i, ∇h] = e_i).
 
 Callables take a parameter vector w of shape (d,) and return g(w) of shape (n,) / h(w) a scalar, written
-with torch operations (plain reverse-mode autograd; Hessian-vector products by double backward). Sympy input: expressions in a list of symbols.
+with torch operations (plain reverse-mode autograd; Hessian-vector products by double backward).
+Sympy input: expressions in a list of symbols.
 The numerical verdict is relative: ‖[X, Y]‖ ≤ tol · (‖∂Y X‖ + ‖∂X Y‖) at every sampled point.
 """
+
 from __future__ import annotations
 
 import math
-
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -81,8 +82,10 @@ class CommutingReport:
         if self.commuting:
             return f"commuting: all {len(self.worst)} Lie brackets vanish at {self.n_points} sampled points"
         pt = "" if self.at is None else f" at w={[round(float(v), 4) for v in self.at.flatten()[:6]]}"
-        return (f"not commuting: {self.first_nonzero} ≠ 0 (relative norm {self.worst[self.first_nonzero]:.3g}"
-                f"{pt}); Theorem 3.6 needs every bracket [∇g_i, ∇g_j] and [∇g_i, ∇h] to vanish")
+        return (
+            f"not commuting: {self.first_nonzero} ≠ 0 (relative norm {self.worst[self.first_nonzero]:.3g}"
+            f"{pt}); Theorem 3.6 needs every bracket [∇g_i, ∇g_j] and [∇g_i, ∇h] to vanish"
+        )
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -124,8 +127,14 @@ def brackets(g: Callable, h: Callable | None, w: torch.Tensor) -> dict[str, tupl
     return out
 
 
-def sample_points(w0: torch.Tensor, n_points: int = 3, spread: float = 0.1, seed: int = 0,
-                  far: tuple[float, ...] = (1.0, 2.0, 4.0), n_far: int = 4) -> torch.Tensor:
+def sample_points(
+    w0: torch.Tensor,
+    n_points: int = 3,
+    spread: float = 0.1,
+    seed: int = 0,
+    far: tuple[float, ...] = (1.0, 2.0, 4.0),
+    n_far: int = 4,
+) -> torch.Tensor:
     """w_0, ``n_points − 1`` nearby points w_0 ⊙ e^{spread·ε} + spread·ε·[w_0 = 0] (ε ~ N(0, I)), and
     ``n_far`` points at each spread in ``far`` (a coordinate moves by e^{±4σ} at spread 4), all
     sign-preserving, so a bracket that vanishes near w_0 but not across the space (e.g. h with a kink away
@@ -139,8 +148,9 @@ def sample_points(w0: torch.Tensor, n_points: int = 3, spread: float = 0.1, seed
     return torch.cat(pts, 0)
 
 
-def check_commuting(g: Callable, h: Callable | None = None, points=None, w0=None, n_points: int = 4,
-                    tol: float = 1e-8, seed: int = 0) -> CommutingReport:
+def check_commuting(
+    g: Callable, h: Callable | None = None, points=None, w0=None, n_points: int = 4, tol: float = 1e-8, seed: int = 0
+) -> CommutingReport:
     """Evaluate every bracket at ``points`` (or at points sampled around w_0, near and far:
     :func:`sample_points`) and report the worst.
 
@@ -271,7 +281,7 @@ def depth_bracket(D: int):
         raise ValueError(f"depth D must be ≥ 1, got {D}")
     ws = sp.symbols(f"w1:{D + 1}")
     g = sp.Mul(*ws)
-    h = sp.Rational(1, 2) * sum(w ** 2 for w in ws)
+    h = sp.Rational(1, 2) * sum(w**2 for w in ws)
     gg = sp.Matrix([sp.diff(g, w) for w in ws])
     b = symbolic_bracket(gg, sp.Matrix([sp.diff(h, w) for w in ws]), ws)
     factor = sp.simplify(b[0] / gg[0]) if gg[0] != 0 else sp.Integer(0)
@@ -313,8 +323,9 @@ def verdict(g, h=None, variables=None, points=None, w0=None, tol: float = 1e-8) 
                 msg += "; but ∂g is rank-deficient (not regular, Def. 3.1)"
             return Verdict(True, msg, {}, regular)
         name, val = next(iter(nonzero.items()))
-        return Verdict(False, f"not commuting: {name} = {list(val)} ≠ 0 (Def. 3.3); Theorem 3.6 does not apply",
-                       nonzero, regular)
+        return Verdict(
+            False, f"not commuting: {name} = {list(val)} ≠ 0 (Def. 3.3); Theorem 3.6 does not apply", nonzero, regular
+        )
     rep = check_commuting(g, h, points=points, w0=w0, tol=tol)
     pts = points if points is not None else sample_points(w0)
     regular = is_regular(g, pts)

@@ -18,9 +18,10 @@ For R_a at accumulated regularization a:
 
 The choice of τ (outward curvature ratio at distance s) is ours: the paper describes the type change in words only.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -67,12 +68,14 @@ def three_effects(reparam, init, a_values: Iterable[float], scale: float = 1.0, 
     rows = []
     for a in a_values:
         leg = reparam.legendre(init, float(a))
-        rows.append({
-            "a": float(a),
-            "minimizer": positional_bias(leg),
-            "type": type_of_bias(leg, scale, direction),
-            "dual_width": dual_range(leg),
-        })
+        rows.append(
+            {
+                "a": float(a),
+                "minimizer": positional_bias(leg),
+                "type": type_of_bias(leg, scale, direction),
+                "dual_width": dual_range(leg),
+            }
+        )
     return rows
 
 

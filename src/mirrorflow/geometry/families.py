@@ -19,9 +19,10 @@ u_0^{2k} v_0^{2k} = scale^{4k}; ``log``: u_0 = 2·scale·σ(x_0), v_0 = 2·scale
 code's init is scale = ½); ``linear``: w_0 = x_0; ``depth3``: m_0 = w_0 = scale, v_0 = x_0/scale²;
 ``quadratic``: scale·N(0, I).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -65,7 +66,7 @@ class MW(Reparameterization):
         if self.init_kind == "coupled":
             r = x0.abs().sqrt()
             return self.pack(m=r, w=torch.sign(x0) * r)
-        m0 = torch.sqrt(0.5 * (s * s + torch.sqrt(s ** 4 + 4 * x0 * x0)))
+        m0 = torch.sqrt(0.5 * (s * s + torch.sqrt(s**4 + 4 * x0 * x0)))
         return self.pack(m=m0, w=x0 / m0)
 
     def legendre(self, init, a):
@@ -74,8 +75,10 @@ class MW(Reparameterization):
         if bool(coupled.all()):
             return CoupledEntropy(p["m"] * p["w"], a, beta=2.0, rate=2.0)
         if bool(coupled.any()):
-            raise ValueError("m⊙w: some coordinates have |m_0| = |w_0| and others not; Eq. (9) needs "
-                             "|m_0| ≠ |w_0| everywhere and Eq. (10) needs m_0 = ±w_0 everywhere")
+            raise ValueError(
+                "m⊙w: some coordinates have |m_0| = |w_0| and others not; Eq. (9) needs "
+                "|m_0| ≠ |w_0| everywhere and Eq. (10) needs m_0 = ±w_0 everywhere"
+            )
         return HyperbolicEntropy.from_mw(p["m"], p["w"], a)
 
 
@@ -138,7 +141,7 @@ class PowerDiff(Reparameterization):
             self.hint = f" (h = ½‖w‖² on u^{{2k}} − v^{{2k}}: [∇g, ∇h] = (2 − 2k)∇g = {2 - 2 * self.k:g}·∇g)"
 
     def _halves(self, t):
-        return t[..., :self.n], t[..., self.n:]
+        return t[..., : self.n], t[..., self.n :]
 
     def g(self, w):
         u2k, v2k = self._halves(w ** (2 * self.k))  # powers on the whole contiguous w (one kernel call)
@@ -245,7 +248,7 @@ class Quadratic(Reparameterization):
         self._B = eye if self.B is None else self.B
 
     @classmethod
-    def from_mw(cls, n: int) -> "Quadratic":
+    def from_mw(cls, n: int) -> Quadratic:
         """m⊙w written as g_i = ½wᵀA_iw on w = (m, w): A_i couples m_i and w_i (B = I)."""
         A = torch.zeros(n, 2 * n, 2 * n, dtype=F64)
         for i in range(n):
@@ -414,5 +417,16 @@ def legendre(reparam, init, a: float, n: int | None = None, **options) -> Legend
     return rep.legendre(init, a)
 
 
-__all__ = ["MW", "PSD", "PowerDiff", "LogDiff", "Quadratic", "Identity", "DeepProduct", "Custom",
-           "REPARAMETERIZATIONS", "get", "legendre"]
+__all__ = [
+    "MW",
+    "PSD",
+    "PowerDiff",
+    "LogDiff",
+    "Quadratic",
+    "Identity",
+    "DeepProduct",
+    "Custom",
+    "REPARAMETERIZATIONS",
+    "get",
+    "legendre",
+]

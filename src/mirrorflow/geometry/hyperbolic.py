@@ -18,6 +18,7 @@ with β = 4, the eigenvalue form of **Eq. (17)** (W = UUᵀ):
 
 with σ = sign(x_0) and c = 2. For β = 2 this is ½ Σ [x log x − x − x log x_0 − 2a x] (Eq. 10).
 """
+
 from __future__ import annotations
 
 import torch
@@ -38,11 +39,13 @@ class HyperbolicEntropy(LegendreFunction):
         self.beta = float(beta)
         self.shape = tuple(self.s0.shape)
         if not bool(torch.isfinite(self.log_gamma).all()):
-            raise ValueError("hyperbolic entropy needs γ_0 > 0 in every coordinate (|m_0| ≠ |w_0|); "
-                             "use the coupled entropy (Eq. 10) for m_0 = ±w_0")
+            raise ValueError(
+                "hyperbolic entropy needs γ_0 > 0 in every coordinate (|m_0| ≠ |w_0|); "
+                "use the coupled entropy (Eq. 10) for m_0 = ±w_0"
+            )
 
     @classmethod
-    def from_mw(cls, m0, w0, a: float) -> "HyperbolicEntropy":
+    def from_mw(cls, m0, w0, a: float) -> HyperbolicEntropy:
         """Eq. (9) from the initialization (m_0, w_0) and accumulated regularization a."""
         m0, _ = as64(m0)
         w0, _ = as64(w0)
@@ -51,7 +54,7 @@ class HyperbolicEntropy(LegendreFunction):
         return cls(s0, 2.0 * float(a) + log_g0, 2.0, a)
 
     @classmethod
-    def from_u2v2(cls, u0, v0, a: float) -> "HyperbolicEntropy":
+    def from_u2v2(cls, u0, v0, a: float) -> HyperbolicEntropy:
         """x = u² − v², h = ‖u‖² + ‖v‖²: γ_a = 2e^{4a}|u_0 v_0|, s_0 = log|u_0/v_0|, β = 4."""
         u0, _ = as64(u0)
         v0, _ = as64(v0)

@@ -18,6 +18,7 @@ Shapes: a point x has shape ``(..., n)`` (``event_dims = 1``) or ``(..., n, n)``
 (``event_dims = 2``); ``value`` sums over the event dims. Inputs of any float dtype are evaluated in
 float64 and returned in the input dtype.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -91,7 +92,7 @@ class LegendreFunction:
     def _check_x(self, x: torch.Tensor, what: str = "x") -> None:
         ok = self._in_domain(x)
         if not bool(ok.all()):
-            bad = x.reshape(-1, *x.shape[x.dim() - self.event_dims:])[~ok.reshape(-1)][0]
+            bad = x.reshape(-1, *x.shape[x.dim() - self.event_dims :])[~ok.reshape(-1)][0]
             shown = np.array2string(bad.cpu().numpy(), precision=4, threshold=6)
             raise OutsideDomainError(
                 f"{what} is outside the domain of {self.name} (a={self.a:g}): need {self.domain_text}; got {shown}"

@@ -23,6 +23,7 @@ Usage:
 ``schedule`` is a number (a_∞ itself) or an object with ``integral(t) = Σ_{s<t} λ_s`` (mirrorflow.schedules);
 then a_∞ = −lr · integral(horizon), and with ``horizon=None`` the schedule must switch off.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ class LimitNotConverged(ArithmeticError):
     """The dual Newton solve of (16) stopped before ‖Zx − y‖_∞ ≤ tol·(1 + ‖y‖_∞); ``result`` holds the
     unconverged answer and its ``residual`` (pass ``allow_unconverged=True`` to get it back instead)."""
 
-    def __init__(self, message: str, result: "LimitResult"):
+    def __init__(self, message: str, result: LimitResult):
         super().__init__(message)
         self.result = result
         self.residual = result.residual
@@ -65,24 +66,28 @@ class LimitResult:
 def accumulated_regularization(schedule, lr: float = 1.0, horizon: int | None = None) -> float:
     """a_∞ = −lr · Σ_{s<T} λ_s (docs/theory.md#notation); a number is taken as a_∞ itself."""
     if isinstance(schedule, (int, float, np.floating, np.integer)) or (
-            isinstance(schedule, torch.Tensor) and schedule.numel() == 1):
+        isinstance(schedule, torch.Tensor) and schedule.numel() == 1
+    ):
         return float(schedule)
     integral = getattr(schedule, "integral", None)
     if integral is None:
         raise TypeError(f"schedule must be a number (a_∞) or have .integral(t), got {type(schedule).__name__}")
     if horizon is None:
-        T = 2 ** 40
+        T = 2**40
         i1, i2 = float(integral(T)), float(integral(2 * T))
         if not math.isclose(i1, i2, rel_tol=1e-12, abs_tol=1e-300):
-            raise ValueError("the schedule never switches off, so Theorem 3.11 does not apply "
-                             "(it needs α_t = 0 after some T); pass horizon= to use Σ_{s<horizon} λ_s")
+            raise ValueError(
+                "the schedule never switches off, so Theorem 3.11 does not apply "
+                "(it needs α_t = 0 after some T); pass horizon= to use Σ_{s<horizon} λ_s"
+            )
     else:
         i1 = float(integral(int(horizon)))
     return -float(lr) * i1
 
 
-def constrained_argmin(leg: LegendreFunction, Z, y, tol: float = 1e-10, max_iter: int = 300,
-                       max_dual_step: float = 4.0, nu0=None) -> LimitResult:
+def constrained_argmin(
+    leg: LegendreFunction, Z, y, tol: float = 1e-10, max_iter: int = 300, max_dual_step: float = 4.0, nu0=None
+) -> LimitResult:
     """argmin R_a(x) subject to Zx = y (Eq. 16) by damped Newton on the dual, from ν = ``nu0`` (default 0).
 
     The result says whether it converged (``converged``, ``residual``); it does not raise.
@@ -95,8 +100,10 @@ def constrained_argmin(leg: LegendreFunction, Z, y, tol: float = 1e-10, max_iter
         raise ValueError(f"Z has {Zf.shape[1]} columns but x has {math.prod(shape)} entries")
     N = Zf.shape[0]
     if not bool(leg.in_dual_domain(torch.zeros(shape, dtype=F64))):
-        raise ValueError(f"{leg.name} (a={leg.a:g}) has no minimiser (0 is outside its dual domain); "
-                         "the flow cannot reach an interpolating point from this initialization")
+        raise ValueError(
+            f"{leg.name} (a={leg.a:g}) has no minimiser (0 is outside its dual domain); "
+            "the flow cannot reach an interpolating point from this initialization"
+        )
     nu = torch.zeros(N, dtype=F64) if nu0 is None else torch.as_tensor(nu0, dtype=F64).clone()
     ynorm = float(y.abs().max()) if N else 0.0
 
@@ -115,7 +122,7 @@ def constrained_argmin(leg: LegendreFunction, Z, y, tol: float = 1e-10, max_iter
     mu, x = state(nu)
     r = Zf @ x - y
     it, converged = 0, False
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned)
         if float(r.abs().max()) <= tol * (1.0 + ynorm):
             converged = True
             break
@@ -150,8 +157,9 @@ def constrained_argmin(leg: LegendreFunction, Z, y, tol: float = 1e-10, max_iter
     return LimitResult(x.reshape(shape), nu, mu, leg.a, it, float(r.abs().max()), converged)
 
 
-def matrix_sensing_limit(W0, a: float, A, y, tol: float = 1e-10, max_iter: int = 300,
-                         commute_tol: float = 1e-8) -> LimitResult:
+def matrix_sensing_limit(
+    W0, a: float, A, y, tol: float = 1e-10, max_iter: int = 300, commute_tol: float = 1e-8
+) -> LimitResult:
     """Corollary C.3: argmin R_a(W) (Eq. 17) subject to ⟨A_i, W⟩ = y_i for commuting symmetric A_i.
 
     In the common eigenbasis P of the A_i and W_0: W = P diag(λ) Pᵀ, ⟨A_i, W⟩ = Σ_k α_ik λ_k, and R_a is
@@ -168,8 +176,10 @@ def matrix_sensing_limit(W0, a: float, A, y, tol: float = 1e-10, max_iter: int =
             rel = float(c.norm()) / (float(mats[i].norm() * mats[j].norm()) + 1e-300)
             if rel > commute_tol:
                 what = f"A_{i} and A_{j}" if j < A.shape[0] else f"A_{i} and W_0"
-                raise NonCommutingError(f"{what} do not commute (relative commutator {rel:.3g}); Corollary C.3 "
-                                        "needs sensing matrices that commute with each other and with W_0")
+                raise NonCommutingError(
+                    f"{what} do not commute (relative commutator {rel:.3g}); Corollary C.3 "
+                    "needs sensing matrices that commute with each other and with W_0"
+                )
     P = simultaneous_eigenbasis(mats)
     D = torch.diagonal(P.T @ A @ P, dim1=-2, dim2=-1)
     lam0 = torch.diagonal(P.T @ W0 @ P)
@@ -187,8 +197,10 @@ def _solve(leg_at, a: float, Z, y, tol: float, max_iter: int) -> LimitResult:
     best = constrained_argmin(leg_at(a), Z, y, tol, max_iter)
     if best.converged:
         return best
-    for attempt in (lambda: constrained_argmin(leg_at(a), Z, y, tol, max_iter, max_dual_step=math.inf),
-                    lambda: _continuation(leg_at, a, Z, y, tol, max_iter)):
+    for attempt in (
+        lambda: constrained_argmin(leg_at(a), Z, y, tol, max_iter, max_dual_step=math.inf),
+        lambda: _continuation(leg_at, a, Z, y, tol, max_iter),
+    ):
         try:
             res = attempt()
         except (ValueError, RuntimeError):
@@ -203,7 +215,7 @@ def _solve(leg_at, a: float, Z, y, tol: float, max_iter: int) -> LimitResult:
 def _continuation(leg_at, a: float, Z, y, tol: float, max_iter: int, stages: int = 12) -> LimitResult:
     nu, res = None, None
     for k in range(stages, -1, -1):
-        res = constrained_argmin(leg_at(a / 2 ** k), Z, y, tol, max_iter, nu0=nu)
+        res = constrained_argmin(leg_at(a / 2**k), Z, y, tol, max_iter, nu0=nu)
         if not math.isfinite(res.residual):
             return res
         nu = res.nu
@@ -220,8 +232,20 @@ def _check_inputs(a: float, Z: torch.Tensor, y) -> None:
         raise ValueError("Z must be finite (got nan or inf)")
 
 
-def predict_limit(reparam, init, schedule, Z, y, *, lr: float = 1.0, horizon: int | None = None,
-                  tol: float = 1e-10, max_iter: int = 300, full: bool = False, allow_unconverged: bool = False):
+def predict_limit(
+    reparam,
+    init,
+    schedule,
+    Z,
+    y,
+    *,
+    lr: float = 1.0,
+    horizon: int | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 300,
+    full: bool = False,
+    allow_unconverged: bool = False,
+):
     """Theorem 3.11: the point x_∞ = argmin_{Zx=y} R_{a_∞}(x) where training with ``schedule`` ends.
 
     ``reparam``: a name (``mw``, ``power``, ...; n is taken from Z) or a Reparameterization; ``init``:
@@ -253,7 +277,10 @@ def predict_limit(reparam, init, schedule, Z, y, *, lr: float = 1.0, horizon: in
     else:
         res = _solve(lambda at: rep.legendre(init, at), a, Zt, y, tol, max_iter)
     if not res.converged and not allow_unconverged:
-        raise LimitNotConverged(f"predict_limit: the solve of Zx = y did not converge (residual {res.residual:.3g} "
-                                f"after {res.iterations} iterations, a = {a:g}); pass allow_unconverged=True to "
-                                "get the unconverged answer", res)
+        raise LimitNotConverged(
+            f"predict_limit: the solve of Zx = y did not converge (residual {res.residual:.3g} "
+            f"after {res.iterations} iterations, a = {a:g}); pass allow_unconverged=True to "
+            "get the unconverged answer",
+            res,
+        )
     return res if full else res.x

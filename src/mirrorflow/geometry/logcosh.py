@@ -12,6 +12,7 @@ interval no longer contains 0 and R_a has no minimiser (the flow without gradien
 v = 0). With a balanced init u_0 = v_0 the function is the "log-cosh with vertical rescaling" of the paper
 (Fig. 12): R_a = ((u_0² + 2a)/2) Σ log cosh x.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,7 +35,8 @@ class LogCoshLegendre(LegendreFunction):
         if not bool((self.A > 0).all()):
             raise ValueError(
                 f"a={self.a:g} is below −(u_0² + v_0²)/4 = {float((-(u0 * u0 + v0 * v0) / 4).max()):.4g}: "
-                "the log parameterization's flow has left its domain (u or v reached 0)")
+                "the log parameterization's flow has left its domain (u or v reached 0)"
+            )
         self.shape = tuple(u0.shape)
 
     def _dual_bounds(self):

@@ -13,9 +13,10 @@ It is the "generic path": it first checks the brackets numerically (``checks.che
 raises ``NonCommutingError`` naming the first non-zero bracket — e.g. [∇g_0, ∇h] for g = id or
 g = m⊙w⊙v with weight decay (Cor. D.1, Theorem D.2). With a = 0 only the g-brackets are needed.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -32,9 +33,21 @@ class FlowLegendre(DualSolvedLegendre):
     separable = False
     domain_text = "x in the range of ∇Q_a (reachable by the flow)"
 
-    def __init__(self, g: Callable, h: Callable | None, w0, a: float, steps: int = 64, check: bool = True,
-                 points=None, tol: float = 1e-10, max_iter: int = 60, quad_nodes: int = 24,
-                 field: Callable | None = None, jac: Callable | None = None):
+    def __init__(
+        self,
+        g: Callable,
+        h: Callable | None,
+        w0,
+        a: float,
+        steps: int = 64,
+        check: bool = True,
+        points=None,
+        tol: float = 1e-10,
+        max_iter: int = 60,
+        quad_nodes: int = 24,
+        field: Callable | None = None,
+        jac: Callable | None = None,
+    ):
         """``g``: w (d,) → (n,); ``h``: w (d,) → scalar (torch callables; batched input is used when they
         accept it). Optional closed forms: ``field(w, mu)`` = ∂g(w)ᵀμ + a∇h(w) and ``jac(w)`` = ∂g(w),
         both on batches (B, d)."""
@@ -63,8 +76,11 @@ class FlowLegendre(DualSolvedLegendre):
         two = torch.stack([self.w0, 1.5 * self.w0 + 0.1])
         try:
             out = fn(two)
-            ok = out.shape[0] == 2 and torch.allclose(out[0].reshape(-1), fn(self.w0).reshape(-1)) and \
-                torch.allclose(out[1].reshape(-1), fn(two[1]).reshape(-1))
+            ok = (
+                out.shape[0] == 2
+                and torch.allclose(out[0].reshape(-1), fn(self.w0).reshape(-1))
+                and torch.allclose(out[1].reshape(-1), fn(two[1]).reshape(-1))
+            )
         except Exception:  # noqa: BLE001 - any failure means "not batched"
             ok = False
         return fn if ok else torch.func.vmap(fn)

@@ -18,6 +18,7 @@ initial scales), and symmetrically for x < 0.
 Sign convention (docs/theory.md#legendre-power): with μ = −∫∇f and a = −∫α ≤ 0, the dual interval *widens* as
 a decreases (width S/κ); the paper's "range shrinking" refers to x barely moving until μ reaches ~|a|.
 """
+
 from __future__ import annotations
 
 import torch

@@ -11,6 +11,7 @@ exponentials, Q_a(μ) = ¼ Σ_k c_k² exp(2aβ_k + 2(αᵀμ)_k), so ∇Q_a and 
 spanned by the columns α_{·k} with c_k ≠ 0; a point where Newton does not converge is outside it.
 If B ⪰ 0 then R_a is contracting (∂_a R_a ≤ 0, Remark 3.16). B = I is weight decay.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,9 @@ def _rel(x: torch.Tensor, *refs: torch.Tensor) -> float:
     return float(x.norm()) / scale
 
 
-def check_commuting_matrices(A: torch.Tensor, B: torch.Tensor | None, tol: float = 1e-9,
-                             names: tuple[str, str] = ("g", "h")) -> None:
+def check_commuting_matrices(
+    A: torch.Tensor, B: torch.Tensor | None, tol: float = 1e-9, names: tuple[str, str] = ("g", "h")
+) -> None:
     """Raise ``NonCommutingError`` naming the first non-zero bracket [∇g_i, ∇g_j] = (A_jA_i − A_iA_j)w
     or [∇g_i, ∇h] = (BA_i − A_iB)w (Def. 3.3)."""
     g, h = names
@@ -37,14 +39,16 @@ def check_commuting_matrices(A: torch.Tensor, B: torch.Tensor | None, tol: float
             if r > tol:
                 raise NonCommutingError(
                     f"[∇{g}_{i}, ∇{g}_{j}] ≠ 0: A_{i}A_{j} ≠ A_{j}A_{i} (relative commutator {r:.3g}); "
-                    "Theorem 3.15 needs commuting A_i")
+                    "Theorem 3.15 needs commuting A_i"
+                )
         if B is not None:
             c = A[i] @ B - B @ A[i]
             r = _rel(c, A[i] @ B, B @ A[i])
             if r > tol:
                 raise NonCommutingError(
                     f"[∇{g}_{i}, ∇{h}] ≠ 0: A_{i}B ≠ BA_{i} (relative commutator {r:.3g}); "
-                    "Theorem 3.15 needs B to commute with every A_i")
+                    "Theorem 3.15 needs B to commute with every A_i"
+                )
 
 
 def simultaneous_eigenbasis(mats: torch.Tensor, tol: float = 1e-8, seed: int = 0) -> torch.Tensor:
@@ -134,7 +138,7 @@ class QuadraticLegendre(DualSolvedLegendre):
                 F1 = self._conjugate(cand) - (cand * x_safe).sum(-1)
                 g1 = (0.5 * self._E(cand) @ self.alpha.T - x_safe).norm(dim=-1)
                 # Armijo on F, or (near the optimum, where F is flat to rounding) a smaller gradient
-                ok = (F1 <= F0 + 1e-4 * t * slope) | (g1 <= (1 - 1e-4 * t) * gn) | done
+                ok = (F0 + 1e-4 * t * slope >= F1) | (g1 <= (1 - 1e-4 * t) * gn) | done
                 if bool(ok.all()):
                     break
                 t = torch.where(ok, t, 0.5 * t)

@@ -14,10 +14,11 @@ provides, on batches ``(..., d)``:
 one gradient step on f, then this flow for s = ηλ_t, stable for any ηλ); families without a closed form
 return None from it and ``has_exact_decay`` is False.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ class Reparameterization:
         out, i = {}, 0
         for k, s in self.parts.items():
             m = math.prod(s)
-            out[k] = w[..., i:i + m].reshape(*w.shape[:-1], *s)
+            out[k] = w[..., i : i + m].reshape(*w.shape[:-1], *s)
             i += m
         return out
 
@@ -75,8 +76,10 @@ class Reparameterization:
         missing = [k for k in self.parts if k not in parts]
         if missing:
             raise ValueError(f"{self.name}: missing parameter part(s) {missing} (parts: {list(self.parts)})")
-        ts = [torch.as_tensor(np.asarray(parts[k]) if not isinstance(parts[k], torch.Tensor) else parts[k])
-              for k in self.parts]
+        ts = [
+            torch.as_tensor(np.asarray(parts[k]) if not isinstance(parts[k], torch.Tensor) else parts[k])
+            for k in self.parts
+        ]
         batch = ts[0].shape[: ts[0].dim() - len(self.parts[next(iter(self.parts))])]
         return torch.cat([t.to(F64).reshape(*batch, -1) for t in ts], -1)
 
@@ -92,8 +95,9 @@ class Reparameterization:
         else:
             w = torch.as_tensor(init if isinstance(init, torch.Tensor) else np.asarray(init)).to(F64)
         if w.shape[-1] != self.d:
-            raise ValueError(f"{self.name}: w_init has {w.shape[-1]} entries, expected d={self.d} "
-                             f"(parts {dict(self.parts)})")
+            raise ValueError(
+                f"{self.name}: w_init has {w.shape[-1]} entries, expected d={self.d} (parts {dict(self.parts)})"
+            )
         return w
 
     def point(self, x: torch.Tensor) -> torch.Tensor:

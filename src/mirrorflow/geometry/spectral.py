@@ -15,6 +15,7 @@ paper's statement (and the identity ∇R_{a_t}(W_t) = M_t) is for the commuting 
 Points are symmetric (n, n) matrices (``event_dims = 2``); the Hessian is the (n, n, n, n) Fréchet
 derivative of ¼ log (Daleckii–Krein divided differences).
 """
+
 from __future__ import annotations
 
 import torch

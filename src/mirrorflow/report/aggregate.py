@@ -21,15 +21,27 @@ Outputs (written to ``DIR/report/`` by :func:`write_report`):
   line per combination of the other axes), or a dot plot per group when no axis is numeric; and the
   mean learning curve ± CI band per group for the first metrics of ``metrics.csv``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-from .collect import (REPORT_DIR, Group, RunRecord, Sweep, _fmt_param, _number, collect, curve_rows,  # noqa: F401
-                      flatten, groups, metric_names, tidy_rows, varying_keys)
+from .collect import (
+    REPORT_DIR,
+    Group,
+    Sweep,
+    _fmt_param,
+    _number,
+    collect,
+    curve_rows,  # noqa: F401
+    flatten,
+    groups,
+    metric_names,
+    tidy_rows,
+)
 from .stats import interval, spans_decades
 from .sweep_figures import figures  # noqa: F401
 from .tables import markdown_table
@@ -94,8 +106,7 @@ def summary_table(sweep: Sweep, gs: Sequence[Group] | None = None) -> Table:
 def describe(sweep: Sweep) -> str:
     """One paragraph: experiment, axes, run counts."""
     seeds = sorted({r.config.get("seed") for r in sweep.runs if "seed" in r.config}, key=str)
-    parts = [f"experiment {sweep.experiment or '?'}",
-             f"{len(sweep.runs)} finished of {sweep.planned} planned runs"]
+    parts = [f"experiment {sweep.experiment or '?'}", f"{len(sweep.runs)} finished of {sweep.planned} planned runs"]
     if sweep.failed:
         parts.append(f"{len(sweep.failed)} failed")
     if sweep.missing:
@@ -103,9 +114,11 @@ def describe(sweep: Sweep) -> str:
     parts.append("axes: " + (", ".join(sweep.group_axes) or "none"))
     if "seed" in sweep.axes:
         parts.append(f"{len(seeds)} seeds")
-    return "; ".join(parts) + (". Cells: mean ± half-width of the 95% t-interval across seeds, or for a positive "
-                               "metric spanning decades the geometric mean [95% interval on the log scale]; "
-                               "(k/n): k of n seeds had a value.")
+    return "; ".join(parts) + (
+        ". Cells: mean ± half-width of the 95% t-interval across seeds, or for a positive "
+        "metric spanning decades the geometric mean [95% interval on the log scale]; "
+        "(k/n): k of n seeds had a value."
+    )
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -151,9 +164,14 @@ def _write_report(sweep: Sweep, root: Path | str, out: Path) -> Report:
         data = png_bytes(fig)
         files.append(atomic_write(out / name, data))
         figs.append((caption, data))
-    page = render_page(title, describe(sweep), table, figs,
-                       links=[(p.name, p.read_bytes()) for p in files if p.suffix in (".csv", ".md")],
-                       failed=sweep.failed)
+    page = render_page(
+        title,
+        describe(sweep),
+        table,
+        figs,
+        links=[(p.name, p.read_bytes()) for p in files if p.suffix in (".csv", ".md")],
+        failed=sweep.failed,
+    )
     html_path = atomic_write(out / "index.html", page)
     files.append(html_path)
     return Report(out, md, files, html_path)

@@ -4,13 +4,15 @@ Input: a sweep directory ``DIR`` (``DIR/sweep.yaml`` plus one run directory per 
 :mod:`mirrorflow.store`) or any directory with finished run directories below it (then the axes are the
 config keys whose values differ between runs). Groups are runs with equal axis values except ``seed``.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError
 from ..store import ERROR, METRICS, RunDir, StoreFileError, read_csv, read_manifest, runs_under
@@ -101,8 +103,7 @@ def collect(root: Path | str) -> Sweep:
         axes = [a for a in m.get("axes") or []]
         planned = len(ids)
     else:
-        runs = [r for r in (_read_run(rd.path, failed) for rd in runs_under(root, skip=(REPORT_DIR,)))
-                if r is not None]
+        runs = [r for r in (_read_run(rd.path, failed) for rd in runs_under(root, skip=(REPORT_DIR,))) if r is not None]
         exps = sorted({str(r.config.get("experiment", "")) for r in runs})
         if len(exps) > 1:
             raise ConfigError(f"report: {root} mixes experiments {', '.join(exps)}; report one sweep directory")
@@ -195,8 +196,10 @@ def groups(sweep: Sweep) -> list[Group]:
 
 def _sorted_groups(gs: list[Group], axes: Sequence[str]) -> list[Group]:
     def sort_key(g: Group):
-        return tuple((0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
-                     for v in g.key)
+        return tuple(
+            (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v)) for v in g.key
+        )
+
     try:
         return sorted(gs, key=sort_key)
     except TypeError:

@@ -4,12 +4,13 @@ Every figure of mirrorflow is drawn with :func:`pyplot` and written with :func:`
 :func:`save_png` (atomic write, one resolution for all figures). The plot builders here are shared by the
 experiments, the sweep report and the ``legendre`` command.
 """
+
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -21,8 +22,18 @@ from ..store import atomic_write  # noqa: E402
 
 DPI = 110
 LOG_DECADES = 14  # a log axis shows at most this many decades below the largest value (and says so)
-COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
-          "tab:olive", "tab:cyan"]
+COLORS = [
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:gray",
+    "tab:olive",
+    "tab:cyan",
+]
 
 
 def pyplot():
@@ -63,11 +74,18 @@ def clip_log_axis(ax, values, decades: int = LOG_DECADES) -> bool:
     when some values lie below and are clipped (e.g. a loss at the float64 floor, 1e-30)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
-    if v.size == 0 or v.min() >= v.max() * 10.0 ** -decades:
+    if v.size == 0 or v.min() >= v.max() * 10.0**-decades:
         return False
-    ax.set_ylim(bottom=v.max() * 10.0 ** -decades)
-    ax.text(0.01, 0.01, f"values below {v.max() * 10.0 ** -decades:.0e} clipped", transform=ax.transAxes,
-            fontsize=7, color="0.4", va="bottom")
+    ax.set_ylim(bottom=v.max() * 10.0**-decades)
+    ax.text(
+        0.01,
+        0.01,
+        f"values below {v.max() * 10.0**-decades:.0e} clipped",
+        transform=ax.transAxes,
+        fontsize=7,
+        color="0.4",
+        va="bottom",
+    )
     return True
 
 
@@ -143,10 +161,19 @@ def panel_plot(
     return finish(fig, title)
 
 
-def trace_plot(trace, labels: Sequence[str], metric: str, ylabel: str, log: bool = False,
-               xlabel: str = "step", title: str | None = None, hline: float | None = None,
-               vline: float | None = None):
-    """One line per configuration of a batched trace (``steps``, ``metrics[name]`` (C, L), ``diverged_at``). A diverged configuration is labelled with its step,
+def trace_plot(
+    trace,
+    labels: Sequence[str],
+    metric: str,
+    ylabel: str,
+    log: bool = False,
+    xlabel: str = "step",
+    title: str | None = None,
+    hline: float | None = None,
+    vline: float | None = None,
+):
+    """One line per configuration of a batched trace (``steps``, ``metrics[name]`` (C, L), ``diverged_at``).
+    A diverged configuration is labelled with its step,
     and the y-range is set by the finished ones (its last finite values can be orders of magnitude larger)."""
     div = trace.diverged_at
     series = {}
@@ -156,13 +183,21 @@ def trace_plot(trace, labels: Sequence[str], metric: str, ylabel: str, log: bool
         series[lab] = (trace.steps, trace.metrics[metric][c])
     ok = trace.metrics[metric][div < 0]
     ok = ok[np.isfinite(ok) & ((ok > 0) if log else True)]
-    fig = line_plot(series, ylabel, log=log, xlabel=xlabel, title=title, hline=hline, vline=vline,
-                    range_values=ok if (div >= 0).any() and ok.size else None)
+    fig = line_plot(
+        series,
+        ylabel,
+        log=log,
+        xlabel=xlabel,
+        title=title,
+        hline=hline,
+        vline=vline,
+        range_values=ok if (div >= 0).any() and ok.size else None,
+    )
     if (div >= 0).any() and ok.size:
         lo, hi = float(ok.min()), float(ok.max())
         ax = fig.axes[0]
         if log:
-            ax.set_ylim(max(lo / 1.5, hi * 10.0 ** -LOG_DECADES), hi * 1.5)
+            ax.set_ylim(max(lo / 1.5, hi * 10.0**-LOG_DECADES), hi * 1.5)
         else:
             pad = 0.05 * (hi - lo or abs(hi) or 1.0)
             ax.set_ylim(lo - pad, hi + pad)
@@ -181,8 +216,12 @@ class Curve:
     style: str = "-"
 
 
-def curves_figure(panels: Sequence[tuple[str, Sequence[Curve], Sequence[float], Sequence[tuple[float, float, str]]]],
-                  ylabel: str | Sequence[str], xlabel: str = "step", log: bool = False):
+def curves_figure(
+    panels: Sequence[tuple[str, Sequence[Curve], Sequence[float], Sequence[tuple[float, float, str]]]],
+    ylabel: str | Sequence[str],
+    xlabel: str = "step",
+    log: bool = False,
+):
     """One panel per ``(title, curves, vertical lines, marks)``; marks are ``(x, y, color)`` crosses
     (Fig. 4: ρ for each strength, turned off (dashed) vs constant (solid), intersections marked; the dashed
     vertical lines are the turn-off steps). ``ylabel`` is one label or one per panel; the legend of the
@@ -197,7 +236,7 @@ def curves_figure(panels: Sequence[tuple[str, Sequence[Curve], Sequence[float], 
                 ax.fill_between(c.x, c.mean - c.band, c.mean + c.band, color=c.color, alpha=0.12, lw=0)
         for v in vlines:
             ax.axvline(v, color="grey", ls="--", lw=0.8)
-        for (mx, my, col) in marks:
+        for mx, my, col in marks:
             ax.plot([mx], [my], "x", color=col, ms=9, mew=2)
         if log:
             ax.set_yscale("log")
@@ -210,8 +249,9 @@ def curves_figure(panels: Sequence[tuple[str, Sequence[Curve], Sequence[float], 
     return finish(fig)
 
 
-def bars_figure(xs: Sequence[float], series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-                xlabel: str, title: str = ""):
+def bars_figure(
+    xs: Sequence[float], series: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, title: str = ""
+):
     """Final metrics (mean ± spread over seeds) against a categorical x, one panel per metric (Fig. 14 right)."""
     n = len(series)
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6), squeeze=False)
@@ -225,8 +265,9 @@ def bars_figure(xs: Sequence[float], series: Mapping[str, tuple[Sequence[float],
     return finish(fig, title)
 
 
-def legendre_figure(reparam, init, a_values: Sequence[float], x_range: tuple[float, float] | None = None,
-                    points: int = 400):
+def legendre_figure(
+    reparam, init, a_values: Sequence[float], x_range: tuple[float, float] | None = None, points: int = 400
+):
     """R_a and its mirror map ∇R_a for several a (Figs. 2, 10, 12) of a one-dimensional reparameterization.
 
     Left panel: R_a(x) with its minimiser x*_a marked (type and positional bias). Right panel: the mirror

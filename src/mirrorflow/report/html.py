@@ -3,11 +3,12 @@ base64 PNG (``<img src="data:image/png;base64,...">``) and the data files (CSV, 
 download links (``data:`` URIs), so the single file works when it is sent alone. No scripts, no external
 resources; the layout fits a 1200-pixel-wide window (wide tables scroll inside their box).
 """
+
 from __future__ import annotations
 
 import base64
 import html
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
@@ -48,8 +49,14 @@ def data_link(name: str, data: bytes) -> str:
     return f'<a download="{html.escape(name)}" href="{uri}">{html.escape(name)}</a>'
 
 
-def render_page(title: str, description: str, table, figures: Sequence[tuple[str, bytes]],
-                links: Sequence[tuple[str, bytes]] = (), failed: Mapping[str, str] | None = None) -> str:
+def render_page(
+    title: str,
+    description: str,
+    table,
+    figures: Sequence[tuple[str, bytes]],
+    links: Sequence[tuple[str, bytes]] = (),
+    failed: Mapping[str, str] | None = None,
+) -> str:
     """The report page. ``table`` is an :class:`mirrorflow.report.aggregate.Table`; ``figures`` are
     ``(caption, png bytes)``; ``links`` are ``(file name, contents)`` of the data files, embedded."""
     n_params = table.header.index("runs") if "runs" in table.header else 0  # axis columns come first

@@ -16,33 +16,49 @@ axis). Values spanning more than a decade get a log colour scale; NaN cells (thr
 diverged) are grey. Every title states the question, the experiment's fixed settings, the metric and that
 lower is better.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from . import figures  # noqa: F401  (sets up matplotlib: Agg backend)
 
 NAN_COLOUR = "#bdbdbd"
-SCHEDULE_COLOURS = {"constant": "#1f77b4", "turn_off": "#d62728", "none": "#bcbd22", "auto": "#9467bd",
-                    "linear": "#2ca02c", "cosine": "#8c564b"}
+SCHEDULE_COLOURS = {
+    "constant": "#1f77b4",
+    "turn_off": "#d62728",
+    "none": "#bcbd22",
+    "auto": "#9467bd",
+    "linear": "#2ca02c",
+    "cosine": "#8c564b",
+}
 HATCH = "///"
 WIN_LABEL = "turned off beats both"
-LABELS = {"off": "switch point (fraction of the run)", "wd": "weight decay λ", "lr": "learning rate η",
-          "init_scale": "init scale", "time_to_train_loss": "time to train loss (step)",
-          "dist": "‖x − x*‖₂", "l1_l2": "‖x‖₁ / ‖x‖₂", "mse": "reconstruction MSE"}
+LABELS = {
+    "off": "switch point (fraction of the run)",
+    "wd": "weight decay λ",
+    "lr": "learning rate η",
+    "init_scale": "init scale",
+    "time_to_train_loss": "time to train loss (step)",
+    "dist": "‖x − x*‖₂",
+    "l1_l2": "‖x‖₁ / ‖x‖₂",
+    "mse": "reconstruction MSE",
+}
 
 
 TEXT_COLUMNS = ("winner", "theory")
 # Theorem 3.11 marks: predicted limit = trained point (match), not (mismatch), or why it cannot be checked
-THEORY_MARKS = {"match": dict(marker="o", mfc="white", mec="black", ms=5),
-                "mismatch": dict(marker="X", mfc="#d62728", mec="white", ms=7),
-                "not converged": dict(marker="^", mfc="none", mec="white", ms=5),
-                "unsolved": dict(marker="d", mfc="none", mec="white", ms=5),
-                "λ never off": dict(marker="+", mfc="none", mec="black", ms=6)}
+THEORY_MARKS = {
+    "match": dict(marker="o", mfc="white", mec="black", ms=5),
+    "mismatch": dict(marker="X", mfc="#d62728", mec="white", ms=7),
+    "not converged": dict(marker="^", mfc="none", mec="white", ms=5),
+    "unsolved": dict(marker="d", mfc="none", mec="white", ms=5),
+    "λ never off": dict(marker="+", mfc="none", mec="black", ms=6),
+}
 
 
 def label(key: str) -> str:
@@ -53,7 +69,7 @@ def _edges(v: np.ndarray, log: bool) -> np.ndarray:
     v = np.log10(v) if log else np.asarray(v, dtype=float)
     mid = 0.5 * (v[1:] + v[:-1])
     e = np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
-    return 10 ** e if log else e
+    return 10**e if log else e
 
 
 def _axes(ax, xlabel: str, ylabel: str, log_x: bool, log_y: bool) -> None:
@@ -107,8 +123,15 @@ def _theory_marks(ax, xs, ys, theory: np.ndarray | None) -> list:
         jj, ii = np.nonzero(theory == kind)
         if len(jj):
             ax.plot(np.asarray(xs)[ii], np.asarray(ys)[jj], ls="none", **style)
-            handles.append(Line2D([], [], ls="none", label=f"Thm 3.11: {kind}",
-                                  **{**style, "mec": "black" if style["mec"] == "white" else style["mec"]}))
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    ls="none",
+                    label=f"Thm 3.11: {kind}",
+                    **{**style, "mec": "black" if style["mec"] == "white" else style["mec"]},
+                )
+            )
     return handles
 
 
@@ -117,8 +140,11 @@ def _switch_lines(ax, lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None)
     ``lines[name] = (x values, y values)``."""
     for name, (lx, ly) in (lines or {}).items():
         ok = np.isfinite(lx) & np.isfinite(ly)
-        style = dict(color="#ff7f0e", ls="--", marker="o", ms=3) if name.startswith("best") else \
-            dict(color="black", ls="-", marker="s", ms=3)
+        style = (
+            dict(color="#ff7f0e", ls="--", marker="o", ms=3)
+            if name.startswith("best")
+            else dict(color="black", ls="-", marker="s", ms=3)
+        )
         ax.plot(lx[ok], ly[ok], lw=1.4, label=name, **style)
 
 
@@ -133,11 +159,23 @@ def _deviation_scale(finite: np.ndarray):
     return SymLogNorm(lin, vmin=-top, vmax=top, base=10), "neither"
 
 
-def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
-                   log_x: bool, log_y: bool, wins: np.ndarray | None = None, title: str = "",
-                   lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None, lower_better: bool = True,
-                   reference: float | None = None, theory: Mapping[str, np.ndarray] | None = None,
-                   win_label: str = WIN_LABEL):
+def phase_heatmaps(
+    xs,
+    ys,
+    values: Mapping[str, np.ndarray],
+    metric: str,
+    xlabel: str,
+    ylabel: str,
+    log_x: bool,
+    log_y: bool,
+    wins: np.ndarray | None = None,
+    title: str = "",
+    lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    lower_better: bool = True,
+    reference: float | None = None,
+    theory: Mapping[str, np.ndarray] | None = None,
+    win_label: str = WIN_LABEL,
+):
     """One panel per schedule of ``values[schedule]`` (shape (len(ys), len(xs))), one shared colour scale;
     the cells where turning weight decay off beats both other schedules hatched in its panel; ``lines``
     (switch-time maps) drawn in every panel. With a ``reference`` (a known target such as ‖W*‖_* = 1) the
@@ -183,19 +221,42 @@ def phase_heatmaps(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel
     if wins is not None and wins.any():
         handles.append(Patch(facecolor="#9e9e9e", edgecolor="black", hatch="xxxx", label=win_label))
     for name in lines or {}:
-        handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#ff7f0e",
-                              ls="-" if not name.startswith("best") else "--", label=name))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black" if not name.startswith("best") else "#ff7f0e",
+                ls="-" if not name.startswith("best") else "--",
+                label=name,
+            )
+        )
     handles += marks
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.45, 0.0), ncol=min(len(handles), 5),
-               fontsize=8, frameon=False)
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.45, 0.0),
+        ncol=min(len(handles), 5),
+        fontsize=8,
+        frameon=False,
+    )
     if title:
         fig.suptitle(title, fontsize=9, y=1.02)
     plt.close(fig)
     return fig
 
 
-def _winner_panel(ax, xs, ys, values: Mapping[str, np.ndarray], xlabel: str, ylabel: str, log_x: bool,
-                  log_y: bool, wins: np.ndarray | None, clear: np.ndarray | None) -> list:
+def _winner_panel(
+    ax,
+    xs,
+    ys,
+    values: Mapping[str, np.ndarray],
+    xlabel: str,
+    ylabel: str,
+    log_x: bool,
+    log_y: bool,
+    wins: np.ndarray | None,
+    clear: np.ndarray | None,
+) -> list:
     """The winner per cell filled with its schedule's colour (pale where not clear), the turned-off-wins
     cells hatched; returns the legend handles."""
     from matplotlib.colors import ListedColormap
@@ -211,8 +272,7 @@ def _winner_panel(ax, xs, ys, values: Mapping[str, np.ndarray], xlabel: str, yla
     ax.pcolormesh(ex, ey, np.ma.masked_invalid(best), cmap=cmap, vmin=-0.5, vmax=len(names) - 0.5, shading="flat")
     if clear is not None and (~clear).any():
         pale = np.where(~clear & np.isfinite(best), 1.0, np.nan)
-        ax.pcolormesh(ex, ey, np.ma.masked_invalid(pale), cmap=ListedColormap(["white"]), alpha=0.6,
-                      shading="flat")
+        ax.pcolormesh(ex, ey, np.ma.masked_invalid(pale), cmap=ListedColormap(["white"]), alpha=0.6, shading="flat")
     _axes(ax, xlabel, ylabel, log_x, log_y)
     handles = [Patch(color=c, label=s.replace("_", " ")) for s, c in zip(names, colours)]
     if clear is not None and (~clear).any():
@@ -235,12 +295,23 @@ def facet_winners(panels: Sequence[tuple[str, Mapping, Sequence[Mapping]]], titl
     for n, (ax, (name, summary, rows)) in enumerate(zip(axes[0], panels)):
         xs, ys, grids = grids_from_rows(summary, rows)
         first = next(iter(grids.values()))
-        wins = first["turn_off_wins"] > 0.5 if np.isfinite(first.get("turn_off_wins", np.array([np.nan]))).all() else None
+        wins = (
+            first["turn_off_wins"] > 0.5 if np.isfinite(first.get("turn_off_wins", np.array([np.nan]))).all() else None
+        )
         ax_, ay_ = summary["axes"]["x"], summary["axes"]["y"]
         names = summary.get("labels", {})
-        for h in _winner_panel(ax, xs, ys, {s: g[summary["metric"]] for s, g in grids.items()},
-                               names.get(ax_["key"], ax_["key"]), names.get(ay_["key"], ay_["key"]) if n == 0 else "",
-                               ax_["log"], ay_["log"], wins, first["clear"] > 0.5):
+        for h in _winner_panel(
+            ax,
+            xs,
+            ys,
+            {s: g[summary["metric"]] for s, g in grids.items()},
+            names.get(ax_["key"], ax_["key"]),
+            names.get(ay_["key"], ay_["key"]) if n == 0 else "",
+            ax_["log"],
+            ay_["log"],
+            wins,
+            first["clear"] > 0.5,
+        ):
             if h.get_label() not in [x.get_label() for x in handles]:
                 handles.append(h)
         ax.set_title(name, fontsize=10)
@@ -251,8 +322,14 @@ def _finish(fig, handles, columns: int, title: str):
     """The shared legend below the panels (at most ``columns`` per row), the title above them; closed."""
     import matplotlib.pyplot as plt
 
-    fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(len(handles), columns), frameon=False)
+    fig.legend(
+        handles=handles,
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=min(len(handles), columns),
+        frameon=False,
+    )
     if title:
         fig.suptitle(title, fontsize=9, y=1.02)
     fig.tight_layout()
@@ -260,10 +337,21 @@ def _finish(fig, handles, columns: int, title: str):
     return fig
 
 
-def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: str, ylabel: str,
-               log_x: bool, log_y: bool, wins: np.ndarray | None = None, margin: np.ndarray | None = None,
-               clear: np.ndarray | None = None, title: str = "",
-               lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None):
+def winner_map(
+    xs,
+    ys,
+    values: Mapping[str, np.ndarray],
+    metric: str,
+    xlabel: str,
+    ylabel: str,
+    log_x: bool,
+    log_y: bool,
+    wins: np.ndarray | None = None,
+    margin: np.ndarray | None = None,
+    clear: np.ndarray | None = None,
+    title: str = "",
+    lines: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+):
     """Left: which schedule has the lowest ``metric`` in each cell (NaN counts as worst), filled with its
     colour, pale where the win is not clear; the turned-off-wins cells hatched. Right (with ``margin``): the
     winner's relative margin over the runner-up."""
@@ -285,8 +373,14 @@ def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: st
         fin = m[np.isfinite(m)]
         lo = max(float(fin.min()), 1e-4) if fin.size else 1e-4
         hi = max(float(fin.max()), lo * 10) if fin.size else 1.0
-        mesh = ax2.pcolormesh(ex, ey, np.ma.masked_invalid(np.clip(m, lo, None)), norm=LogNorm(lo, hi),
-                              cmap=plt.get_cmap("magma").with_extremes(bad=NAN_COLOUR), shading="flat")
+        mesh = ax2.pcolormesh(
+            ex,
+            ey,
+            np.ma.masked_invalid(np.clip(m, lo, None)),
+            norm=LogNorm(lo, hi),
+            cmap=plt.get_cmap("magma").with_extremes(bad=NAN_COLOUR),
+            shading="flat",
+        )
         _axes(ax2, xlabel, "", log_x, log_y)
         ax2.set_title("winner's margin over the runner-up", fontsize=10)
         cb = fig.colorbar(mesh, ax=ax2, fraction=0.05, pad=0.02)
@@ -295,8 +389,15 @@ def winner_map(xs, ys, values: Mapping[str, np.ndarray], metric: str, xlabel: st
     for name in lines or {}:
         from matplotlib.lines import Line2D
 
-        handles.append(Line2D([], [], color="black" if not name.startswith("best") else "#ff7f0e",
-                              ls="-" if not name.startswith("best") else "--", label=name))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black" if not name.startswith("best") else "#ff7f0e",
+                ls="-" if not name.startswith("best") else "--",
+                label=name,
+            )
+        )
     return _finish(fig, handles, 4, title)
 
 
@@ -337,8 +438,10 @@ def title_of(summary: Mapping, question: str, metric: str | None = None, lower_b
     parts = [f"{symbols.get(k, 'switch at')} {v:g}{' of the run' if k == 'off' else ''}" for k, v in fixed.items()]
     seeds = summary.get("seeds", [])
     mean = f"mean of {len(seeds)} seeds" if len(seeds) > 1 else f"seed {seeds[0]}" if seeds else ""
-    return (f"{question}\n{summary.get('title', summary.get('experiment', ''))}; {', '.join(parts)}; "
-            f"{label(metric)}{', lower is better' if lower_better else ''}; {mean}")
+    return (
+        f"{question}\n{summary.get('title', summary.get('experiment', ''))}; {', '.join(parts)}; "
+        f"{label(metric)}{', lower is better' if lower_better else ''}; {mean}"
+    )
 
 
 def switch_lines(summary: Mapping) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
@@ -353,8 +456,9 @@ def switch_lines(summary: Mapping) -> dict[str, tuple[np.ndarray, np.ndarray]] |
     best = np.array([math.nan if r["best_off"] is None else r["best_off"] for r in versus], dtype=float)
     pairs = {"best fixed switch": best}
     if "auto_off" in versus[0]:
-        pairs["automatic switch-off"] = np.array([math.nan if r["auto_off"] is None else r["auto_off"]
-                                                 for r in versus], dtype=float)
+        pairs["automatic switch-off"] = np.array(
+            [math.nan if r["auto_off"] is None else r["auto_off"] for r in versus], dtype=float
+        )
     return {k: (p, v) if along_x else (v, p) for k, p in pairs.items()}
 
 
@@ -377,17 +481,40 @@ def draw(out: Path | str, summary: Mapping, rows: Sequence[Mapping]) -> list[tup
         q = f"{label(m)} per schedule" + (" — when to switch off?" if lines else "")
         if m in refs:
             q = f"{label(m)}: how far from the target {refs[m]:g}, per schedule?"
-        fig = phase_heatmaps(xs, ys, {s: g[m] for s, g in grids.items()}, m, names.get(ax["key"], ax["key"]),
-                             names.get(ay["key"], ay["key"]), ax["log"],
-                             ay["log"], wins, title_of(summary, q, m, m in lower), lines, m in lower, refs.get(m),
-                             {s: g["theory"] for s, g in grids.items() if "theory" in g},
-                             WIN_LABEL if m == metric else f"{WIN_LABEL} on {label(metric)}")
+        fig = phase_heatmaps(
+            xs,
+            ys,
+            {s: g[m] for s, g in grids.items()},
+            m,
+            names.get(ax["key"], ax["key"]),
+            names.get(ay["key"], ay["key"]),
+            ax["log"],
+            ay["log"],
+            wins,
+            title_of(summary, q, m, m in lower),
+            lines,
+            m in lower,
+            refs.get(m),
+            {s: g["theory"] for s, g in grids.items() if "theory" in g},
+            WIN_LABEL if m == metric else f"{WIN_LABEL} on {label(metric)}",
+        )
         made.append((save_png(fig, out / f"phase_{m}.png").name, f"{label(m)} per schedule"))
     if len(grids) > 1:
-        fig = winner_map(xs, ys, {s: g[metric] for s, g in grids.items()}, metric, names.get(ax["key"], ax["key"]),
-                         names.get(ay["key"], ay["key"]), ax["log"],
-                         ay["log"], wins, first["margin"], first["clear"] > 0.5,
-                         title_of(summary, "Which schedule wins, and by how much?"), lines)
+        fig = winner_map(
+            xs,
+            ys,
+            {s: g[metric] for s, g in grids.items()},
+            metric,
+            names.get(ax["key"], ax["key"]),
+            names.get(ay["key"], ay["key"]),
+            ax["log"],
+            ay["log"],
+            wins,
+            first["margin"],
+            first["clear"] > 0.5,
+            title_of(summary, "Which schedule wins, and by how much?"),
+            lines,
+        )
         made.append((save_png(fig, out / "winner.png").name, "winner per cell and its margin"))
     return made
 
@@ -407,14 +534,20 @@ def is_phase_dir(root: Path | str) -> bool:
 def summary_markdown(summary: Mapping) -> str:
     """The phase report's text: the question, the win fraction and box, winners, the automatic switch-off."""
     ax, ay = summary["axes"]["x"], summary["axes"]["y"]
-    lines = [f"# Phase diagram: {summary.get('title', summary['experiment'])}", "",
-             f"{len(ax['values'])} × {len(ay['values'])} cells ({ax['key']} × {ay['key']}) per schedule "
-             f"({', '.join(summary['schedules'])}), seeds {', '.join(map(str, summary.get('seeds', [])))}; "
-             f"metric {summary['metric']} (lower is better), margin {summary.get('margin', 0):g}; "
-             f"fixed: {', '.join(f'{k}={v:g}' for k, v in summary.get('fixed', {}).items())}.", ""]
+    lines = [
+        f"# Phase diagram: {summary.get('title', summary['experiment'])}",
+        "",
+        f"{len(ax['values'])} × {len(ay['values'])} cells ({ax['key']} × {ay['key']}) per schedule "
+        f"({', '.join(summary['schedules'])}), seeds {', '.join(map(str, summary.get('seeds', [])))}; "
+        f"metric {summary['metric']} (lower is better), margin {summary.get('margin', 0):g}; "
+        f"fixed: {', '.join(f'{k}={v:g}' for k, v in summary.get('fixed', {}).items())}.",
+        "",
+    ]
     if "turn_off_wins_fraction" in summary:
-        lines.append(f"**Turned off beats both** constant and no weight decay in "
-                     f"{100 * summary['turn_off_wins_fraction']:.1f} % of the cells.")
+        lines.append(
+            f"**Turned off beats both** constant and no weight decay in "
+            f"{100 * summary['turn_off_wins_fraction']:.1f} % of the cells."
+        )
         box = summary.get("turn_off_wins_box")
         if box:
             lines.append("Winning box: " + ", ".join(f"{k} {lo:g} … {hi:g}" for k, (lo, hi) in box.items()) + ".")
@@ -423,32 +556,50 @@ def summary_markdown(summary: Mapping) -> str:
     if wf:
         lines += ["| schedule | cells won | best " + summary["metric"] + " |", "|---|---|---|"]
         best = {s: summary.get(f"best_{summary['metric']}_{s}") for s in wf}
-        lines += [f"| {s} | {100 * f:.1f} % | {'–' if best[s] is None else format(best[s], '.3g')} |"
-                  for s, f in wf.items()]
-        lines += ["", f"Clear winner (margin ≥ {summary.get('margin', 0):g}, 95 % intervals apart) in "
-                      f"{100 * summary.get('clear_fraction', 0):.1f} % of the cells.", ""]
+        lines += [
+            f"| {s} | {100 * f:.1f} % | {'–' if best[s] is None else format(best[s], '.3g')} |" for s, f in wf.items()
+        ]
+        lines += [
+            "",
+            f"Clear winner (margin ≥ {summary.get('margin', 0):g}, 95 % intervals apart) in "
+            f"{100 * summary.get('clear_fraction', 0):.1f} % of the cells.",
+            "",
+        ]
     versus = summary.get("best_switch")
     if versus:
         other = next(iter(versus[0]))
         m = summary["metric"]
         auto = "auto_off" in versus[0]
-        lines += [("Automatic switch-off (" + str(summary.get("auto")) + ") against the best fixed switch"
-                   if auto else "The best fixed switch") + " (switch points as fractions of the run; near the "
-                  "best: the switch points within 2× of the best " + m + (
-                      "; the automatic one is the mean over the seeds where it fired" if auto else "") + "):", "",
-                  f"| {other} | best fixed switch | its {m} | near the best |"
-                  + (f" automatic switch (fired) | its {m} |" if auto else ""),
-                  "|---|---|---|---|" + ("---|---|" if auto else "")]
+        lines += [
+            (
+                "Automatic switch-off (" + str(summary.get("auto")) + ") against the best fixed switch"
+                if auto
+                else "The best fixed switch"
+            )
+            + " (switch points as fractions of the run; near the "
+            "best: the switch points within 2× of the best "
+            + m
+            + ("; the automatic one is the mean over the seeds where it fired" if auto else "")
+            + "):",
+            "",
+            f"| {other} | best fixed switch | its {m} | near the best |"
+            + (f" automatic switch (fired) | its {m} |" if auto else ""),
+            "|---|---|---|---|" + ("---|---|" if auto else ""),
+        ]
         fmt = lambda v: "never" if v is None else f"{v:.3g}"  # noqa: E731
         band = lambda r: "–" if r["near_best"] is None else f"{r['near_best'][0]:.3g} … {r['near_best'][1]:.3g}"  # noqa: E731
-        lines += [f"| {r[other]:.3g} | {fmt(r['best_off'])} | {fmt(r[f'best_{m}'])} | {band(r)} |"
-                  + (f" {fmt(r['auto_off'])} ({r['auto_fired']}) | {fmt(r[f'auto_{m}'])} |" if auto else "")
-                  for r in versus]
+        lines += [
+            f"| {r[other]:.3g} | {fmt(r['best_off'])} | {fmt(r[f'best_{m}'])} | {band(r)} |"
+            + (f" {fmt(r['auto_off'])} ({r['auto_fired']}) | {fmt(r[f'auto_{m}'])} |" if auto else "")
+            for r in versus
+        ]
         lines.append("")
     resumed = summary.get("groups_resumed") or 0
-    lines.append(f"{summary.get('rows')} runs in {summary.get('groups')} batched programs, "
-                 f"{summary.get('seconds_total')} s wall on {summary.get('device')}"
-                 + (f" for the {summary.get('groups') - resumed} not resumed from groups/." if resumed else "."))
+    lines.append(
+        f"{summary.get('rows')} runs in {summary.get('groups')} batched programs, "
+        f"{summary.get('seconds_total')} s wall on {summary.get('device')}"
+        + (f" for the {summary.get('groups') - resumed} not resumed from groups/." if resumed else ".")
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -467,12 +618,20 @@ def write_report(root: Path | str, out: Path | str | None = None):
     made = draw(out, summary, read_csv(root / "cells.csv"))
     md = summary_markdown(summary)
     files = [atomic_write(out / "summary.md", md)] + [out / name for name, _ in made]
-    table = _Table(["schedule", "cells won", f"best {summary['metric']}"],
-                   [[s, f"{100 * f:.1f} %", str(summary.get(f"best_{summary['metric']}_{s}"))]
-                    for s, f in summary.get("winner_fraction", {}).items()])
-    page = render_page(f"Phase diagram: {summary.get('title', '')}", md.split("\n", 2)[2].strip(), table,
-                       [(cap, (out / name).read_bytes()) for name, cap in made],
-                       links=[("cells.csv", (root / "cells.csv").read_bytes()), ("summary.md", md.encode())])
+    table = _Table(
+        ["schedule", "cells won", f"best {summary['metric']}"],
+        [
+            [s, f"{100 * f:.1f} %", str(summary.get(f"best_{summary['metric']}_{s}"))]
+            for s, f in summary.get("winner_fraction", {}).items()
+        ],
+    )
+    page = render_page(
+        f"Phase diagram: {summary.get('title', '')}",
+        md.split("\n", 2)[2].strip(),
+        table,
+        [(cap, (out / name).read_bytes()) for name, cap in made],
+        links=[("cells.csv", (root / "cells.csv").read_bytes()), ("summary.md", md.encode())],
+    )
     html_path = atomic_write(out / "index.html", page)
     return Report(out, md, files + [html_path], html_path)
 
@@ -492,20 +651,34 @@ def _facets_report(root: Path, out: Path, summary: Mapping):
     fig = facet_winners(panels, title_of(unfaceted, f"Which schedule wins, as {summary['facet']} changes?"))
     png = save_png(fig, out / "winner_facets.png")
     m = summary["metric"]
-    rows = [[name, f"{100 * f.get('turn_off_wins_fraction', float('nan')):.1f} %",
-             ", ".join(f"{s} {100 * v:.0f} %" for s, v in f.get("winner_fraction", {}).items())]
-            for name, f in summary["facets"].items()]
-    md = (f"# Phase diagram by {summary['facet']}: {panels[0][1].get('title', '')}\n\n"
-          f"One phase diagram per value of {summary['facet']} (metric {m}, lower is better); each has its own "
-          f"report in its folder.\n\n| facet | turned off beats both | cells won |\n|---|---|---|\n"
-          + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows))
+    rows = [
+        [
+            name,
+            f"{100 * f.get('turn_off_wins_fraction', float('nan')):.1f} %",
+            ", ".join(f"{s} {100 * v:.0f} %" for s, v in f.get("winner_fraction", {}).items()),
+        ]
+        for name, f in summary["facets"].items()
+    ]
+    md = (
+        f"# Phase diagram by {summary['facet']}: {panels[0][1].get('title', '')}\n\n"
+        f"One phase diagram per value of {summary['facet']} (metric {m}, lower is better); each has its own "
+        f"report in its folder.\n\n| facet | turned off beats both | cells won |\n|---|---|---|\n"
+        + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+    )
     files = [atomic_write(out / "summary.md", md), png]
-    page = render_page(f"Phase diagram by {summary['facet']}", md.split("\n", 2)[2].strip(),
-                       _Table(["facet", "turned off beats both", "cells won"], rows),
-                       [(f"winner per cell, by {summary['facet']}", png.read_bytes())]
-                       + [(f"{name}: {cap}", (out / name / f).read_bytes()) for name, r in subs.items()
-                          for f, cap in (("winner.png", "winner and margin"),) if (out / name / f).is_file()],
-                       links=[("summary.md", md.encode())])
+    page = render_page(
+        f"Phase diagram by {summary['facet']}",
+        md.split("\n", 2)[2].strip(),
+        _Table(["facet", "turned off beats both", "cells won"], rows),
+        [(f"winner per cell, by {summary['facet']}", png.read_bytes())]
+        + [
+            (f"{name}: {cap}", (out / name / f).read_bytes())
+            for name, r in subs.items()
+            for f, cap in (("winner.png", "winner and margin"),)
+            if (out / name / f).is_file()
+        ],
+        links=[("summary.md", md.encode())],
+    )
     html_path = atomic_write(out / "index.html", page)
     return Report(out, md, files + [html_path] + [f for r in subs.values() for f in r.files], html_path)
 

@@ -17,17 +17,30 @@ Every table of mirrorflow that summarizes seeds uses these functions:
 
 Non-finite values (a diverged seed, a threshold never reached) are left out and counted.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["finite", "mean_std", "t_interval", "t_interval_columns", "t_quantile", "PairedDifference",
-           "paired_difference", "seeds_needed", "format_mean_std", "spans_decades", "interval", "PAIRED_COLUMNS",
-           "paired_cells"]
+__all__ = [
+    "finite",
+    "mean_std",
+    "t_interval",
+    "t_interval_columns",
+    "t_quantile",
+    "PairedDifference",
+    "paired_difference",
+    "seeds_needed",
+    "format_mean_std",
+    "spans_decades",
+    "interval",
+    "PAIRED_COLUMNS",
+    "paired_cells",
+]
 
 
 def finite(values: Iterable[float | None]) -> list[float]:
@@ -130,16 +143,20 @@ class PairedDifference:
         return self.n >= 2 and math.isfinite(self.half_width) and (self.low > 0 or self.high < 0)
 
 
-def paired_difference(a: Sequence[float | None], b: Sequence[float | None], effect: float | None = None,
-                      level: float = 0.95) -> PairedDifference:
+def paired_difference(
+    a: Sequence[float | None], b: Sequence[float | None], effect: float | None = None, level: float = 0.95
+) -> PairedDifference:
     """Summary of d_i = b_i − a_i over seeds i where both values are finite (see :class:`PairedDifference`).
 
     ``effect`` is the effect size of interest (e.g. the paper's); ``needed`` is :func:`seeds_needed` for it.
     """
     if len(a) != len(b):
         raise ValueError(f"paired_difference needs equally many values per arm, got {len(a)} and {len(b)}")
-    d = [float(y) - float(x) for x, y in zip(a, b)
-         if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))]
+    d = [
+        float(y) - float(x)
+        for x, y in zip(a, b)
+        if x is not None and y is not None and math.isfinite(float(x)) and math.isfinite(float(y))
+    ]
     mean, half, n = t_interval(d, level)
     sd = float(np.std(d, ddof=1)) if n > 1 else math.nan
     needed = seeds_needed(sd, effect, level) if effect is not None else None
@@ -197,7 +214,12 @@ def interval(values: Iterable[float | None], log: bool = False, level: float = 0
     if n == 0:
         return math.nan, math.nan, math.nan, 0
     if log:
-        return 10 ** m, (10 ** (m - h) if math.isfinite(h) else math.nan), (10 ** (m + h) if math.isfinite(h) else math.nan), n
+        return (
+            10**m,
+            (10 ** (m - h) if math.isfinite(h) else math.nan),
+            (10 ** (m + h) if math.isfinite(h) else math.nan),
+            n,
+        )
     return m, m - h, m + h, n
 
 
@@ -211,7 +233,10 @@ def paired_cells(d: PairedDifference, spec: str = "+.3f", scale: float = 1.0) ->
     if d.n == 0:
         return ["–", "–", "0", "–"]
     m = format(d.mean * scale, spec)
-    ci = (f" [{format(d.low * scale, spec)}, {format(d.high * scale, spec)}]"
-          if math.isfinite(d.half_width) else " [n < 2]")
+    ci = (
+        f" [{format(d.low * scale, spec)}, {format(d.high * scale, spec)}]"
+        if math.isfinite(d.half_width)
+        else " [n < 2]"
+    )
     needed = "–" if d.effect is None or d.needed is None else str(d.needed)
     return [m + ci, f"{d.negative}/{d.positive}", str(d.n), needed]

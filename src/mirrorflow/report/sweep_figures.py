@@ -2,10 +2,12 @@
 
 Each group's values are summarized by the mean and the 95 % t-interval across seeds (:mod:`.stats`).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -160,7 +162,7 @@ def curve_figure(sweep: Sweep, gs: Sequence[Group], metric: str):
         if log:
             with np.errstate(all="ignore"):
                 mean, half, _ = t_interval_columns(np.where(Y > 0, np.log10(np.where(Y > 0, Y, 1.0)), np.nan))
-            centre, low, high = 10 ** mean, 10 ** (mean - half), 10 ** (mean + half)
+            centre, low, high = 10**mean, 10 ** (mean - half), 10 ** (mean + half)
         else:
             centre, half, _ = t_interval_columns(Y)
             low, high = centre - half, centre + half
@@ -195,11 +197,21 @@ def figures(sweep: Sweep, gs: Sequence[Group] | None = None) -> list[tuple[str, 
     chosen = (varying + [m for m in metrics if m not in varying])[:MAX_FIGURE_METRICS]
     for m in chosen:
         safe = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in m)
-        out.append((f"final_{safe}.png", f"{m}: mean and 95% CI across seeds (log scale: geometric mean)",
-                    final_metric_figure(sweep, gs, m)))
+        out.append(
+            (
+                f"final_{safe}.png",
+                f"{m}: mean and 95% CI across seeds (log scale: geometric mean)",
+                final_metric_figure(sweep, gs, m),
+            )
+        )
     for m in curve_metric_names(sweep)[:MAX_CURVE_METRICS]:
         fig = curve_figure(sweep, gs, m)
         if fig is not None:
-            out.append((f"curve_{m}.png", f"{m} during training: mean over seeds, band = 95% CI, "
-                                          "dot = weight decay turned off", fig))
+            out.append(
+                (
+                    f"curve_{m}.png",
+                    f"{m} during training: mean over seeds, band = 95% CI, dot = weight decay turned off",
+                    fig,
+                )
+            )
     return out

@@ -1,7 +1,8 @@
 """Markdown tables: one helper for every table mirrorflow prints or writes."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 __all__ = ["markdown_table"]
 
@@ -16,6 +17,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], esca
     |---|---|
     | 1 | x |
     """
+
     def cell(c: object) -> str:
         s = str(c)
         return s.replace("|", "\\|") if escape else s

@@ -7,6 +7,7 @@ products (attention W_Q W_Kᵀ, LoRA B A), automatic turn-off, LoRA decay checks
 importing this package imports neither ``transformers`` nor ``lightning``; likewise ``LegendreTracker`` (and
 ``identity_residual``) in :mod:`mirrorflow.training.tracker`, which needs ``mirrorflow.geometry``.
 """
+
 from .auto_off import AutoTurnOff
 from .factors import FactorPair, find_factor_pairs
 from .lora_check import LoRADecayWarning, check_lora_decay, format_lora_decay_report, lora_decay_report

@@ -16,7 +16,8 @@ With t* = ``triggered_at`` (the step of the observation that fired):
 (the observation comes after step t*'s update, so step t* was decayed and step t*+1 is the first without).
 Before a trigger, ``base`` is a constant ``value`` or any schedule; ``value=None`` takes λ from the optimizer
 (the driven group's initial ``weight_decay``, as ``turn_off(at=...)`` does) when a
-:class:`~mirrorflow.training.scheduler.WeightDecayScheduler` or a callback wraps it. ``max_step`` is an optional fallback:
+:class:`~mirrorflow.training.scheduler.WeightDecayScheduler` or a callback wraps it.
+``max_step`` is an optional fallback:
 λ_t = 0 for t ≥ ``max_step`` even without a trigger. Non-finite signal values (ρ is NaN while a LoRA
 product is still 0) are skipped. The state (trigger step, recent observations) survives
 ``state_dict()`` / ``load_state_dict()``, also through :class:`WeightDecayScheduler`'s state dict.
@@ -27,11 +28,12 @@ product is still 0) are skipped. The state (trigger step, recent observations) s
 >>> s.triggered_at, s(2), s(3), s.integral(10)
 (2, 0.1, 0.0, 0.30000000000000004)
 """
+
 from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -123,8 +125,10 @@ class AutoTurnOff:
 
     def _base(self, step: int) -> float:
         if self.base is None:
-            raise ValueError("value=None takes λ from the optimizer: wrap this AutoTurnOff in "
-                             "WeightDecayScheduler(opt, ...) or a callback, or give value=")
+            raise ValueError(
+                "value=None takes λ from the optimizer: wrap this AutoTurnOff in "
+                "WeightDecayScheduler(opt, ...) or a callback, or give value="
+            )
         if not callable(self.base):
             return self.base
         v = float(self.base(step))
@@ -207,8 +211,8 @@ class AutoTurnOff:
         if tv is not None and not isinstance(tv, (int, float)):
             raise TypeError(f"state_dict['trigger_value'] must be a number or None, got {tv!r}")
         if not isinstance(recent, (list, tuple)) or not all(
-                isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(y, (int, float)) for y in x)
-                for x in recent):
+            isinstance(x, (list, tuple)) and len(x) == 2 and all(isinstance(y, (int, float)) for y in x) for x in recent
+        ):
             raise TypeError(f"state_dict['recent'] must be a list of [step, value] pairs, got {recent!r}")
         if state.get("signal", self.signal) != self.signal or state.get("mode", self.mode) != self.mode:
             raise ValueError(
@@ -222,5 +226,12 @@ class AutoTurnOff:
         self._recent = deque(((int(s), float(v)) for s, v in state.get("recent", [])), maxlen=self.window + 1)
 
     def __repr__(self) -> str:
-        crit = f"tol={self.tol}, window={self.window}" if self.mode == "plateau" else f"threshold={self.threshold} ({self.direction})"
-        return f"AutoTurnOff(value={self.base!r}, signal={self.signal!r}, mode={self.mode!r}, {crit}, triggered_at={self.triggered_at})"
+        crit = (
+            f"tol={self.tol}, window={self.window}"
+            if self.mode == "plateau"
+            else f"threshold={self.threshold} ({self.direction})"
+        )
+        return (
+            f"AutoTurnOff(value={self.base!r}, signal={self.signal!r}, mode={self.mode!r}, {crit}, "
+            f"triggered_at={self.triggered_at})"
+        )

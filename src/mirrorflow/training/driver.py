@@ -19,11 +19,12 @@ A training framework calls three things, in its own events:
 log, so with ``logging_steps`` ≠ ``monitor_every`` it can be older than the log), and a tracker's record
 (``legendre/*`` with ``legendre/step``, :meth:`~mirrorflow.training.tracker.LegendreTracker.metrics`).
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -130,14 +131,26 @@ class ScheduleDriver:
         self.scheduler.step()
 
     # -- events ----------------------------------------------------------------------------------------
-    def start(self, optimizer, model, horizon: int | None, global_step: int, lr_scheduler=None,
-              state: dict | None = None, where: str = "the run") -> None:
+    def start(
+        self,
+        optimizer,
+        model,
+        horizon: int | None,
+        global_step: int,
+        lr_scheduler=None,
+        state: dict | None = None,
+        where: str = "the run",
+    ) -> None:
         """Training begins (or resumes at ``global_step`` with the scheduler ``state``)."""
         if self.scheduler is not None:
             self.scheduler.close()
         groups = self.groups if self.groups is not None else default_groups(optimizer)
         self.scheduler = WeightDecayScheduler(
-            optimizer, self.schedule, groups=groups, scale_by_initial=self.scale_by_initial, horizon=horizon,
+            optimizer,
+            self.schedule,
+            groups=groups,
+            scale_by_initial=self.scale_by_initial,
+            horizon=horizon,
             horizon_name=where,
         )
         if state is not None:
@@ -147,11 +160,15 @@ class ScheduleDriver:
             self.scheduler.step()
         elif horizon is not None:
             k = self.scheduler.group_indices[0]
-            warn_if_small(self.scheduler.planned_a(horizon, lr_of(lr_scheduler, optimizer, k)),
-                          f"{self.schedule!r} over {where}={horizon}")
+            warn_if_small(
+                self.scheduler.planned_a(horizon, lr_of(lr_scheduler, optimizer, k)),
+                f"{self.schedule!r} over {where}={horizon}",
+            )
         self._last_lambda = None
         if self.monitor is None and self.monitor_every is not None and model is not None:
-            self.monitor = SpectralMonitor(model, every=int(self.monitor_every), per_head=self.per_head, include=self.include)
+            self.monitor = SpectralMonitor(
+                model, every=int(self.monitor_every), per_head=self.per_head, include=self.include
+            )
         if self.check_lora and model is not None:
             self.lora_report = check_lora_decay(model, optimizer, scheduler=self.scheduler)
         if self.tracker is not None:

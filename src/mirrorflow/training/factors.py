@@ -28,11 +28,11 @@ LoRA. peft's ``lora_A[adapter]`` (``Linear(in, r)``) and ``lora_B[adapter]`` (``
 the layer at measurement time. Embedding adapters (``lora_embedding_A/B``) and conv adapters
 (flattened kernels) are paired the same way.
 """
+
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -82,10 +82,11 @@ def _as_fn(x: TensorOrFn, what: str) -> Callable[[], torch.Tensor]:
 
 
 def _short(name: str) -> str:
-    return name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name
+    return name[len(_PEFT_PREFIX) :] if name.startswith(_PEFT_PREFIX) else name
 
 
 # --- effective weights of (possibly peft-wrapped) projections -----------------------------------------
+
 
 def _is_conv1d(mod: nn.Module) -> bool:
     return type(mod).__name__ == "Conv1D" and getattr(mod, "weight", None) is not None and mod.weight.dim() == 2
@@ -134,6 +135,7 @@ def _io_weight_fn(mod: nn.Module) -> Callable[[], torch.Tensor]:
 
 
 # --- head counts --------------------------------------------------------------------------------------
+
 
 def _heads(attn: nn.Module, model: nn.Module, out_q: int) -> tuple[int, int]:
     """(number of query heads, head_dim) of an attention module."""
@@ -189,7 +191,9 @@ def _mha_weight_fns(attn: nn.MultiheadAttention):
     E rows), or the separate ``q_proj_weight`` / ``k_proj_weight`` when key and value widths differ."""
     E = attn.embed_dim
     if attn.in_proj_weight is not None:
-        return (lambda: attn.in_proj_weight[:E].transpose(0, 1)), (lambda: attn.in_proj_weight[E : 2 * E].transpose(0, 1))
+        return (lambda: attn.in_proj_weight[:E].transpose(0, 1)), (
+            lambda: attn.in_proj_weight[E : 2 * E].transpose(0, 1)
+        )
     return (lambda: attn.q_proj_weight.transpose(0, 1)), (lambda: attn.k_proj_weight.transpose(0, 1))
 
 
@@ -252,9 +256,16 @@ def _attention_pairs(name: str, attn: nn.Module, model: nn.Module, per_head: boo
     if group == 1:
         right = lambda: k_fn().transpose(0, 1)  # noqa: E731
     else:  # GQA: repeat each key head for its query heads
+
         def right() -> torch.Tensor:
             k = k_fn()
-            return k.reshape(k.shape[0], h_kv, hd).repeat_interleave(group, dim=1).reshape(k.shape[0], h * hd).transpose(0, 1)
+            return (
+                k.reshape(k.shape[0], h_kv, hd)
+                .repeat_interleave(group, dim=1)
+                .reshape(k.shape[0], h * hd)
+                .transpose(0, 1)
+            )
+
     return [FactorPair(short, q_fn, right, kind="attention", meta=meta)]
 
 
@@ -270,7 +281,7 @@ def _lora_pairs(name: str, mod: nn.Module) -> list[FactorPair]:
 
     lora_A, lora_B = getattr(mod, "lora_A", None), getattr(mod, "lora_B", None)
     if isinstance(lora_A, nn.ModuleDict) and isinstance(lora_B, nn.ModuleDict):
-        for adapter in lora_A.keys():
+        for adapter in lora_A:
             if adapter not in lora_B:
                 continue
             a_mod, b_mod = lora_A[adapter], lora_B[adapter]
@@ -288,7 +299,7 @@ def _lora_pairs(name: str, mod: nn.Module) -> list[FactorPair]:
             )
     emb_A, emb_B = getattr(mod, "lora_embedding_A", None), getattr(mod, "lora_embedding_B", None)
     if isinstance(emb_A, nn.ParameterDict) and isinstance(emb_B, nn.ParameterDict):
-        for adapter in emb_A.keys():
+        for adapter in emb_A:
             if adapter not in emb_B:
                 continue
             pairs.append(
@@ -358,8 +369,10 @@ def find_factor_pairs(
             found, and modules that hold only one half of a pair.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"find_factor_pairs: model must be a torch.nn.Module (e.g. a loaded transformers model), "
-                        f"got {type(model).__name__} {model!r:.40}")
+        raise TypeError(
+            f"find_factor_pairs: model must be a torch.nn.Module (e.g. a loaded transformers model), "
+            f"got {type(model).__name__} {model!r:.40}"
+        )
     if isinstance(include, str):
         include_set = {include}
     else:
@@ -391,7 +404,15 @@ def find_factor_pairs(
             raise ValueError(f"extra: each item must be (name, left, right[, scale]), got {item!r}")
         name, a, b = item[:3]
         scale = item[3] if len(item) == 4 else 1.0
-        found.append(FactorPair(str(name), _as_fn(a, f"extra {name!r} left"), _as_fn(b, f"extra {name!r} right"), scale=scale, kind="user"))
+        found.append(
+            FactorPair(
+                str(name),
+                _as_fn(a, f"extra {name!r} left"),
+                _as_fn(b, f"extra {name!r} right"),
+                scale=scale,
+                kind="user",
+            )
+        )
 
     names = [p.name for p in found]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -407,7 +428,8 @@ def find_factor_pairs(
         )
         hint = f"; unpaired: {'; '.join(half[:8])}" if half else ""
         raise ModelError(
-            f"no factor pairs found in {type(model).__name__} with include={sorted(include_set)}: found {summary}{hint}. "
+            f"no factor pairs found in {type(model).__name__} with include={sorted(include_set)}: "
+            f"found {summary}{hint}. "
             "Pass extra=[(name, left, right)] to monitor other products."
         )
     return found

@@ -24,6 +24,7 @@ and restored when training resumes from it. The shared logic is :class:`~mirrorf
 
 Only this module imports ``transformers``.
 """
+
 from __future__ import annotations
 
 import json

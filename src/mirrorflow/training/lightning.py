@@ -14,6 +14,7 @@ state is saved in Lightning checkpoints and restored on resume.
 
 Only this module imports ``lightning``.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,10 @@ class WeightDecayMonitor(ScheduleDriver, Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if len(trainer.optimizers) <= self.optimizer_index:
-            raise ValueError(f"WeightDecayMonitor: optimizer_index={self.optimizer_index}, "
-                             f"but the Trainer has {len(trainer.optimizers)} optimizer(s)")
+            raise ValueError(
+                f"WeightDecayMonitor: optimizer_index={self.optimizer_index}, "
+                f"but the Trainer has {len(trainer.optimizers)} optimizer(s)"
+            )
         opt = trainer.optimizers[self.optimizer_index]
         horizon = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
         if horizon is None:

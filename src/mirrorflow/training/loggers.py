@@ -17,6 +17,7 @@ Each library is imported when its sink is built; a missing one is named with the
 'TensorBoardSink'
 >>> sink.close()
 """
+
 from __future__ import annotations
 
 import math

@@ -9,6 +9,7 @@ reports, per adapter, the weight decay λ and learning rate η of the group hold
 (:class:`LoRADecayWarning`) when decay was asked for but a trainable factor gets none, or when A and B
 get different decay (then h is not the balanced regularizer of Table 1).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -62,36 +63,54 @@ class AdapterDecay:
         return self.A.weight_decay == self.B.weight_decay and self.A.lr == self.B.lr
 
 
+def _decoupled(r) -> str:
+    """``yes`` when both factors' weight decay is decoupled (AdamW), ``no`` when neither, else ``mixed``."""
+    if r.A.decoupled and r.B.decoupled:
+        return "yes"
+    return "mixed" if (r.A.decoupled or r.B.decoupled) else "no"
+
+
 def _lora_params(model: nn.Module) -> list[tuple[str, str, str, nn.Parameter, str, nn.Parameter]]:
     """(pair name, adapter, A name, A, B name, B) for every LoRA adapter in ``model``."""
     out = []
     for name, mod in model.named_modules():
-        short = name[len(_PEFT_PREFIX):] if name.startswith(_PEFT_PREFIX) else name
+        short = name[len(_PEFT_PREFIX) :] if name.startswith(_PEFT_PREFIX) else name
         la, lb = getattr(mod, "lora_A", None), getattr(mod, "lora_B", None)
         if isinstance(la, nn.ModuleDict) and isinstance(lb, nn.ModuleDict):
-            for ad in la.keys():
+            for ad in la:
                 if ad in lb and hasattr(la[ad], "weight") and hasattr(lb[ad], "weight"):
                     label = short if ad == "default" else f"{short}[{ad}]"
-                    out.append((label, ad, f"{name}.lora_A.{ad}.weight", la[ad].weight, f"{name}.lora_B.{ad}.weight", lb[ad].weight))
+                    out.append(
+                        (
+                            label,
+                            ad,
+                            f"{name}.lora_A.{ad}.weight",
+                            la[ad].weight,
+                            f"{name}.lora_B.{ad}.weight",
+                            lb[ad].weight,
+                        )
+                    )
         ea, eb = getattr(mod, "lora_embedding_A", None), getattr(mod, "lora_embedding_B", None)
         if isinstance(ea, nn.ParameterDict) and isinstance(eb, nn.ParameterDict):
-            for ad in ea.keys():
+            for ad in ea:
                 if ad in eb:
                     label = short if ad == "default" else f"{short}[{ad}]"
-                    out.append((label, ad, f"{name}.lora_embedding_A.{ad}", ea[ad], f"{name}.lora_embedding_B.{ad}", eb[ad]))
+                    out.append(
+                        (label, ad, f"{name}.lora_embedding_A.{ad}", ea[ad], f"{name}.lora_embedding_B.{ad}", eb[ad])
+                    )
     return out
 
 
 def _unwrap(optimizer):
     """The torch optimizer inside wrappers such as accelerate's ``AcceleratedOptimizer``."""
     seen = 0
-    while hasattr(optimizer, "optimizer") and isinstance(getattr(optimizer, "optimizer"), torch.optim.Optimizer) and seen < 4:
+    while hasattr(optimizer, "optimizer") and isinstance(optimizer.optimizer, torch.optim.Optimizer) and seen < 4:
         optimizer, seen = optimizer.optimizer, seen + 1
     return optimizer
 
 
 def lora_decay_report(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: "WeightDecayScheduler | None" = None
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: WeightDecayScheduler | None = None
 ) -> list[AdapterDecay]:
     """Per LoRA adapter: the param group, λ (``weight_decay`` now) and η of its A and B factors.
 
@@ -111,8 +130,13 @@ def lora_decay_report(
             return FactorDecay(pname, p.requires_grad, None, 0.0, 0.0, False)
         g = optimizer.param_groups[gi]
         return FactorDecay(
-            pname, p.requires_grad, gi, float(g.get("weight_decay", 0.0)), float(g.get("lr", 0.0)),
-            is_decoupled(optimizer, g), gi in driven,
+            pname,
+            p.requires_grad,
+            gi,
+            float(g.get("weight_decay", 0.0)),
+            float(g.get("lr", 0.0)),
+            is_decoupled(optimizer, g),
+            gi in driven,
         )
 
     return [AdapterDecay(label, ad, factor(an, a), factor(bn, b)) for label, ad, an, a, bn, b in _lora_params(model)]
@@ -123,7 +147,7 @@ def check_lora_decay(
     optimizer: torch.optim.Optimizer,
     requested: float | None = None,
     warn: bool = True,
-    scheduler: "WeightDecayScheduler | None" = None,
+    scheduler: WeightDecayScheduler | None = None,
 ) -> list[AdapterDecay]:
     """:func:`lora_decay_report`, warning with :class:`LoRADecayWarning` when decay is silently missing.
 
@@ -140,7 +164,8 @@ def check_lora_decay(
     if requested is None:
         groups = _unwrap(optimizer).param_groups
         requested = max(
-            [float(g.get("weight_decay", 0.0)) for g in groups] + [float(g.get("initial_weight_decay", 0.0)) for g in groups]
+            [float(g.get("weight_decay", 0.0)) for g in groups]
+            + [float(g.get("initial_weight_decay", 0.0)) for g in groups]
         )
     if not warn or not report:
         return report
@@ -161,7 +186,14 @@ def check_lora_decay(
                 LoRADecayWarning,
                 stacklevel=2,
             )
-    unbalanced = [r for r in report if r.A.decayed and r.B.decayed and not r.balanced and not (r.A.scheduled and r.B.scheduled and r.A.group == r.B.group)]
+    unbalanced = [
+        r
+        for r in report
+        if r.A.decayed
+        and r.B.decayed
+        and not r.balanced
+        and not (r.A.scheduled and r.B.scheduled and r.A.group == r.B.group)
+    ]
     if unbalanced:
         r = unbalanced[0]
         warnings.warn(
@@ -188,7 +220,8 @@ def format_lora_decay_report(report: list[AdapterDecay]) -> str:
 
     for r in report:
         lines.append(
-            f"| {r.name} | {g(r.A)} | {r.A.weight_decay:g} | {r.A.lr:g} | {g(r.B)} | {r.B.weight_decay:g} | {r.B.lr:g} | "
-            f"{'yes' if r.A.decoupled and r.B.decoupled else 'no' if not (r.A.decoupled or r.B.decoupled) else 'mixed'} |"
+            f"| {r.name} | {g(r.A)} | {r.A.weight_decay:g} | {r.A.lr:g} "
+            f"| {g(r.B)} | {r.B.weight_decay:g} | {r.B.lr:g} | "
+            f"{_decoupled(r)} |"
         )
     return "\n".join(lines)

@@ -14,13 +14,15 @@ are monitored (``include="all"``), the aggregates are also given per kind: ``spe
 
 Pairs with the same factor shapes are stacked and measured in one batched QR/SVD call.
 """
+
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -69,10 +71,8 @@ class CsvAppender:
         lines = data.decode().rstrip("\n").split("\n")
         header = lines[0].split(",")
         if self.key in header and len(lines) > 1:
-            try:
+            with contextlib.suppress(ValueError):
                 self.written_through = float(lines[-1].split(",")[header.index(self.key)])
-            except ValueError:
-                pass
         return header
 
     def append(self, row: dict) -> None:
@@ -176,7 +176,9 @@ class SpectralMonitor:
             try:
                 self.sinks.append(TensorBoardSink(tensorboard_dir))
             except ModuleNotFoundError:
-                warnings.warn("tensorboard is not installed: SpectralMonitor writes no TensorBoard events", stacklevel=2)
+                warnings.warn(
+                    "tensorboard is not installed: SpectralMonitor writes no TensorBoard events", stacklevel=2
+                )
 
     @property
     def pair_names(self) -> list[str]:
@@ -270,7 +272,7 @@ class SpectralMonitor:
             sink.close()
         self.sinks = []
 
-    def __enter__(self) -> "SpectralMonitor":
+    def __enter__(self) -> SpectralMonitor:
         return self
 
     def __exit__(self, *exc) -> None:

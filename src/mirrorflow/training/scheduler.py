@@ -24,13 +24,14 @@ matter and skipped optimizer steps (AMP overflow) do not count.
   λ is multiplied by the learning rate: again ``a_t = −Σ η_s λ_s`` to first order, and the exact
   multiplicative shrink ``Π(1 − η_s λ_s) = exp(log_shrink)`` is reported as ``log_shrink``.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import math
 import numbers
 import warnings
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -81,8 +82,11 @@ def warn_if_beyond(schedule, horizon: int | None, horizon_name: str = "horizon")
     t = switch_step(schedule)
     if horizon is None or t is None or t <= horizon:
         return False
-    warnings.warn(f"{schedule!r} switches λ off at step {t:g}, beyond {horizon_name}={horizon}: the run ends "
-                  "before the switch, so λ is never switched off", stacklevel=3)
+    warnings.warn(
+        f"{schedule!r} switches λ off at step {t:g}, beyond {horizon_name}={horizon}: the run ends "
+        "before the switch, so λ is never switched off",
+        stacklevel=3,
+    )
     return True
 
 
@@ -175,8 +179,10 @@ class WeightDecayScheduler(LRScheduler):
                 raise ValueError(f"param group {i} of {type(optimizer).__name__} has no 'weight_decay'")
         self.group_indices = self._select(groups)
         if not (callable(schedule) or (isinstance(schedule, (list, tuple)) and all(map(callable, schedule)))):
-            raise TypeError("schedule must be a callable step → λ (e.g. mirrorflow.schedules.constant(0.1)) "
-                            f"or a list of them, got {type(schedule).__name__} {schedule!r}")
+            raise TypeError(
+                "schedule must be a callable step → λ (e.g. mirrorflow.schedules.constant(0.1)) "
+                f"or a list of them, got {type(schedule).__name__} {schedule!r}"
+            )
         if callable(schedule) and not isinstance(schedule, (list, tuple)):
             self.schedules = [schedule] * len(self.group_indices)
         else:
@@ -245,8 +251,10 @@ class WeightDecayScheduler(LRScheduler):
             groups = [groups]
         groups = list(groups)
         if not groups:
-            raise ValueError("groups: an empty list drives no param group; give indices or names, or leave "
-                             "groups=None for the groups with non-zero weight_decay")
+            raise ValueError(
+                "groups: an empty list drives no param group; give indices or names, or leave "
+                "groups=None for the groups with non-zero weight_decay"
+            )
         out = []
         for sel in groups:
             if isinstance(sel, str):
@@ -370,7 +378,6 @@ class WeightDecayScheduler(LRScheduler):
         return f"WeightDecayScheduler(step={self.last_epoch}, wd={self._last_wd}, a={self.a:.6g})"
 
 
-
 _STATE_LISTS = ("a_per_group", "log_shrink_per_group", "_last_wd")
 
 
@@ -378,10 +385,14 @@ def _check_state(state: object, n_groups: int) -> None:
     """Validate a :meth:`WeightDecayScheduler.state_dict`: its keys, types, lengths and signs
     (a ≤ 0 and Σ log-shrink ≤ 0 accumulate −ηλ ≤ 0; weight decays are finite and ≥ 0)."""
     if not isinstance(state, Mapping):
-        raise TypeError(f"state_dict must be a mapping from WeightDecayScheduler.state_dict(), got "
-                        f"{type(state).__name__}")
-    missing = [k for k in ("last_epoch", "optimizer_steps", "group_indices", "scale_by_initial", *_STATE_LISTS)
-               if k not in state]
+        raise TypeError(
+            f"state_dict must be a mapping from WeightDecayScheduler.state_dict(), got {type(state).__name__}"
+        )
+    missing = [
+        k
+        for k in ("last_epoch", "optimizer_steps", "group_indices", "scale_by_initial", *_STATE_LISTS)
+        if k not in state
+    ]
     if missing:
         raise ValueError(f"state_dict is not a WeightDecayScheduler state: missing {', '.join(missing)}")
     for k in ("last_epoch", "optimizer_steps"):
@@ -391,8 +402,9 @@ def _check_state(state: object, n_groups: int) -> None:
         raise TypeError(f"state_dict['group_indices'] must be a list, got {state['group_indices']!r}")
     for k in _STATE_LISTS:
         v = state[k]
-        if not isinstance(v, (list, tuple)) or not all(isinstance(x, numbers.Real) and not isinstance(x, bool)
-                                                       for x in v):
+        if not isinstance(v, (list, tuple)) or not all(
+            isinstance(x, numbers.Real) and not isinstance(x, bool) for x in v
+        ):
             raise TypeError(f"state_dict[{k!r}] must be a list of numbers, got {v!r}")
         if len(v) != n_groups and not (k == "_last_wd" and len(v) == 0):
             raise ValueError(f"state_dict[{k!r}] has {len(v)} entries for {n_groups} param groups")

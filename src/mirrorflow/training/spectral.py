@@ -14,6 +14,7 @@ instead of O(m n r + m n min(m, n)) for an SVD of the explicit product. When r â
 nothing to gain and the explicit product is used. Both ways are backward stable: the singular values
 agree with ``torch.linalg.svdvals(L @ R)`` to a few ulps of Ïƒ_max.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,9 @@ def product_singular_values(
     [3.0, 2.0]
     """
     if left.dim() < 2 or right.dim() < 2:
-        raise ValueError(f"left and right must be (..., m, r) and (..., r, n); got {tuple(left.shape)}, {tuple(right.shape)}")
+        raise ValueError(
+            f"left and right must be (..., m, r) and (..., r, n); got {tuple(left.shape)}, {tuple(right.shape)}"
+        )
     m, r = left.shape[-2:]
     r2, n = right.shape[-2:]
     if r != r2:
@@ -100,8 +103,10 @@ def spectral_metrics(s: torch.Tensor) -> dict[str, float]:
     if not isinstance(s, torch.Tensor):
         raise TypeError(f"spectral_metrics: expected a tensor of singular values, got {type(s).__name__}")
     if s.dim() > 1 and s.shape[0] > 1 and s[0].numel() > 1:
-        raise ValueError(f"spectral_metrics: got a batch of shape {tuple(s.shape)}, i.e. {s.shape[0]} matrices; "
-                         "use batched_spectral_metrics for per-matrix values")
+        raise ValueError(
+            f"spectral_metrics: got a batch of shape {tuple(s.shape)}, i.e. {s.shape[0]} matrices; "
+            "use batched_spectral_metrics for per-matrix values"
+        )
     s = s.detach().to(torch.float64).abs().reshape(-1)
     if s.numel() == 0:
         raise ValueError("spectral_metrics: no singular values given")
@@ -151,7 +156,9 @@ def batched_spectral_metrics(s: torch.Tensor) -> dict[str, torch.Tensor]:
     return {
         "nuclear": nuclear,
         "frobenius": frobenius,
-        "rho": torch.where(zero, torch.full_like(nuclear, math.nan), nuclear / torch.where(zero, torch.ones_like(frobenius), frobenius)),
+        "rho": torch.where(
+            zero, torch.full_like(nuclear, math.nan), nuclear / torch.where(zero, torch.ones_like(frobenius), frobenius)
+        ),
         "spectral": spectral,
         "effective_rank": torch.where(zero, torch.zeros_like(eff), eff),
         "stable_rank": torch.where(zero, torch.zeros_like(frob2), frob2 / (safe_spec * safe_spec)),

@@ -39,10 +39,11 @@ The weight decay the optimizer applies is ½λ‖w‖² (torch's ``weight_decay`
 must have h = ½‖w‖² (``weight_decay_l2``: m⊙w, UUᵀ, ...) — or the loop applies λ_t∇h itself and passes
 ``lam=callable`` returning the λ it used.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -98,12 +99,20 @@ class LegendreTracker:
             ``"mlflow"`` or sink objects); every record goes to each as :meth:`metrics` at its step.
     """
 
-    def __init__(self, reparam: Reparameterization, params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
-                 optimizer: torch.optim.Optimizer | None = None, every: int = 10,
-                 data: tuple | None = None, lam: Callable[[], float] | None = None, loggers: Sequence = ()):
+    def __init__(
+        self,
+        reparam: Reparameterization,
+        params: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],
+        optimizer: torch.optim.Optimizer | None = None,
+        every: int = 10,
+        data: tuple | None = None,
+        lam: Callable[[], float] | None = None,
+        loggers: Sequence = (),
+    ):
         if not isinstance(reparam, Reparameterization):
-            raise TypeError(f"reparam must be a Reparameterization (mirrorflow.geometry.get(name, n)), "
-                            f"got {type(reparam).__name__}")
+            raise TypeError(
+                f"reparam must be a Reparameterization (mirrorflow.geometry.get(name, n)), got {type(reparam).__name__}"
+            )
         every = as_count("every", every)
         if lam is not None and not callable(lam):
             raise TypeError(f"lam must be a callable () -> λ or None, got {type(lam).__name__}")
@@ -116,8 +125,10 @@ class LegendreTracker:
         else:
             self.tensors = list(params)
             if len(self.tensors) != len(reparam.parts):
-                raise ValueError(f"params: {reparam.name} has {len(reparam.parts)} parts {list(reparam.parts)}, "
-                                 f"got {len(self.tensors)} tensors")
+                raise ValueError(
+                    f"params: {reparam.name} has {len(reparam.parts)} parts {list(reparam.parts)}, "
+                    f"got {len(self.tensors)} tensors"
+                )
         if not all(isinstance(t, torch.Tensor) for t in self.tensors):
             raise TypeError(f"params: expected tensors, got {[type(t).__name__ for t in self.tensors]}")
         self.reparam = reparam
@@ -167,7 +178,7 @@ class LegendreTracker:
         return x
 
     # -- optimizer hooks ------------------------------------------------------------------------------
-    def attach(self, optimizer: torch.optim.Optimizer) -> "LegendreTracker":
+    def attach(self, optimizer: torch.optim.Optimizer) -> LegendreTracker:
         """Hook ``optimizer.step()``: before it, μ −= η∇_x f and a −= ηλ; after it, record every N steps."""
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -177,8 +188,10 @@ class LegendreTracker:
         if not groups:
             raise ValueError("attach: none of the tracked tensors is in the optimizer's param groups")
         self.optimizer, self._group = optimizer, groups[0]
-        self._hooks = [optimizer.register_step_pre_hook(self._before_step),
-                       optimizer.register_step_post_hook(self._after_step)]
+        self._hooks = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step),
+        ]
         return self
 
     def _unhook(self) -> None:
@@ -202,8 +215,10 @@ class LegendreTracker:
     def _accumulate(self) -> None:
         """μ −= η∇_x f(x_t) and a −= ηλ with the η, λ of the step being taken."""
         if self._pending is None:
-            raise RuntimeError("LegendreTracker: no ∇_x f for this optimizer step; wrap x = g(w) with "
-                               "tracker.watch(x) in the forward pass or call tracker.observe(grad_x) first")
+            raise RuntimeError(
+                "LegendreTracker: no ∇_x f for this optimizer step; wrap x = g(w) with "
+                "tracker.watch(x) in the forward pass or call tracker.observe(grad_x) first"
+            )
         eta = float(self._group["lr"])
         lam = float(self.lam_fn()) if self.lam_fn is not None else float(self._group.get("weight_decay", 0.0))
         self.mu -= eta * self._pending
@@ -227,8 +242,12 @@ class LegendreTracker:
     def report(self) -> dict:
         """Record (and return) step, a_t, ‖μ_t‖, the relative residual ρ_t and, with data, x̂(a_t)."""
         x = self.x()
-        rec = {"step": self.steps, "a": self.a, "mu_norm": float(self.mu.norm()),
-               "residual": identity_residual(self.reparam, self.init, self.a, x, self.mu)}
+        rec = {
+            "step": self.steps,
+            "a": self.a,
+            "mu_norm": float(self.mu.norm()),
+            "residual": identity_residual(self.reparam, self.init, self.a, x, self.mu),
+        }
         self._warn_non_finite(x)
         if self.Z is not None:
             r = self.Z @ x - self.y
@@ -249,32 +268,54 @@ class LegendreTracker:
         rec = rec if rec is not None else (self.history[-1] if self.history else None)
         if rec is None:
             return {}
-        return {f"legendre/{k}": float(rec[k]) for k in ("step", "residual", "a", "mu_norm", "loss", "x_pred_dist")
-                if k in rec}
+        return {
+            f"legendre/{k}": float(rec[k])
+            for k in ("step", "residual", "a", "mu_norm", "loss", "x_pred_dist")
+            if k in rec
+        }
 
     def _warn_non_finite(self, x: torch.Tensor) -> None:
         """Warn once per tracker when x, μ (the accumulated gradients) or the data hold NaN/inf: the residuals
         are NaN from then on, which says nothing about the geometry."""
         if getattr(self, "_warned_non_finite", False):
             return
-        bad = [name for name, t in (("x = g(w)", x), ("μ (accumulated gradients)", self.mu), ("data Z", self.Z),
-                                    ("data y", self.y)) if t is not None and not bool(torch.isfinite(t).all())]
+        bad = [
+            name
+            for name, t in (
+                ("x = g(w)", x),
+                ("μ (accumulated gradients)", self.mu),
+                ("data Z", self.Z),
+                ("data y", self.y),
+            )
+            if t is not None and not bool(torch.isfinite(t).all())
+        ]
         if bad:
             import warnings
 
             self._warned_non_finite = True
-            warnings.warn(f"LegendreTracker: {', '.join(bad)} not finite at step {self.steps} (NaN gradients or "
-                          "data?); the residuals are NaN from here on", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"LegendreTracker: {', '.join(bad)} not finite at step {self.steps} (NaN gradients or "
+                "data?); the residuals are NaN from here on",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def state_dict(self) -> dict:
-        return {"mu": self.mu.clone(), "a": self.a, "steps": self.steps, "init": self.init.clone(),
-                "history": list(self.history)}
+        return {
+            "mu": self.mu.clone(),
+            "a": self.a,
+            "steps": self.steps,
+            "init": self.init.clone(),
+            "history": list(self.history),
+        }
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore :meth:`state_dict` output; a state of the wrong shape raises (naming the entry) before
         anything is changed."""
         if not isinstance(state, Mapping):
-            raise TypeError(f"state_dict must be a mapping from LegendreTracker.state_dict(), got {type(state).__name__}")
+            raise TypeError(
+                f"state_dict must be a mapping from LegendreTracker.state_dict(), got {type(state).__name__}"
+            )
         missing = [k for k in ("mu", "a", "steps", "init", "history") if k not in state]
         if missing:
             raise ValueError(f"state_dict is not a LegendreTracker state: missing {', '.join(missing)}")

@@ -39,27 +39,30 @@ in ``docs/diagonal-and-sparse-coding.md``: N = 40, d = 100, 5 non-zeros, s = 1, 
 0.005), 4000 + 16000 steps, λ ∈ {0, 0.01, 0.03, 0.1, 0.3, 0.5, 1}. With s = 1 training without weight
 decay ends far from x* (the L2-like regime); with a small init it would already be sparse (docs/theory.md#init-regime).
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .. import Plan
 from ...config import build, check_rate, config_dict, parse_seed_list, require
 from ...engine.batched import Trace, resolve_device, run_batched, schedule_table, torch_threads
 from ...engine.progress import progress_or_bar
 from ...report.figures import save_png, trace_plot
 from ...report.tables import markdown_table
-from ...store import RunDir, write_json
 from ...schedules import turn_off
-from .problem import (DiagonalNetwork, RegressionData, initial_params, make_data,  # noqa: F401 (the problem's names)
-                      reparameterization)
+from ...store import RunDir, write_json
+from .. import Plan
+from .problem import DiagonalNetwork, RegressionData
+from .problem import initial_params as initial_params  # the problem's names, re-exported
+from .problem import make_data as make_data
+from .problem import reparameterization as reparameterization
 
 MODELS = ("linear", "mw", "mwv", "power")
 POWER_PENALTIES = ("l2", "matched")
@@ -109,10 +112,19 @@ class Config:
     def validate(self) -> None:
         require(self.model in MODELS, f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
         require(self.n_samples > 0, f"n_samples must be positive, got {self.n_samples}")
-        require(self.dim > self.n_samples, f"dim must exceed n_samples (underdetermined), got dim={self.dim}, n_samples={self.n_samples}")
+        require(
+            self.dim > self.n_samples,
+            f"dim must exceed n_samples (underdetermined), got dim={self.dim}, n_samples={self.n_samples}",
+        )
         require(0 < self.sparsity <= self.dim, f"sparsity must be in 1..dim={self.dim}, got {self.sparsity}")
-        require(math.isfinite(self.init_scale) and self.init_scale > 0, f"init_scale must be positive, got {self.init_scale}")
-        require(math.isfinite(self.lr) and self.lr >= 0, f"lr must be positive (or 0 for the model's default), got {self.lr}")
+        require(
+            math.isfinite(self.init_scale) and self.init_scale > 0,
+            f"init_scale must be positive, got {self.init_scale}",
+        )
+        require(
+            math.isfinite(self.lr) and self.lr >= 0,
+            f"lr must be positive (or 0 for the model's default), got {self.lr}",
+        )
         require(len(self.weight_decays) > 0, "weight_decays must list at least one value")
         for v in self.weight_decays:
             check_rate("weight_decays", v, horizon=self.step_size * self.steps_on)  # a = -lr·Σλ finite
@@ -120,16 +132,22 @@ class Config:
         require(self.steps_off >= 0, f"steps_off must be non-negative, got {self.steps_off}")
         require(self.steps > 0, "steps_on + steps_off must be positive")
         require(self.k >= 1, f"k must be at least 1, got {self.k}")
-        require(self.power_penalty in POWER_PENALTIES, f"power_penalty must be one of {', '.join(POWER_PENALTIES)}, got {self.power_penalty!r}")
+        require(
+            self.power_penalty in POWER_PENALTIES,
+            f"power_penalty must be one of {', '.join(POWER_PENALTIES)}, got {self.power_penalty!r}",
+        )
         require(self.log_every > 0, f"log_every must be positive, got {self.log_every}")
         require(self.converged_loss > 0, f"converged_loss must be positive, got {self.converged_loss}")
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         require(self.threads >= 0, f"threads must be non-negative (0 = torch's default), got {self.threads}")
         resolve_device(self.device)  # ConfigError naming 'device' (unknown name, or cuda without CUDA)
-        require(not self.track or self.model == "mw" or (self.model == "power" and (self.power_penalty == "matched"
-                                                                                 or self.k == 1)),
-                f"track=true needs a commuting reparameterization with a Legendre function (model=mw, or "
-                f"model=power with power_penalty=matched); model={self.model} has none (Cor. D.1, Thm D.2)")
+        require(
+            not self.track
+            or self.model == "mw"
+            or (self.model == "power" and (self.power_penalty == "matched" or self.k == 1)),
+            f"track=true needs a commuting reparameterization with a Legendre function (model=mw, or "
+            f"model=power with power_penalty=matched); model={self.model} has none (Cor. D.1, Thm D.2)",
+        )
 
     def schedules(self):
         """λ_t = λ for t < steps_on, then 0 (one turn-off schedule per weight decay)."""
@@ -137,13 +155,15 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------- running
-def run_sweep(cfg: Config, progress: Callable[[int], None] | None = None,
-              data: RegressionData | None = None) -> tuple[Trace, RegressionData]:
+def run_sweep(
+    cfg: Config, progress: Callable[[int], None] | None = None, data: RegressionData | None = None
+) -> tuple[Trace, RegressionData]:
     """All weight decays of ``cfg`` as one batched run; returns the trace and the data."""
     dtype = DTYPES[cfg.dtype]
     data = data or make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, dtype)
-    problem = DiagonalNetwork(data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty,
-                              cfg.device, cfg.track)
+    problem = DiagonalNetwork(
+        data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty, cfg.device, cfg.track
+    )
     lam = schedule_table(cfg.schedules(), cfg.steps, dtype, problem.device)
     with torch_threads(cfg.threads):
         trace = run_batched(problem, lam, cfg.step_size, log_every=cfg.log_every, progress=progress)
@@ -170,26 +190,30 @@ def summarize(cfg: Config, trace: Trace, data: RegressionData) -> list[dict]:
         j0 = int(np.searchsorted(trace.steps, cfg.steps - max(1, cfg.steps_off // 10)))
         window = tail[j0:]
         moving = float(window.max() - window.min()) if len(window) and np.isfinite(window).all() else float("nan")
-        out.append({
-            "weight_decay": lam,
-            "dist_on": float(_at_step(trace, "dist", K)[c]),
-            "l1_l2_on": float(_at_step(trace, "l1_l2", K)[c]),
-            "dist_final": float(trace.final("dist")[c]),
-            "l1_l2_final": float(trace.final("l1_l2")[c]),
-            "train_loss_final": final_loss,
-            "x1_final": float(trace.final("x1")[c]),
-            "a_final": float(trace.final("a")[c]),
-            "dist_change_last10pct": moving,
-            "converged": bool(div < 0 and final_loss < cfg.converged_loss),
-            "diverged_at": div if div >= 0 else None,
-            "status": "diverged" if div >= 0 else "finished",
-        })
+        out.append(
+            {
+                "weight_decay": lam,
+                "dist_on": float(_at_step(trace, "dist", K)[c]),
+                "l1_l2_on": float(_at_step(trace, "l1_l2", K)[c]),
+                "dist_final": float(trace.final("dist")[c]),
+                "l1_l2_final": float(trace.final("l1_l2")[c]),
+                "train_loss_final": final_loss,
+                "x1_final": float(trace.final("x1")[c]),
+                "a_final": float(trace.final("a")[c]),
+                "dist_change_last10pct": moving,
+                "converged": bool(div < 0 and final_loss < cfg.converged_loss),
+                "diverged_at": div if div >= 0 else None,
+                "status": "diverged" if div >= 0 else "finished",
+            }
+        )
     return out
 
 
 def final_x(cfg: Config, trace: Trace, data: RegressionData) -> torch.Tensor:
     """x = g(θ) at the end of the run, (C, d)."""
-    problem = DiagonalNetwork(data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty, cfg.device)
+    problem = DiagonalNetwork(
+        data, cfg.model, len(cfg.weight_decays), cfg.init_scale, cfg.k, cfg.power_penalty, cfg.device
+    )
     return problem.x_of(trace.final_state)
 
 
@@ -212,15 +236,23 @@ def predicted_limits(cfg: Config, trace: Trace, data: RegressionData) -> list[di
         try:
             res = _call_predict_limit(predict_limit, cfg, sched, data)
         except Exception as e:  # report, do not fail the experiment
-            out.append({"pred_dist": float("nan"), "pred_gap": float("nan"), "pred_converged": False,
-                        "pred_error": str(e)[:200]})
+            out.append(
+                {
+                    "pred_dist": float("nan"),
+                    "pred_gap": float("nan"),
+                    "pred_converged": False,
+                    "pred_error": str(e)[:200],
+                }
+            )
             continue
         x_pred = torch.as_tensor(np.asarray(res.x, dtype=np.float64))
-        out.append({
-            "pred_dist": float((x_pred - data.x_star.double().cpu()).norm()),
-            "pred_gap": float((x_pred - xs[c].double().cpu()).norm()),
-            "pred_converged": bool(res.converged),
-        })
+        out.append(
+            {
+                "pred_dist": float((x_pred - data.x_star.double().cpu()).norm()),
+                "pred_gap": float((x_pred - xs[c].double().cpu()).norm()),
+                "pred_converged": bool(res.converged),
+            }
+        )
     return out
 
 
@@ -242,8 +274,16 @@ def _plot_sweep(cfg: Config, trace: Trace, data: RegressionData, metric: str, ti
     labels = [f"λ={lam:g}" for lam in cfg.weight_decays]
     hline = data.ratio_star if metric == "l1_l2" else None
     ylabel = {"dist": "‖x − x*‖₂", "l1_l2": "‖x‖₁ / ‖x‖₂", "train_loss": "train loss", "x1": "x₁"}[metric]
-    return trace_plot(trace, labels, metric, ylabel, log=metric in ("dist", "train_loss"), title=title,
-                      hline=hline, vline=cfg.steps_on)
+    return trace_plot(
+        trace,
+        labels,
+        metric,
+        ylabel,
+        log=metric in ("dist", "train_loss"),
+        title=title,
+        hline=hline,
+        vline=cfg.steps_on,
+    )
 
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
@@ -285,21 +325,39 @@ def _fmt(v: float | None, spec: str = ".3g") -> str:
     return format(v, spec)
 
 
-def table_markdown(base: Config, rows: Sequence[tuple[str, Mapping]], ratio_star: float, x1_star: float,
-                   models: Sequence[str] = REPRODUCE_MODELS) -> str:
+def table_markdown(
+    base: Config,
+    rows: Sequence[tuple[str, Mapping]],
+    ratio_star: float,
+    x1_star: float,
+    models: Sequence[str] = REPRODUCE_MODELS,
+) -> str:
     etas = ", ".join(f"{m} {replace(base, model=m).step_size:g}" for m in models)
     head = (
         f"Diagonal linear networks, Figs. 8/9 (N={base.n_samples}, d={base.dim}, ‖x*‖₀={base.sparsity}, "
         f"init scale {base.init_scale:g}, η: {etas}, {base.steps_on} steps with weight decay + "
         f"{base.steps_off} without; ‖x*‖₁/‖x*‖₂ = {ratio_star:.3f}, x*₁ = {x1_star:.3f})\n\n"
     )
-    header = ["model", "λ", "a_∞", "dist at turn-off", "dist final", "L1/L2 at turn-off", "L1/L2 final", "train loss",
-              "x₁ final", "converged", "Thm 3.11: dist of x_pred", "Thm 3.11: ‖x_pred − x_trained‖"]
+    header = [
+        "model",
+        "λ",
+        "a_∞",
+        "dist at turn-off",
+        "dist final",
+        "L1/L2 at turn-off",
+        "L1/L2 final",
+        "train loss",
+        "x₁ final",
+        "converged",
+        "Thm 3.11: dist of x_pred",
+        "Thm 3.11: ‖x_pred − x_trained‖",
+    ]
     lines = []
     for model, r in rows:
         if r["status"] == "diverged":
-            lines.append([model, f"{r['weight_decay']:g}", f"diverged at step {r['diverged_at']}"] + ["–"] * 6
-                         + ["no", "–", "–"])
+            lines.append(
+                [model, f"{r['weight_decay']:g}", f"diverged at step {r['diverged_at']}"] + ["–"] * 6 + ["no", "–", "–"]
+            )
             continue
         if "pred_dist" not in r:
             pred = gap = "–"
@@ -307,10 +365,22 @@ def table_markdown(base: Config, rows: Sequence[tuple[str, Mapping]], ratio_star
             pred = gap = "solver n.c."
         else:
             pred, gap = _fmt(r["pred_dist"], ".3g"), _fmt(r["pred_gap"], ".2g")
-        lines.append([model, f"{r['weight_decay']:g}", f"{r['a_final']:.3g}", f"{r['dist_on']:.3g}",
-                      f"{r['dist_final']:.3g}", f"{r['l1_l2_on']:.3f}", f"{r['l1_l2_final']:.3f}",
-                      f"{r['train_loss_final']:.1e}", f"{r['x1_final']:.3f}", "yes" if r["converged"] else "no",
-                      pred, gap])
+        lines.append(
+            [
+                model,
+                f"{r['weight_decay']:g}",
+                f"{r['a_final']:.3g}",
+                f"{r['dist_on']:.3g}",
+                f"{r['dist_final']:.3g}",
+                f"{r['l1_l2_on']:.3f}",
+                f"{r['l1_l2_final']:.3f}",
+                f"{r['train_loss_final']:.1e}",
+                f"{r['x1_final']:.3f}",
+                "yes" if r["converged"] else "no",
+                pred,
+                gap,
+            ]
+        )
     return head + markdown_table(header, lines)
 
 
@@ -336,19 +406,28 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
     return Plan(tuple((m, replace(base, model=m)) for m in models), options)
 
 
-def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
+def reproduce(
+    out: Path | str, overrides: Mapping[str, str] | None = None, progress: Callable[[int], None] | None = None
+) -> str:
     """Figs. 8 (a, b, c) and 9 (a, b, c): linear, m⊙w and m⊙w⊙v, each a batched weight-decay sweep.
 
     ``models=linear,mw,mwv`` (default) may add ``power``; ``seeds=0,1,2,3,4`` appends the same sweeps over
-    those seeds (:mod:`.seeds`: intervals and the regime counts, ``seeds.md``/``seeds.json``). Writes ``fig8{a,b,c}_dist.png``,
+    those seeds (:mod:`.seeds`: intervals and the regime counts, ``seeds.md``/``seeds.json``).
+    Writes ``fig8{a,b,c}_dist.png``,
     ``fig9{a,b,c}_l1_l2.png``, ``metrics.csv``, ``table.md`` and ``summary.json`` into ``out``.
     """
     plan = reproduce_plan(overrides)
     models, seeds, base = list(plan.options["models"]), plan.options.get("seeds"), plan.config
     rd = RunDir(out)
-    rd.write_config({"experiment": "diagonal", "reproduce": "figs8-9", "models": models, **config_dict(base),
-                     **({"seeds": list(seeds)} if seeds else {})})
+    rd.write_config(
+        {
+            "experiment": "diagonal",
+            "reproduce": "figs8-9",
+            "models": models,
+            **config_dict(base),
+            **({"seeds": list(seeds)} if seeds else {}),
+        }
+    )
     t0 = time.perf_counter()
     results = {}
     with progress_or_bar(progress, base.steps * len(models), "diagonal networks (Figs. 8, 9)") as progress:
@@ -385,13 +464,15 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         rd.write_text("seeds.md", seeds_md)
         write_json(rd.path / "seeds.json", {"seeds": list(seeds), "models": per_seed})
         table += "\n" + seeds_md
-    rd.finish({
-        "experiment": "diagonal",
-        "ratio_star": data0.ratio_star,
-        "x1_star": float(data0.x_star[0]),
-        "models": summary_models,
-        "seconds": round(time.perf_counter() - t0, 3),
-    })
+    rd.finish(
+        {
+            "experiment": "diagonal",
+            "ratio_star": data0.ratio_star,
+            "x1_star": float(data0.x_star[0]),
+            "models": summary_models,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    )
     return table
 
 

@@ -3,15 +3,17 @@
 See :mod:`mirrorflow.experiments.diagonal` for the setting; every model is a family of
 :mod:`mirrorflow.geometry` trained by :class:`~mirrorflow.engine.reparam_regression.ReparamRegression`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from ...engine.reparam_regression import ReparamRegression
 from ...geometry import MW, DeepProduct, Identity, PowerDiff, Reparameterization
+
 
 # --------------------------------------------------------------------------------------------- data
 @dataclass
@@ -74,8 +76,17 @@ class DiagonalNetwork(ReparamRegression):
     factors). This class adds only the App. D metrics.
     """
 
-    def __init__(self, data: RegressionData, model: str, n_configs: int, init_scale: float | Sequence[float],
-                 k: int = 2, power_penalty: str = "l2", device: str | torch.device = "cpu", track: bool = False):
+    def __init__(
+        self,
+        data: RegressionData,
+        model: str,
+        n_configs: int,
+        init_scale: float | Sequence[float],
+        k: int = 2,
+        power_penalty: str = "l2",
+        device: str | torch.device = "cpu",
+        track: bool = False,
+    ):
         self.data = data
         self.model = model
         rep = reparameterization(model, data.Z.shape[1], k, power_penalty)
@@ -85,8 +96,18 @@ class DiagonalNetwork(ReparamRegression):
         else:  # one scale per configuration (a phase diagram over init_scale)
             self.init_scale = [float(s) for s in init_scale]
             w0 = torch.stack([initial_params(rep, model, s) for s in self.init_scale])
-        super().__init__(rep, data.Z, data.y, w0, n_configs,
-                         decay="exact", dtype=data.Z.dtype, device=device, track=track, dual=track)
+        super().__init__(
+            rep,
+            data.Z,
+            data.y,
+            w0,
+            n_configs,
+            decay="exact",
+            dtype=data.Z.dtype,
+            device=device,
+            track=track,
+            dual=track,
+        )
         self.x_star = data.x_star.to(self.device)
 
     def metrics(self, state) -> dict[str, torch.Tensor]:

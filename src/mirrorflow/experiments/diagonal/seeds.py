@@ -16,10 +16,11 @@ The paper's two witnesses for range shrinking are counted separately over all se
 constant after turn-off (it moved less than ``RATIO_TOL``, Fig. 9c) and x₁ ends neither at 0 nor at x*₁
 (|x₁| > 0.1·|x*₁| and |x₁ − x*₁| > 0.1·|x*₁|).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Callable, Mapping, Sequence
 
 from ...report.aggregate import fmt_ci
 from ...report.stats import interval
@@ -56,8 +57,9 @@ def x1_witness(x1: float, x1_star: float) -> bool:
     return abs(x1) > 0.1 * abs(x1_star) and abs(x1 - x1_star) > 0.1 * abs(x1_star)
 
 
-def run_seeds(base: Config, models: Sequence[str], seeds: Sequence[int],
-              progress: Callable[[int], None] | None = None) -> dict[str, list[dict]]:
+def run_seeds(
+    base: Config, models: Sequence[str], seeds: Sequence[int], progress: Callable[[int], None] | None = None
+) -> dict[str, list[dict]]:
     """Per model, per seed: the ``summarize`` rows with ``regime``, ``x1_rel`` = x₁/x*₁ and ``witness`` added."""
     out: dict[str, list[dict]] = {}
     for m in models:
@@ -87,27 +89,35 @@ def _cell(values: Sequence[float]) -> str:
 
 def seeds_table(base: Config, results: Mapping[str, list[dict]], seeds: Sequence[int]) -> str:
     """Markdown: per model and λ, mean ± 95 % t-interval over seeds and the count of seeds per regime."""
-    head = (f"Diagonal networks over seeds {','.join(map(str, seeds))} (N={base.n_samples}, d={base.dim}, "
-            f"‖x*‖₀={base.sparsity}, init scale {base.init_scale:g}, {base.steps_on} + {base.steps_off} steps; "
-            "mean ± 95% t-interval over seeds; each seed its own Z and x*; regimes as in "
-            "`mirrorflow.experiments.diagonal.seeds`)\n\n"
-            "| model | λ | dist final | L1/L2 at turn-off | L1/L2 final | L1/L2 of x* | x₁/x*₁ final "
-            "| recovers x* | range shrinking | collapsed (x ≈ 0) | interpolant | other | L1/L2 constant after turn-off | x₁ neither 0 nor x*₁ |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        f"Diagonal networks over seeds {','.join(map(str, seeds))} (N={base.n_samples}, d={base.dim}, "
+        f"‖x*‖₀={base.sparsity}, init scale {base.init_scale:g}, {base.steps_on} + {base.steps_off} steps; "
+        "mean ± 95% t-interval over seeds; each seed its own Z and x*; regimes as in "
+        "`mirrorflow.experiments.diagonal.seeds`)\n\n"
+        "| model | λ | dist final | L1/L2 at turn-off | L1/L2 final | L1/L2 of x* | x₁/x*₁ final "
+        "| recovers x* | range shrinking | collapsed (x ≈ 0) | interpolant | other "
+        "| L1/L2 constant after turn-off | x₁ neither 0 nor x*₁ |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for m, per_seed in results.items():
         n = len(per_seed)
         for c, lam in enumerate(base.weight_decays):
             rows = [p["rows"][c] for p in per_seed]
-            val = lambda k: [float(r[k]) for r in rows]  # noqa: E731
+
+            def val(k, rows=rows):
+                return [float(r[k]) for r in rows]
+
             counts = {g: sum(r["regime"] == g for r in rows) for g in REGIMES}
             wit = sum(r["witness"] for r in rows)
             const = sum(r["ratio_constant"] for r in rows)
             lines.append(
-                f"| {m} | {lam:g} | {_cell(val('dist_final'))} | {_cell(val('l1_l2_on'))} | {_cell(val('l1_l2_final'))} "
+                f"| {m} | {lam:g} | {_cell(val('dist_final'))} | {_cell(val('l1_l2_on'))} "
+                f"| {_cell(val('l1_l2_final'))} "
                 f"| {_cell([p['ratio_star'] for p in per_seed])} | {_cell(val('x1_rel'))} | "
-                + " | ".join(f"{counts[g]}/{n}" for g in ("recovers x*", "range shrinking", "collapsed",
-                                                          "interpolant", "other"))
+                + " | ".join(
+                    f"{counts[g]}/{n}" for g in ("recovers x*", "range shrinking", "collapsed", "interpolant", "other")
+                )
                 + f" | {const}/{n} | {wit}/{n} |"
             )
     return head + "\n".join(lines) + "\n"

@@ -30,24 +30,25 @@ All configurations that share the data (same n, r, m, seed) run as one batched t
 (m, n(n+1)/2) and two (C, n, n) batched products. ``device=auto|cpu|cuda`` chooses where it runs (the data
 is drawn on the CPU, so every device sees the same problem).
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .. import Plan
 from ...config import build, check_rate, config_dict, parse_seed_list, require, user_words
 from ...engine.batched import Trace, resolve_device, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
 from ...report.tables import markdown_table
-from ...store import RunDir
 from ...schedules import SCHEDULE_KINDS, Schedule, from_spec
+from ...store import RunDir
+from .. import Plan
 from .problem import MatrixSensing, SensingData, effective_rank, make_data  # noqa: F401 (the problem's names)
 
 PARAMS = ("uu", "linear")
@@ -87,10 +88,16 @@ class Config:
         require(0 < self.r <= self.n, f"r must be in 1..n={self.n}, got {self.r}")
         require(self.m >= 0, f"m must be non-negative (0 = 3nr), got {self.m}")
         require(self.param in PARAMS, f"param must be one of {', '.join(PARAMS)}, got {self.param!r}")
-        require(math.isfinite(self.init_scale) and self.init_scale > 0, f"init_scale must be positive, got {self.init_scale}")
+        require(
+            math.isfinite(self.init_scale) and self.init_scale > 0,
+            f"init_scale must be positive, got {self.init_scale}",
+        )
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be positive, got {self.lr}")
         require(self.steps > 0, f"steps must be positive, got {self.steps}")
-        require(self.schedule in SCHEDULE_KINDS, f"schedule must be one of {', '.join(SCHEDULE_KINDS)}, got {self.schedule!r}")
+        require(
+            self.schedule in SCHEDULE_KINDS,
+            f"schedule must be one of {', '.join(SCHEDULE_KINDS)}, got {self.schedule!r}",
+        )
         check_rate("wd", self.wd, horizon=self.lr * self.steps)  # a = -lr·Σλ stays finite
         require(self.decay in DECAYS, f"decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
         require(self.penalty in PENALTIES, f"penalty must be one of {', '.join(PENALTIES)}, got {self.penalty!r}")
@@ -108,8 +115,9 @@ class Config:
         try:
             return from_spec(self.schedule, self.wd, at, self.steps)
         except ValueError as e:
-            raise ConfigError(user_words(str(e), {"at": "off", "until": "off", "value": "wd",
-                                                   "horizon": "steps"})) from None
+            raise ConfigError(
+                user_words(str(e), {"at": "off", "until": "off", "value": "wd", "horizon": "steps"})
+            ) from None
 
     def ignored_fields(self) -> tuple[str, ...]:
         """Fields this config does not use (normalised to their defaults before hashing, see
@@ -118,8 +126,19 @@ class Config:
 
     def data_key(self) -> tuple:
         """Configurations with equal keys share the sensing data (and the logging grid) and run in one batch."""
-        return (self.n, self.r, self.measurements, self.seed, self.dtype, self.param, self.decay,
-                self.log_every, self.loss_threshold, self.device, self.penalty)
+        return (
+            self.n,
+            self.r,
+            self.measurements,
+            self.seed,
+            self.dtype,
+            self.param,
+            self.decay,
+            self.log_every,
+            self.loss_threshold,
+            self.device,
+            self.penalty,
+        )
 
 
 # --------------------------------------------------------------------------------------- running
@@ -134,8 +153,9 @@ def run_group(cfgs: Sequence[Config], progress: Callable[[int], None] | None = N
     c0 = cfgs[0]
     dtype = DTYPES[c0.dtype]
     data = make_data(c0.n, c0.r, c0.measurements, c0.seed, dtype)  # drawn on the CPU: the same on every device
-    problem = MatrixSensing(data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold, c0.device,
-                            c0.penalty)
+    problem = MatrixSensing(
+        data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold, c0.device, c0.penalty
+    )
     lam = schedule_table([c.lam_schedule() for c in cfgs], c0.steps, dtype, problem.device)
     lr = torch.tensor([c.lr for c in cfgs], dtype=dtype, device=problem.device)
     return run_batched(problem, lam, lr, log_every=c0.log_every, progress=progress)
@@ -211,8 +231,9 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
 # ------------------------------------------------------------------------------------ Table 2
 def check_budget(base: Config) -> None:
     """Table 2's arms (and the studies built on them) share the budget Σλ = wd·steps: wd must be positive."""
-    require(base.wd > 0, f"wd must be positive for reproduce (it sets the budget Σλ = wd·steps of every arm), "
-                         f"got {base.wd}")
+    require(
+        base.wd > 0, f"wd must be positive for reproduce (it sets the budget Σλ = wd·steps of every arm), got {base.wd}"
+    )
 
 
 def table2_arms(base: Config) -> list[tuple[str, Config]]:
@@ -264,10 +285,19 @@ def table2_markdown(labels: Sequence[str], summaries: Sequence[Mapping], base: C
         if s["status"] == "diverged":
             rows.append([lab, f"diverged at step {s['diverged_at']}", "–", "–", "–", "–"])
             continue
-        rows.append([lab, f"{s['nuclear_norm']:.3f}", _fmt(s["train_loss"], ".2e"), _fmt(s["rec_error"], ".2e"),
-                     _fmt(s["time_to_train_loss"], "d"), f"{s['a_final']:.3g}"])
-    return head + markdown_table(["Schedule", "Nuclear norm", "Train loss", "Rec error", "Time to train loss", "a_∞"],
-                                 rows)
+        rows.append(
+            [
+                lab,
+                f"{s['nuclear_norm']:.3f}",
+                _fmt(s["train_loss"], ".2e"),
+                _fmt(s["rec_error"], ".2e"),
+                _fmt(s["time_to_train_loss"], "d"),
+                f"{s['a_final']:.3g}",
+            ]
+        )
+    return head + markdown_table(
+        ["Schedule", "Nuclear norm", "Train loss", "Rec error", "Time to train loss", "a_∞"], rows
+    )
 
 
 def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
@@ -292,8 +322,9 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
     return Plan(((preset, base),), options)
 
 
-def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
+def reproduce(
+    out: Path | str, overrides: Mapping[str, str] | None = None, progress: Callable[[int], None] | None = None
+) -> str:
     """Run Table 2 (all arms sharing the data batched together) and write table2.md, metrics, figures.
 
     ``preset=paper-horizon|linear-schedules|init-scale`` runs that study over ``seeds=`` (default 0..4)
@@ -306,8 +337,9 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     plan = reproduce_plan(overrides)
     preset, seeds, base = plan.options["preset"], plan.options.get("seeds"), plan.config
     if preset != "table2":
-        RunDir(out).write_config({"experiment": "matrix-sensing", "reproduce": preset, "seeds": list(seeds),
-                                  **config_dict(base)})
+        RunDir(out).write_config(
+            {"experiment": "matrix-sensing", "reproduce": preset, "seeds": list(seeds), **config_dict(base)}
+        )
         return S.run_study(preset, base, seeds, out, progress)
     arms = table2_arms(base)
     labels = [a for a, _ in arms]
@@ -340,13 +372,17 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     for i in (3,):
         series[f"{labels[i]}: train loss"] = (results[i]["steps"], results[i]["metrics"]["train_loss"])
         series[f"{labels[i]}: rec error"] = (results[i]["steps"], results[i]["metrics"]["rec_error"])
-    save_png(line_plot(series, "value", log=True,
-                                                   vline=cfgs[3].lam_schedule().params.get("at")), rd.file("fig7_grokking.png"))
-    rd.finish({
-        "experiment": "matrix-sensing",
-        "arms": {lab: s for lab, s in zip(labels, summaries)},
-        "seconds": round(time.perf_counter() - t0, 3),
-    })
+    save_png(
+        line_plot(series, "value", log=True, vline=cfgs[3].lam_schedule().params.get("at")),
+        rd.file("fig7_grokking.png"),
+    )
+    rd.finish(
+        {
+            "experiment": "matrix-sensing",
+            "arms": {lab: s for lab, s in zip(labels, summaries)},
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    )
     if seeds is not None:
         table += "\n" + S.run_study("table2", base, seeds, Path(out) / "seeds", progress)
     return table

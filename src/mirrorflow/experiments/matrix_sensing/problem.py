@@ -3,14 +3,16 @@
 See :mod:`mirrorflow.experiments.matrix_sensing` for the setting and the step; docs/theory.md#exp-matrix-sensing
 for the conventions.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
 from ...engine.batched import resolve_device
+
 
 # --------------------------------------------------------------------------------------------- data
 @dataclass
@@ -59,9 +61,16 @@ class MatrixSensing:
     ``loss_threshold``. ``device``: where the data and the state live (``auto`` = CUDA when available).
     """
 
-    def __init__(self, data: SensingData, init_scales: Sequence[float], param: str = "uu",
-                 decay: str = "exact", loss_threshold: float = 1e-6, device: str | torch.device = "cpu",
-                 penalty: str = "half"):
+    def __init__(
+        self,
+        data: SensingData,
+        init_scales: Sequence[float],
+        param: str = "uu",
+        decay: str = "exact",
+        loss_threshold: float = 1e-6,
+        device: str | torch.device = "cpu",
+        penalty: str = "half",
+    ):
         self.device = resolve_device(device)
         self.rate = 2.0 if penalty == "full" else 1.0  # dU = −rate·λU dt: h = ½‖U‖² (half) or ‖U‖² (full)
         self.param = param

@@ -17,13 +17,14 @@ sensing matrices, shared by all arms, so arm comparisons are paired: the per-see
 log10 rec error (or of the nuclear norm), with its mean ± t-interval and how many seeds have it below 0.
 A run "recovers W*" when its final ‖W − W*‖_F < ``RECOVERED`` (‖W*‖_* = 1, so ‖W*‖_F ≈ 0.45 at r = 5).
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,8 +53,12 @@ def preset_overrides(preset: str, overrides: Mapping[str, str]) -> dict[str, str
 
 
 # ------------------------------------------------------------------------------------------ running
-def run_seeds(arms: Sequence[Arm], seeds: Sequence[int], progress: Callable[[int], None] | None = None,
-              description: str = "matrix sensing over seeds") -> list[list[dict]]:
+def run_seeds(
+    arms: Sequence[Arm],
+    seeds: Sequence[int],
+    progress: Callable[[int], None] | None = None,
+    description: str = "matrix sensing over seeds",
+) -> list[list[dict]]:
     """Every arm at every seed (arms sharing a seed's data batched together); per arm, per seed:
     ``{"summary": summarize(...), "result": run_many's result, "seed": s}``."""
     cfgs = [replace(c, seed=s) for _, c in arms for s in seeds]
@@ -62,8 +67,7 @@ def run_seeds(arms: Sequence[Arm], seeds: Sequence[int], progress: Callable[[int
         results = run_many(cfgs, bar)
     out, it = [], iter(zip(cfgs, results))
     for _ in arms:
-        out.append([{"summary": summarize(c, r), "result": r, "seed": c.seed} for c, r in
-                    (next(it) for _ in seeds)])
+        out.append([{"summary": summarize(c, r), "result": r, "seed": c.seed} for c, r in (next(it) for _ in seeds)])
     return out
 
 
@@ -95,13 +99,18 @@ def paired(a: Sequence[float], b: Sequence[float], log: bool = True) -> dict:
 
 
 def paired_line(what: str, p: Mapping) -> str:
-    ci = "–" if p["n"] == 0 else (f"{p['mean']:+.3g}" if not math.isfinite(p["half"])
-                                  else f"{p['mean']:+.3g} ± {p['half']:.2g}")
+    ci = (
+        "–"
+        if p["n"] == 0
+        else (f"{p['mean']:+.3g}" if not math.isfinite(p["half"]) else f"{p['mean']:+.3g} ± {p['half']:.2g}")
+    )
     return f"| {what} | {ci} | {p['below_zero']}/{p['total']} |"
 
 
-SEED_HEAD = ("| Schedule | Nuclear norm | Train loss | Rec error | Time to train loss | recovers W* | a_∞ |\n"
-             "|---|---|---|---|---|---|---|\n")
+SEED_HEAD = (
+    "| Schedule | Nuclear norm | Train loss | Rec error | Time to train loss | recovers W* | a_∞ |\n"
+    "|---|---|---|---|---|---|---|\n"
+)
 
 
 def seed_row(label: str, runs: Sequence[Mapping], extra: str = "") -> str:
@@ -111,9 +120,11 @@ def seed_row(label: str, runs: Sequence[Mapping], extra: str = "") -> str:
 
 
 def _describe(base: Config, seeds: Sequence[int]) -> str:
-    return (f"n={base.n}, r={base.r}, m={base.measurements}, W0={base.init_scale:g}·I, η={base.lr:g}, "
-            f"T={base.steps}, Σλ={base.wd * base.steps:g}, loss threshold {base.loss_threshold:g}, "
-            f"seeds {','.join(map(str, seeds))}; mean ± 95% t-interval over seeds")
+    return (
+        f"n={base.n}, r={base.r}, m={base.measurements}, W0={base.init_scale:g}·I, η={base.lr:g}, "
+        f"T={base.steps}, Σλ={base.wd * base.steps:g}, loss threshold {base.loss_threshold:g}, "
+        f"seeds {','.join(map(str, seeds))}; mean ± 95% t-interval over seeds"
+    )
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -130,15 +141,21 @@ def paper_horizon(base: Config, seeds: Sequence[int], progress=None) -> tuple[st
     the T/2 point give T ≈ 1240–1380) under both penalty conventions, next to the paper's numbers."""
     uu = [(lab, c) for lab, c in table2_arms(base) if c.param == "uu"]
     lin = [(lab, c) for lab, c in table2_arms(base) if c.param == "linear"]
-    arms = [(f"{lab} [{p}]", replace(c, penalty=p)) for p in ("half", "full") for lab, c in uu
-            if p == "half" or c.schedule != "none"] + lin  # without weight decay the penalty plays no part
+    arms = [
+        (f"{lab} [{p}]", replace(c, penalty=p))
+        for p in ("half", "full")
+        for lab, c in uu
+        if p == "half" or c.schedule != "none"
+    ] + lin  # without weight decay the penalty plays no part
     runs = run_seeds(arms, seeds, progress, "Table 2 at the paper's horizon")
     by = dict(zip([a for a, _ in arms], runs))
     arms_cfg = dict(arms)
-    head = (f"Table 2 at the paper's horizon ({_describe(base, seeds)}). [half]: ½λ‖U‖_F², [full]: λ‖U‖_F²; "
-            "the linear parameterization's prox uses λ‖W‖_* in both\n\n"
-            "| Schedule | penalty | Nuclear norm | paper | Train loss | Rec error | Time to train loss | paper "
-            "| recovers W* | a_∞ |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        f"Table 2 at the paper's horizon ({_describe(base, seeds)}). [half]: ½λ‖U‖_F², [full]: λ‖U‖_F²; "
+        "the linear parameterization's prox uses λ‖W‖_* in both\n\n"
+        "| Schedule | penalty | Nuclear norm | paper | Train loss | Rec error | Time to train loss | paper "
+        "| recovers W* | a_∞ |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for i, (lab, _) in enumerate(uu):
         nuc, t = PAPER_TABLE2[i] if i < len(PAPER_TABLE2) else (None, None)
@@ -148,20 +165,32 @@ def paper_horizon(base: Config, seeds: Sequence[int], progress=None) -> tuple[st
             r = by[f"{lab} [{p}]"]
             cells = [_cell(_values(r, k)) for k in ("nuclear_norm", "train_loss", "rec_error", "time_to_train_loss")]
             pen = p if arms_cfg[f"{lab} [{p}]"].schedule != "none" else "–"
-            lines.append(f"| {lab} | {pen} | {cells[0]} | {'–' if nuc is None else f'{nuc:.2f}'} | {cells[1]} "
-                         f"| {cells[2]} | {cells[3]} | {'–' if t is None else t} | {recovered(r)} "
-                         f"| {t_interval(_values(r, 'a_final'))[0]:.3g} |\n")
+            lines.append(
+                f"| {lab} | {pen} | {cells[0]} | {'–' if nuc is None else f'{nuc:.2f}'} | {cells[1]} "
+                f"| {cells[2]} | {cells[3]} | {'–' if t is None else t} | {recovered(r)} "
+                f"| {t_interval(_values(r, 'a_final'))[0]:.3g} |\n"
+            )
     for lab, _ in lin:
         r = by[lab]
         cells = [_cell(_values(r, k)) for k in ("nuclear_norm", "train_loss", "rec_error", "time_to_train_loss")]
-        lines.append(f"| {lab} | λ‖W‖_* | {cells[0]} | – | {cells[1]} | {cells[2]} | {cells[3]} | – "
-                     f"| {recovered(r)} | {t_interval(_values(r, 'a_final'))[0]:.3g} |\n")
+        lines.append(
+            f"| {lab} | λ‖W‖_* | {cells[0]} | – | {cells[1]} | {cells[2]} | {cells[3]} | – "
+            f"| {recovered(r)} | {t_interval(_values(r, 'a_final'))[0]:.3g} |\n"
+        )
     const = uu[0][0]
     pairs = [
-        (f"{const}: nuclear norm, full − half", paired(_values(by[f"{const} [half]"], "nuclear_norm"),
-                                                        _values(by[f"{const} [full]"], "nuclear_norm"), log=False)),
-        (f"{const}: log10 rec error, full − half", paired(_values(by[f"{const} [half]"], "rec_error"),
-                                                           _values(by[f"{const} [full]"], "rec_error"))),
+        (
+            f"{const}: nuclear norm, full − half",
+            paired(
+                _values(by[f"{const} [half]"], "nuclear_norm"),
+                _values(by[f"{const} [full]"], "nuclear_norm"),
+                log=False,
+            ),
+        ),
+        (
+            f"{const}: log10 rec error, full − half",
+            paired(_values(by[f"{const} [half]"], "rec_error"), _values(by[f"{const} [full]"], "rec_error")),
+        ),
     ]
     text = head + "".join(lines) + _paired_table(pairs)
     return text, {**_stats(arms, runs), "paired": {k: v for k, v in pairs}}, list(zip(arms, runs))
@@ -174,7 +203,10 @@ def linear_schedule_arms(base: Config) -> list[Arm]:
     table = dict(table2_arms(base))
     c = base.wd
     lin = [(lab, cfg) for lab, cfg in table.items() if cfg.param == "linear"]
-    decays = [(f"Linear param., {lab.lower()}", replace(table[lab], param="linear")) for lab in ("Linear decay", "Cosine decay")]
+    decays = [
+        (f"Linear param., {lab.lower()}", replace(table[lab], param="linear"))
+        for lab in ("Linear decay", "Cosine decay")
+    ]
     uu = [(f"UUᵀ, {lab.lower()}", table[lab]) for lab in ("Linear decay", "Cosine decay", f"Constant {2 * c:g}, t-o")]
     return lin[:2] + decays + lin[2:] + uu
 
@@ -183,15 +215,19 @@ def linear_schedules(base: Config, seeds: Sequence[int], progress=None) -> tuple
     arms = linear_schedule_arms(base)
     runs = run_seeds(arms, seeds, progress, "linear parameterization: decaying penalties")
     by = dict(zip([a for a, _ in arms], runs))
-    head = (f"Linear parameterization with decaying nuclear-norm penalties ({_describe(base, seeds)}; "
-            f"prox step W ← prox_{{ηλ_t‖·‖_*}}(W − η∇f))\n\n")
+    head = (
+        f"Linear parameterization with decaying nuclear-norm penalties ({_describe(base, seeds)}; "
+        f"prox step W ← prox_{{ηλ_t‖·‖_*}}(W − η∇f))\n\n"
+    )
     lines = [seed_row(lab, r) + "\n" for (lab, _), r in zip(arms, runs)]
     const, lin_dec, cos_dec = arms[0][0], arms[2][0], arms[3][0]
     rec = lambda lab: _values(by[lab], "rec_error")  # noqa: E731
-    pairs = [(f"log10 rec error: {lin_dec} − {const}", paired(rec(const), rec(lin_dec))),
-             (f"log10 rec error: {cos_dec} − {const}", paired(rec(const), rec(cos_dec))),
-             (f"log10 rec error: {lin_dec} − UUᵀ, linear decay", paired(rec("UUᵀ, linear decay"), rec(lin_dec))),
-             (f"log10 rec error: {cos_dec} − UUᵀ, cosine decay", paired(rec("UUᵀ, cosine decay"), rec(cos_dec)))]
+    pairs = [
+        (f"log10 rec error: {lin_dec} − {const}", paired(rec(const), rec(lin_dec))),
+        (f"log10 rec error: {cos_dec} − {const}", paired(rec(const), rec(cos_dec))),
+        (f"log10 rec error: {lin_dec} − UUᵀ, linear decay", paired(rec("UUᵀ, linear decay"), rec(lin_dec))),
+        (f"log10 rec error: {cos_dec} − UUᵀ, cosine decay", paired(rec("UUᵀ, cosine decay"), rec(cos_dec))),
+    ]
     text = head + SEED_HEAD + "".join(lines) + _paired_table(pairs)
     return text, {**_stats(arms, runs), "paired": {k: v for k, v in pairs}}, list(zip(arms, runs))
 
@@ -201,32 +237,43 @@ def init_scale_arms(base: Config, scales: Sequence[float] = INIT_SCALES) -> list
     arms = []
     for a in scales:
         arms.append((f"α={a:g}, no weight decay", replace(base, init_scale=a, schedule="none", wd=0.0)))
-        arms.append((f"α={a:g}, constant {2 * c:g}, t-o", replace(base, init_scale=a, schedule="turn_off", wd=2 * c, off=0.5)))
+        arms.append(
+            (f"α={a:g}, constant {2 * c:g}, t-o", replace(base, init_scale=a, schedule="turn_off", wd=2 * c, off=0.5))
+        )
     return arms
 
 
 def init_scale(base: Config, seeds: Sequence[int], progress=None) -> tuple[str, dict, list]:
     arms = init_scale_arms(base)
     runs = run_seeds(arms, seeds, progress, "matrix sensing: init-scale axis")
-    head = (f"Init-scale axis, W0 = α·I ({_describe(base, seeds).replace(f'W0={base.init_scale:g}·I, ', '')})\n\n"
-            "| α | arm | Rec error | Nuclear norm | Train loss | Time to train loss | recovers W* |\n"
-            "|---|---|---|---|---|---|---|\n")
+    head = (
+        f"Init-scale axis, W0 = α·I ({_describe(base, seeds).replace(f'W0={base.init_scale:g}·I, ', '')})\n\n"
+        "| α | arm | Rec error | Nuclear norm | Train loss | Time to train loss | recovers W* |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
     lines, pairs = [], []
     for i in range(0, len(arms), 2):
         a = arms[i][1].init_scale
         for (lab, _), r in ((arms[i], runs[i]), (arms[i + 1], runs[i + 1])):
             cells = [_cell(_values(r, k)) for k in ("rec_error", "nuclear_norm", "train_loss", "time_to_train_loss")]
             lines.append(f"| {a:g} | {lab.split(', ', 1)[1]} | " + " | ".join(cells) + f" | {recovered(r)} |\n")
-        pairs.append((f"α={a:g}: log10 rec error, t-o − no weight decay",
-                      paired(_values(runs[i], "rec_error"), _values(runs[i + 1], "rec_error"))))
+        pairs.append(
+            (
+                f"α={a:g}: log10 rec error, t-o − no weight decay",
+                paired(_values(runs[i], "rec_error"), _values(runs[i + 1], "rec_error")),
+            )
+        )
     text = head + "".join(lines) + _paired_table(pairs)
     return text, {**_stats(arms, runs), "paired": {k: v for k, v in pairs}}, list(zip(arms, runs))
 
 
 def _paired_table(pairs: Sequence[tuple[str, Mapping]]) -> str:
-    return ("\nPaired over seeds (same W* and sensing matrices per seed):\n\n"
-            "| difference | mean ± 95% t-interval | seeds below 0 |\n|---|---|---|\n"
-            + "\n".join(paired_line(w, p) for w, p in pairs) + "\n")
+    return (
+        "\nPaired over seeds (same W* and sensing matrices per seed):\n\n"
+        "| difference | mean ± 95% t-interval | seeds below 0 |\n|---|---|---|\n"
+        + "\n".join(paired_line(w, p) for w, p in pairs)
+        + "\n"
+    )
 
 
 def _stats(arms: Sequence[Arm], runs: Sequence[Sequence[Mapping]]) -> dict:
@@ -236,8 +283,10 @@ def _stats(arms: Sequence[Arm], runs: Sequence[Sequence[Mapping]]) -> dict:
             "config": {k: v for k, v in config_dict(cfg).items() if k != "seed"},
             "seeds": [x["seed"] for x in r],
             "per_seed": [x["summary"] for x in r],
-            **{k: dict(zip(("mean", "half_width", "n"), t_interval(_values(r, k))))
-               for k in ("nuclear_norm", "train_loss", "rec_error", "time_to_train_loss")},
+            **{
+                k: dict(zip(("mean", "half_width", "n"), t_interval(_values(r, k))))
+                for k in ("nuclear_norm", "train_loss", "rec_error", "time_to_train_loss")
+            },
             "recovered": recovered(r),
         }
     return out
@@ -259,8 +308,14 @@ def _figures(preset: str, base: Config, pairs: list, rd: RunDir) -> None:
             sel = [(cfg.init_scale, runs) for (lab, cfg), runs in pairs if lab.endswith(kind)]
             xs = [a for a, _ in sel]
             series[f"{kind}: mean ± 95% CI"] = (xs, [t_interval(_values(r, "rec_error"))[0] for _, r in sel])
-        fig = line_plot(series, "final ‖W − W*‖_F", log=True, xlabel="init scale α (W0 = α·I)",
-                        title=f"Matrix sensing: init scale (T={base.steps})", hline=RECOVERED)
+        fig = line_plot(
+            series,
+            "final ‖W − W*‖_F",
+            log=True,
+            xlabel="init scale α (W0 = α·I)",
+            title=f"Matrix sensing: init scale (T={base.steps})",
+            hline=RECOVERED,
+        )
         ax = fig.axes[0]
         ax.set_xscale("log")
         for line, kind in zip(ax.get_lines(), ("no weight decay", "t-o")):
@@ -272,31 +327,46 @@ def _figures(preset: str, base: Config, pairs: list, rd: RunDir) -> None:
         save_png(fig, rd.file("init_scale_rec_error.png"))
         return
     series = {lab: _mean_log_curve(runs, "rec_error") for (lab, _), runs in pairs}
-    title = {"paper-horizon": "Table 2 at the paper's horizon", "linear-schedules": "decaying penalties",
-             "table2": "Table 2"}[preset] + " (geometric mean over seeds)"
+    title = {
+        "paper-horizon": "Table 2 at the paper's horizon",
+        "linear-schedules": "decaying penalties",
+        "table2": "Table 2",
+    }[preset] + " (geometric mean over seeds)"
     fig = line_plot(series, "‖W − W*‖_F", log=True, title=title, vline=base.steps // 2, size=(9.5, 5.0))
     fig.axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: no curve hidden
     save_png(fig, rd.file(f"{preset}_rec_error.png"))
 
 
 # ------------------------------------------------------------------------------------------ entry
-STUDIES = {"table2": table2_over_seeds, "paper-horizon": paper_horizon, "linear-schedules": linear_schedules,
-           "init-scale": init_scale}
+STUDIES = {
+    "table2": table2_over_seeds,
+    "paper-horizon": paper_horizon,
+    "linear-schedules": linear_schedules,
+    "init-scale": init_scale,
+}
 
 
-def run_study(preset: str, base: Config, seeds: Sequence[int], out: Path | str,
-              progress: Callable[[int], None] | None = None) -> str:
+def run_study(
+    preset: str, base: Config, seeds: Sequence[int], out: Path | str, progress: Callable[[int], None] | None = None
+) -> str:
     """One study into run directory ``out`` (``<preset>.md``, ``metrics.csv``, a figure, ``summary.json``)."""
     rd = RunDir(out)
     t0 = time.perf_counter()
     text, stats, pairs = STUDIES[preset](base, seeds, progress)
     rows = []
-    for (lab, cfg), runs in pairs:
+    for (lab, _cfg), runs in pairs:
         for r in runs:
             rows += [{"seed": r["seed"], **row} for row in metric_rows(r["result"], lab)]
     rd.write_metrics(rows)
     rd.write_text(f"{preset}.md", text)
     _figures(preset, base, pairs, rd)
-    rd.finish({"experiment": "matrix-sensing", "reproduce": preset, "seeds": list(seeds), "arms": stats,
-               "seconds": round(time.perf_counter() - t0, 3)})
+    rd.finish(
+        {
+            "experiment": "matrix-sensing",
+            "reproduce": preset,
+            "seeds": list(seeds),
+            "arms": stats,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    )
     return text

@@ -33,18 +33,18 @@ dimensions): when that is smaller than P the run works in an orthonormal basis o
 rounding; 4096 → 450 at the paper's size); ``SparseCoding.dictionary`` maps D back to pixels.
 Paper size: ``image_size=64`` (4096 pixels), ``iterations=100``; the defaults are the paper's sizes.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import torch
 
-from .. import Plan
 from ...config import build, config_dict, require
 from ...engine.batched import Trace, run_batched, torch_threads
 from ...engine.batched import resolve_device as engine_device
@@ -52,6 +52,7 @@ from ...engine.progress import progress_or_bar
 from ...errors import ConfigError
 from ...report.figures import save_png
 from ...store import RunDir
+from .. import Plan
 from . import report as R
 from .problem import LOG_CLAMP, SparseCoding, spectral_norm_sq  # noqa: F401 (re-exported)
 
@@ -94,20 +95,33 @@ class Config:
         require(len(self.alphas) > 0, "alphas must list at least one value")
         for a in self.alphas:
             require(math.isfinite(a) and a >= 0, f"alphas must be non-negative numbers, got {a}")
-        require(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
-                f"seeds must list distinct integers, got {','.join(map(str, self.seeds))}")
+        require(
+            len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds),
+            f"seeds must list distinct integers, got {','.join(map(str, self.seeds))}",
+        )
         require(all(s >= 0 for s in self.seeds), f"seeds must be non-negative, got {','.join(map(str, self.seeds))}")
         require(self.n_atoms > 0, f"n_atoms must be positive, got {self.n_atoms}")
         require(1 <= self.n_images <= 400, f"n_images must be in 1..400, got {self.n_images}")
-        require(0 < self.batch_size <= self.n_images, f"batch_size must be in 1..n_images={self.n_images}, got {self.batch_size}")
+        require(
+            0 < self.batch_size <= self.n_images,
+            f"batch_size must be in 1..n_images={self.n_images}, got {self.batch_size}",
+        )
         require(self.iterations > 0, f"iterations must be positive, got {self.iterations}")
         require(math.isfinite(self.lr_scale) and self.lr_scale > 0, f"lr_scale must be positive, got {self.lr_scale}")
-        require(self.dict_update in DICT_UPDATES, f"dict_update must be one of {', '.join(DICT_UPDATES)}, got {self.dict_update!r}")
-        require(self.dict_update != "per_sample" or self.n_images % self.batch_size == 0,
-                f"dict_update=per_sample needs batch_size dividing n_images={self.n_images} (one A[i], B[i] per "
-                f"batch position), got batch_size={self.batch_size}")
+        require(
+            self.dict_update in DICT_UPDATES,
+            f"dict_update must be one of {', '.join(DICT_UPDATES)}, got {self.dict_update!r}",
+        )
+        require(
+            self.dict_update != "per_sample" or self.n_images % self.batch_size == 0,
+            f"dict_update=per_sample needs batch_size dividing n_images={self.n_images} (one A[i], B[i] per "
+            f"batch position), got batch_size={self.batch_size}",
+        )
         require(self.log_init in LOG_INITS, f"log_init must be one of {', '.join(LOG_INITS)}, got {self.log_init!r}")
-        require(self.image_size in IMAGE_SIZES, f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {self.image_size}")
+        require(
+            self.image_size in IMAGE_SIZES,
+            f"image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {self.image_size}",
+        )
         require(self.sparsity_tol > 0, f"sparsity_tol must be positive, got {self.sparsity_tol}")
         require(self.stationary_tol > 0, f"stationary_tol must be positive, got {self.stationary_tol}")
         require(self.stationary_window >= 1, f"stationary_window must be at least 1, got {self.stationary_window}")
@@ -160,16 +174,30 @@ def faces(image_size: int = 64, n_images: int = 400, path: str | Path | None = N
 
 
 # --------------------------------------------------------------------------------------- running
-def run_sweep(cfg: Config, progress: Callable[[int], None] | None = None, Y: np.ndarray | None = None,
-              return_problem: bool = False):
+def run_sweep(
+    cfg: Config,
+    progress: Callable[[int], None] | None = None,
+    Y: np.ndarray | None = None,
+    return_problem: bool = False,
+):
     """All (seed, k, α) of ``cfg`` as one batched run of ``cfg.iterations`` iterations on ``cfg.device``."""
     dtype, device = DTYPES[cfg.dtype], resolve_device(cfg.device)
     Y = faces(cfg.image_size, cfg.n_images) if Y is None else Y
     Yt = torch.as_tensor(np.asarray(Y), dtype=dtype).to(device)
     grid = cfg.grid()
     with torch_threads(cfg.threads):
-        problem = SparseCoding(Yt, cfg.param, [k for _, k, _ in grid], cfg.n_atoms, cfg.batch_size,
-                               [s for s, _, _ in grid], cfg.sparsity_tol, cfg.dict_update, cfg.log_init, cfg.threads)
+        problem = SparseCoding(
+            Yt,
+            cfg.param,
+            [k for _, k, _ in grid],
+            cfg.n_atoms,
+            cfg.batch_size,
+            [s for s, _, _ in grid],
+            cfg.sparsity_tol,
+            cfg.dict_update,
+            cfg.log_init,
+            cfg.threads,
+        )
         lam = torch.tensor([[a] for _, _, a in grid], dtype=dtype).expand(len(grid), cfg.iterations).contiguous()
         trace = run_batched(problem, lam.to(device), cfg.lr_scale, log_every=1, progress=progress)
     return (trace, problem) if return_problem else trace
@@ -211,9 +239,15 @@ def summarize(cfg: Config, trace: Trace) -> list[dict]:
         div = int(trace.diverged_at[c])
         mse = trace.metrics["mse"][c]
         nuc = trace.metrics["nuclear_norm"][c]
-        row = {"label": label, "point": cfg.point_labels()[c % len(cfg.points())], "seed": seed,
-               "k": k if cfg.param == "power" else None, "alpha": alpha,
-               "diverged_at": div if div >= 0 else None, "status": "diverged" if div >= 0 else "finished"}
+        row = {
+            "label": label,
+            "point": cfg.point_labels()[c % len(cfg.points())],
+            "seed": seed,
+            "k": k if cfg.param == "power" else None,
+            "alpha": alpha,
+            "diverged_at": div if div >= 0 else None,
+            "status": "diverged" if div >= 0 else "finished",
+        }
         for name in ("mse", "nuclear_norm", "frobenius_norm", "l1", "sparsity", "a_code"):
             row[name] = float(trace.metrics[name][c, -1])
         for it in (5, 10, 20):
@@ -243,9 +277,13 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
     name = "u^(2k) − v^(2k)" if cfg.param == "power" else "log u − log v"
     table = R.table_markdown([(name, cfg, rows)])
     rd.write_text("table.md", table)
-    summary = {"experiment": "sparse-coding", "param": cfg.param, "configs": rows,
-               "diverged": sum(r["status"] == "diverged" for r in rows),
-               "seconds": round(time.perf_counter() - t0, 3)}
+    summary = {
+        "experiment": "sparse-coding",
+        "param": cfg.param,
+        "configs": rows,
+        "diverged": sum(r["status"] == "diverged" for r in rows),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
     rd.finish(summary)
     return summary
 
@@ -270,19 +308,23 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
     if extra.preset not in ("paper", "authors"):
         raise ConfigError(f"preset must be one of paper, authors, got {extra.preset!r}")
     if extra.preset == "authors" and "log_alphas" in given:
-        raise ConfigError("log_alphas: preset=authors runs no log reparameterization; drop log_alphas= "
-                          "or use preset=paper")
+        raise ConfigError(
+            "log_alphas: preset=authors runs no log reparameterization; drop log_alphas= or use preset=paper"
+        )
     if extra.preset == "authors":
         return Plan((("power", build(Config, {**R.AUTHORS_PRESET, **ov, "param": "power"})),), {"preset": "authors"})
     ov.setdefault("seeds", ",".join(map(str, R.PAPER_SEEDS)))
     power = build(Config, {**ov, "param": "power"})
-    log = build(Config, {**{k: v for k, v in ov.items() if k not in ("alphas", "ks")}, "param": "log",
-                         "alphas": extra.log_alphas})
+    log = build(
+        Config,
+        {**{k: v for k, v in ov.items() if k not in ("alphas", "ks")}, "param": "log", "alphas": extra.log_alphas},
+    )
     return Plan((("power", power), ("log", log)), {"preset": "paper"})
 
 
-def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
-              progress: Callable[[int], None] | None = None) -> str:
+def reproduce(
+    out: Path | str, overrides: Mapping[str, str] | None = None, progress: Callable[[int], None] | None = None
+) -> str:
     """``preset=paper``: Fig. 11 (u^{2k} − v^{2k}, k = 1..10, α = 0.001) and Fig. 13 (log u − log v, α sweep)
     analogs over ``seeds`` (default 0,1,2). ``preset=authors``: the stored-curve setting (η = 0.01/‖D‖₂²,
     per-sample update, k = 1, 2, 3) against the stored numbers. Other keys override either preset and apply
@@ -292,8 +334,15 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
         return _reproduce_authors(out, plan.config, progress)
     (_, power), (_, log) = plan.configs
     rd = RunDir(out)
-    rd.write_config({"experiment": "sparse-coding", "reproduce": "figs11-13", "preset": "paper",
-                     "power": config_dict(power), "log": config_dict(log)})
+    rd.write_config(
+        {
+            "experiment": "sparse-coding",
+            "reproduce": "figs11-13",
+            "preset": "paper",
+            "power": config_dict(power),
+            "log": config_dict(log),
+        }
+    )
     t0 = time.perf_counter()
     Y = faces(power.image_size, power.n_images)
     with progress_or_bar(progress, power.iterations + log.iterations, "sparse coding (Figs. 11, 13)") as progress:
@@ -309,15 +358,28 @@ def reproduce(out: Path | str, overrides: Mapping[str, str] | None = None,
     save_png(R.plot(log, tr_log, "sparsity", "log u − log v"), rd.file("sparsity_log.png"))
     table = R.table_markdown([("u^(2k) − v^(2k)", power, rows_power), ("log u − log v", log, rows_log)])
     rd.write_text("table.md", table)
-    rd.finish({"experiment": "sparse-coding", "preset": "paper", "power": rows_power, "log": rows_log,
-               "seconds": round(time.perf_counter() - t0, 3)})
+    rd.finish(
+        {
+            "experiment": "sparse-coding",
+            "preset": "paper",
+            "power": rows_power,
+            "log": rows_log,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    )
     return table
 
 
 def _reproduce_authors(out: Path | str, cfg: Config, progress) -> str:
     rd = RunDir(out)
-    rd.write_config({"experiment": "sparse-coding", "reproduce": "authors-stored-curve", "preset": "authors",
-                     "power": config_dict(cfg)})
+    rd.write_config(
+        {
+            "experiment": "sparse-coding",
+            "reproduce": "authors-stored-curve",
+            "preset": "authors",
+            "power": config_dict(cfg),
+        }
+    )
     t0 = time.perf_counter()
     with progress_or_bar(progress, cfg.iterations, "sparse coding (paper code's stored curve)") as progress:
         trace = run_sweep(cfg, progress)
@@ -325,11 +387,20 @@ def _reproduce_authors(out: Path | str, cfg: Config, progress) -> str:
     rd.write_metrics(metric_rows(cfg, trace))
     save_png(R.authors_plot(cfg, trace), rd.file("authors_mse.png"))
     save_png(R.plot(cfg, trace, "nuclear_norm", "u^(2k) − v^(2k)"), rd.file("nuclear_norm.png"))
-    table = (R.table_markdown([("u^(2k) − v^(2k)", cfg, rows)])
-             + "\nAgainst the paper code's stored power/MSE.csv (one unseeded run per k):\n\n" + R.authors_table(cfg, trace))
+    table = (
+        R.table_markdown([("u^(2k) − v^(2k)", cfg, rows)])
+        + "\nAgainst the paper code's stored power/MSE.csv (one unseeded run per k):\n\n"
+        + R.authors_table(cfg, trace)
+    )
     rd.write_text("table.md", table)
-    rd.finish({"experiment": "sparse-coding", "preset": "authors", "power": rows,
-               "seconds": round(time.perf_counter() - t0, 3)})
+    rd.finish(
+        {
+            "experiment": "sparse-coding",
+            "preset": "authors",
+            "power": rows,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    )
     return table
 
 

@@ -19,6 +19,7 @@ it loads serves ``MB`` atoms (``benchmarks/bench_per_sample_kernel.py`` compares
 or without a compiler, the same loop runs in torch with the configuration axis batched. Both give the
 straightforward loop's result to float64 rounding (tested).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -48,13 +49,20 @@ def aggregated_step(D: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Xb: torc
     for j in range(D.shape[1]):
         ajj = A[:, j, j].clamp_min(1e-12).view(-1, 1, 1)
         # A is symmetric: row j of A equals column j, and (C,1,K)@(C,K,P) is one batched GEMV
-        u = (Bt[:, j:j + 1, :] - torch.bmm(A[:, j:j + 1, :], D)) / ajj + D[:, j:j + 1, :]
-        D[:, j:j + 1, :] = u / torch.clamp(EPS + u.norm(dim=2, keepdim=True), min=1.0)
+        u = (Bt[:, j : j + 1, :] - torch.bmm(A[:, j : j + 1, :], D)) / ajj + D[:, j : j + 1, :]
+        D[:, j : j + 1, :] = u / torch.clamp(EPS + u.norm(dim=2, keepdim=True), min=1.0)
     return D, A, Bt
 
 
-def per_sample_step(D: torch.Tensor, A: torch.Tensor, Bt: torch.Tensor, Xb: torch.Tensor, Yb: torch.Tensor,
-                    threads: int = 1, kernel: str = "auto") -> None:
+def per_sample_step(
+    D: torch.Tensor,
+    A: torch.Tensor,
+    Bt: torch.Tensor,
+    Xb: torch.Tensor,
+    Yb: torch.Tensor,
+    threads: int = 1,
+    kernel: str = "auto",
+) -> None:
     """The paper code's update, IN PLACE: for each position i, A[i] += x_i x_iᵀ, Bᵀ[i] += x_i y_iᵀ, then one
     sweep over the atoms with A[i], B[i]. Shapes D (C, K, P), A (C, b, K, K), Bt (C, b, K, P), Xb (C, b, K),
     Yb (C, b, P). ``kernel``: ``"c"`` (compiled loop; CPU only), ``"torch"``, or ``"auto"`` (C when possible)."""
@@ -80,8 +88,8 @@ def _per_sample_torch(D, A, Bt, Xb, Yb) -> None:
     for i in range(b):
         Ai, Bi = A[:, i], Bt[:, i]
         for j in range(K):
-            u = (Bi[:, j:j + 1] - torch.bmm(Ai[:, j:j + 1], D)) / Ai[:, j, j].view(C, 1, 1) + D[:, j:j + 1]
-            D[:, j:j + 1] = u / torch.clamp(EPS + u.norm(dim=2, keepdim=True), min=1.0)
+            u = (Bi[:, j : j + 1] - torch.bmm(Ai[:, j : j + 1], D)) / Ai[:, j, j].view(C, 1, 1) + D[:, j : j + 1]
+            D[:, j : j + 1] = u / torch.clamp(EPS + u.norm(dim=2, keepdim=True), min=1.0)
 
 
 # ------------------------------------------------------------------------------- the C kernel
@@ -186,8 +194,9 @@ def _compile(real: str) -> Path | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    key = hashlib.sha256("|".join([_SOURCE, real, cc, *CFLAGS, platform.machine(), platform.node(),
-                                   sys.platform]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "|".join([_SOURCE, real, cc, *CFLAGS, platform.machine(), platform.node(), sys.platform]).encode()
+    ).hexdigest()[:16]
     out = _cache_dir() / f"per_sample_{real}_{key}.so"
     if out.exists():
         return out

@@ -1,9 +1,10 @@
 """The batched sparse-coding problem (App. E): reparameterized code steps and dictionary steps for C
 configurations at once (a ``BatchedProblem`` of ``engine.batched``). The algorithm, its parameterizations
 and inits are described in :mod:`mirrorflow.experiments.sparse_coding`."""
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -36,9 +37,20 @@ class SparseCoding:
     the basis ``Q[seed]`` (P × r) of the span of the seed's initial atoms and the faces (Q = I when r = P).
     """
 
-    def __init__(self, Y: torch.Tensor, param: str, ks: Sequence[int], n_atoms: int, batch_size: int,
-                 seeds: Sequence[int] | int = 0, sparsity_tol: float = 1e-2, dict_update: str = "aggregated",
-                 log_init: str = "independent", threads: int = 1, reduce: bool = True):
+    def __init__(
+        self,
+        Y: torch.Tensor,
+        param: str,
+        ks: Sequence[int],
+        n_atoms: int,
+        batch_size: int,
+        seeds: Sequence[int] | int = 0,
+        sparsity_tol: float = 1e-2,
+        dict_update: str = "aggregated",
+        log_init: str = "independent",
+        threads: int = 1,
+        reduce: bool = True,
+    ):
         seeds = [seeds] * len(ks) if isinstance(seeds, int) else list(seeds)
         if len(seeds) != len(ks):
             raise ValueError("SparseCoding: one seed per configuration")
@@ -57,7 +69,11 @@ class SparseCoding:
             D = torch.randn(n_atoms, P, generator=g0, dtype=torch.float64)
             D0.append(D / (1e-5 + D.norm(dim=1, keepdim=True)))
             Z1.append(torch.randn(n, n_atoms, generator=g0, dtype=torch.float64))
-            Z2.append(torch.randn(n, n_atoms, generator=g0, dtype=torch.float64) if (param, log_init) == ("log", "independent") else Z1[-1])
+            Z2.append(
+                torch.randn(n, n_atoms, generator=g0, dtype=torch.float64)
+                if (param, log_init) == ("log", "independent")
+                else Z1[-1]
+            )
             if reduce and n + n_atoms < P:  # orthonormal basis of span(rows of D_0, rows of Y)
                 Q.append(torch.linalg.qr(torch.cat([D0[-1], Y64]).T).Q)
             else:
@@ -99,7 +115,8 @@ class SparseCoding:
         npos = self.batch_size if self.dict_update == "per_sample" else None  # one A[i], B[i] per position
         Ashape = (C, npos, K, K) if npos else (C, K, K)
         return {
-            "U": U.clone(), "V": V.clone(),
+            "U": U.clone(),
+            "V": V.clone(),
             "D": self.D0[self.seed_idx].clone(),
             "A": (A0 * torch.eye(K, **to)).expand(*Ashape).clone(),
             "Bt": torch.zeros(*Ashape[:-1], r, **to),  # Bᵀ = Σ X_bᵀ Y_b (per position for per_sample)
@@ -137,7 +154,7 @@ class SparseCoding:
         ys = self.seed_idx.view(-1, 1)
         etas = []
         for s in range(0, n, self.batch_size):
-            idx = perm[:, s:s + self.batch_size]
+            idx = perm[:, s : s + self.batch_size]
             Yb = self.Yr[ys, idx]  # (C, b, r)
             gram = D @ D.transpose(1, 2)
             eta = lr / _rowwise_finite(lambda G: torch.linalg.eigvalsh(G)[:, -1], gram)  # η = lr/‖D‖₂²

@@ -5,11 +5,12 @@ All seeds of an arm share the evaluation grid, so curves over seeds are averaged
 seed is left out of the average and counted in the tables. The band of a curve is the sample standard
 deviation over seeds (ddof = 1).
 """
+
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,9 +67,16 @@ def curve(arms: Sequence[ArmResult], key: str, x: str = "step") -> tuple[np.ndar
     return xs, mean, np.nan_to_num(std)
 
 
-def rho_panel(title: str, arms_by_name: Mapping[str, Sequence[ArmResult]], key: str, x: str,
-              color_of: Callable[[str], str], label_of: Callable[[str], str], ref: str = "constant",
-              step_to_x: Callable[[float], float] = float):
+def rho_panel(
+    title: str,
+    arms_by_name: Mapping[str, Sequence[ArmResult]],
+    key: str,
+    x: str,
+    color_of: Callable[[str], str],
+    label_of: Callable[[str], str],
+    ref: str = "constant",
+    step_to_x: Callable[[float], float] = float,
+):
     """A :func:`~mirrorflow.report.figures.curves_figure` panel: ``key`` for each arm, the turn-off steps,
     and where each turned-off arm's seed-mean curve crosses the ``ref`` arm's (× marks)."""
     curves, vlines, marks = [], [], []
@@ -89,8 +97,9 @@ def rho_panel(title: str, arms_by_name: Mapping[str, Sequence[ArmResult]], key: 
     return title, curves, vlines, marks
 
 
-def paired_final(ref: Sequence[ArmResult], other: Sequence[ArmResult], key: str,
-                 effect: float | None = None) -> PairedDifference:
+def paired_final(
+    ref: Sequence[ArmResult], other: Sequence[ArmResult], key: str, effect: float | None = None
+) -> PairedDifference:
     """Paired difference ``other − ref`` of the final ``key`` over seeds (the i-th arm of each list is the
     same seed; a turned-off arm branches from its seed's constant run). Diverged seeds are left out."""
     n = min(len(ref), len(other))
@@ -109,12 +118,12 @@ def rho_after_switch(arms: Sequence[ArmResult], key: str = "spectral/rho") -> di
         return {}
     at = after[0][1]
     lo = min(after, key=lambda t: t[1])
-    return {"at_switch": at, "end": after[-1][1], "min": lo[1], "min_step": lo[0],
-            "max": max(m for _, m in after)}
+    return {"at_switch": at, "end": after[-1][1], "min": lo[1], "min_step": lo[0], "max": max(m for _, m in after)}
 
 
-def crossings(turned_off: Sequence[ArmResult], constants: Mapping[float, Sequence[ArmResult]],
-              key: str = "spectral/rho") -> dict[float, float | None]:
+def crossings(
+    turned_off: Sequence[ArmResult], constants: Mapping[float, Sequence[ArmResult]], key: str = "spectral/rho"
+) -> dict[float, float | None]:
     """For each constant-λ curve (seed means): the first step after the switch where the turned-off arm's
     seed-mean ρ crosses it (:func:`.train.intersection`), None when it does not within the run or when
     the curves are on different evaluation grids."""
@@ -128,8 +137,12 @@ def crossings(turned_off: Sequence[ArmResult], constants: Mapping[float, Sequenc
     return out
 
 
-def crossings_markdown(turned_off: Sequence[tuple[str, Sequence[ArmResult]]],
-                       constants: Mapping[float, Sequence[ArmResult]], unit: str = "step", per_unit: float = 1.0) -> str:
+def crossings_markdown(
+    turned_off: Sequence[tuple[str, Sequence[ArmResult]]],
+    constants: Mapping[float, Sequence[ArmResult]],
+    unit: str = "step",
+    per_unit: float = 1.0,
+) -> str:
     """Table: for each turned-off arm (label, seeds), ρ at the switch and at the end, its minimum (where) and
     maximum after the switch, and where it first crosses the constant-λ curve of each λ (seed means; in
     ``unit`` = steps / ``per_unit``). Empty when no arm was switched off."""
@@ -140,13 +153,23 @@ def crossings_markdown(turned_off: Sequence[tuple[str, Sequence[ArmResult]]],
         if not mv:
             continue
         cr = crossings(arms, constants)
-        rows.append([label, f"{mv['at_switch']:.3f}", f"{mv['end']:.3f}",
-                     f"{mv['min']:.3f} ({mv['min_step'] / per_unit:g})", f"{mv['max']:.3f}",
-                     *["no crossing" if cr[v] is None else f"{cr[v] / per_unit:g}" for v in lams]])
+        rows.append(
+            [
+                label,
+                f"{mv['at_switch']:.3f}",
+                f"{mv['end']:.3f}",
+                f"{mv['min']:.3f} ({mv['min_step'] / per_unit:g})",
+                f"{mv['max']:.3f}",
+                *["no crossing" if cr[v] is None else f"{cr[v] / per_unit:g}" for v in lams],
+            ]
+        )
     if not rows:
         return ""
-    return (f"ρ after the switch (seed means; {unit}s): ρ at the switch and at the end, its minimum ({unit}) and "
-            f"maximum after the switch, and the {unit} where it first crosses the constant-λ curve of each λ "
-            f"(Fig. 4's intersections).\n\n"
-            + markdown_table(["arm", "ρ at switch", "ρ at end", f"min ρ ({unit})", "max ρ",
-                              *[f"crosses λ={v:g}" for v in lams]], rows))
+    return (
+        f"ρ after the switch (seed means; {unit}s): ρ at the switch and at the end, its minimum ({unit}) and "
+        f"maximum after the switch, and the {unit} where it first crosses the constant-λ curve of each λ "
+        f"(Fig. 4's intersections).\n\n"
+        + markdown_table(
+            ["arm", "ρ at switch", "ρ at end", f"min ρ ({unit})", "max ρ", *[f"crosses λ={v:g}" for v in lams]], rows
+        )
+    )

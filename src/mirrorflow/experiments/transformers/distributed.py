@@ -5,10 +5,12 @@ launch``; with ``WORLD_SIZE > 1`` it initializes ``torch.distributed`` (NCCL on 
 training loop wraps the model in ``DistributedDataParallel``, splits every batch across ranks and
 all-reduces the evaluation sums. Only rank 0 writes files.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
 
 @dataclass
 class DistEnv:

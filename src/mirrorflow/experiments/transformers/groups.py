@@ -14,13 +14,14 @@ training steps — and computed by an experiment's :class:`GroupRunner`.
   processes (each rebuilds the runner from the experiment module's ``make_runner(values, out)``, once per
   process), longest first, then loads every group in order.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from ...store import METRICS, RunDir, read_csv
 from .train import ArmResult
@@ -55,11 +56,22 @@ def save_group(path: Path | str, config: Mapping, arms: Sequence[ArmResult], sec
                 if k not in cols:
                     cols.append(k)
     rd.write_metrics(rows, cols)
-    rd.finish({
-        "arms": [{"name": a.name, "value": a.value, "off_at": a.off_at, "diverged_at": a.diverged_at,
-                  "status": "diverged" if a.diverged_at is not None else "finished", **a.info} for a in arms],
-        "seconds": round(seconds, 3),
-    })
+    rd.finish(
+        {
+            "arms": [
+                {
+                    "name": a.name,
+                    "value": a.value,
+                    "off_at": a.off_at,
+                    "diverged_at": a.diverged_at,
+                    "status": "diverged" if a.diverged_at is not None else "finished",
+                    **a.info,
+                }
+                for a in arms
+            ],
+            "seconds": round(seconds, 3),
+        }
+    )
 
 
 def load_group(path: Path | str) -> list[ArmResult]:
@@ -74,7 +86,9 @@ def load_group(path: Path | str) -> list[ArmResult]:
     out = []
     for a in summary["arms"]:
         info = {k: v for k, v in a.items() if k not in ("name", "value", "off_at", "diverged_at", "status")}
-        out.append(ArmResult(a["name"], float(a["value"]), by_arm.get(a["name"], []), a["off_at"], a["diverged_at"], info))
+        out.append(
+            ArmResult(a["name"], float(a["value"]), by_arm.get(a["name"], []), a["off_at"], a["diverged_at"], info)
+        )
     return out
 
 
@@ -98,8 +112,9 @@ class GroupRunner:
     ``progress(k)`` is advanced by the training steps of each group as it is computed or loaded.
     """
 
-    def __init__(self, module: str, values: Mapping, out: Path | str, env,
-                 progress: Callable[[int], None] | None = None):
+    def __init__(
+        self, module: str, values: Mapping, out: Path | str, env, progress: Callable[[int], None] | None = None
+    ):
         self.module = module  # the experiment module's name (worker processes import it)
         self.values = dict(values)  # the config as plain values (rebuilt in worker processes)
         self.out = Path(out)

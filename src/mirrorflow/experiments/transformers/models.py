@@ -8,6 +8,7 @@
 * **Seeds.** :func:`set_seed` fixes Python, NumPy and torch; with dropout off (the experiments train in
   ``eval()`` mode, see :mod:`.train`) the same config gives the same numbers on CPU.
 """
+
 from __future__ import annotations
 
 import random
@@ -41,5 +42,3 @@ def set_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
-
-

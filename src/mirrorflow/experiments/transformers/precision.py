@@ -13,6 +13,7 @@
 
 The resolved precision (never ``auto``) is what a run directory records: the two give different numbers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,10 @@ def native_bf16(device: str) -> bool:
     if device.startswith("cuda"):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
     cpu = torch.cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -44,8 +47,11 @@ def resolve_precision(precision: str, device: str) -> str:
         return "bf16" if native_bf16(device) else "f32"
     if precision == "bf16" and not native_bf16(device) and device not in _WARNED:
         _WARNED.add(device)
-        print(f"warning: precision=bf16 on {device}: no native bfloat16 matrix units here (bfloat16 products are "
-              "emulated, about 10x slower than float32); precision=auto picks f32", file=sys.stderr)
+        print(
+            f"warning: precision=bf16 on {device}: no native bfloat16 matrix units here (bfloat16 products are "
+            "emulated, about 10x slower than float32); precision=auto picks f32",
+            file=sys.stderr,
+        )
     return precision
 
 

@@ -12,13 +12,15 @@
   tokens for the small GPT-2 built from a config; a pretrained model's own tokenizer otherwise.
 * :class:`DigitsTask` — scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes), a
   stratified train/validation split with a fixed seed (``val_fraction`` 0.3 by default: 1,257 / 540 images,
-  so the binomial standard error of a validation accuracy near 95 % is ≈ 0.9 points); images are scaled to [-1, 1] and, for a pretrained ViT,
+  so the binomial standard error of a validation accuracy near 95 % is ≈ 0.9 points); images are scaled to [-1, 1]
+  and, for a pretrained ViT,
   resized to its ``image_size`` and repeated over its channels.
 
 Every task gives ``n_train``, ``train_batch(indices)``, ``loss(model, batch)``, ``eval_batches()`` and
 ``eval_stats(model, batch) -> (loss_sum, correct, count)``. Batches are drawn by :class:`EpochSampler`, a
 pure function of (seed, step): a run restarted from a snapshot at step t sees the same batches.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -131,8 +133,18 @@ class SpeakerTask(_Classification):
 
     name = "speakers"
 
-    def __init__(self, text: str, tokenizer, k: int = 4, max_length: int = 24, val_size: int = 256,
-                 split_seed: int = 0, val_fraction: float = 0.2, device: str = "cpu", eval_batch: int = 128):
+    def __init__(
+        self,
+        text: str,
+        tokenizer,
+        k: int = 4,
+        max_length: int = 24,
+        val_size: int = 256,
+        split_seed: int = 0,
+        val_fraction: float = 0.2,
+        device: str = "cpu",
+        eval_batch: int = 128,
+    ):
         if max_length < 4:
             raise ConfigError(f"max_length must be at least 4, got {max_length}")
         data = speaker_lines(text, k)
@@ -169,14 +181,18 @@ class SpeakerTask(_Classification):
         return self._batch(self.train_ids[idx], self.train_mask[idx], self.train_y[idx])
 
     def eval_batches(self) -> list[dict]:
-        return [self._batch(self.val_ids[s], self.val_mask[s], self.val_y[s]) for s in _chunks(self.n_val, self.eval_batch)]
+        return [
+            self._batch(self.val_ids[s], self.val_mask[s], self.val_y[s]) for s in _chunks(self.n_val, self.eval_batch)
+        ]
 
     def logits(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return model(batch["input_ids"], batch["attention_mask"])
 
     def describe(self) -> str:
-        return (f"speaker of a line, K={self.n_classes} ({', '.join(self.names)}); "
-                f"{self.n_train} train / {self.n_val} validation lines")
+        return (
+            f"speaker of a line, K={self.n_classes} ({', '.join(self.names)}); "
+            f"{self.n_train} train / {self.n_val} validation lines"
+        )
 
 
 class CharTokenizer:
@@ -200,8 +216,16 @@ class LMTask:
     name = "lm"
     has_accuracy = False
 
-    def __init__(self, text: str, tokenizer=None, block_size: int = 64, val_windows: int = 64,
-                 device: str = "cpu", eval_batch: int = 32, val_subset: int = 0):
+    def __init__(
+        self,
+        text: str,
+        tokenizer=None,
+        block_size: int = 64,
+        val_windows: int = 64,
+        device: str = "cpu",
+        eval_batch: int = 32,
+        val_subset: int = 0,
+    ):
         if block_size < 2:
             raise ConfigError(f"block_size must be at least 2, got {block_size}")
         if tokenizer is None:
@@ -247,8 +271,9 @@ class LMTask:
             cuts = list(_chunks(self.n_val, self.eval_batch))
         else:
             k = self.n_subset
-            cuts = list(_chunks(k, self.eval_batch)) + [slice(s.start + k, s.stop + k)
-                                                        for s in _chunks(self.n_val - k, self.eval_batch)]
+            cuts = list(_chunks(k, self.eval_batch)) + [
+                slice(s.start + k, s.stop + k) for s in _chunks(self.n_val - k, self.eval_batch)
+            ]
         return [self._windows(self.val_data, self.val_starts[s]) for s in cuts]
 
     def _logits_targets(self, model: nn.Module, batch: dict):
@@ -265,13 +290,21 @@ class LMTask:
         z, y = self._logits_targets(model, batch)
         per = F.cross_entropy(z, y, reduction="none").view(batch["tokens"].shape[0], -1)
         w = per.mean(1)
-        return (float(per.sum()), float((z.argmax(-1) == y).sum()), float(y.numel()),
-                float(w.sum()), float((w**2).sum()), float(w.numel()))
+        return (
+            float(per.sum()),
+            float((z.argmax(-1) == y).sum()),
+            float(y.numel()),
+            float(w.sum()),
+            float((w**2).sum()),
+            float(w.numel()),
+        )
 
     def describe(self) -> str:
         sub = f"; {self.n_subset} of them at every evaluation during training" if self.subset_batches else ""
-        return (f"causal LM on tiny_shakespeare, block {self.block_size} tokens; {len(self.train_data)} train / "
-                f"{len(self.val_data)} validation tokens ({self.n_val} validation windows{sub})")
+        return (
+            f"causal LM on tiny_shakespeare, block {self.block_size} tokens; {len(self.train_data)} train / "
+            f"{len(self.val_data)} validation tokens ({self.n_val} validation windows{sub})"
+        )
 
 
 def _encode_long(tokenizer, text: str) -> list[int]:
@@ -300,8 +333,15 @@ class DigitsTask(_Classification):
 
     name = "digits"
 
-    def __init__(self, image_size: int = 8, channels: int = 1, split_seed: int = 0, device: str = "cpu",
-                 eval_batch: int = 256, val_fraction: float = DIGITS_VAL_FRACTION):
+    def __init__(
+        self,
+        image_size: int = 8,
+        channels: int = 1,
+        split_seed: int = 0,
+        device: str = "cpu",
+        eval_batch: int = 256,
+        val_fraction: float = DIGITS_VAL_FRACTION,
+    ):
         if not 0 < val_fraction < 1:
             raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
         from sklearn.datasets import load_digits
@@ -310,7 +350,9 @@ class DigitsTask(_Classification):
         d = load_digits()
         x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2.0 - 1.0  # [-1, 1]
         y = torch.tensor(d.target, dtype=torch.long)
-        tr, va = train_test_split(list(range(len(y))), test_size=val_fraction, random_state=split_seed, stratify=d.target)
+        tr, va = train_test_split(
+            list(range(len(y))), test_size=val_fraction, random_state=split_seed, stratify=d.target
+        )
         self.train_x, self.train_y = x[tr], y[tr]
         self.val_x, self.val_y = x[va], y[va]
         self.n_train, self.n_val = len(tr), len(va)
@@ -336,5 +378,7 @@ class DigitsTask(_Classification):
         return model(pixel_values=batch["pixel_values"]).logits
 
     def describe(self) -> str:
-        return (f"scikit-learn digits (8×8, 10 classes) at {self.image_size}×{self.image_size}; "
-                f"{self.n_train} train / {self.n_val} validation images")
+        return (
+            f"scikit-learn digits (8×8, 10 classes) at {self.image_size}×{self.image_size}; "
+            f"{self.n_train} train / {self.n_val} validation images"
+        )

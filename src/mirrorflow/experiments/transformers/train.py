@@ -23,12 +23,13 @@ Under ``torchrun``/``accelerate launch`` (``WORLD_SIZE > 1``) the model is wrapp
 ``DistributedDataParallel``; rank r trains on ``batch[r::world]`` of the global batch and evaluates every
 world-th validation batch; sums are all-reduced, so every rank records the same rows.
 """
+
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -78,14 +79,20 @@ class TrainSpec:
         require(self.steps > 0, f"steps must be positive, got {self.steps}")
         require(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
         require(self.eval_every > 0, f"eval_every must be positive, got {self.eval_every}")
-        require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        require(
+            self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+        )
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be positive, got {self.lr}")
         require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        require(self.lr_schedule in LR_SCHEDULES,
-                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        require(
+            self.lr_schedule in LR_SCHEDULES,
+            f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+        )
         require(self.warmup >= 0, f"warmup must be non-negative, got {self.warmup}")
-        require(self.lr_schedule != "cosine_restarts" or self.restart_period > 0,
-                f"restart_period must be positive with lr_schedule=cosine_restarts, got {self.restart_period}")
+        require(
+            self.lr_schedule != "cosine_restarts" or self.restart_period > 0,
+            f"restart_period must be positive with lr_schedule=cosine_restarts, got {self.restart_period}",
+        )
         require(self.clip >= 0, f"clip must be non-negative, got {self.clip}")
         require(self.precision in ("f32", "bf16"), f"precision must be f32 or bf16, got {self.precision!r}")
 
@@ -112,8 +119,16 @@ class Snapshot:
 class Trainer:
     """Train ``model`` on ``task`` with weight decay ``schedule`` (default constant ``value``); see module doc."""
 
-    def __init__(self, model: nn.Module, task, spec: TrainSpec, value: float, env: DistEnv,
-                 monitor=None, schedule: Schedule | Callable[[int], float] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        task,
+        spec: TrainSpec,
+        value: float,
+        env: DistEnv,
+        monitor=None,
+        schedule: Schedule | Callable[[int], float] | None = None,
+    ):
         self.model = model.to(env.device)
         self.model.train(False)  # dropout off (module docstring)
         self.task, self.spec, self.env, self.monitor = task, spec, env, monitor
@@ -127,8 +142,9 @@ class Trainer:
         else:
             self.opt = torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, spec.beta2))
         self.lr_sched = _lr_scheduler(self.opt, spec)
-        self.wd = WeightDecayScheduler(self.opt, schedule if schedule is not None else constant(self.value),
-                                       groups=["decay"])
+        self.wd = WeightDecayScheduler(
+            self.opt, schedule if schedule is not None else constant(self.value), groups=["decay"]
+        )
         self.trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.net = model
         if env.distributed:
@@ -187,7 +203,8 @@ class Trainer:
         last = self.rows[-1]["step"] if self.rows else 0
         recent = self.losses[last : self.step]
         loss_sum, loss_n, s0, s1, s2, u1, u2, un, b0, b2, _ = all_reduce_sum(
-            [sum(recent), float(len(recent)), *sums], env)
+            [sum(recent), float(len(recent)), *sums], env
+        )
         group = self.opt.param_groups[self.decay_index]
         nan = math.nan
         row = {
@@ -289,8 +306,13 @@ def arm_name(off_at: int | None, auto: bool = False) -> str:
     return "constant" if off_at is None else f"off@{off_at}"
 
 
-def run_arms(trainer: Trainer, value: float, off_points: Sequence[int] = (), auto: dict | None = None,
-             progress: Callable[[int], None] | None = None) -> list[ArmResult]:
+def run_arms(
+    trainer: Trainer,
+    value: float,
+    off_points: Sequence[int] = (),
+    auto: dict | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[ArmResult]:
     """Constant λ = ``value`` plus, from snapshots, λ turned off at each of ``off_points`` and, with
     ``auto`` (keyword arguments of ``AutoTurnOff``), the automatic switch-off (module docstring).
 
@@ -334,8 +356,7 @@ def run_arms(trainer: Trainer, value: float, off_points: Sequence[int] = (), aut
     tick(T)
     results = [ArmResult("constant", value, list(trainer.rows), None, trainer.diverged_at)]
     if auto_sched is not None and "auto" not in snaps:
-        results.append(ArmResult("auto", value, list(trainer.rows), None, trainer.diverged_at,
-                                 {"triggered": False}))
+        results.append(ArmResult("auto", value, list(trainer.rows), None, trainer.diverged_at, {"triggered": False}))
     done_at: dict[int, ArmResult] = {}  # fixed turn-off arms by their switch step
     for name, (snap, sched, off) in sorted(snaps.items(), key=lambda kv: (kv[1][2], kv[0] == "auto")):
         info = {"triggered": True, "trigger_value": sched.trigger_value} if name == "auto" else {}
@@ -360,8 +381,9 @@ def run_arms(trainer: Trainer, value: float, off_points: Sequence[int] = (), aut
     return sorted(results, key=lambda r: order.get(r.name, r.off_at if r.off_at is not None else -1))
 
 
-def intersection(steps: Sequence[float], rho_const: Sequence[float], rho_off: Sequence[float],
-                 start: float) -> float | None:
+def intersection(
+    steps: Sequence[float], rho_const: Sequence[float], rho_off: Sequence[float], start: float
+) -> float | None:
     """First step after ``start`` where the turned-off ρ curve crosses the constant one.
 
     The sign of ρ_off − ρ_const at the first evaluation after ``start`` with a non-zero difference is the
