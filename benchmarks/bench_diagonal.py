@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from mirrorflow import geometry
-from mirrorflow.engine.batched import resolve_device, run_batched, schedule_table
+from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.engine.reparam_regression import ReparamRegression
 from mirrorflow.errors import ConfigError
+from mirrorflow.runtime import resolve_device
 from mirrorflow.schedules import turn_off
 
 

@@ -22,8 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mirrorflow.config import build
 from mirrorflow.experiments import lora
-from mirrorflow.experiments.transformers.precision import autocast, native_bf16
 from mirrorflow.experiments.transformers.tasks import EpochSampler
+from mirrorflow.runtime import autocast, native_bf16
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 1536, repeats: int = 3) -> float:

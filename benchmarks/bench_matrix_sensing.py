@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from mirrorflow.engine.batched import resolve_device, run_batched, schedule_table
+from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments.matrix_sensing import MatrixSensing, make_data
+from mirrorflow.runtime import resolve_device
 from mirrorflow.schedules import constant
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from mirrorflow.config import build
-from mirrorflow.engine.batched import run_batched, torch_threads
+from mirrorflow.engine.batched import run_batched
 from mirrorflow.experiments import sparse_coding as S
+from mirrorflow.runtime import torch_threads
 
 
 def timed(fn):

@@ -12,10 +12,11 @@ import torch
 
 from mirrorflow import geometry
 from mirrorflow.config import build
-from mirrorflow.engine.batched import resolve_device, run_batched, schedule_table
+from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.engine.reparam_regression import ReparamRegression
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import matrix_sensing as ms
+from mirrorflow.runtime import resolve_device
 from mirrorflow.schedules import constant, turn_off
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,8 +7,8 @@ import torch
 import yaml
 
 from mirrorflow.cli import main
-from mirrorflow.engine.batched import planning, resolve_device
 from mirrorflow.errors import ConfigError
+from mirrorflow.runtime import planning, resolve_device
 
 CUDA = torch.cuda.is_available()
 

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from mirrorflow import runtime as P
 from mirrorflow.config import build
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import attention, lora
-from mirrorflow.experiments.transformers import precision as P
 from mirrorflow.experiments.transformers.distributed import dist_env
 from mirrorflow.experiments.transformers.train import Trainer
 from mirrorflow.training.monitor import SpectralMonitor

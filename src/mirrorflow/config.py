@@ -18,7 +18,12 @@ One validation home per kind of value, used by the command line and the Python A
   regularization a = −η Σ λ stays finite;
 * thread counts: :func:`check_threads` (a field named ``threads`` is checked by :func:`build`);
 * memory sizes: ``experiments.check_resources`` against each experiment's ``estimate_bytes``;
-* paths of run directories: :meth:`mirrorflow.store.RunDir.check_out`.
+* paths of run directories: :meth:`mirrorflow.store.RunDir.check_out`;
+* when weight decay switches off (a step or a fraction of the run):
+  :func:`mirrorflow.schedules.switch_off_step`.
+
+A config may keep old key names as ``ALIASES = {"old": "new"}`` (a ``ClassVar``): :func:`build` accepts the
+old name with a one-line note.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import dataclasses
 import math
 import os
 import re
+import sys
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -180,7 +186,7 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: 
 
     A value given for a field the config ignores (``ignored_fields()``: ``schedule=none wd=0.5``) raises
     :class:`ConfigError` naming the key, unless ``allow_ignored`` (then it is reset, module docstring)."""
-    values = dict(values or {})
+    values = _renamed(cls, dict(values or {}))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -208,6 +214,19 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: 
     if validate is not None:
         validate()
     return cfg
+
+
+def _renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Old key names a config still accepts: ``cls.ALIASES`` maps each to its new name (a one-line note on
+    stderr says so). Giving both the old and the new name is refused."""
+    aliases: Mapping[str, str] = getattr(cls, "ALIASES", {})
+    for old, new in aliases.items():
+        if old in values:
+            if new in values:
+                raise ConfigError(f"{old} and {new} are the same setting ({old} is its old name): give only {new}")
+            print(f"note: {old} is now called {new}", file=sys.stderr)
+            values[new] = values.pop(old)
+    return values
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -39,6 +39,7 @@ __all__ = [
     "with_budget",
     "turn_off_for_budget",
     "from_spec",
+    "switch_off_step",
     "SCHEDULE_KINDS",
 ]
 
@@ -114,6 +115,36 @@ def resolve_step(name: str, at: float, horizon: int | None) -> float:
     if horizon is not None and v > horizon:
         raise ValueError(f"{name}={at!r} is beyond the horizon ({horizon} steps)")
     return v
+
+
+def switch_off_step(key: str, at, steps: int, unit: str = "steps") -> int:
+    """The step (or epoch) at which weight decay switches off in a run of ``steps``: the one way every
+    experiment's config says *when* (Remark 3.9: λ_t = λ for t < t_off, then 0).
+
+    ``at`` is a step ``1..steps-1`` (an int, or a whole float above 1) or a fraction of the run, a float in
+    [0, 1] as in :func:`resolve_step` (``0.4`` of 60 steps is step 24, rounded to the nearest step; it must
+    land on a step in ``1..steps-1``). Anything else is refused with one
+    line naming ``key``, the key the user typed (``ValueError``; configs turn it into a ``ConfigError``).
+
+    >>> switch_off_step("off_at", 0.4, 60), switch_off_step("off_at", 24, 60)
+    (24, 24)
+    """
+    last = steps - 1
+    try:
+        v = as_number(key, at)
+    except ValueError:
+        v = None
+    if isinstance(v, float) and 0.0 <= v <= 1.0:  # a fraction, as in resolve_step (1.0 is the whole run)
+        step = int(round(v * steps))
+        if not 1 <= step <= last:
+            raise ValueError(f"{key}={at!r} is step {step} of {steps} {unit}: it must fall in 1..{last}")
+        return step
+    if v is not None and math.isfinite(v) and float(v).is_integer() and 1 <= v <= last:
+        return int(v)
+    raise ValueError(
+        f"{key} must be a step in 1..{last} or a fraction of the run in (0, 1) "
+        f"(the run has {steps} {unit}), got {at!r}"
+    )
 
 
 def _opt(name: str, value):

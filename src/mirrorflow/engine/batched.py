@@ -14,17 +14,15 @@ The accumulated regularization of each configuration is tracked as ``a_t = -Σ_{
 (discrete form of a_t = −∫λ_s ds, Eq. (9)) and logged with the metrics as ``lam`` and ``a``.
 
 Devices: the run happens on the device of the problem's state (``device=cuda`` puts the problem's data
-there; :func:`resolve_device` turns ``auto|cpu|cuda`` into a ``torch.device``). The schedule table, the
-learning rates, ``a`` and the divergence bookkeeping live on that device too, and metrics are copied to the
-CPU only at the steps they are recorded. On the CPU a diverged row is frozen only when one appears (a
-cheap check); on an accelerator the freeze is applied every step without reading the flag back, so the
-step loop never waits for the device.
+there; :func:`mirrorflow.runtime.resolve_device` turns ``auto|cpu|cuda`` into a ``torch.device``).
+The schedule table, the learning rates, ``a`` and the divergence bookkeeping live on that device too, and
+metrics are copied to the CPU only at the steps they are recorded. On the CPU a diverged row is frozen only
+when one appears (a cheap check); on an accelerator the freeze is applied every step without reading the
+flag back, so the step loop never waits for the device.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,23 +31,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ..schedules import Schedule
-
-DEVICES = ("auto", "cpu", "cuda")
-_PLANNING = contextvars.ContextVar("mirrorflow_planning", default=False)
-
-
-@contextlib.contextmanager
-def planning():
-    """Inside this block :func:`resolve_device` checks a device's name but not that this machine has it: a
-    dry run (``mirrorflow run/reproduce --dry-run``) validates a plan that may be meant for another machine."""
-    token = _PLANNING.set(True)
-    try:
-        yield
-    finally:
-        _PLANNING.reset(token)
-
 
 State = dict[str, torch.Tensor]
 
@@ -96,29 +78,6 @@ class Trace:
                     row[n] = float(self.metrics[n][c, j])
                 out.append(row)
         return out
-
-
-def resolve_device(spec: str | torch.device, key: str = "device") -> torch.device:
-    """``auto`` → ``cuda`` when a CUDA device is available, else ``cpu``; ``cpu``/``cuda``/``cuda:K`` as given.
-
-    Raises :class:`~mirrorflow.errors.ConfigError` (one line naming ``key``) for an unknown name or for
-    ``cuda`` on a machine without CUDA (not inside :func:`planning`)."""
-    if isinstance(spec, torch.device):
-        spec = str(spec)
-    name = str(spec).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
-        if _PLANNING.get():
-            return torch.device(name)
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{key}={spec}: CUDA is not available on this machine (use {key}=cpu or {key}=auto)")
-        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
-            raise ConfigError(f"{key}={spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return torch.device(name)
-    raise ConfigError(f"{key} must be one of {', '.join(DEVICES)} (or cuda:K), got {spec!r}")
 
 
 def schedule_table(
@@ -246,20 +205,3 @@ def run_batched(
         record(T)
     metrics = {k: np.stack(v, axis=1) for k, v in records.items()}
     return Trace(np.asarray(log_steps), metrics, diverged_at.cpu().numpy(), state)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` torch intra-op threads (0: leave torch's setting), restoring it afterwards.
-
-    The batched programs here are many small GEMMs; on a shared 2-core machine a second thread made the
-    diagonal sweep ~30× slower (thread hand-off), so the experiments default to one thread."""
-    if n <= 0:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

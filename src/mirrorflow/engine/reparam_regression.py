@@ -43,7 +43,7 @@ import copy
 
 import torch
 
-from .batched import resolve_device
+from ..runtime import resolve_device
 
 DECAYS = ("auto", "exact", "gradient")
 

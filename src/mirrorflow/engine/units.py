@@ -49,7 +49,7 @@ def execute_unit(unit: Unit, out: Path | str) -> list[Outcome]:
     Exceptions do not escape: the runs of a failing unit get ``error.txt`` and a failed outcome.
     """
     from ..config import build
-    from .batched import torch_threads
+    from ..runtime import torch_threads
 
     out = Path(out)
     outcomes: list[Outcome] = []

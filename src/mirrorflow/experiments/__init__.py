@@ -107,7 +107,7 @@ def resolve_run(experiment: str, tokens: Sequence[str], out: Path | None = None,
 def _planning(dry_run: bool):
     import contextlib
 
-    from ..engine.batched import planning
+    from ..runtime import planning
 
     return planning() if dry_run else contextlib.nullcontext()
 

@@ -41,11 +41,11 @@ from pathlib import Path
 from ..config import build, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
+from ..runtime import PRECISIONS, precision_for, set_threads
 from . import Plan
 from .transformers import models
 from .transformers.distributed import barrier, dist_env
 from .transformers.groups import GroupJob, GroupRunner
-from .transformers.precision import PRECISIONS, precision_for
 from .transformers.train import ArmResult, Trainer, TrainSpec, run_arms
 
 PARTS = ("sweep", "ablation", "finetune", "lr-schedule")
@@ -476,7 +476,7 @@ class AttentionRunner(GroupRunner):
 def make_runner(values: Mapping, out: Path | str) -> AttentionRunner:
     """The runner of a worker process (a worker process runs jobs only)."""
     cfg = build(Config, values)
-    models.set_threads(cfg.threads)
+    set_threads(cfg.threads)
     return AttentionRunner(cfg, out)
 
 
@@ -520,7 +520,7 @@ TABLE_FILES = {
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
     """The selected parts into ``out``: groups/, one markdown table per part, figures, summary.json last."""
-    from ..engine.batched import torch_threads
+    from ..runtime import torch_threads
     from ..store import RunDir
     from . import attention_parts as P
 

@@ -41,12 +41,12 @@ from pathlib import Path
 from ..config import build, check_count, check_rate, config_dict, require
 from ..engine.progress import progress_or_bar
 from ..errors import ConfigError
+from ..runtime import PRECISIONS, freeze_in_bf16, precision_for, set_threads
 from . import Plan
 from .lora_report import figures, summarize, table5_markdown
 from .transformers import models
 from .transformers.distributed import barrier, dist_env
 from .transformers.groups import GroupJob, GroupRunner
-from .transformers.precision import PRECISIONS, freeze_in_bf16, precision_for
 from .transformers.train import OPTIMIZERS, ArmResult, Trainer, TrainSpec, run_arms
 
 TASKS = ("speakers", "lm")
@@ -138,7 +138,7 @@ class Config:
 
     @property
     def resolved_precision(self) -> str:
-        """``f32`` or ``bf16`` (``auto`` resolved on this machine's device; :mod:`.transformers.precision`)."""
+        """``f32`` or ``bf16`` (``auto`` resolved on this machine's device; :mod:`mirrorflow.runtime`)."""
         return precision_for(self.precision, self.device)
 
     def train_spec(self, seed: int) -> TrainSpec:
@@ -305,7 +305,7 @@ class LoRARunner(GroupRunner):
 def make_runner(values: Mapping, out: Path | str) -> LoRARunner:
     """The runner of a worker process (one torch thread set by the config)."""
     cfg = build(Config, values)
-    models.set_threads(cfg.threads)
+    set_threads(cfg.threads)
     return LoRARunner(cfg, out)
 
 
@@ -328,7 +328,7 @@ def run_grid(
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
     """The grid of ``cfg`` into ``out``: groups/, table5.md, figures, summary.json (last)."""
-    from ..engine.batched import torch_threads
+    from ..runtime import torch_threads
     from ..store import RunDir
 
     t0 = time.perf_counter()

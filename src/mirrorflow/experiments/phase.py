@@ -285,7 +285,9 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
         raise ConfigError(f"margin must be in [0, 1), got {margin:g}")
     device = kv.get("device")
     if device is not None:
-        _check_device(device)
+        from ..runtime import resolve_device
+
+        resolve_device(device)
         if not hasattr(base, "device"):
             raise ConfigError(f"device: experiment {experiment!r} has no device option")
         base = dataclasses.replace(base, device=device)
@@ -358,18 +360,6 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
     return spec
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device: unknown device {device!r} (cpu or cuda[:i])") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {device!r} was asked for but CUDA is not available here")
-
-
-# ------------------------------------------------------------------------------------------ rows
 def cell_group(spec: PhaseSpec, values: Mapping[str, float], seed: int | None = None):
     """The config of the group a cell's rows run in: the base with the axis values that are config fields
     (not row keys, not phase keys) and the seed where the seed draws the data."""
@@ -473,7 +463,8 @@ def run_group(spec: PhaseSpec, g: Group, progress=None) -> list[dict]:
     step from which AutoTurnOff set λ = 0 (``auto_off``; NaN when it never fired)."""
     import torch
 
-    from ..engine.batched import schedule_table, torch_threads
+    from ..engine.batched import schedule_table
+    from ..runtime import torch_threads
 
     prog = spec.program
     T = prog.horizon(g.cfg)

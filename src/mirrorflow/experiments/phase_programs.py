@@ -285,7 +285,8 @@ class SparseCodingProgram(Names):
         )
 
     def run(self, cfg, rows, lam, lr, log_every, progress, observe):
-        from .sparse_coding import DTYPES, SparseCoding, faces, resolve_device
+        from ..runtime import resolve_device
+        from .sparse_coding import DTYPES, SparseCoding, faces
 
         dtype, device = DTYPES[cfg.dtype], resolve_device(cfg.device)
         Y = torch.as_tensor(faces(cfg.image_size, cfg.n_images), dtype=dtype).to(device)

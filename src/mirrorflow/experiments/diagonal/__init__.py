@@ -52,10 +52,11 @@ import numpy as np
 import torch
 
 from ...config import build, check_rate, config_dict, parse_seed_list, require
-from ...engine.batched import Trace, resolve_device, run_batched, schedule_table, torch_threads
+from ...engine.batched import Trace, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
 from ...report.figures import save_png, trace_plot
 from ...report.tables import markdown_table
+from ...runtime import resolve_device, torch_threads
 from ...schedules import turn_off
 from ...store import RunDir, write_json
 from .. import Plan

@@ -43,9 +43,10 @@ import numpy as np
 import torch
 
 from ...config import build, check_rate, config_dict, parse_seed_list, require, user_words
-from ...engine.batched import Trace, resolve_device, run_batched, schedule_table
+from ...engine.batched import Trace, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
 from ...report.tables import markdown_table
+from ...runtime import resolve_device
 from ...schedules import SCHEDULE_KINDS, Schedule, from_spec
 from ...store import RunDir
 from .. import Plan

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...engine.batched import resolve_device
+from ...runtime import resolve_device
 
 
 # --------------------------------------------------------------------------------------------- data

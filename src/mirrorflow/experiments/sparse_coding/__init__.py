@@ -46,11 +46,11 @@ import numpy as np
 import torch
 
 from ...config import build, config_dict, require
-from ...engine.batched import Trace, run_batched, torch_threads
-from ...engine.batched import resolve_device as engine_device
+from ...engine.batched import Trace, run_batched
 from ...engine.progress import progress_or_bar
 from ...errors import ConfigError
 from ...report.figures import save_png
+from ...runtime import resolve_device, torch_threads
 from ...store import RunDir
 from .. import Plan
 from . import report as R
@@ -61,7 +61,6 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 IMAGE_SIZES = (64, 32, 16, 8, 4)
 DICT_UPDATES = ("aggregated", "per_sample")
 LOG_INITS = ("independent", "shared")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,7 @@ class Config:
         require(self.stationary_tol > 0, f"stationary_tol must be positive, got {self.stationary_tol}")
         require(self.stationary_window >= 1, f"stationary_window must be at least 1, got {self.stationary_window}")
         require(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        require(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        engine_device(self.device)  # ConfigError for cuda on a machine without CUDA (outside a dry run's planning)
+        resolve_device(self.device)  # ConfigError for cuda on a machine without CUDA (outside a dry run's planning)
         require(self.threads >= 0, f"threads must be non-negative (0 = torch's default), got {self.threads}")
 
     def points(self) -> list[tuple[int, float]]:
@@ -152,13 +150,6 @@ class Config:
         if len(self.seeds) == 1:
             return pl
         return [f"{lab}, seed={s}" for s in self.seeds for lab in pl]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # --------------------------------------------------------------------------------------------- data

@@ -36,18 +36,15 @@ _ENV: DistEnv | None = None
 def dist_env(device: str = "auto") -> DistEnv:
     """This process's :class:`DistEnv`; initializes ``torch.distributed`` once when ``WORLD_SIZE > 1``.
 
-    ``device``: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``.
+    ``device``: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``
+    (:func:`mirrorflow.runtime.resolve_device`; each rank takes the CUDA device of its ``LOCAL_RANK``).
     """
     global _ENV
     import torch
 
-    from ...errors import ConfigError
+    from ...runtime import resolve_device
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda, but torch sees no CUDA device")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(device).type == "cuda"
     world = _env_count("WORLD_SIZE", 1, low=1)
     rank = _env_count("RANK", 0, low=0, high=world - 1)
     local = _env_count("LOCAL_RANK", 0, low=0)

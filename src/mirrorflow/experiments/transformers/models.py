@@ -34,11 +34,3 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def set_threads(threads: int) -> None:
-    """``torch.set_num_threads(threads)`` when ``threads > 0`` (0 keeps torch's default)."""
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...runtime import autocast
 from ...schedules import Schedule, constant, turn_off
 from ...training.scheduler import WeightDecayScheduler, decay_param_groups
 from .distributed import DistEnv, all_reduce_sum
-from .precision import autocast
 from .tasks import EpochSampler
 
 OPTIMIZERS = ("sgd", "adamw")
