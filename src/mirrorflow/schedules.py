@@ -142,8 +142,7 @@ def switch_off_step(key: str, at, steps: int, unit: str = "steps") -> int:
     if v is not None and math.isfinite(v) and float(v).is_integer() and 1 <= v <= last:
         return int(v)
     raise ValueError(
-        f"{key} must be a step in 1..{last} or a fraction of the run in (0, 1) "
-        f"(the run has {steps} {unit}), got {at!r}"
+        f"{key} must be a step in 1..{last} or a fraction of the run in (0, 1) (the run has {steps} {unit}), got {at!r}"
     )
 
 
