@@ -138,7 +138,7 @@ def test_axis_parsing():
         (["x=off:0.1:0.9:4", "y=init_scale:0.01:0.1:4", "wd=-1"], r"^wd: expected a finite number ≥ 0, got -1"),
         (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "widht=3"], r"unknown config key 'widht'"),
         (["x=wd:0.1:1:4", "y=steps:0:10:3"], r"steps must be positive"),
-        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "device=tpu9"], r"^device must be one of auto, cpu, cuda \(or cuda:K\), got 'tpu9'"),
+        (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "device=tpu9"], r"^device must be one of .*'tpu9'"),
         (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "schedules=cosnt"], r"^schedules: unknown schedule 'cosnt'"),
         (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "schedules="], r"^schedules: give at least one"),
         (["x=wd:0.1:1:4", "y=init_scale:0.01:0.1:4", "margin=2"], r"^margin must be in \[0, 1\)"),

@@ -39,6 +39,7 @@ from ..config import cores
 from ..errors import ConfigError
 from ..store import ERROR, MANIFEST, SUMMARY, RunDir, has_finished_run, read_manifest, write_manifest, writing
 from .grid import Grid, GridPoint
+from .protocol import is_batched
 from .units import Outcome, Unit, _fail, execute_unit
 
 BACKENDS = ("local", "ray")
@@ -64,13 +65,6 @@ class SweepResult:
             f"{self.total} runs: {self.skipped} finished before, {self.completed} run now, "
             f"{len(self.failed)} failed ({self.seconds:.1f} s)"
         )
-
-
-def has_batched_trio(mod: Any) -> bool:
-    """True when an experiment module supports batched sweeps (``data_key``, ``run_many``, ``write_run``)."""
-    return all(callable(getattr(mod, f, None)) for f in ("run_many", "write_run")) and callable(
-        getattr(mod.Config, "data_key", None)
-    )
 
 
 # ----------------------------------------------------------------------------------- planning
@@ -107,7 +101,7 @@ def make_units(
 
     if not points:
         return []
-    if not has_batched_trio(mod):
+    if not is_batched(mod):
         return [Unit(experiment, (config_dict(p.config),), (p.run_id,), False, threads, mod.__name__) for p in points]
     groups: dict[Any, list[GridPoint]] = {}
     for p in points:

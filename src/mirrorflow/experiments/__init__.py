@@ -1,32 +1,18 @@
 """The paper's experiments, one module each, and the entry points the command line dispatches to.
 
-Each experiment module provides:
-
-* ``Config`` — a frozen dataclass of plain fields with ``validate()`` (raise ``ConfigError`` naming the key);
-* ``run(cfg, out, progress=None) -> dict`` — one configuration into run directory ``out``
-  (``config.yaml``, ``metrics.csv``, figures, ``summary.json`` last); returns the summary;
-* ``reproduce_plan(overrides) -> Plan`` — the one place where ``reproduce``'s ``key=value`` overrides are
-  resolved (presets, ``seeds=``, ``models=``/``parts=``, the experiment's own keys) and validated into the
-  labelled configs it runs; ``reproduce`` starts by calling it, and ``mirrorflow reproduce --dry-run`` prints it;
-* ``reproduce(out, overrides=None, progress=None) -> str`` — the paper's figure/table reproduction into
-  ``out``; returns the markdown table it printed.
-
-Optionally, for batched sweeps (the engine runs configs that share data as one tensor program):
-
-* ``Config.data_key()`` — configs with equal keys (and equal ``steps``) can run in one batch;
-* ``run_many(cfgs, progress=None) -> list[result]`` — runs a list, grouping by ``data_key``;
-* ``write_run(cfg, result, out, seconds) -> dict`` — writes one result as a run directory.
+Each experiment is a package satisfying :class:`mirrorflow.engine.protocol.Experiment` (and
+:class:`~mirrorflow.engine.protocol.BatchedExperiment` for batched sweeps); the contract is written there.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..engine.protocol import Plan
 from ..errors import ConfigError
 
 EXPERIMENTS: dict[str, str] = {
@@ -36,20 +22,6 @@ EXPERIMENTS: dict[str, str] = {
     "lora": "mirrorflow.experiments.lora",
     "attention": "mirrorflow.experiments.attention",
 }
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What ``reproduce`` runs for some overrides, resolved and validated before anything runs: labelled
-    configs (each a complete ``Config``) and the reproduction's own options (preset, seeds, models, ...)."""
-
-    configs: tuple[tuple[str, Any], ...]
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def config(self) -> Any:
-        """The first config (the base config of a reproduction that derives its arms from one)."""
-        return self.configs[0][1]
 
 
 def canonical(name: str) -> str:

@@ -40,9 +40,9 @@ from pathlib import Path
 
 from ..config import build, config_dict, require
 from ..engine.progress import progress_or_bar
+from ..engine.protocol import Plan
 from ..errors import ConfigError
 from ..runtime import PRECISIONS, precision_for, set_threads
-from . import Plan
 from .transformers import models
 from .transformers.distributed import barrier, dist_env
 from .transformers.groups import GroupJob, GroupRunner

@@ -40,9 +40,9 @@ from pathlib import Path
 
 from ..config import build, check_count, check_rate, config_dict, require
 from ..engine.progress import progress_or_bar
+from ..engine.protocol import Plan
 from ..errors import ConfigError
 from ..runtime import PRECISIONS, freeze_in_bf16, precision_for, set_threads
-from . import Plan
 from .lora_report import figures, summarize, table5_markdown
 from .transformers import models
 from .transformers.distributed import barrier, dist_env

@@ -54,12 +54,12 @@ import torch
 from ...config import build, check_rate, config_dict, parse_seed_list, require
 from ...engine.batched import Trace, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
+from ...engine.protocol import Plan
 from ...report.figures import save_png, trace_plot
 from ...report.tables import markdown_table
 from ...runtime import resolve_device, torch_threads
 from ...schedules import turn_off
 from ...store import RunDir, write_json
-from .. import Plan
 from .problem import DiagonalNetwork, RegressionData
 from .problem import initial_params as initial_params  # the problem's names, re-exported
 from .problem import make_data as make_data

@@ -45,11 +45,11 @@ import torch
 from ...config import build, check_rate, config_dict, parse_seed_list, require, user_words
 from ...engine.batched import Trace, run_batched, schedule_table
 from ...engine.progress import progress_or_bar
+from ...engine.protocol import Plan
 from ...report.tables import markdown_table
 from ...runtime import resolve_device
 from ...schedules import SCHEDULE_KINDS, Schedule, from_spec
 from ...store import RunDir
-from .. import Plan
 from .problem import MatrixSensing, SensingData, effective_rank, make_data  # noqa: F401 (the problem's names)
 
 PARAMS = ("uu", "linear")

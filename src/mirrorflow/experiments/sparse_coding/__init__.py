@@ -48,11 +48,11 @@ import torch
 from ...config import build, config_dict, require
 from ...engine.batched import Trace, run_batched
 from ...engine.progress import progress_or_bar
+from ...engine.protocol import Plan
 from ...errors import ConfigError
 from ...report.figures import save_png
 from ...runtime import resolve_device, torch_threads
 from ...store import RunDir
-from .. import Plan
 from . import report as R
 from .problem import LOG_CLAMP, SparseCoding, spectral_norm_sq  # noqa: F401 (re-exported)
 
