@@ -3,6 +3,7 @@
 import io
 import os
 import pty
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,17 @@ from mirrorflow.engine.progress import SweepProgress, progress_or_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 BAR = "━"
+
+
+def _read_all(fd: int) -> str:
+    """Everything written to the pty so far (a single read may return only part of it)."""
+    chunks = []
+    while select.select([fd], [], [], 0.5)[0]:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 def _drive(total=20):
@@ -31,7 +43,7 @@ def test_bar_is_drawn_on_a_terminal_stderr_and_not_on_stdout(monkeypatch):
             adv = sp(3, 1, 2)
             adv(2)
         term.flush()
-        drawn = os.read(master, 1 << 16).decode()
+        drawn = _read_all(master)
     finally:
         term.close()
         os.close(master)
