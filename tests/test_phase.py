@@ -250,7 +250,7 @@ def test_cli_phase_one_schedule(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ diagonal networks, switch-time maps
-DN = ["n_samples=6", "dim=12", "sparsity=2", "steps_on=40", "steps_off=160", "model=mw", "converged_loss=1e-3"]
+DN = ["n_samples=6", "dim=12", "sparsity=2", "steps=200", "off_at=40", "model=mw", "converged_loss=1e-3"]
 DN_GRID = ["x=off:0.1:0.9:3", "y=wd:0.1:1:2:log", "seeds=0,1", "auto=plateau:train_loss:0.1:5", "auto_every=10"]
 
 
@@ -270,8 +270,8 @@ def _dn_alone(seed: int, wd: float, steps_on: int, total: int = 200) -> dict:
             "model": "mw",
             "seed": seed,
             "weight_decays": str(wd),
-            "steps_on": steps_on,
-            "steps_off": total - steps_on,
+            "steps": total,
+            "off_at": steps_on,
             "log_every": 10,
         },
     )
@@ -357,8 +357,8 @@ def test_theory_marks_are_predict_limit_against_the_trained_point(dn_run):
             "model": "mw",
             "seed": 0,
             "weight_decays": str(wd),
-            "steps_on": round(off * 200),
-            "steps_off": 200 - round(off * 200),
+            "steps": 200,
+            "off_at": round(off * 200),
             "log_every": 200,
         },
     )

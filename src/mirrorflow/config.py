@@ -23,7 +23,8 @@ One validation home per kind of value, used by the command line and the Python A
   :func:`mirrorflow.schedules.switch_off_step`.
 
 A config may keep old key names as ``ALIASES = {"old": "new"}`` (a ``ClassVar``): :func:`build` accepts the
-old name with a one-line note.
+old name with a one-line note. Old keys that do not map one to one (several old keys that became several new
+ones) are converted by a classmethod ``upgrade_keys(values) -> values`` of the config, which prints its note.
 """
 
 from __future__ import annotations
@@ -226,7 +227,8 @@ def _renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"{old} and {new} are the same setting ({old} is its old name): give only {new}")
             print(f"note: {old} is now called {new}", file=sys.stderr)
             values[new] = values.pop(old)
-    return values
+    upgrade = getattr(cls, "upgrade_keys", None)
+    return upgrade(values) if upgrade is not None else values
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
