@@ -90,7 +90,7 @@ CLI_CASES = [
     (DG + ["weight_decays="], "weight_decays must list at least one value"),
     (DG + ["steps_on=-1"], "steps_on must be an integer ≥ 0, got -1"),
     (DG + ["steps_off=-1"], "steps_off must be an integer ≥ 0, got -1"),
-    (DG + ["steps=100", "off_at=0"], "off_at must be a step in 1..99"),
+    (DG + ["steps=100", "off_at=0"], "off_at=0.0 is step 0 of 100 steps: it must fall in 1..99"),
     (DG + ["steps=100", "off_at=-0.5"], "off_at must be a step in 1..99"),
     (DG + ["k=0"], "k must be at least 1"),
     (DG + ["power_penalty=foo"], "power_penalty must be one of"),
