@@ -33,10 +33,10 @@ from threadpoolctl import threadpool_limits
 from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments.matrix_sensing import MatrixSensing, make_data
-from mirrorflow.runtime import resolve_device
+from mirrorflow.runtime import resolve_device, resolve_dtype
 from mirrorflow.schedules import constant
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {name: resolve_dtype(name) for name in ("float32", "float64")}  # the rows, in this order
 
 
 def sync(device: torch.device) -> None:

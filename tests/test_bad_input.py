@@ -53,12 +53,13 @@ CLI_CASES = [
     (MS + ["schedule=sometimes"], "schedule must be one of"),
     (MS + ["n"], "expected key=value"),
     (MS + ["=5"], "expected key=value"),
-    # errors name the key the user typed (off, steps), not the schedule's own argument names
-    (MS + ["schedule=turn_off", "off=-1"], "off must be non-negative"),
-    (MS + ["schedule=turn_off", "off=nan"], "off must be finite"),
-    (MS + ["schedule=turn_off", "off=5000", "steps=100"], "off=5000"),
-    (MS + ["schedule=linear", "off=5000", "steps=100"], "off=5000"),
-    (MS + ["schedule=cosine", "off=500", "steps=100"], "off=500"),
+    # errors name the key the user typed (off_at, steps), not the schedule's own argument names
+    (MS + ["schedule=turn_off", "off_at=-1"], "off_at must be a step in 1..3999 or a fraction of the run"),
+    (MS + ["schedule=turn_off", "off_at=nan"], "off_at must be a step in 1..3999"),
+    (MS + ["schedule=turn_off", "off_at=5000", "steps=100"], "off_at must be a step in 1..99"),
+    (MS + ["schedule=linear", "off_at=5000", "steps=100"], "off_at must be a step in 1..99"),
+    (MS + ["schedule=cosine", "off_at=500", "steps=100"], "off_at must be a step in 1..99"),
+    (MS + ["schedule=turn_off", "off_at=0.001", "steps=100"], "off_at=0.001 is step 0 of 100 steps"),
     # integer range and sizes that cannot fit (memory estimated before allocating)
     (MS + ["seed=1e30"], "seed: '1e30' is out of range"),
     (MS + ["n=1e30"], "out of range"),
@@ -87,8 +88,10 @@ CLI_CASES = [
     (DG + ["weight_decays=-1"], "weight_decays must be non-negative"),
     (DG + ["weight_decays=abc"], "weight_decays: expected a number"),
     (DG + ["weight_decays="], "weight_decays must list at least one value"),
-    (DG + ["steps_on=-1"], "steps_on must be non-negative"),
-    (DG + ["steps_off=-1"], "steps_off must be non-negative"),
+    (DG + ["steps_on=-1"], "steps_on must be an integer ≥ 0, got -1"),
+    (DG + ["steps_off=-1"], "steps_off must be an integer ≥ 0, got -1"),
+    (DG + ["steps=100", "off_at=0"], "off_at=0.0 is step 0 of 100 steps: it must fall in 1..99"),
+    (DG + ["steps=100", "off_at=-0.5"], "off_at must be a step in 1..99"),
     (DG + ["k=0"], "k must be at least 1"),
     (DG + ["power_penalty=foo"], "power_penalty must be one of"),
     (DG + ["threads=100000"], "threads: at most the"),
@@ -265,17 +268,18 @@ CLI_CASES_21 = [
     (["reproduce", "diagonal", "seeds=0", "seeds=1"], "seeds: given twice"),
     # contradictory keys: a value the config ignores is refused, naming it and what ignores it
     (MS + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
-    (MS + ["schedule=none", "off=0.3"], "off=0.3 has no effect with schedule=none"),
-    (MS + ["schedule=constant", "off=0.3"], "off=0.3 has no effect with schedule=constant"),
-    (MS + ["off=0.3"], "off=0.3 has no effect with schedule=constant"),
+    (MS + ["schedule=none", "off_at=0.3"], "off_at=0.3 has no effect with schedule=none"),
+    (MS + ["schedule=constant", "off_at=0.3"], "off_at=0.3 has no effect with schedule=constant"),
+    (MS + ["off_at=0.3"], "off_at=0.3 has no effect with schedule=constant"),
     (MS + ["schedule=none", "wd=0.5", "--dry-run"], "wd=0.5 has no effect with schedule=none"),
     (SW + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
     (SW + ["schedule=none", "wd=0.5", "seeds=2"], "wd=0.5 has no effect with schedule=none"),
     (SW + ["schedule=none", "wd=0.5", "n=4,6", "r=1"], "(at every point of the grid)"),
     (SW + ["schedule=none", "wd=0.1,0.5"], "wd=0.1 has no effect with schedule=none"),
-    (SW + ["schedule=none,constant", "off=0.3"], "off=0.3 has no effect with schedule=none"),
+    (SW + ["schedule=none,constant", "off_at=0.3"], "off_at=0.3 has no effect with schedule=none"),
     (["reproduce", "matrix-sensing", "schedule=turn_off"], "schedule: reproduce sets the schedule"),
     (["reproduce", "matrix-sensing", "off=0.3"], "off: reproduce sets the schedule"),
+    (["reproduce", "matrix-sensing", "off_at=0.3"], "off_at: reproduce sets the schedule"),
     (["reproduce", "sparse-coding", "preset=authors", "log_alphas=0.1"], "log_alphas: preset=authors runs no log"),
     # rates: finite, in range, and a finite accumulated regularization a = -lr·steps·λ
     (MS + ["wd=1e308"], "wd=1e+308 makes the accumulated regularization a = -lr·steps·wd infinite"),
@@ -382,7 +386,7 @@ def test_force_redoes_a_different_finished_run(workdir, capsys):
 
 
 def test_ignored_options_are_normalised_before_hashing():
-    """schedule=none ignores wd and off, constant ignores off: same config, same run id (config.py docstring)
+    """schedule=none ignores wd and off_at, constant ignores off_at: same config, same run id (config.py docstring)
     where the caller allows such values (a sweep crossing schedule with wd); otherwise they are refused."""
     from mirrorflow.config import build, config_dict
     from mirrorflow.experiments import load
@@ -390,10 +394,10 @@ def test_ignored_options_are_normalised_before_hashing():
 
     C = load("matrix-sensing").Config
     rid = lambda **kw: run_id(config_dict(build(C, kw, allow_ignored=True)))  # noqa: E731
-    assert rid(schedule="none", wd=0.5) == rid(schedule="none") == rid(schedule="none", wd=0.1, off=0.3)
-    assert rid(schedule="constant", off=0.3) == rid(schedule="constant")
+    assert rid(schedule="none", wd=0.5) == rid(schedule="none") == rid(schedule="none", wd=0.1, off_at=0.3)
+    assert rid(schedule="constant", off_at=0.3) == rid(schedule="constant")
     assert rid(schedule="constant", wd=0.5) != rid(schedule="constant")
-    assert rid(schedule="turn_off", off=0.3) != rid(schedule="turn_off")
+    assert rid(schedule="turn_off", off_at=0.3) != rid(schedule="turn_off")
     with pytest.raises(ValueError, match=r"^wd=0.5 has no effect with schedule=none"):
         build(C, {"schedule": "none", "wd": 0.5})
 
@@ -726,10 +730,10 @@ API_CASES_21 = [
         "wd=0.5 has no effect with schedule=none",
     ),
     (
-        "build schedule=constant off=0.3",
-        lambda: _build("matrix-sensing", schedule="constant", off=0.3),
+        "build schedule=constant off_at=0.3",
+        lambda: _build("matrix-sensing", schedule="constant", off_at=0.3),
         ValueError,
-        "off=0.3 has no effect with schedule=constant",
+        "off_at=0.3 has no effect with schedule=constant",
     ),
     ("build wd=1e308", lambda: _build("matrix-sensing", wd=1e308), ValueError, "accumulated regularization"),
     ("build lora alpha=inf", lambda: _build("lora", alpha=math.inf), ValueError, "alpha must be positive and finite"),

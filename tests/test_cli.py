@@ -23,13 +23,24 @@ def test_help_everywhere():
 
 def test_run_writes_a_run_directory_and_skips_finished_work(tmp_path):
     out = tmp_path / "run"
-    args = ["run", "matrix-sensing", "n=8", "r=2", "steps=300", "schedule=turn_off", "wd=0.2", "off=0.1", "--out", out]
+    args = [
+        "run",
+        "matrix-sensing",
+        "n=8",
+        "r=2",
+        "steps=300",
+        "schedule=turn_off",
+        "wd=0.2",
+        "off_at=0.1",
+        "--out",
+        out,
+    ]
     p = mf(*args)
     assert p.returncode == 0, p.stderr
     for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png"):
         assert (out / name).is_file(), name
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["n"] == 8 and cfg["schedule"] == "turn_off" and cfg["off"] == 0.1
+    assert cfg["n"] == 8 and cfg["schedule"] == "turn_off" and cfg["off_at"] == 0.1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "finished"
     assert summary["a_final"] == pytest.approx(-0.25 * 0.2 * 30)  # a = -η Σλ, off after 10% of 300 steps
@@ -61,7 +72,7 @@ def test_default_run_directory_is_the_config_hash(tmp_path):
         (["run", "matrix-sensing", "lr=-1e-3"], "lr must be positive"),
         (["run", "matrix-sensing", "steps=2.5"], "steps: expected an integer"),
         (["run", "matrix-sensing", "schedule=sometimes"], "schedule must be one of"),
-        (["run", "matrix-sensing", "schedule=turn_off", "off=5000", "steps=100"], "off=5000"),
+        (["run", "matrix-sensing", "schedule=turn_off", "off_at=5000", "steps=100"], "off_at must be a step in 1..99"),
         (["run", "matrix-sensing", "wd=nan"], "wd must be non-negative"),
         (["run", "matrix-sensing", "n"], "expected key=value"),
         (["run", "no-such-experiment"], "unknown experiment 'no-such-experiment'"),

@@ -75,7 +75,7 @@ def test_cli_device_cuda_without_cuda_is_one_line_error(tmp_path):
 
 # --------------------------------------------------------------------------- every tensor on the device
 def test_matrix_sensing_state_and_trace_follow_the_device():
-    cfgs = [replace(SMALL, schedule="constant", wd=0.01), replace(SMALL, schedule="turn_off", wd=0.2, off=0.25)]
+    cfgs = [replace(SMALL, schedule="constant", wd=0.01), replace(SMALL, schedule="turn_off", wd=0.2, off_at=0.25)]
     tr = ms.run_group(cfgs)
     assert tr.final_state["X"].device == torch.device("cpu") and tr.final_state["hit"].device.type == "cpu"
     auto = ms.run_group([replace(c, device="auto") for c in cfgs])
@@ -175,7 +175,7 @@ def test_packed_basis_equals_full_basis_reference(param, decay):
 # ------------------------------------------------------------------------------------------------ CUDA
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_cuda_equals_cpu():
-    cfgs = [replace(SMALL, schedule="turn_off", wd=0.2, off=0.25), replace(SMALL, param="linear", wd=0.02)]
+    cfgs = [replace(SMALL, schedule="turn_off", wd=0.2, off_at=0.25), replace(SMALL, param="linear", wd=0.02)]
     for group in ([cfgs[0]], [cfgs[1]]):
         cpu = ms.run_group(group)
         gpu = ms.run_group([replace(c, device="cuda") for c in group])

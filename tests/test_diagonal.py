@@ -17,9 +17,10 @@ from mirrorflow.config import build
 from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import diagonal as D
+from mirrorflow.runtime import torch_threads
 from mirrorflow.schedules import turn_off
 
-SMALL = dict(n_samples=20, dim=40, sparsity=3, steps_on=1000, steps_off=4000, log_every=50)
+SMALL = dict(n_samples=20, dim=40, sparsity=3, steps=5000, off_at=1000, log_every=50)
 
 
 def small(model: str, wds) -> D.Config:
@@ -60,7 +61,7 @@ def test_all_parameterizations_start_at_zero_with_the_same_scale():
 
 
 def test_batched_sweep_equals_a_loop_over_single_configs():
-    cfg = replace(small("mw", (0.0, 0.05, 0.4)), steps_on=300, steps_off=300)
+    cfg = replace(small("mw", (0.0, 0.05, 0.4)), steps=600, off_at=300)
     trace, data = D.run_sweep(cfg)
     for c, lam in enumerate(cfg.weight_decays):
         one, _ = D.run_sweep(replace(cfg, weight_decays=(lam,)), data=data)
@@ -110,7 +111,7 @@ def test_mw_conserved_quantity_tracks_accumulated_regularization():
     with η)."""
     errors = []
     for lr, steps in ((0.01, 300), (0.005, 600)):
-        cfg = replace(small("mw", (0.0, 0.1, 0.3)), steps_on=steps, steps_off=steps, lr=lr)
+        cfg = replace(small("mw", (0.0, 0.1, 0.3)), steps=2 * steps, off_at=steps, lr=lr)
         trace, data = D.run_sweep(cfg)
         s = D.reparameterization("mw", cfg.dim).unpack(trace.final_state["w"])
         a = torch.as_tensor(trace.final("a")).view(-1, 1)
@@ -142,7 +143,7 @@ def test_models_are_the_geometry_families(model, name, options):
         steps = round(2.0 / lr)
         sched = [turn_off(0.0, 0), turn_off(1.0, steps // 2)]
         lam = schedule_table(sched, steps)
-        with D.torch_threads(1):
+        with torch_threads(1):
             a = run_batched(ours, lam, lr, log_every=steps)
             plain = ReparamRegression(rep, data.Z, data.y, ours.w0, n_configs=2, decay="gradient")
             b = run_batched(plain, lam, lr, log_every=steps)
@@ -157,7 +158,7 @@ def test_theorem_3_11_prediction_matches_the_trained_mw_limit():
     trained and the predicted limit is discretisation error, O(η) (it shrinks with η at equal a_∞)."""
     gaps = []
     for lr in (0.05, 0.02):  # same a_∞ = −1 and the same flow time after turn-off (160)
-        cfg = replace(small("mw", (0.0, 0.05)), steps_on=round(20 / lr), steps_off=round(160 / lr), lr=lr)
+        cfg = replace(small("mw", (0.0, 0.05)), steps=round(20 / lr) + round(160 / lr), off_at=round(20 / lr), lr=lr)
         trace, data = D.run_sweep(cfg)
         rows = D.summarize(cfg, trace, data)
         preds = D.predicted_limits(cfg, trace, data)
@@ -215,11 +216,11 @@ def test_claim_c_depth3_small_decay_like_mw_large_decay_range_shrinking(sweeps):
 
 
 def test_a_diverging_config_is_recorded_and_the_others_continue():
-    cfg = replace(small("mw", (0.0, 0.1)), steps_on=200, steps_off=200)
+    cfg = replace(small("mw", (0.0, 0.1)), steps=400, off_at=200)
     data = D.make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed)
     problem = D.DiagonalNetwork(data, "mw", 2, cfg.init_scale)
     lam = schedule_table(cfg.schedules(), cfg.steps)
-    with D.torch_threads(1):
+    with torch_threads(1):
         trace = run_batched(problem, lam, torch.tensor([0.05, 5.0], dtype=torch.float64), log_every=50)
     rows = D.summarize(cfg, trace, data)
     assert rows[1]["status"] == "diverged" and rows[1]["diverged_at"] is not None
@@ -230,9 +231,7 @@ def test_a_diverging_config_is_recorded_and_the_others_continue():
 
 
 def test_power_model_runs_and_default_step_size_is_per_model():
-    cfg = build(
-        D.Config, {**SMALL, "model": "power", "k": 2, "weight_decays": (0.0, 0.3), "steps_on": 300, "steps_off": 300}
-    )
+    cfg = build(D.Config, {**SMALL, "model": "power", "k": 2, "weight_decays": (0.0, 0.3), "steps": 600, "off_at": 300})
     assert cfg.step_size == 0.005 and small("mw", (0.0,)).step_size == 0.05
     trace, data = D.run_sweep(cfg)
     assert (trace.diverged_at < 0).all()
@@ -245,7 +244,11 @@ def test_power_model_runs_and_default_step_size_is_per_model():
         ({"model": "deep"}, "model must be one of"),
         ({"dim": 10, "n_samples": 20}, "dim must exceed n_samples"),
         ({"weight_decays": "0.1,-1"}, "weight_decays must be non-negative"),
-        ({"steps_on": 0, "steps_off": 0}, "must be positive"),
+        ({"steps": 0}, "steps must be positive"),
+        ({"steps": 100, "off_at": 100}, "off_at must be a step in 1..99 or a fraction"),
+        ({"off_at": 1.5}, "off_at must be a step"),
+        ({"steps_on": 0, "steps_off": 0}, "steps must be positive"),
+        ({"steps_on": 10, "steps": 20}, "steps_on and steps: steps_on/steps_off are the old way"),
         ({"power_penalty": "l3"}, "power_penalty"),
         ({"bogus": 1}, "unknown config key 'bogus'"),
     ],
@@ -267,8 +270,8 @@ def test_cli_run_and_reproduce_write_run_directories(tmp_path, capsys):
             "n_samples=10",
             "dim=20",
             "sparsity=2",
-            "steps_on=100",
-            "steps_off=100",
+            "steps=200",
+            "off_at=100",
             "weight_decays=0,0.1",
             "--out",
             str(out),
@@ -287,8 +290,8 @@ def test_cli_run_and_reproduce_write_run_directories(tmp_path, capsys):
             "n_samples=10",
             "dim=20",
             "sparsity=2",
-            "steps_on=100",
-            "steps_off=100",
+            "steps=200",
+            "off_at=0.5",
             "weight_decays=0,0.1",
             "--out",
             str(rep),
@@ -313,7 +316,7 @@ def test_cli_bad_override_is_one_line_error(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------------- over seeds
 def test_regimes_of_one_run():
-    from mirrorflow.experiments.diagonal.seeds import classify, ratio_constant, x1_witness
+    from mirrorflow.experiments.diagonal.studies import classify, ratio_constant, x1_witness
 
     row = dict(
         status="finished",
@@ -343,8 +346,8 @@ def test_reproduce_with_seeds_keeps_the_seed_table_first_and_counts_regimes(tmp_
         **{k: str(v) for k, v in SMALL.items()},
         "models": "mwv",
         "weight_decays": "0,0.1,1",
-        "steps_on": "300",
-        "steps_off": "600",
+        "steps": "900",
+        "off_at": "300",
     }
     plain = D.reproduce(tmp_path / "a", ov, progress=lambda k: None)
     both = D.reproduce(tmp_path / "b", {**ov, "seeds": "0,1,2"}, progress=lambda k: None)
@@ -380,8 +383,8 @@ def test_track_logs_the_legendre_identity_residual_and_needs_a_commuting_model()
             "dim": 20,
             "sparsity": 2,
             "weight_decays": "0,0.1",
-            "steps_on": 100,
-            "steps_off": 100,
+            "steps": 200,
+            "off_at": 100,
             "log_every": 50,
             "track": "true",
             "device": "cpu",

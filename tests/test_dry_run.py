@@ -32,12 +32,12 @@ def parse(line: str) -> dict:
 
 def test_run_dry_run_is_what_the_run_then_does(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = ["run", "matrix-sensing", "n=6", "r=1", "steps=40", "schedule=turn_off", "wd=0.2", "off=0.5"]
+    args = ["run", "matrix-sensing", "n=6", "r=1", "steps=40", "schedule=turn_off", "wd=0.2", "off_at=0.5"]
     code, out, err = mf(capsys, *args, "--dry-run")
     assert code == 0, err
     assert not (tmp_path / "runs").exists()  # nothing created
     planned = parse(out[0])
-    assert planned["n"] == "6" and planned["schedule"] == "turn_off" and planned["off"] == "0.5"
+    assert planned["n"] == "6" and planned["schedule"] == "turn_off" and planned["off_at"] == "0.5"
     assert planned["lr"] == "0.25" and planned["device"] == "auto"  # defaults are shown too
     assert out[-1].startswith("run directory: runs/matrix-sensing-")
     code, real, err = mf(capsys, *args)
@@ -122,7 +122,7 @@ def test_dry_run_refuses_bad_input_like_the_real_command(capsys, tmp_path, monke
     "args",
     [
         ["run", "matrix-sensing", "n=6", "r=1", "steps=10"],
-        ["reproduce", "diagonal", "steps_on=5", "steps_off=5"],
+        ["reproduce", "diagonal", "steps=10", "off_at=5"],
         ["reproduce", "sparse-coding", "preset=authors", "image_size=16"],
         ["sweep", "matrix-sensing", "n=6", "r=1", "wd=0,0.1"],
     ],

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from mirrorflow.engine.batched import schedule_table
 from mirrorflow.experiments import matrix_sensing as ms
+from mirrorflow.schedules import from_spec
 
 SMALL = ms.Config(n=10, r=2, steps=1500, log_every=50)
 
@@ -48,7 +50,7 @@ def test_linear_parameterization_does_not_recover(table2):
 
 def test_batched_equals_one_by_one():
     cfgs = [
-        replace(SMALL, steps=200, schedule=s, wd=w, off=0.25, init_scale=i)
+        replace(SMALL, steps=200, schedule=s, wd=w, off_at=0.25, init_scale=i)
         for s, w, i in (("constant", 0.01, 0.1), ("turn_off", 0.2, 0.05), ("none", 0.0, 0.1))
     ]
     batched = ms.run_many(cfgs)
@@ -68,7 +70,7 @@ def _corollary_c3_error(eta: float, horizon: float = 4.0) -> float:
     data = ms.SensingData(A.reshape(m, -1), torch.einsum("kij,ij->k", A, W_star), W_star)
     prob = ms.MatrixSensing(data, [0.1], "uu", "exact")
     state = prob.init_state()
-    lam = ms.schedule_table([ms.from_spec("turn_off", 0.5, steps // 2, steps)], steps)
+    lam = schedule_table([from_spec("turn_off", 0.5, steps // 2, steps)], steps)
     lr = torch.tensor([eta], dtype=torch.float64)
     mu = torch.zeros(n, dtype=torch.float64)
     for t in range(steps):
@@ -104,7 +106,7 @@ def test_diverging_config_is_marked_and_others_continue():
 # ----------------------------------------------------------------------------- penalty convention
 def test_full_penalty_is_half_penalty_at_twice_lambda_and_a_stays_minus_eta_sum_lambda():
     """penalty=full (λ‖U‖²) decays U by e^{−2ηλ}: the same run as penalty=half at 2λ; a_t = −ηΣλ in both."""
-    base = replace(SMALL, steps=200, schedule="turn_off", off=0.5)
+    base = replace(SMALL, steps=200, schedule="turn_off", off_at=0.5)
     full, half2 = ms.run_many([replace(base, wd=0.05, penalty="full"), replace(base, wd=0.1, penalty="half")])
     for k in ("train_loss", "rec_error", "nuclear_norm"):
         np.testing.assert_allclose(full["metrics"][k], half2["metrics"][k], rtol=1e-12, atol=1e-15)
@@ -212,3 +214,29 @@ def test_bad_reproduce_options_name_the_key(tmp_path, ov, match):
 
     with pytest.raises(ConfigError, match=match):
         ms.reproduce(tmp_path / "x", {"n": "8", "r": "2", "steps": "10", **ov}, progress=lambda k: None)
+
+
+# ----------------------------------------------------------------------------- when λ switches off
+def test_off_at_is_a_step_or_a_fraction_and_off_is_its_old_name(capsys):
+    """off_at=0.25 of 400 steps and off_at=100 are one run; the old key ``off`` still works, with a note."""
+    from mirrorflow.config import build
+
+    frac = build(ms.Config, {"schedule": "turn_off", "steps": "400", "off_at": "0.25"})
+    step = build(ms.Config, {"schedule": "turn_off", "steps": "400", "off_at": "100"})
+    assert frac.lam_schedule().integral(400) == step.lam_schedule().integral(400) == pytest.approx(0.01 * 100)
+    capsys.readouterr()
+    old = build(ms.Config, {"schedule": "turn_off", "steps": "400", "off": "0.25"})
+    assert old == frac
+    assert capsys.readouterr().err.strip() == "note: off is now called off_at"
+
+
+def test_table2_arms_have_names_and_equal_budgets():
+    """The arms are looked up by name (Figs. 3 and 7 pick theirs so); every arm with weight decay on U spends
+    the same Σλ = wd·steps, fractional switch-off points included (off_at = 1/2000 of 1500 steps = 0.75 step)."""
+    named = ms.table2_named(SMALL)
+    assert [lab for lab, _ in named.values()] == [lab for lab, _ in ms.table2_arms(SMALL)]
+    assert named["turn_off_x2"][0] == "Constant 0.02, t-o" and named["linear_param_none"][1].param == "linear"
+    budget = SMALL.wd * SMALL.steps
+    for name in ("constant", "linear", "cosine", "turn_off_x2", "turn_off_x20", "turn_off_x200", "turn_off_x2000"):
+        cfg = named[name][1]
+        assert cfg.lam_schedule().integral(cfg.steps) == pytest.approx(budget, rel=1e-12), name

@@ -12,6 +12,7 @@ import torch
 
 from mirrorflow.cli import main
 from mirrorflow.config import build, config_dict
+from mirrorflow.engine.batched import run_batched, schedule_table
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import diagonal as dn
 from mirrorflow.experiments import matrix_sensing as ms
@@ -19,6 +20,7 @@ from mirrorflow.experiments import sparse_coding as sc
 from mirrorflow.experiments.phase import parse, parse_axis, run_phase, turn_off_wins, winners
 from mirrorflow.experiments.phase_programs import PROGRAMS
 from mirrorflow.report.stats import t_interval
+from mirrorflow.schedules import constant
 from mirrorflow.store import read_csv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -250,7 +252,7 @@ def test_cli_phase_one_schedule(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ diagonal networks, switch-time maps
-DN = ["n_samples=6", "dim=12", "sparsity=2", "steps_on=40", "steps_off=160", "model=mw", "converged_loss=1e-3"]
+DN = ["n_samples=6", "dim=12", "sparsity=2", "steps=200", "off_at=40", "model=mw", "converged_loss=1e-3"]
 DN_GRID = ["x=off:0.1:0.9:3", "y=wd:0.1:1:2:log", "seeds=0,1", "auto=plateau:train_loss:0.1:5", "auto_every=10"]
 
 
@@ -261,6 +263,7 @@ def dn_run(tmp_path_factory):
 
 
 def _dn_alone(seed: int, wd: float, steps_on: int, total: int = 200) -> dict:
+    """One diagonal run alone: λ = ``wd`` for ``steps_on`` steps, then 0 (``steps_on = total``: λ all along)."""
     cfg = build(
         dn.Config,
         {
@@ -270,12 +273,18 @@ def _dn_alone(seed: int, wd: float, steps_on: int, total: int = 200) -> dict:
             "model": "mw",
             "seed": seed,
             "weight_decays": str(wd),
-            "steps_on": steps_on,
-            "steps_off": total - steps_on,
+            "steps": total,
+            "off_at": min(steps_on, total - 1),
             "log_every": 10,
         },
     )
-    trace, _ = dn.run_sweep(cfg)
+    if steps_on < total:
+        trace, _ = dn.run_sweep(cfg)
+    else:  # never switched off: a config's off_at is a step inside the run, so run the problem directly
+        data = dn.make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed)
+        problem = dn.DiagonalNetwork(data, cfg.model, 1, cfg.init_scale, device=cfg.device)
+        lam = schedule_table([constant(wd)], total, device=problem.device)
+        trace = run_batched(problem, lam, cfg.step_size, log_every=cfg.log_every)
     return {"dist": float(trace.final("dist")[0]), "train_loss": trace.metrics["train_loss"][0], "steps": trace.steps}
 
 
@@ -357,8 +366,8 @@ def test_theory_marks_are_predict_limit_against_the_trained_point(dn_run):
             "model": "mw",
             "seed": 0,
             "weight_decays": str(wd),
-            "steps_on": round(off * 200),
-            "steps_off": 200 - round(off * 200),
+            "steps": 200,
+            "off_at": round(off * 200),
             "log_every": 200,
         },
     )

@@ -15,6 +15,8 @@ from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import sparse_coding as S
 from mirrorflow.experiments.sparse_coding import dictionary as SD
 from mirrorflow.experiments.sparse_coding import report as R
+from mirrorflow.report.stats import t_interval
+from mirrorflow.runtime import resolve_device
 
 SMALL = dict(image_size=16, n_images=100, batch_size=50, iterations=40)
 
@@ -347,7 +349,7 @@ def test_seed_axis_equals_separate_runs_and_the_table_gives_intervals(faces16):
     table = R.table_markdown([("u^(2k) − v^(2k)", cfg, rows)])
     line = next(ln for ln in table.splitlines() if "| k=3 |" in ln)
     v = [rows[1]["mse_at_10"], rows[3]["mse_at_10"]]
-    m, h, n = R.t_interval(v)
+    m, h, n = t_interval(v)
     assert (
         n == 2
         and m == pytest.approx(np.mean(v))
@@ -365,8 +367,8 @@ def test_a_infinity_is_the_accumulated_regularization(power_sweep):
 
 
 def test_device_plumbing_on_cpu(faces16):
-    assert S.resolve_device("cpu") == torch.device("cpu")
-    assert S.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = build(S.Config, {**SMALL, "iterations": 2, "ks": (1,), "device": "cpu"})
     trace = S.run_sweep(cfg, Y=faces16)
     assert all(v.device.type == "cpu" for v in trace.final_state.values())

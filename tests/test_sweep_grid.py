@@ -85,14 +85,20 @@ def test_yaml_spec_base_grid_union_and_cli_override(tmp_path):
         "base: {n: 8, r: 2, steps: 200}\n"
         "grid:\n"
         "  - {schedule: [constant], wd: [0.01, 0.1]}\n"
-        "  - {schedule: [turn_off], wd: [0.2], off: [0.1, 0.5]}\n"
+        "  - {schedule: [turn_off], wd: [0.2], off_at: [0.1, 0.5]}\n"
     )
     grid, points = G.resolve("matrix-sensing", load("matrix-sensing"), spec)
     assert len(points) == (2 + 2) * 2
-    assert set(grid.axes) == {"schedule", "wd", "off", "seed"}
+    assert set(grid.axes) == {"schedule", "wd", "off_at", "seed"}
     turned = [p for p in points if p.config.schedule == "turn_off"]
-    assert {(p.config.wd, p.config.off) for p in turned} == {(0.2, 0.1), (0.2, 0.5)}
-    assert all(p.config.off == 0.5 for p in points if p.config.schedule == "constant")  # default kept
+    assert {(p.config.wd, p.config.off_at) for p in turned} == {(0.2, 0.1), (0.2, 0.5)}
+    assert all(p.config.off_at == 0.5 for p in points if p.config.schedule == "constant")  # default kept
+    # a spec with the old key name `off` (and `off=` on the command line) is the same sweep
+    old = tmp_path / "old.yaml"
+    old.write_text(spec.read_text().replace("off_at:", "off:"))
+    assert [p.run_id for p in G.resolve("matrix-sensing", load("matrix-sensing"), old)[1]] == [p.run_id for p in points]
+    cli = G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "schedule=turn_off", "off=0.1,0.5"])[1]
+    assert sorted(p.config.off_at for p in cli) == [0.1, 0.5]
     # CLI replaces the YAML's entry for a key, and its seeds
     _, points2 = G.resolve("matrix-sensing", load("matrix-sensing"), spec, ["wd=0.3", "seeds=1", "n=6"])
     assert {p.config.wd for p in points2} == {0.3}

@@ -23,7 +23,8 @@ One validation home per kind of value, used by the command line and the Python A
   :func:`mirrorflow.schedules.switch_off_step`.
 
 A config may keep old key names as ``ALIASES = {"old": "new"}`` (a ``ClassVar``): :func:`build` accepts the
-old name with a one-line note.
+old name with a one-line note. Old keys that do not map one to one (several old keys that became several new
+ones) are converted by a classmethod ``upgrade_keys(values) -> values`` of the config, which prints its note.
 """
 
 from __future__ import annotations
@@ -216,9 +217,10 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: 
     return cfg
 
 
-def _renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+def renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """Old key names a config still accepts: ``cls.ALIASES`` maps each to its new name (a one-line note on
-    stderr says so). Giving both the old and the new name is refused."""
+    stderr says so); ``values`` is changed in place and returned. Giving both the old and the new name is
+    refused. (The sweep's grid uses it on its keys before checking them.)"""
     aliases: Mapping[str, str] = getattr(cls, "ALIASES", {})
     for old, new in aliases.items():
         if old in values:
@@ -227,6 +229,13 @@ def _renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
             print(f"note: {old} is now called {new}", file=sys.stderr)
             values[new] = values.pop(old)
     return values
+
+
+def _renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """:func:`renamed`, then the config's own ``upgrade_keys`` (old keys that do not map one to one)."""
+    values = renamed(cls, values)
+    upgrade = getattr(cls, "upgrade_keys", None)
+    return upgrade(values) if upgrade is not None else values
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

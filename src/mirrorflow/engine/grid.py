@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import parse_overrides
+from ..config import parse_overrides, renamed
 from ..errors import ConfigError
 
 MAX_POINTS = 100_000
@@ -148,7 +148,7 @@ def parse_cli(tokens: Iterable[str], config_cls: type) -> tuple[dict[str, Any], 
     base: dict[str, Any] = {}
     axes: dict[str, list[Any]] = {}
     seeds: int | None = None
-    for key, text in parse_overrides(tokens).items():
+    for key, text in renamed(config_cls, parse_overrides(tokens)).items():
         if key == "seeds":
             seeds = parse_seeds(text)
             continue
@@ -261,6 +261,7 @@ def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
     base = raw.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError(f"sweep spec {path.name}: 'base' must be a mapping of key: value")
+    base = renamed(config_cls, dict(base))
     for k in base:
         _check_key(path.name, k, types)
     grids_raw = raw.get("grid") or {}
@@ -271,7 +272,7 @@ def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
         if not isinstance(g, dict):
             raise ConfigError(f"sweep spec {path.name}: '{where}' must be a mapping of key: [values]")
         axes: dict[str, list[Any]] = {}
-        for k, vals in g.items():
+        for k, vals in renamed(config_cls, dict(g)).items():
             _check_key(path.name, k, types)
             if not isinstance(vals, list):
                 raise ConfigError(f"sweep spec {path.name}: {where}.{k} must be a list of values, got {vals!r}")

@@ -122,15 +122,16 @@ class MatrixSensingProgram(Names):
         return cfg.lr
 
     def switch(self, cfg) -> float:
-        return cfg.off if cfg.off < 1 else cfg.off / cfg.steps
+        return cfg.off_at if cfg.off_at < 1 else cfg.off_at / cfg.steps
 
     def describe(self, cfg) -> str:
         return f"n={cfg.n}, r={cfg.r}, m={cfg.measurements}, steps={cfg.steps}"
 
     def run(self, cfg, rows, lam, lr, log_every, progress, observe):
-        from .matrix_sensing import DTYPES, MatrixSensing, make_data
+        from ..runtime import resolve_dtype
+        from .matrix_sensing import MatrixSensing, make_data
 
-        data = make_data(cfg.n, cfg.r, cfg.measurements, cfg.seed, DTYPES[cfg.dtype])
+        data = make_data(cfg.n, cfg.r, cfg.measurements, cfg.seed, resolve_dtype(cfg.dtype))
         problem = MatrixSensing(
             data, [r["init_scale"] for r in rows], cfg.param, cfg.decay, cfg.loss_threshold, cfg.device, cfg.penalty
         )
@@ -178,16 +179,17 @@ class DiagonalProgram(Names):
         return cfg.step_size
 
     def switch(self, cfg) -> float:
-        return cfg.steps_on / cfg.steps
+        return cfg.off_step / cfg.steps
 
     def describe(self, cfg) -> str:
         k = f", k={cfg.k}" if cfg.model == "power" else ""
         return f"model={cfg.model}{k}, N={cfg.n_samples}, d={cfg.dim}, steps={cfg.steps}"
 
     def run(self, cfg, rows, lam, lr, log_every, progress, observe):
-        from .diagonal import DTYPES, DiagonalNetwork, make_data
+        from ..runtime import resolve_dtype
+        from .diagonal import DiagonalNetwork, make_data
 
-        data = make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, DTYPES[cfg.dtype])
+        data = make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, resolve_dtype(cfg.dtype))
         problem = DiagonalNetwork(
             data, cfg.model, len(rows), [r["init_scale"] for r in rows], cfg.k, cfg.power_penalty, cfg.device
         )
@@ -212,9 +214,10 @@ class DiagonalProgram(Names):
         theorem is about the limit), ``λ never off`` for a row whose λ is still on at the end (a_∞ is
         unbounded), ``unsolved`` when the constrained solve did not converge; ``theory_gap`` the ratio."""
         from ..geometry import predict_limit
-        from .diagonal import DTYPES, initial_params, make_data, reparameterization
+        from ..runtime import resolve_dtype
+        from .diagonal import initial_params, make_data, reparameterization
 
-        data = make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, DTYPES[cfg.dtype])
+        data = make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, resolve_dtype(cfg.dtype))
         rep = reparameterization(cfg.model, cfg.dim, cfg.k, cfg.power_penalty)
         x = rep.g(trace.final_state["w"].to("cpu", torch.float64))
         out = {}
@@ -285,10 +288,10 @@ class SparseCodingProgram(Names):
         )
 
     def run(self, cfg, rows, lam, lr, log_every, progress, observe):
-        from ..runtime import resolve_device
-        from .sparse_coding import DTYPES, SparseCoding, faces
+        from ..runtime import resolve_device, resolve_dtype
+        from .sparse_coding import SparseCoding, faces
 
-        dtype, device = DTYPES[cfg.dtype], resolve_device(cfg.device)
+        dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
         Y = torch.as_tensor(faces(cfg.image_size, cfg.n_images), dtype=dtype).to(device)
         problem = SparseCoding(
             Y,

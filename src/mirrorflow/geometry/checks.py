@@ -262,14 +262,6 @@ def separable_admissible(g_ij, h_ij, var) -> tuple[bool, object]:
     return True, c
 
 
-def admissible_regularizer(g_ij, c=None):
-    """The admissible h_ij for a separable term g_ij (Corollary 3.12): c·g_ij (+ const)."""
-    import sympy as sp
-
-    c = sp.Symbol("c") if c is None else c
-    return c * g_ij
-
-
 def depth_bracket(D: int):
     """Theorem D.2: (bracket, factor) for g = w_1⋯w_D, h = ½Σ w_k², with [∇g, ∇h] = factor·∇g.
 

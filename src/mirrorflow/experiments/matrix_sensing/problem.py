@@ -1,17 +1,46 @@
-"""The matrix-sensing problem: data (Wu & Rebeschini's setting) and batched gradient descent on W = UUᵀ.
+"""The matrix-sensing problem (Sec. 5, App. C, Table 2; docs/theory.md#exp-matrix-sensing, Cor. C.3): the data,
+the batched gradient descent on W = UUᵀ (or W itself), and runs of configurations that share the data.
 
-See :mod:`mirrorflow.experiments.matrix_sensing` for the setting and the step; docs/theory.md#exp-matrix-sensing
-for the conventions.
+Setting (Wu & Rebeschini 2021, whose code fixes what the paper leaves open — docs/theory.md#exp-matrix-sensing):
+
+* ground truth W* = U*U*ᵀ / ‖U*U*ᵀ‖_*,  U* ∈ ℝ^{n×r} i.i.d. N(0, 1)  (PSD, rank r, ‖W*‖_* = 1);
+* sensing matrices A_i = (G_i + G_iᵀ)/2, G_i i.i.d. N(0, 1)^{n×n}, i = 1..m;  y_i = ⟨A_i, W*⟩;
+* loss f(W) = 1/(2m) Σ_i (⟨A_i, W⟩ − y_i)²,  ∇f(W) = 1/m Σ_i r_i A_i;
+* **quadratic parameterization** W = UUᵀ, U_0 = √α·I (so W_0 = α·I), weight decay h(U) = ½‖U‖_F² = ½ tr W:
+
+      U ← e^{−ηλ_t} (U − η·2∇f(UUᵀ)U)         (decay applied exactly: docs/theory.md#stiff-decay)
+
+  or, with ``decay=gradient``, the plain step U ← U − η(2∇f U + λ_t U) (unstable once ηλ_t > 1).
+  Accumulated regularization a_t = −η Σ_{s<t} λ_s. By Cor. C.3 the eigenvalues follow
+  λ_i(W_t) = λ_{0,i} e^{2a_t} e^{4μ_{t,i}} and training ends at the minimiser, among the solutions, of
+  R_{a_∞}(W) = ¼ Σ_i (λ_i log λ_i − λ_i) − ¼ (log α + 2a_∞) ‖W‖_*  (Eq. 17): weight decay that is switched off
+  adds a multiple of the nuclear norm to the implicit bias without biasing the fit.
+* **linear parameterization** (the paper's comparison): W itself, W_0 = α·I, with a nuclear-norm penalty
+  λ_t‖W‖_* applied by its proximal step (eigenvalue soft-thresholding of the symmetric iterate):
+  W ← prox_{ηλ_t‖·‖_*}(W − η∇f(W)).
+
+Conventions (docs/theory.md#factor-two): the loss carries 1/(2m) and, with ``penalty=half`` (default), the
+penalty ½λ‖U‖_F², so the stationary point of constant weight decay solves min f(W) + (λ/2)‖W‖_* over PSD W.
+``penalty=full`` takes λ‖U‖_F² instead (decay factor e^{−2ηλ_t}; stationary point of f(W) + λ‖W‖_*, the
+same penalty as the linear arm's λ‖W‖_*). In both conventions the recorded a_t = −η Σ_{s<t} λ_s; with
+``full`` the decay term is 2λ·(½‖U‖²), so Eq. (17)'s R_a is evaluated at 2a_t.
+
+All configurations that share the data (same n, r, m, seed) run as one batched tensor program:
+``U`` has shape (C, n, n); a step is two GEMMs against the sensing matrices in the packed symmetric basis
+(m, n(n+1)/2) and two (C, n, n) batched products. ``device=auto|cpu|cuda`` chooses where it runs (the data
+is drawn on the CPU, so every device sees the same problem).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ...runtime import resolve_device
+from ...engine.batched import Trace, run_batched, schedule_table
+from ...runtime import resolve_device, resolve_dtype
+from .config import Config
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -155,3 +184,41 @@ class MatrixSensing:
         out = {k: v.masked_fill(bad, float("nan")) for k, v in out.items()}
         out["hit_step"] = state["hit"].to(W.dtype)
         return out
+
+
+# ------------------------------------------------------------------------------------------ running
+def run_group(cfgs: Sequence[Config], progress: Callable[[int], None] | None = None) -> Trace:
+    """Run configurations that share data (equal :meth:`Config.data_key`) as one batch."""
+    keys = {c.data_key() for c in cfgs}
+    if len(keys) != 1:
+        raise ValueError("run_group needs configurations with equal Config.data_key()")
+    steps = {c.steps for c in cfgs}
+    if len(steps) != 1:
+        raise ValueError("run_group needs configurations with equal 'steps'")
+    c0 = cfgs[0]
+    dtype = resolve_dtype(c0.dtype)
+    data = make_data(c0.n, c0.r, c0.measurements, c0.seed, dtype)  # drawn on the CPU: the same on every device
+    problem = MatrixSensing(
+        data, [c.init_scale for c in cfgs], c0.param, c0.decay, c0.loss_threshold, c0.device, c0.penalty
+    )
+    lam = schedule_table([c.lam_schedule() for c in cfgs], c0.steps, dtype, problem.device)
+    lr = torch.tensor([c.lr for c in cfgs], dtype=dtype, device=problem.device)
+    return run_batched(problem, lam, lr, log_every=c0.log_every, progress=progress)
+
+
+def run_many(cfgs: Sequence[Config], progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Run any list of configs, grouping those that share data; returns per-config result dicts
+    (``trace`` slices: steps, metrics arrays, diverged_at) in input order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(cfgs):
+        groups.setdefault(c.data_key() + (c.steps,), []).append(i)
+    results: list[dict | None] = [None] * len(cfgs)
+    for idx in groups.values():
+        tr = run_group([cfgs[i] for i in idx], progress)
+        for j, i in enumerate(idx):
+            results[i] = {
+                "steps": tr.steps,
+                "metrics": {k: v[j] for k, v in tr.metrics.items()},
+                "diverged_at": int(tr.diverged_at[j]),
+            }
+    return results  # type: ignore[return-value]

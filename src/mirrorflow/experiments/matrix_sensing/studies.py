@@ -1,5 +1,6 @@
-"""Matrix sensing beyond the single-seed Table 2: seeds with intervals, the paper's horizon, the penalty
-convention, decaying penalties on the linear parameterization, and an init-scale axis.
+"""Matrix-sensing studies: Table 2's arms (schedules of equal total regularization Σλ), and beyond the
+single-seed Table 2: seeds with intervals, the paper's horizon, the penalty convention, decaying penalties on
+the linear parameterization, and an init-scale axis.
 
 ``mirrorflow reproduce matrix-sensing preset=NAME [seeds=0,1,2,3,4] [key=value ...]`` (any ``Config`` field):
 
@@ -28,22 +29,85 @@ from pathlib import Path
 
 import numpy as np
 
-from ...config import config_dict
+from ...config import config_dict, require
 from ...engine.progress import progress_or_bar
 from ...report.aggregate import fmt_ci
 from ...report.stats import interval, t_interval
+from ...schedules import from_spec
 from ...store import RunDir
-from . import Config, metric_rows, run_many, summarize, table2_arms
+from .config import Config
+from .problem import run_many
+from .report import metric_rows, summarize
 
 PRESETS = ("table2", "paper-horizon", "linear-schedules", "init-scale")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 PAPER_HORIZON = 1200
 INIT_SCALES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 RECOVERED = 1e-2
-# Table 2 of the paper, in the order of table2_arms: (nuclear norm, time to train loss)
-PAPER_TABLE2 = ((0.93, None), (1.00, 661), (1.00, 624), (1.00, 716), (1.00, 209), (1.00, 209), (1.00, 239))
+# Table 2 of the paper per arm name (table2_named): (nuclear norm, time to train loss)
+PAPER_TABLE2 = {
+    "constant": (0.93, None),
+    "linear": (1.00, 661),
+    "cosine": (1.00, 624),
+    "turn_off_x2": (1.00, 716),
+    "turn_off_x20": (1.00, 209),
+    "turn_off_x200": (1.00, 209),
+    "turn_off_x2000": (1.00, 239),
+}
+TURN_OFF_MULTIPLES = (2, 20, 200, 2000)  # Table 2's turned-off arms: strength k·wd, off once the budget is spent
+FIG3_ARMS = ("constant", "turn_off_x2", "none", "linear_param_constant", "linear_param_turn_off", "linear_param_none")
+FIG7_ARM = "turn_off_x2"  # Fig. 7: grokking after the switch-off
+LINEAR_DECAYS = ("linear", "cosine")  # Table 2's decaying schedules (linear-schedules puts them on W too)
 
 Arm = tuple[str, Config]
+
+
+# ------------------------------------------------------------------------------------------ Table 2
+def check_budget(base: Config) -> None:
+    """Table 2's arms (and the studies built on them) share the budget Σλ = wd·steps: wd must be positive."""
+    require(
+        base.wd > 0, f"wd must be positive for reproduce (it sets the budget Σλ = wd·steps of every arm), got {base.wd}"
+    )
+
+
+def table2_named(base: Config) -> dict[str, Arm]:
+    """Table 2's schedules at equal total regularization Σλ = base.wd · steps (docs/theory.md#exp-matrix-sensing),
+    by name → (label, config):
+
+    * ``constant``: constant ``base.wd`` for the whole run (no turn-off);
+    * ``linear`` / ``cosine``: decay reaching 0 at T/2, peak chosen so that Σλ equals the budget;
+    * ``turn_off_x2`` … ``turn_off_x2000``: constant 0.02, 0.2, 2, 20 (= 2, 20, 200, 2000 × base.wd) switched off
+      once the budget is spent (at T/2, T/20, T/200, T/2000);
+    * ``none``: no weight decay;
+    * ``linear_param_constant`` / ``linear_param_turn_off`` / ``linear_param_none``: the linear parameterization
+      with a nuclear-norm prox, constant ``base.wd``, turned off at T/2 at 2·wd, and without regularization.
+    """
+    check_budget(base)
+    T, c = base.steps, base.wd
+    budget = c * T  # off-points are fractions of T: spending `budget` at strength v takes c/v of the run
+    arms = {"constant": (f"Constant {c:g}, no t-o", replace(base, schedule="constant", wd=c))}
+    half = T // 2
+    for kind, label in (("linear", "Linear decay"), ("cosine", "Cosine decay")):
+        shape = from_spec(kind, 1.0, half, T)
+        peak = budget / shape.integral(T)
+        arms[kind] = (label, replace(base, schedule=kind, wd=peak, off_at=half / T))
+    for mult in TURN_OFF_MULTIPLES:
+        v = c * mult
+        arms[f"turn_off_x{mult}"] = (f"Constant {v:g}, t-o", replace(base, schedule="turn_off", wd=v, off_at=c / v))
+    arms["none"] = ("No weight decay", replace(base, schedule="none", wd=0.0))
+    lin = replace(base, param="linear")
+    arms["linear_param_constant"] = (f"Linear param., nuclear {c:g}", replace(lin, schedule="constant", wd=c))
+    arms["linear_param_turn_off"] = (
+        f"Linear param., nuclear {2 * c:g}, t-o",
+        replace(lin, schedule="turn_off", wd=2 * c, off_at=0.5),
+    )
+    arms["linear_param_none"] = ("Linear param., no reg.", replace(lin, schedule="none", wd=0.0))
+    return arms
+
+
+def table2_arms(base: Config) -> list[Arm]:
+    """Table 2's arms as (label, config) in the table's order (:func:`table2_named`)."""
+    return list(table2_named(base).values())
 
 
 def preset_overrides(preset: str, overrides: Mapping[str, str]) -> dict[str, str]:
@@ -139,8 +203,9 @@ def table2_over_seeds(base: Config, seeds: Sequence[int], progress=None) -> tupl
 def paper_horizon(base: Config, seeds: Sequence[int], progress=None) -> tuple[str, dict, list]:
     """Table 2 at T = PAPER_HORIZON (docs/matrix-sensing.md: the paper's times 661, 624, 716 of the arms set by
     the T/2 point give T ≈ 1240–1380) under both penalty conventions, next to the paper's numbers."""
-    uu = [(lab, c) for lab, c in table2_arms(base) if c.param == "uu"]
-    lin = [(lab, c) for lab, c in table2_arms(base) if c.param == "linear"]
+    named = table2_named(base)
+    uu = [(lab, c) for lab, c in named.values() if c.param == "uu"]
+    lin = [(lab, c) for lab, c in named.values() if c.param == "linear"]
     arms = [
         (f"{lab} [{p}]", replace(c, penalty=p))
         for p in ("half", "full")
@@ -157,8 +222,10 @@ def paper_horizon(base: Config, seeds: Sequence[int], progress=None) -> tuple[st
         "| recovers W* | a_∞ |\n|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
-    for i, (lab, _) in enumerate(uu):
-        nuc, t = PAPER_TABLE2[i] if i < len(PAPER_TABLE2) else (None, None)
+    for name, (lab, c) in named.items():
+        if c.param != "uu":
+            continue
+        nuc, t = PAPER_TABLE2.get(name, (None, None))
         for p in ("half", "full"):
             if f"{lab} [{p}]" not in by:
                 continue
@@ -177,7 +244,7 @@ def paper_horizon(base: Config, seeds: Sequence[int], progress=None) -> tuple[st
             f"| {lab} | λ‖W‖_* | {cells[0]} | – | {cells[1]} | {cells[2]} | {cells[3]} | – "
             f"| {recovered(r)} | {t_interval(_values(r, 'a_final'))[0]:.3g} |\n"
         )
-    const = uu[0][0]
+    const = named["constant"][0]
     pairs = [
         (
             f"{const}: nuclear norm, full − half",
@@ -200,15 +267,10 @@ def linear_schedule_arms(base: Config) -> list[Arm]:
     """The linear parameterization under constant c, 2c turned off at T/2, linear and cosine decay to 0 at
     T/2 (peaks as Table 2's, equal Σλ = c·T) and none; W = UUᵀ with the same linear / cosine decays and 2c
     turned off, for reference."""
-    table = dict(table2_arms(base))
-    c = base.wd
-    lin = [(lab, cfg) for lab, cfg in table.items() if cfg.param == "linear"]
-    decays = [
-        (f"Linear param., {lab.lower()}", replace(table[lab], param="linear"))
-        for lab in ("Linear decay", "Cosine decay")
-    ]
-    uu = [(f"UUᵀ, {lab.lower()}", table[lab]) for lab in ("Linear decay", "Cosine decay", f"Constant {2 * c:g}, t-o")]
-    return lin[:2] + decays + lin[2:] + uu
+    named = table2_named(base)
+    decays = [(f"Linear param., {named[k][0].lower()}", replace(named[k][1], param="linear")) for k in LINEAR_DECAYS]
+    uu = [(f"UUᵀ, {named[k][0].lower()}", named[k][1]) for k in (*LINEAR_DECAYS, "turn_off_x2")]
+    return [named["linear_param_constant"], named["linear_param_turn_off"], *decays, named["linear_param_none"], *uu]
 
 
 def linear_schedules(base: Config, seeds: Sequence[int], progress=None) -> tuple[str, dict, list]:
@@ -220,7 +282,9 @@ def linear_schedules(base: Config, seeds: Sequence[int], progress=None) -> tuple
         f"prox step W ← prox_{{ηλ_t‖·‖_*}}(W − η∇f))\n\n"
     )
     lines = [seed_row(lab, r) + "\n" for (lab, _), r in zip(arms, runs)]
-    const, lin_dec, cos_dec = arms[0][0], arms[2][0], arms[3][0]
+    named = table2_named(base)
+    const = named["linear_param_constant"][0]
+    lin_dec, cos_dec = (f"Linear param., {named[k][0].lower()}" for k in LINEAR_DECAYS)
     rec = lambda lab: _values(by[lab], "rec_error")  # noqa: E731
     pairs = [
         (f"log10 rec error: {lin_dec} − {const}", paired(rec(const), rec(lin_dec))),
@@ -238,7 +302,10 @@ def init_scale_arms(base: Config, scales: Sequence[float] = INIT_SCALES) -> list
     for a in scales:
         arms.append((f"α={a:g}, no weight decay", replace(base, init_scale=a, schedule="none", wd=0.0)))
         arms.append(
-            (f"α={a:g}, constant {2 * c:g}, t-o", replace(base, init_scale=a, schedule="turn_off", wd=2 * c, off=0.5))
+            (
+                f"α={a:g}, constant {2 * c:g}, t-o",
+                replace(base, init_scale=a, schedule="turn_off", wd=2 * c, off_at=0.5),
+            )
         )
     return arms
 

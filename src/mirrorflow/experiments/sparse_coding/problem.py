@@ -1,13 +1,52 @@
-"""The batched sparse-coding problem (App. E): reparameterized code steps and dictionary steps for C
-configurations at once (a ``BatchedProblem`` of ``engine.batched``). The algorithm, its parameterizations
-and inits are described in :mod:`mirrorflow.experiments.sparse_coding`."""
+"""The sparse-coding problem (App. E; Figs. 11, 13): the Olivetti faces, and the batched reparameterized
+sparse-code steps and dictionary steps for C configurations at once (a ``BatchedProblem`` of
+``engine.batched``).
+
+Online dictionary learning (Mairal et al. 2009) on the 400 Olivetti faces (not centred): dictionary
+D ∈ ℝ^{K×P} (K = 50 atoms, rows of unit norm at init), code X ∈ ℝ^{400×K}, data Y ∈ ℝ^{400×P}. Per
+iteration (one pass, mini-batches of 200 in a shuffled order), for each batch b:
+
+1. **sparse-code step** — ONE gradient-descent step on the reparameterized code of the batch's rows
+   (the code of each image persists across iterations), with η = ``lr_scale`` / L, L = ‖D‖₂²:
+
+   * ``power``: X = u^{2k} − v^{2k}, h = Σ u^{2k} + v^{2k}, loss ‖X_b D − Y_b‖² (Cor. 3.12, Eq. 11):
+       G = (X_b D − Y_b) Dᵀ,  u ← u − η·2k (2G + α) u^{2k−1},  v ← v − η·2k (−2G + α) v^{2k−1};
+     init u_0 = ((x_0 + √(x_0²+1))/2)^{1/(2k)}, v_0 = ((−x_0 + √(x_0²+1))/2)^{1/(2k)}, x_0 ~ N(0, 1)
+     (so u_0^{2k} − v_0^{2k} = x_0).
+   * ``log``: X = log u − log v, h = Σ log u + log v, loss ½‖X_b D − Y_b‖²
+     (R_a(x) = Σ (u_0²+v_0²+4a)/4 · log cosh x + (v_0²−u_0²)/4 · x, docs/theory.md):
+       u ← max(u − η (G + α)/u, 10⁻¹⁰),  v ← max(v − η (−G + α)/v, 10⁻¹⁰);
+     init (``log_init``) ``independent`` (the paper's code): u_0 = σ(z_1), v_0 = σ(−z_2) with independent
+     z_1, z_2 ~ N(0, 1); ``shared``: z_2 = z_1 (then log u_0 − log v_0 = z_1).
+
+2. **dictionary step** (``dict_update``, :mod:`.dictionary`): ``aggregated`` (Mairal: A, B summed
+   over the batch, one sweep over the atoms) or ``per_sample`` (the paper's code: one A[i], B[i] per batch
+   position, b sequential sweeps).
+
+Metrics after every iteration, over all images: reconstruction MSE = mean((XD − Y)²), the code's nuclear
+norm ‖X‖_*, Frobenius norm, ‖X‖₁ and sparsity (fraction of |X_ij| < ``sparsity_tol``). The accumulated
+regularization of the code is a_t = −Σ_s η_s α (one step per image per iteration).
+
+Every (seed, k, α) of a run is one configuration of ONE batched tensor program (``engine.batched``): each
+has its own dictionary, code, accumulators, initial draw and batch order (configurations of one seed share
+the draw and the order, so k and α are compared on paired runs). A configuration whose state stops being
+finite is recorded as diverged. D lives in the span of its initial rows and the faces (K + n ≤ 450
+dimensions): when that is smaller than P the run works in an orthonormal basis of it (exact up to
+rounding; 4096 → 450 at the paper's size); ``SparseCoding.dictionary`` maps D back to pixels.
+Paper size: ``image_size=64`` (4096 pixels), ``iterations=100``; the defaults are the paper's sizes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from ...engine.batched import run_batched
+from ...runtime import resolve_device, resolve_dtype, torch_threads
+from .config import Config
 from .dictionary import A0, aggregated_step, per_sample_step
 
 LOG_CLAMP = 1e-10  # the log parameterization keeps u, v ≥ 1e-10
@@ -185,3 +224,45 @@ class SparseCoding:
             "sparsity": (X.abs() < self.sparsity_tol).to(X.dtype).mean(dim=(1, 2)),
             "a_code": state["a"],
         }
+
+
+# --------------------------------------------------------------------------------------------- data
+def faces(image_size: int = 64, n_images: int = 400, path: str | Path | None = None) -> np.ndarray:
+    """Olivetti faces (n_images, image_size²) in [0, 1]; sizes < 64 average-pool 64/size × 64/size blocks."""
+    from ...data import load_olivetti
+
+    Y = load_olivetti(path)[:n_images]
+    if image_size != 64:
+        f = 64 // image_size
+        Y = Y.reshape(-1, image_size, f, image_size, f).mean(axis=(2, 4)).reshape(len(Y), -1)
+    return Y
+
+
+# ------------------------------------------------------------------------------------------ running
+def run_sweep(
+    cfg: Config,
+    progress: Callable[[int], None] | None = None,
+    Y: np.ndarray | None = None,
+    return_problem: bool = False,
+):
+    """All (seed, k, α) of ``cfg`` as one batched run of ``cfg.iterations`` iterations on ``cfg.device``."""
+    dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
+    Y = faces(cfg.image_size, cfg.n_images) if Y is None else Y
+    Yt = torch.as_tensor(np.asarray(Y), dtype=dtype).to(device)
+    grid = cfg.grid()
+    with torch_threads(cfg.threads):
+        problem = SparseCoding(
+            Yt,
+            cfg.param,
+            [k for _, k, _ in grid],
+            cfg.n_atoms,
+            cfg.batch_size,
+            [s for s, _, _ in grid],
+            cfg.sparsity_tol,
+            cfg.dict_update,
+            cfg.log_init,
+            cfg.threads,
+        )
+        lam = torch.tensor([[a] for _, _, a in grid], dtype=dtype).expand(len(grid), cfg.iterations).contiguous()
+        trace = run_batched(problem, lam.to(device), cfg.lr_scale, log_every=1, progress=progress)
+    return (trace, problem) if return_problem else trace

@@ -1,102 +1,80 @@
-"""Tables and figures of the sparse-coding experiment (App. E, Figs. 11, 13): mean ± 95% t-interval over
-seeds per (k, α) with the accumulated regularization a_∞, and our MSE curve against the paper code's stored
-``power/MSE.csv`` (:data:`AUTHORS_STORED_MSE`: η = 0.01/‖D‖₂², per-sample dictionary update, k = 1, 2, 3).
-``cfg`` arguments are :class:`mirrorflow.experiments.sparse_coding.Config` instances.
+"""Tables and figures of the sparse-coding experiment (App. E, Figs. 11, 13): per configuration the final
+reconstruction MSE = mean((XD − Y)²), the code's nuclear norm ‖X‖_*, its sparsity and a_∞ = −Σ_s η_s α, when
+‖X‖_* becomes stationary; mean ± 95% t-interval over seeds per (k, α); one curve per (k, α).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 
 from ...engine.batched import Trace
-from ...report.figures import line_plot, trace_plot
+from ...report.figures import trace_plot
 from ...report.stats import t_interval
 from ...report.tables import markdown_table
+from .config import Config
 
-LOG_ALPHAS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the paper code's sweep for log u − log v
-PAPER_SEEDS = (0, 1, 2)
-# The paper code's stored power/MSE.csv (k = 1, 2, 3; α = 0.001; η = 0.01/‖D‖₂²; per-sample dictionary
-# update; one unseeded run each): reconstruction MSE after t iterations (its wandb step t + 1).
-AUTHORS_ITERATIONS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 98)
-AUTHORS_STORED_MSE = {
-    1: (
-        0.3414,
-        0.318,
-        0.276,
-        0.2385,
-        0.2038,
-        0.165,
-        0.1311,
-        0.1049,
-        0.08601,
-        0.05913,
-        0.04252,
-        0.02855,
-        0.01939,
-        0.01645,
-        0.01571,
-        0.01507,
-        0.01477,
-        0.01442,
-        0.01408,
-        0.01376,
-        0.01353,
-        0.01334,
-    ),
-    2: (
-        0.3414,
-        0.2247,
-        0.132,
-        0.06756,
-        0.03757,
-        0.02522,
-        0.01977,
-        0.01825,
-        0.01734,
-        0.01688,
-        0.01629,
-        0.01594,
-        0.01507,
-        0.01414,
-        0.01339,
-        0.01202,
-        0.01092,
-        0.01019,
-        0.009548,
-        0.009011,
-        0.008596,
-        0.008295,
-    ),
-    3: (
-        0.3414,
-        0.1308,
-        0.05913,
-        0.02699,
-        0.02343,
-        0.02074,
-        0.0209,
-        0.01773,
-        0.0175,
-        0.01633,
-        0.01557,
-        0.01409,
-        0.01228,
-        0.01115,
-        0.01039,
-        0.009065,
-        0.008144,
-        0.007661,
-        0.007172,
-        0.006803,
-        0.006519,
-        0.006318,
-    ),
-}
-AUTHORS_PRESET = {"ks": "1,2,3", "lr_scale": "0.01", "dict_update": "per_sample", "seeds": "0,1,2"}
+
+# -------------------------------------------------------------------------------------- summaries
+def settled_iteration(values: np.ndarray, rel_tol: float = 0.01) -> int | None:
+    """First logged index t from which ``values`` stays within ``rel_tol`` (relative) of its final value:
+    |v_s − v_T| ≤ rel_tol·|v_T| for all s ≥ t. None for a diverged (non-finite) series. Depends on the
+    horizon T: a series that drifts slowly never settles before its end."""
+    v = np.asarray(values, dtype=float)
+    if not np.isfinite(v).all():
+        return None
+    outside = np.abs(v - v[-1]) > rel_tol * abs(v[-1])
+    idx = np.nonzero(outside)[0]
+    return 0 if len(idx) == 0 else int(idx[-1] + 1)
+
+
+def stationary_iteration(values: np.ndarray, rel_tol: float = 1e-3, window: int = 5) -> int | None:
+    """First iteration t from which the relative change per iteration stays below ``rel_tol`` for
+    ``window`` consecutive iterations: |v_{s+1} − v_s| ≤ rel_tol·|v_s| for s = t, …, t + window − 1.
+
+    This is how the tables measure when the code's nuclear norm "becomes stationary" (App. E, Fig. 11a).
+    Unlike :func:`settled_iteration` it does not depend on the horizon and tolerates a slow drift (below
+    ``rel_tol`` per iteration). None when it never happens, or for a diverged (non-finite) series."""
+    v = np.asarray(values, dtype=float)
+    if not np.isfinite(v).all() or len(v) < window + 1:
+        return None
+    calm = np.abs(np.diff(v)) <= rel_tol * np.abs(v[:-1])
+    run = np.convolve(calm.astype(int), np.ones(window, dtype=int), mode="valid")  # calm steps in each window
+    hit = np.nonzero(run == window)[0]
+    return int(hit[0]) if len(hit) else None
+
+
+def summarize(cfg: Config, trace: Trace) -> list[dict]:
+    """Per configuration: final metrics, MSE at iterations 5/10/20, the iteration from which ‖X‖_* is
+    stationary (:func:`stationary_iteration`) and from which it stays within 1% of its final value."""
+    out = []
+    for c, ((seed, k, alpha), label) in enumerate(zip(cfg.grid(), cfg.labels())):
+        div = int(trace.diverged_at[c])
+        mse = trace.metrics["mse"][c]
+        nuc = trace.metrics["nuclear_norm"][c]
+        row = {
+            "label": label,
+            "point": cfg.point_labels()[c % len(cfg.points())],
+            "seed": seed,
+            "k": k if cfg.param == "power" else None,
+            "alpha": alpha,
+            "diverged_at": div if div >= 0 else None,
+            "status": "diverged" if div >= 0 else "finished",
+        }
+        for name in ("mse", "nuclear_norm", "frobenius_norm", "l1", "sparsity", "a_code"):
+            row[name] = float(trace.metrics[name][c, -1])
+        for it in (5, 10, 20):
+            row[f"mse_at_{it}"] = float(mse[it]) if it < len(mse) else None
+        row["nuclear_stationary_at"] = stationary_iteration(nuc, cfg.stationary_tol, cfg.stationary_window)
+        row["nuclear_settled_at"] = settled_iteration(nuc)
+        out.append(row)
+    return out
+
+
+def metric_rows(cfg: Config, trace: Trace) -> list[dict]:
+    return [{"param": cfg.param, **r} for r in trace.rows(cfg.labels())]
 
 
 # ------------------------------------------------------------------------------------- statistics
@@ -107,13 +85,13 @@ def _pm(values, spec=".4g") -> str:
     return format(m, spec) if n == 1 else f"{m:{spec}} ± {h:.2g}"
 
 
-def by_point(cfg: Any, rows: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
+def by_point(cfg: Config, rows: Sequence[Mapping]) -> list[tuple[str, list[Mapping]]]:
     """The summary rows grouped by (k, α) point, in sweep order."""
     labels = cfg.point_labels()
     return [(lab, [r for r in rows if r["point"] == lab]) for lab in labels]
 
 
-def seed_mean_trace(cfg: Any, trace: Trace):
+def seed_mean_trace(cfg: Config, trace: Trace):
     """A trace-like object with one curve per (k, α): the mean over seeds (a diverged seed makes it NaN
     from its divergence on; ``diverged_at`` is the earliest divergence)."""
     G, S = len(cfg.points()), len(cfg.seeds)
@@ -124,7 +102,7 @@ def seed_mean_trace(cfg: Any, trace: Trace):
 
 
 # ---------------------------------------------------------------------------------------- tables
-def table_markdown(sections: Sequence[tuple[str, Any, Sequence[Mapping]]]) -> str:
+def table_markdown(sections: Sequence[tuple[str, Config, Sequence[Mapping]]]) -> str:
     """One row per (reparameterization, point): mean ± 95% t-interval half-width over the finished seeds."""
     c0 = sections[0][1]
     head = (
@@ -184,37 +162,6 @@ def table_markdown(sections: Sequence[tuple[str, Any, Sequence[Mapping]]]) -> st
     return head + markdown_table(header, lines)
 
 
-def _finished_mse(cfg: Any, trace: Trace) -> np.ndarray:
-    """MSE (seeds, points, iterations) with the seeds that diverged masked out (NaN) entirely: their last
-    iterations before divergence are orders of magnitude off and would dominate a mean."""
-    mse = trace.metrics["mse"].copy()
-    mse[trace.diverged_at >= 0] = np.nan
-    return mse.reshape(len(cfg.seeds), len(cfg.points()), -1)
-
-
-def authors_table(cfg: Any, trace: Trace) -> str:
-    """Our MSE (mean ± 95% t-interval over the finished seeds) against the stored curve."""
-    ks = [k for k in cfg.ks if k in AUTHORS_STORED_MSE]
-    mse = _finished_mse(cfg, trace)
-    col = {k: [p for p, (kk, _) in enumerate(cfg.points()) if kk == k][0] for k in ks}
-    fin = {k: int(np.isfinite(mse[:, col[k], 0]).sum()) for k in ks}
-    header = ["iteration"] + [
-        c for k in ks for c in (f"k={k} stored", f"k={k} ours ({fin[k]}/{len(cfg.seeds)} seeds)", "ratio")
-    ]
-    lines = []
-    for j, it in enumerate(AUTHORS_ITERATIONS):
-        if it >= mse.shape[2]:
-            break
-        cells = []
-        for k in ks:
-            m, h, n = t_interval(mse[:, col[k], it])
-            stored = AUTHORS_STORED_MSE[k][j]
-            ours = "diverged" if not n else f"{m:.4g}" if n == 1 else f"{m:.4g} ± {h:.2g}"
-            cells += [f"{stored:.4g}", ours, f"{m / stored:.2f}" if n else "–"]
-        lines.append([str(it)] + cells)
-    return markdown_table(header, lines)
-
-
 # --------------------------------------------------------------------------------------- figures
 YLABELS = {
     "mse": "reconstruction MSE",
@@ -225,7 +172,7 @@ YLABELS = {
 }
 
 
-def plot(cfg: Any, trace: Trace, metric: str, title: str):
+def plot(cfg: Config, trace: Trace, metric: str, title: str):
     """One curve per (k, α): the mean over seeds."""
     if len(cfg.seeds) > 1:
         title = f"{title} (mean of {len(cfg.seeds)} seeds)"
@@ -238,33 +185,3 @@ def plot(cfg: Any, trace: Trace, metric: str, title: str):
         xlabel="iteration",
         title=title,
     )
-
-
-def authors_plot(cfg: Any, trace: Trace):
-    """Our MSE curves (mean over the finished seeds) against the stored curve (markers)."""
-    mse = _finished_mse(cfg, trace)
-    series = {}
-    for g, (k, _) in enumerate(cfg.points()):
-        n = int(np.isfinite(mse[:, g, 0]).sum())
-        if n:
-            series[f"k={k} ours (mean of {n} finished seeds)"] = (trace.steps, np.nanmean(mse[:, g], axis=0))
-        if k in AUTHORS_STORED_MSE:
-            series[f"k={k} paper code, stored"] = (np.asarray(AUTHORS_ITERATIONS), np.asarray(AUTHORS_STORED_MSE[k]))
-    fig = line_plot(
-        series,
-        "reconstruction MSE",
-        log=True,
-        xlabel="iteration",
-        title=f"u^(2k) − v^(2k), η = {cfg.lr_scale:g}/‖D‖₂², {cfg.dict_update} update",
-    )
-    ax = fig.axes[0]
-    prev = None
-    for line in ax.get_lines():  # the stored curve as markers in its k's colour
-        if "stored" in str(line.get_label()) and prev is not None:
-            line.set_linestyle("none")
-            line.set_marker("o")
-            line.set_markersize(4)
-            line.set_color(prev.get_color())
-        prev = line
-    ax.legend(fontsize=7)
-    return fig

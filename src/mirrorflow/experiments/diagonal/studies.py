@@ -1,4 +1,4 @@
-"""Diagonal networks over seeds (App. D): ``mirrorflow reproduce diagonal models=mwv seeds=0,1,2,3,4``.
+"""Diagonal-network studies over seeds (App. D): ``mirrorflow reproduce diagonal models=mwv seeds=0,1,2,3,4``.
 
 Each seed draws its own Z and x* (``diagonal.make_data``). Per parameterization and λ: the final distance to
 x*, the L1/L2 ratio at turn-off and at the end, and x₁/x*₁ as mean ± half-width of the 95 % t-interval over
@@ -24,7 +24,9 @@ from dataclasses import replace
 
 from ...report.aggregate import fmt_ci
 from ...report.stats import interval
-from . import Config, final_x, run_sweep, summarize
+from .config import Config
+from .problem import final_x, run_sweep
+from .report import summarize
 
 RECOVER_REL = 1e-3
 STUCK_LOSS_REL = 1e-3
@@ -91,9 +93,9 @@ def seeds_table(base: Config, results: Mapping[str, list[dict]], seeds: Sequence
     """Markdown: per model and λ, mean ± 95 % t-interval over seeds and the count of seeds per regime."""
     head = (
         f"Diagonal networks over seeds {','.join(map(str, seeds))} (N={base.n_samples}, d={base.dim}, "
-        f"‖x*‖₀={base.sparsity}, init scale {base.init_scale:g}, {base.steps_on} + {base.steps_off} steps; "
+        f"‖x*‖₀={base.sparsity}, init scale {base.init_scale:g}, {base.off_step} + {base.steps - base.off_step} steps; "
         "mean ± 95% t-interval over seeds; each seed its own Z and x*; regimes as in "
-        "`mirrorflow.experiments.diagonal.seeds`)\n\n"
+        "`mirrorflow.experiments.diagonal.studies`)\n\n"
         "| model | λ | dist final | L1/L2 at turn-off | L1/L2 final | L1/L2 of x* | x₁/x*₁ final "
         "| recovers x* | range shrinking | collapsed (x ≈ 0) | interpolant | other "
         "| L1/L2 constant after turn-off | x₁ neither 0 nor x*₁ |\n"
