@@ -240,3 +240,13 @@ def test_table2_arms_have_names_and_equal_budgets():
     for name in ("constant", "linear", "cosine", "turn_off_x2", "turn_off_x20", "turn_off_x200", "turn_off_x2000"):
         cfg = named[name][1]
         assert cfg.lam_schedule().integral(cfg.steps) == pytest.approx(budget, rel=1e-12), name
+
+
+def test_a_decay_may_reach_zero_at_the_end_of_the_run_a_turn_off_may_not():
+    from mirrorflow.config import build
+    from mirrorflow.errors import ConfigError
+
+    cfg = build(ms.Config, {"n": "6", "r": "1", "steps": "40", "schedule": "linear", "off_at": "40"})
+    assert cfg.lam_schedule().integral(40) == pytest.approx(cfg.wd * 40 / 2, rel=0.05)
+    with pytest.raises(ConfigError, match=r"^off_at must be a step in 1\.\.39 .* got 40$"):
+        build(ms.Config, {"n": "6", "r": "1", "steps": "40", "schedule": "turn_off", "off_at": "40"})

@@ -1,5 +1,8 @@
 """Properties of the weight-decay schedules (mirrorflow.schedules)."""
 
+import re
+
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -88,3 +91,27 @@ def test_fraction_of_horizon_and_fractional_steps():
 def test_bad_arguments_name_the_argument(make, name):
     with pytest.raises(ValueError, match=name):
         make()
+
+
+def test_switch_off_step_reads_a_step_or_a_fraction_and_names_the_key():
+    from mirrorflow.schedules import switch_off_step
+
+    assert switch_off_step("off_at", 0.4, 60) == 24
+    assert switch_off_step("off_at", 24, 60) == switch_off_step("off_at", 24.0, 60) == 24
+    assert switch_off_step("off_at", np.int64(59), 60) == 59
+    assert switch_off_step("off_at", 1.0, 60, end_ok=True) == 60  # a decay reaching 0 at the end of the run
+    cases = [
+        (60, "off_at must be a step in 1..59 or a fraction of the run in (0, 1) (the run has 60 steps), got 60"),
+        (0, "got 0"),
+        (2.5, "got 2.5"),
+        (float("nan"), "got nan"),
+        ("soon", "got 'soon'"),
+        (True, "got True"),
+        (1.0, "off_at=1.0 is step 60 of 60 steps: it must fall in 1..59"),
+        (0.001, "off_at=0.001 is step 0 of 60 steps"),
+    ]
+    for at, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            switch_off_step("off_at", at, 60)
+    with pytest.raises(ValueError, match=r"finetune_off_at must be a step in 1\.\.11 .*\(the run has 12 epochs\)"):
+        switch_off_step("finetune_off_at", 12, 12, unit="epochs")

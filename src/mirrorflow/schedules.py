@@ -117,19 +117,20 @@ def resolve_step(name: str, at: float, horizon: int | None) -> float:
     return v
 
 
-def switch_off_step(key: str, at, steps: int, unit: str = "steps") -> int:
+def switch_off_step(key: str, at, steps: int, unit: str = "steps", end_ok: bool = False) -> int:
     """The step (or epoch) at which weight decay switches off in a run of ``steps``: the one way every
     experiment's config says *when* (Remark 3.9: λ_t = λ for t < t_off, then 0).
 
     ``at`` is a step ``1..steps-1`` (an int, or a whole float above 1) or a fraction of the run, a float in
     [0, 1] as in :func:`resolve_step` (``0.4`` of 60 steps is step 24, rounded to the nearest step; it must
-    land on a step in ``1..steps-1``). Anything else is refused with one
-    line naming ``key``, the key the user typed (``ValueError``; configs turn it into a ``ConfigError``).
+    land on a step in ``1..steps-1``). With ``end_ok`` the point may be the end of the run (``steps``, or the
+    fraction 1.0): the zero point of a linear or cosine decay over the whole run. Anything else is refused with
+    one line naming ``key``, the key the user typed (``ValueError``; configs turn it into a ``ConfigError``).
 
     >>> switch_off_step("off_at", 0.4, 60), switch_off_step("off_at", 24, 60)
     (24, 24)
     """
-    last = steps - 1
+    last = steps if end_ok else steps - 1
     try:
         v = as_number(key, at)
     except ValueError:
@@ -141,8 +142,11 @@ def switch_off_step(key: str, at, steps: int, unit: str = "steps") -> int:
         return step
     if v is not None and math.isfinite(v) and float(v).is_integer() and 1 <= v <= last:
         return int(v)
+    shown = f"{v:g}" if v is not None and math.isfinite(v) else repr(at)
+    fraction = "(0, 1]" if end_ok else "(0, 1)"
     raise ValueError(
-        f"{key} must be a step in 1..{last} or a fraction of the run in (0, 1) (the run has {steps} {unit}), got {at!r}"
+        f"{key} must be a step in 1..{last} or a fraction of the run in {fraction} "
+        f"(the run has {steps} {unit}), got {shown}"
     )
 
 

@@ -76,7 +76,7 @@ class Config:
         check_rate("wd", self.wd, horizon=self.lr * self.steps)  # a = -lr·Σλ stays finite
         if self.schedule in SWITCHED:
             try:
-                switch_off_step("off_at", self.off_at, self.steps)
+                switch_off_step("off_at", self.off_at, self.steps, end_ok=self.schedule != "turn_off")
             except ValueError as e:
                 raise ConfigError(str(e)) from None
         require(self.decay in DECAYS, f"decay must be one of {', '.join(DECAYS)}, got {self.decay!r}")
