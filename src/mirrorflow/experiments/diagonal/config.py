@@ -73,8 +73,9 @@ class Config:
 
     @property
     def off_step(self) -> int:
-        """The step at which weight decay switches off (``off_at`` as a step, :func:`switch_off_step`)."""
-        return switch_off_step("off_at", self.off_at, self.steps)
+        """The step at which weight decay switches off (``off_at`` as a step, :func:`switch_off_step`);
+        ``off_at = steps`` (or 1.0) keeps weight decay on for the whole run (the old ``steps_off=0``)."""
+        return switch_off_step("off_at", self.off_at, self.steps, end_ok=True)
 
     @property
     def step_size(self) -> float:
