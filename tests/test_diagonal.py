@@ -246,7 +246,7 @@ def test_power_model_runs_and_default_step_size_is_per_model():
         ({"weight_decays": "0.1,-1"}, "weight_decays must be non-negative"),
         ({"steps": 0}, "steps must be positive"),
         ({"steps": 100, "off_at": 101}, "off_at must be a step in 1..100 or a fraction"),
-        ({"steps": 100, "off_at": 0}, "off_at must be a step in 1..100 or a fraction"),
+        ({"steps": 100, "off_at": 0}, "off_at=0.0 is step 0 of 100 steps: it must fall in 1..100"),
         ({"off_at": 1.5}, "off_at must be a step"),
         ({"steps_on": 0, "steps_off": 0}, "steps must be positive"),
         ({"steps_on": 10, "steps": 20}, "steps_on and steps: steps_on/steps_off are the old way"),
