@@ -54,8 +54,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import build, check_count, check_threads, config_dict, parse_overrides, parse_seed_list
+from ..config import build, check_count, check_threads, config_dict, parse_overrides, parse_seeds, split_list
 from ..errors import ConfigError
+from ..experiments import canonical, load
 from ..schedules import SCHEDULE_KINDS, from_spec
 from ..store import RunDir, read_summary, run_id, write_csv, write_json, writing
 from .phase_programs import PROGRAMS, PhaseProgram
@@ -228,6 +229,11 @@ class PhaseSpec:
         return {**d, "base": config_dict(self.base)}
 
 
+def _fields(cfg) -> set[str]:
+    """The field names of a config dataclass."""
+    return {f.name for f in dataclasses.fields(cfg)}
+
+
 def _numeric_keys(config_cls, program: PhaseProgram, base) -> dict[str, type]:
     hints = typing.get_type_hints(config_cls)
     keys = {f.name: hints[f.name] for f in dataclasses.fields(config_cls) if hints[f.name] in (int, float)}
@@ -239,7 +245,11 @@ def _numeric_keys(config_cls, program: PhaseProgram, base) -> dict[str, type]:
 
 def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
     """Tokens of ``mirrorflow phase`` → :class:`PhaseSpec` (validated; ConfigError names the bad key)."""
-    kv = parse_overrides(tokens)
+    return parse_spec(experiment, parse_overrides(tokens), mod)
+
+
+def parse_spec(experiment: str, kv: Mapping[str, str], mod) -> PhaseSpec:
+    """:func:`parse` of the ``key=value`` pairs that :func:`mirrorflow.config.parse_overrides` read."""
     for need in ("x", "y"):
         if need not in kv:
             raise ConfigError(f"{need}: missing axis (give {need}=KEY:LO:HI:COUNT[:log|lin])")
@@ -259,7 +269,7 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
         )
     switch_axis = "off" in (x.key, y.key)
     default = ",".join(SCHEDULES + ((AUTO,) if switch_axis else ()))
-    schedules = tuple(dict.fromkeys(s.strip() for s in kv.get("schedules", default).split(",") if s.strip()))
+    schedules = tuple(dict.fromkeys(split_list(kv.get("schedules", default), "schedules")))
     if not schedules:
         raise ConfigError("schedules: give at least one schedule (e.g. schedules=constant,turn_off,none)")
     for s in schedules:
@@ -267,7 +277,7 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
             raise ConfigError(f"schedules: unknown schedule {s!r} (known: {', '.join(SCHEDULE_KINDS + (AUTO,))})")
     if "schedule" in kv:
         raise ConfigError("schedule: phase runs one grid per schedule; use schedules=a,b,c")
-    metrics = tuple(m.strip() for m in kv.get("metrics", ",".join(program.metrics)).split(",") if m.strip())
+    metrics = tuple(split_list(kv.get("metrics", ",".join(program.metrics)), "metrics"))
     metric = kv.get("metric", program.compare)
     for key, names, known in (("metric", (metric,), program.lower_better), ("metrics", metrics, program.metrics)):
         bad = [m for m in names if m not in known]
@@ -288,11 +298,11 @@ def parse(experiment: str, tokens: Sequence[str], mod) -> PhaseSpec:
         from ..runtime import resolve_device
 
         resolve_device(device)
-        if not hasattr(base, "device"):
+        if "device" not in _fields(base):
             raise ConfigError(f"device: experiment {experiment!r} has no device option")
         base = dataclasses.replace(base, device=device)
     seeds = (
-        parse_seed_list(kv["seeds"])
+        parse_seeds(kv["seeds"])
         if "seeds" in kv
         else ((int(program.row_keys(base)["seed"]),) if "seed" in program.row_keys(base) else (int(base.seed),))
     )
@@ -501,9 +511,10 @@ def run_group(spec: PhaseSpec, g: Group, progress=None) -> list[dict]:
 
 
 def _dtype(cfg):
-    import torch
+    """The torch dtype of a batched experiment's ``dtype`` field (float64 or float32)."""
+    from ..runtime import resolve_dtype
 
-    return {"float32": torch.float32}.get(getattr(cfg, "dtype", "float64"), torch.float64)
+    return resolve_dtype(cfg.dtype)
 
 
 def run_grid(
@@ -655,11 +666,13 @@ def best_switch(spec: PhaseSpec, grids) -> list[dict] | None:
 def plan_phase(experiment: str, tokens: Sequence[str], out: Path | str | None = None, check_out: bool = True):
     """``mirrorflow phase`` up to running (and its ``--dry-run``): (module, validated :class:`PhaseSpec`, run
     directory). Nothing is created."""
-    from . import load
+    return _plan_phase(experiment, parse_overrides(tokens), out, check_out)
 
+
+def _plan_phase(experiment: str, kv: Mapping[str, str], out: Path | str | None = None, check_out: bool = True):
     mod = load(experiment)
-    experiment = experiment.replace("_", "-")
-    spec = parse(experiment, tokens, mod)
+    experiment = canonical(experiment)
+    spec = parse_spec(experiment, kv, mod)
     out = Path(out) if out is not None else Path("runs") / run_id(spec.as_dict(), prefix=f"phase-{experiment}")
     if check_out:
         RunDir(out).check_out()
@@ -691,15 +704,15 @@ def open_run_dir(out: Path, config: Mapping, force: bool) -> tuple[RunDir, dict[
     return rd, done
 
 
-def split_facet(tokens: Sequence[str]) -> tuple[str | None, tuple[float, ...], list[str]]:
-    """``facet=KEY:V1,V2,...`` → (KEY, values, the other tokens); (None, (), tokens) without a facet."""
-    kv = parse_overrides(tokens)
+def split_facet(kv: Mapping[str, str]) -> tuple[str | None, tuple[float, ...], dict[str, str]]:
+    """``facet=KEY:V1,V2,...`` among the ``key=value`` pairs ``kv`` → (KEY, values, the other pairs);
+    (None, (), kv) without a facet."""
     if "facet" not in kv:
-        return None, (), list(tokens)
+        return None, (), dict(kv)
     key, _, raw = kv["facet"].partition(":")
     key = key.strip().replace("-", "_")
     try:
-        values = tuple(dict.fromkeys(float(v) for v in raw.split(",") if v.strip()))
+        values = tuple(dict.fromkeys(float(v) for v in split_list(raw, "facet")))
     except ValueError:
         raise ConfigError(f"facet: expected KEY:V1,V2,... (numbers), got {kv['facet']!r}") from None
     if not key or not values:
@@ -709,21 +722,30 @@ def split_facet(tokens: Sequence[str]) -> tuple[str | None, tuple[float, ...], l
             raise ConfigError(f"facet: {key} is already the {axis} axis")
     if key in kv:
         raise ConfigError(f"facet: {key} is the facet; drop {key}={kv[key]}")
-    rest = [t for t in tokens if t.split("=", 1)[0].strip().replace("-", "_") != "facet"]
+    rest = {k: v for k, v in kv.items() if k != "facet"}
     return key, values, rest
+
+
+def is_faceted(tokens: Sequence[str]) -> bool:
+    """Whether the tokens of ``mirrorflow phase`` give a ``facet=`` (one phase run per facet value)."""
+    return "facet" in parse_overrides(tokens)
 
 
 def plan_facets(experiment: str, tokens: Sequence[str], out: Path | str | None = None):
     """A faceted phase (``facet=KEY:V1,V2``): (KEY, [(value, spec, sub-directory)], directory); each facet is
     a complete phase run with ``KEY=value`` in ``directory/KEY=value``. Nothing is created."""
-    key, values, rest = split_facet(tokens)
+    return _plan_facets(experiment, parse_overrides(tokens), out)
+
+
+def _plan_facets(experiment: str, kv: Mapping[str, str], out: Path | str | None = None):
+    key, values, rest = split_facet(kv)
     specs = []
     for v in values:
-        _, spec, _ = plan_phase(experiment, rest + [f"{key}={v:g}"], ".", check_out=False)
+        _, spec, _ = _plan_phase(experiment, {**rest, key: f"{v:g}"}, ".", check_out=False)
         specs.append((v, spec))
     if out is None:
         out = Path("runs") / run_id(
-            {"facet": key, "specs": [s.as_dict() for _, s in specs]}, prefix=f"phase-{experiment.replace('_', '-')}"
+            {"facet": key, "specs": [s.as_dict() for _, s in specs]}, prefix=f"phase-{canonical(experiment)}"
         )
     return key, [(v, spec, Path(out) / f"{key}={v:g}") for v, spec in specs], Path(out)
 
@@ -737,9 +759,19 @@ def run_phase(
 ) -> tuple[Path, dict]:
     """Parse, run every group (resuming from finished ones), write the run directory (summary.json last);
     returns (dir, summary). With ``facet=KEY:V1,V2`` one phase per value, then the facets' summary."""
-    if split_facet(tokens)[0] is not None:
-        return run_facets(experiment, tokens, out, force, progress)
-    _, spec, out = plan_phase(experiment, tokens, out)
+    return _run_phase(experiment, parse_overrides(tokens), out, force, progress)
+
+
+def _run_phase(
+    experiment: str,
+    kv: Mapping[str, str],
+    out: Path | str | None = None,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Path, dict]:
+    if "facet" in kv:
+        return run_facets(experiment, kv, out, force, progress)
+    _, spec, out = _plan_phase(experiment, kv, out)
     # locked; a failed or interrupted phase keeps its finished programs (groups/, resumed next time) and its
     # config, and removes everything else it added
     with writing(out, keep=lambda p: p.name in ("groups", "config.yaml")):
@@ -816,7 +848,7 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
         "cpu_seconds": round(cpu, 3),
         "row_steps_per_second": round(row_steps / wall, 1) if wall > 0 and not resumed else None,
         "row_steps_per_cpu_second": round(row_steps / cpu, 1) if cpu > 0 and not resumed else None,
-        "device": spec.device or getattr(spec.base, "device", "cpu"),
+        "device": spec.device or config_dict(spec.base).get("device", "cpu"),
         "threads": spec.threads,
         "diverged": {s: int((g["diverged"] > 0).sum()) for s, g in grids.items()},
         "winner_fraction": {s: float((win == k).mean()) for k, s in enumerate(names)},
@@ -853,7 +885,7 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
 
 def run_facets(
     experiment: str,
-    tokens: Sequence[str],
+    kv: Mapping[str, str],
     out: Path | str | None = None,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -864,10 +896,10 @@ def run_facets(
     from ..report.phase import facet_winners, title_of
     from ..store import read_csv
 
-    key, facets, out = plan_facets(experiment, tokens, out)
+    key, facets, out = _plan_facets(experiment, kv, out)
     RunDir(out).check_out()
     config = {
-        "experiment": experiment.replace("_", "-"),
+        "experiment": canonical(experiment),
         "facet": key,
         "values": [v for v, _, _ in facets],
         "runs": [sub.name for _, _, sub in facets],
@@ -880,8 +912,8 @@ def run_facets(
         rd.write_config(config)
         subs = {}
         for v, _spec, sub in facets:
-            tok = [t for t in tokens if t.split("=", 1)[0].strip().replace("-", "_") != "facet"] + [f"{key}={v:g}"]
-            _, subs[sub.name] = run_phase(experiment, tok, sub, force, progress)
+            rest = {k: x for k, x in kv.items() if k != "facet"}
+            _, subs[sub.name] = _run_phase(experiment, {**rest, key: f"{v:g}"}, sub, force, progress)
         panels = [(name, s, read_csv(out / name / "cells.csv")) for name, s in subs.items()]
         first = next(iter(subs.values()))
         unfaceted = {**first, "fixed": {k: v for k, v in first["fixed"].items() if k != key}}
