@@ -217,3 +217,14 @@ def test_dry_run_lists_the_runs(tmp_path, capsys):
         q.run_id for q in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2"])[1]
     ]
     assert not (tmp_path / "o").exists()
+
+
+def test_load_checks_the_experiment_protocol(plugin_experiment):
+    """experiments.load checks a module against engine/protocol.py's Experiment by type: a module without
+    ``run`` is refused, naming what it lacks."""
+    name = plugin_experiment(
+        "no-run-probe",
+        "from dataclasses import dataclass\n\n\n@dataclass(frozen=True)\nclass Config:\n    x: int = 0\n",
+    )
+    with pytest.raises(TypeError, match="no_run_probe is not an Experiment .* it lacks run$"):
+        load(name)
