@@ -762,15 +762,9 @@ def run_phase(
     return _run_phase(experiment, parse_overrides(tokens), out, force, progress)
 
 
-def _run_phase(
-    experiment: str,
-    kv: Mapping[str, str],
-    out: Path | str | None = None,
-    force: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[Path, dict]:
+def _run_phase(experiment: str, kv: Mapping[str, str], out: Path | str | None, force: bool, progress):
     if "facet" in kv:
-        return run_facets(experiment, kv, out, force, progress)
+        return _run_facets(experiment, kv, out, force, progress)
     _, spec, out = _plan_phase(experiment, kv, out)
     # locked; a failed or interrupted phase keeps its finished programs (groups/, resumed next time) and its
     # config, and removes everything else it added
@@ -883,13 +877,7 @@ def write_phase(rd: RunDir, spec: PhaseSpec, grids, groups, wall: float, cpu: fl
     rd.finish(summary)
 
 
-def run_facets(
-    experiment: str,
-    kv: Mapping[str, str],
-    out: Path | str | None = None,
-    force: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[Path, dict]:
+def _run_facets(experiment: str, kv: Mapping[str, str], out: Path | str | None, force: bool, progress):
     """One phase run per facet value (each resumable on its own), then ``winner_facets.png`` and
     ``summary.json`` (per facet: the win fraction, the winners, the title) in the top directory."""
     from ..report.figures import save_png
