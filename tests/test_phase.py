@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mirrorflow.app.phase import parse, parse_axis, run_phase, turn_off_wins, winners
-from mirrorflow.app.phase_programs import PROGRAMS
+from mirrorflow.app.phase.programs import PROGRAMS
 from mirrorflow.cli import main
 from mirrorflow.config import build, config_dict
 from mirrorflow.errors import ConfigError
