@@ -17,9 +17,10 @@ Tokens:
   ``wd`` (λ), ``lr`` (η; sparse coding: ``lr_scale``) and ``off`` — the switch point as a *fraction of the
   run* in [0, 1] (the λ table switches at step round(off·T));
 * ``wd=``, ``lr=``, ``off=`` — their values where they are not an axis (defaults: the experiment's config);
-* ``seeds=0,1,2`` — every cell runs once per seed (matrix sensing, diagonal networks: a seed draws the data,
-  one batched program per seed; sparse coding: per-row seeds in one program); a cell reports the mean and
-  the half-width of the 95 % t-interval over the seeds;
+* ``seeds=0,1,2`` or ``seeds=0..2`` (:func:`mirrorflow.config.parse_seeds`) — every cell runs once per seed
+  (matrix sensing, diagonal networks: a seed draws the data, one batched program per seed; sparse coding:
+  per-row seeds in one program); a cell reports the mean and the half-width of the 95 % t-interval over the
+  seeds;
 * ``schedules=constant,turn_off,none[,auto]`` — one grid per schedule (``none`` ignores λ and ``off``,
   ``constant`` ignores ``off``: their cells run once per distinct configuration); ``auto`` is
   ``training.AutoTurnOff`` run in the same batch: λ until its signal fires (default with an ``off`` axis);
