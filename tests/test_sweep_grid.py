@@ -112,7 +112,7 @@ def test_seeds_are_a_list_or_a_range_and_the_count_form_says_its_range(tmp_path,
     assert seeds("seeds=0..2") == seeds("seeds=0,1,2") == [0, 1, 2]
     assert capsys.readouterr().err == ""
     assert seeds("seeds=3") == [0, 1, 2]
-    assert capsys.readouterr().err == "note: seeds=3 is the count form; it runs seeds 0..2, which seeds=0..2 says\n"
+    assert capsys.readouterr().err == "note: seeds=3 (a count) runs seeds 0..2; seeds=0..2 says the same\n"
     assert seeds("seeds=5,7..8") == [5, 7, 8]
     spec = tmp_path / "s.yaml"
     spec.write_text("seeds: [4, 1]\n")

@@ -205,7 +205,7 @@ _SEED_RANGE = re.compile(r"(-?\d+)\s*\.\.\s*(-?\d+)")
 
 
 def parse_seeds(raw: Any, key: str = "seeds", count: bool = False) -> tuple[int, ...]:
-    """The one reader of ``seeds=`` (``reproduce``, ``phase``, ``sweep``): integers and inclusive ranges,
+    """The one reader of ``seeds=`` (``run``, ``reproduce``, ``phase``, ``sweep``): integers and inclusive ranges,
     comma-separated — ``0,1,2`` → (0, 1, 2), ``0..4`` → (0, 1, 2, 3, 4), ``0..2,7`` → (0, 1, 2, 7); a YAML
     list of integers as it is. Seeds are distinct; one :class:`ConfigError` line naming ``key`` otherwise.
 
@@ -221,9 +221,7 @@ def parse_seeds(raw: Any, key: str = "seeds", count: bool = False) -> tuple[int,
                 f"{key}={raw} is a count of seeds and must be 1..{MAX_SEEDS}; "
                 f"or list the seeds ({key}=0,1,2) or give a range ({key}=0..4)"
             )
-        print(
-            f"note: {key}={n} is the count form; it runs seeds 0..{n - 1}, which {key}=0..{n - 1} says", file=sys.stderr
-        )
+        print(f"note: {key}={n} (a count) runs seeds 0..{n - 1}; {key}=0..{n - 1} says the same", file=sys.stderr)
         return tuple(range(n))
     items = list(raw) if isinstance(raw, (list, tuple)) else split_list(str(raw), key)
     seeds: list[int] = []
