@@ -24,7 +24,7 @@ def lint(config: Path) -> subprocess.CompletedProcess:
 def test_contracts_are_kept():
     res = lint(ROOT / ".importlinter")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "2 kept, 0 broken" in res.stdout
+    assert "3 kept, 0 broken" in res.stdout
 
 
 def layers() -> list[set[str]]:
@@ -66,3 +66,18 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path):
     res = lint(cfg)
     assert res.returncode != 0
     assert "mirrorflow.training" in res.stdout and "BROKEN" in res.stdout
+
+
+def test_a_direct_import_of_the_forbidden_package_breaks_the_cli_contract(tmp_path):
+    """The cli-through-app contract is a real check: cli imports mirrorflow.app directly, so the same contract
+    naming app as forbidden is broken (cli → experiments would be, the same way)."""
+    text = (ROOT / ".importlinter").read_text()
+    swapped = text.replace(
+        "forbidden_modules =\n    mirrorflow.experiments\n", "forbidden_modules =\n    mirrorflow.app\n"
+    )
+    assert swapped != text
+    cfg = tmp_path / "contracts.ini"
+    cfg.write_text(swapped)
+    res = lint(cfg)
+    assert res.returncode != 0
+    assert "mirrorflow.cli -> mirrorflow.app" in res.stdout and "BROKEN" in res.stdout
