@@ -50,7 +50,7 @@ def main() -> None:
     from mirrorflow.experiments import matrix_sensing as M
 
     wds = ",".join(f"{0.02 * k:g}" for k in range(args.wds))
-    tokens = ["n=8", "r=2", "steps=200", f"wd={wds}", f"seeds={args.seeds}"]
+    tokens = ["n=8", "r=2", "steps=200", f"wd={wds}", f"seeds=0..{args.seeds - 1}"]
     grid, points = resolve("matrix-sensing", load("matrix-sensing"), None, tokens)
     N = len(points)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))

@@ -1,7 +1,7 @@
 """The LoRA study of docs/transformers.md ("The LoRA study: design stated before the runs").
 
     python scripts/lora_study.py pilot [--workers 2]        # the blind learning-rate pilot (constant arms only)
-    python scripts/lora_study.py run [--seeds 100-111] [--optimizers sgd,adamw] [--workers 2]
+    python scripts/lora_study.py run [--seeds 100..111] [--optimizers sgd,adamw] [--workers 2]
     python scripts/lora_study.py table [--docs docs/transformers.md]   # the verdict tables, from results/ alone
 
 * ``pilot`` runs, per optimizer and from the largest learning rate of its grid down, the constant arm of every
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -482,7 +483,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=("pilot", "run", "table"))
     ap.add_argument("--optimizers", default="sgd,adamw")
-    ap.add_argument("--seeds", default=f"{SEEDS[0]}-{SEEDS[-1]}", help="e.g. 100-111 or 100,101")
+    ap.add_argument("--seeds", default=f"{SEEDS[0]}..{SEEDS[-1]}", help="e.g. 100..111 or 100,101 (100-111 too)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--docs", default="", help="table: write the tables into this file's generated block instead")
     args = ap.parse_args()
@@ -490,11 +491,13 @@ def main() -> None:
     bad = [o for o in args.optimizers if o not in WEIGHT_DECAYS]
     if bad:
         sys.exit(f"error: --optimizers: unknown {bad[0]!r} (sgd, adamw)")
-    if "-" in args.seeds:
-        a, b = args.seeds.split("-")
-        args.seeds = list(range(int(a), int(b) + 1))
-    else:
-        args.seeds = [int(s) for s in args.seeds.split(",")]
+    from mirrorflow.config import parse_seeds
+    from mirrorflow.errors import ConfigError
+
+    try:  # the seeds= reader of the mirrorflow commands; the older range form 100-111 is still read
+        args.seeds = list(parse_seeds(re.sub(r"^\s*(\d+)-(\d+)\s*$", r"\1..\2", args.seeds), "--seeds"))
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     {"pilot": pilot, "run": run, "table": table}[args.command](args)
 
 

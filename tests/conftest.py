@@ -39,16 +39,31 @@ def sparse_regression(N: int = 4, n: int = 6, seed: int = 0):
     return Z, Z @ x_star
 
 
+NO_REPRODUCTION = """
+
+def reproduce_plan(overrides):
+    from mirrorflow.errors import ConfigError
+
+    raise ConfigError("this probe has no paper reproduction")
+
+
+def reproduce(out, overrides=None, progress=None):
+    return reproduce_plan(overrides)
+"""
+
+
 @pytest.fixture
 def plugin_experiment(tmp_path, monkeypatch):
-    """Register a throw-away experiment module: ``plugin_experiment(name, source) -> name``."""
+    """Register a throw-away experiment module: ``plugin_experiment(name, source) -> name``. ``source`` gives
+    ``Config`` and ``run``; a probe has no paper reproduction, so :data:`NO_REPRODUCTION` completes the
+    ``Experiment`` protocol (engine/protocol.py) that ``experiments.load`` checks."""
     from mirrorflow import experiments
 
     def register(name: str, source: str) -> str:
         module = name.replace("-", "_")
         pkg = tmp_path / f"{module}_pkg"
         pkg.mkdir()
-        (pkg / f"{module}.py").write_text(source)
+        (pkg / f"{module}.py").write_text(source + NO_REPRODUCTION)
         monkeypatch.syspath_prepend(str(pkg))
         monkeypatch.setitem(experiments.EXPERIMENTS, name, module)
         return name

@@ -127,8 +127,8 @@ CLI_CASES = [
     (SW + ["notutf8.yaml"], "notutf8.yaml: not UTF-8 text"),
     (SW + ["badyaml.yaml"], "badyaml.yaml line 3: invalid YAML"),
     (SW + ["list.yaml"], "list.yaml: expected a mapping"),
-    (SW + ["seeds=0"], "seeds must be a positive integer"),
-    (SW + ["seeds=abc"], "seeds must be a positive integer"),
+    (SW + ["seeds=0"], "seeds=0 is a count of seeds and must be 1..100000"),
+    (SW + ["seeds=abc"], "seeds must be integers or ranges A..B, comma-separated (e.g. seeds=0,1,2 or seeds=0..4)"),
     (SW + ["wd="], "wd: no value given"),
     (SW + ["bogus=1,2"], "unknown config key 'bogus'"),
     (SW + ["n=0,5"], "grid point {n=0}: n must be positive"),
@@ -266,6 +266,18 @@ CLI_CASES_21 = [
     (PHX + ["x=lr:0.1:0.2:2"], "x: given twice"),
     (PHX + ["steps=30"], "steps: given twice"),
     (["reproduce", "diagonal", "seeds=0", "seeds=1"], "seeds: given twice"),
+    # one tokenizer (config.tokenize) for every command: the same wording, naming the tokens as typed
+    (MS + ["init-scale=0.1", "init_scale=0.2"], "init_scale: given twice (init-scale=0.1 and init_scale=0.2)"),
+    (SW + ["=3"], "expected key=value, got '=3'"),
+    (PHX + ["n"], "expected key=value, got 'n'"),
+    (["reproduce", "diagonal", "models"], "expected key=value, got 'models'"),
+    # one seed reader (config.parse_seeds) for run, reproduce, sweep and phase
+    (["reproduce", "diagonal", "seeds=0..x"], "seeds must be integers or ranges A..B, comma-separated"),
+    (["reproduce", "diagonal", "seeds=3..1"], "seeds must be integers or ranges A..B"),
+    (["reproduce", "matrix-sensing", "seeds=0..2,1"], "seeds must list distinct integers, got '0..2,1'"),
+    (SC + ["seeds=0,x"], "seeds must be integers or ranges A..B"),
+    (PHX + ["seeds=0..1,1"], "seeds must list distinct integers"),
+    (SW + ["seeds=0..200000"], "seeds: at most 100000 seeds"),
     # contradictory keys: a value the config ignores is refused, naming it and what ignores it
     (MS + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
     (MS + ["schedule=none", "off_at=0.3"], "off_at=0.3 has no effect with schedule=none"),
@@ -273,7 +285,7 @@ CLI_CASES_21 = [
     (MS + ["off_at=0.3"], "off_at=0.3 has no effect with schedule=constant"),
     (MS + ["schedule=none", "wd=0.5", "--dry-run"], "wd=0.5 has no effect with schedule=none"),
     (SW + ["schedule=none", "wd=0.5"], "wd=0.5 has no effect with schedule=none"),
-    (SW + ["schedule=none", "wd=0.5", "seeds=2"], "wd=0.5 has no effect with schedule=none"),
+    (SW + ["schedule=none", "wd=0.5", "seeds=0..1"], "wd=0.5 has no effect with schedule=none"),
     (SW + ["schedule=none", "wd=0.5", "n=4,6", "r=1"], "(at every point of the grid)"),
     (SW + ["schedule=none", "wd=0.1,0.5"], "wd=0.1 has no effect with schedule=none"),
     (SW + ["schedule=none,constant", "off_at=0.3"], "off_at=0.3 has no effect with schedule=none"),
@@ -315,8 +327,8 @@ CLI_CASES_21 = [
     (LR + ["block_size=1", "--dry-run"], "block_size must be an integer ≥ 2, got 1"),  # dry run = real run
     (LR + ["val_windows=0", "--dry-run"], "val_windows must be an integer ≥ 1"),
     (["reproduce", "lora", "block_size=1", "--dry-run"], "block_size must be an integer ≥ 2"),
-    (SW + ["seeds=inf"], "seeds must be a positive integer"),
-    (SW + ["seeds=1e400"], "seeds must be a positive integer"),
+    (SW + ["seeds=inf"], "seeds must be integers or ranges A..B, comma-separated"),
+    (SW + ["seeds=1e400"], "seeds must be integers or ranges A..B, comma-separated"),
     # thread counts: one home (0 = torch's default where an experiment allows it, never negative or > cores)
     (PHX + ["threads=0"], "threads must be an integer ≥ 1, got 0"),
     (PHX + ["threads=-3"], "threads must be an integer ≥ 1, got -3"),
@@ -525,7 +537,8 @@ def _build(name, **kw):
 
 
 def _check_mem(n):
-    from mirrorflow.experiments import check_resources, load
+    from mirrorflow.app.resources import check_resources
+    from mirrorflow.experiments import load
 
     mod = load("matrix-sensing")
     return check_resources(mod, _build("matrix-sensing", n=n), available=10**9)
@@ -747,7 +760,7 @@ API_CASES_21 = [
     ("build threads=-3", lambda: _build("diagonal", threads=-3), ValueError, "threads must be 0 (torch's default)"),
     (
         "lora rank 1e9 memory",
-        lambda: __import__("mirrorflow.experiments", fromlist=["x"]).check_resources(
+        lambda: __import__("mirrorflow.app.resources", fromlist=["x"]).check_resources(
             __import__("mirrorflow.experiments.lora", fromlist=["x"]), _build("lora", rank=10**9), available=10**9
         ),
         ValueError,

@@ -1,5 +1,7 @@
-"""The package's layering is enforced by import-linter (.importlinter): imports point downward only, no cycles."""
+"""The package's layering is enforced by import-linter (.importlinter): imports point downward only, no cycles,
+and every top-level module of the package has its layer."""
 
+import configparser
 import os
 import subprocess
 import sys
@@ -22,7 +24,32 @@ def lint(config: Path) -> subprocess.CompletedProcess:
 def test_contracts_are_kept():
     res = lint(ROOT / ".importlinter")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "2 kept, 0 broken" in res.stdout
+    assert "3 kept, 0 broken" in res.stdout
+
+
+def layers() -> list[set[str]]:
+    """The layers contract of .importlinter, top to bottom, each layer a set of module names."""
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / ".importlinter")
+    rows = [r.strip() for r in ini["importlinter:contract:layers"]["layers"].splitlines() if r.strip()]
+    return [{m.strip() for m in r.split("|")} for r in rows]
+
+
+def test_every_top_level_module_has_a_layer():
+    """A new module (or package) directly under mirrorflow/ must be placed in the layers contract, so that
+    import-linter checks its imports too."""
+    pkg = ROOT / "src" / "mirrorflow"
+    modules = {
+        f"mirrorflow.{p.stem}"
+        for p in pkg.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").is_file())
+    }
+    named = set().union(*layers())
+    assert modules - named == set()
+    assert named - modules == set()
+    order = [next(iter(layer)) for layer in layers()]
+    assert order.index("mirrorflow.cli") < order.index("mirrorflow.app") < order.index("mirrorflow.experiments")
+    assert "mirrorflow.runtime" in layers()[-2]  # the bottom group, with store, config and data
 
 
 def test_an_upward_import_breaks_the_layers_contract(tmp_path):
@@ -39,3 +66,18 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path):
     res = lint(cfg)
     assert res.returncode != 0
     assert "mirrorflow.training" in res.stdout and "BROKEN" in res.stdout
+
+
+def test_a_direct_import_of_the_forbidden_package_breaks_the_cli_contract(tmp_path):
+    """The cli-through-app contract is a real check: cli imports mirrorflow.app directly, so the same contract
+    naming app as forbidden is broken (cli → experiments would be, the same way)."""
+    text = (ROOT / ".importlinter").read_text()
+    swapped = text.replace(
+        "forbidden_modules =\n    mirrorflow.experiments\n", "forbidden_modules =\n    mirrorflow.app\n"
+    )
+    assert swapped != text
+    cfg = tmp_path / "contracts.ini"
+    cfg.write_text(swapped)
+    res = lint(cfg)
+    assert res.returncode != 0
+    assert "mirrorflow.cli -> mirrorflow.app" in res.stdout and "BROKEN" in res.stdout

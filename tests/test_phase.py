@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from mirrorflow.app.phase import parse, parse_axis, run_phase, turn_off_wins, winners
+from mirrorflow.app.phase.programs import PROGRAMS
 from mirrorflow.cli import main
 from mirrorflow.config import build, config_dict
 from mirrorflow.engine.batched import run_batched, schedule_table
@@ -17,8 +19,6 @@ from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import diagonal as dn
 from mirrorflow.experiments import matrix_sensing as ms
 from mirrorflow.experiments import sparse_coding as sc
-from mirrorflow.experiments.phase import parse, parse_axis, run_phase, turn_off_wins, winners
-from mirrorflow.experiments.phase_programs import PROGRAMS
 from mirrorflow.report.stats import t_interval
 from mirrorflow.schedules import constant
 from mirrorflow.store import read_csv

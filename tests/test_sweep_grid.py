@@ -107,6 +107,26 @@ def test_yaml_spec_base_grid_union_and_cli_override(tmp_path):
     assert len(points2) == 1 + 2
 
 
+def test_seeds_are_a_list_or_a_range_and_the_count_form_says_its_range(tmp_path, capsys):
+    """seeds= reads as in reproduce and phase (config.parse_seeds): 0,1,2 or 0..2 (or both); the older lone
+    count seeds=3 still means seeds 0..2 — the same run ids — with a one-line note naming the range."""
+    ms = load("matrix-sensing")
+
+    def seeds(*tokens):
+        return [p.config.seed for p in G.resolve("matrix-sensing", ms, None, [*TINY, *tokens])[1]]
+
+    assert seeds("seeds=0..2") == seeds("seeds=0,1,2") == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    assert seeds("seeds=3") == [0, 1, 2]
+    assert capsys.readouterr().err == "note: seeds=3 (a count) runs seeds 0..2; seeds=0..2 says the same\n"
+    assert seeds("seeds=5,7..8") == [5, 7, 8]
+    spec = tmp_path / "s.yaml"
+    spec.write_text("seeds: [4, 1]\n")
+    assert [p.config.seed for p in G.resolve("matrix-sensing", ms, spec, TINY)[1]] == [4, 1]
+    spec.write_text("seeds: 1..2\n")
+    assert [p.config.seed for p in G.resolve("matrix-sensing", ms, spec, TINY)[1]] == [1, 2]
+
+
 def test_lists_versus_axes_for_tuple_fields():
     base, axes, seeds = G.parse_cli(["weight_decays=0,0.1,0.3", "lr=0.1,0.2"], ListConfig)
     assert base == {"weight_decays": ["0", "0.1", "0.3"]}  # unbracketed on a tuple field: ONE value
@@ -114,7 +134,7 @@ def test_lists_versus_axes_for_tuple_fields():
     base, axes, _ = G.parse_cli(["weight_decays=[0,0.1],[0.3]", "name='a,b'"], ListConfig)
     assert axes == {"weight_decays": [["0", "0.1"], ["0.3"]]}  # bracketed values: an axis of tuples
     assert base == {"name": "a,b"}
-    grid = G.Grid("x", base, [axes], seeds=2)
+    grid = G.Grid("x", base, [axes], seeds=(0, 1))
     pts = G.expand(grid, ListConfig)
     assert [p.config.weight_decays for p in pts] == [(0.0, 0.1), (0.0, 0.1), (0.3,), (0.3,)]
     assert [p.config.seed for p in pts] == [0, 1, 0, 1]
@@ -144,9 +164,11 @@ def test_yaml_tuple_axis_needs_a_list_of_lists(tmp_path):
         ("base: {n: 8}\nsweep: {}\n", [], "unknown section 'sweep'"),
         ("experiment: diagonal\n", [], "is for experiment 'diagonal'"),
         ("grid: {wd: [0.1\n", [], "invalid YAML"),
-        ("seeds: 0\n", [], "seeds must be a positive integer"),
+        ("seeds: 0\n", [], "seeds=0 is a count of seeds and must be 1..100000"),
+        ("seeds: [0, 0]\n", [], "seeds must list distinct integers"),
+        ("base: {n: 8}\n", ["seeds=2..1"], "seeds must be integers or ranges A..B"),
         ("base: {n: 8}\n", ["r=2,20"], "grid point {r=20}: r must be in 1..n=8"),
-        ("base: {n: 8}\n", ["seeds=2", "seed=1"], "either seeds=N or seed"),
+        ("base: {n: 8}\n", ["seeds=2", "seed=1"], "either seeds=... or seed"),
         ("base: {n: 8}\n", ["wd"], "expected key=value"),
         ("base: {n: 8}\n", ["wd=0.1,"], "empty value"),
     ],
@@ -201,3 +223,14 @@ def test_dry_run_lists_the_runs(tmp_path, capsys):
         q.run_id for q in G.resolve("matrix-sensing", load("matrix-sensing"), None, [*TINY, "wd=0,0.1", "seeds=2"])[1]
     ]
     assert not (tmp_path / "o").exists()
+
+
+def test_load_checks_the_experiment_protocol(plugin_experiment):
+    """experiments.load checks a module against engine/protocol.py's Experiment by type: a module without
+    ``run`` is refused, naming what it lacks."""
+    name = plugin_experiment(
+        "no-run-probe",
+        "from dataclasses import dataclass\n\n\n@dataclass(frozen=True)\nclass Config:\n    x: int = 0\n",
+    )
+    with pytest.raises(TypeError, match="no_run_probe is not an Experiment .* it lacks run$"):
+        load(name)

@@ -1,4 +1,5 @@
-"""``mirrorflow`` command line: parses and dispatches; heavy imports happen inside commands.
+"""``mirrorflow`` command line: parses and dispatches to :mod:`mirrorflow.app` (what the commands do);
+heavy imports happen inside commands.
 
 Errors are mapped to one line in one place (:func:`main`): a problem with the user's input
 (``MirrorflowError``, argument checks raising ``ValueError``, a missing file, a usage error of the command
@@ -52,7 +53,7 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Run one configuration of an experiment (key=value overrides) into a run directory."""
-    from .experiments import describe, resolve_run, run_one
+    from .app.run import describe, resolve_run, run_one
     from .store import RunDir
 
     if dry_run:
@@ -79,8 +80,9 @@ def reproduce(
     dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Reproduce the paper's table and figures for an experiment; prints the table."""
-    from .experiments import describe, plan_reproduce
-    from .experiments import reproduce as reproduce_experiment
+    from .app.reproduce import plan_reproduce
+    from .app.reproduce import reproduce as reproduce_experiment
+    from .app.run import describe
 
     if dry_run:
         _, _, plan, out = plan_reproduce(experiment, overrides or [], out, dry_run=True)
@@ -100,7 +102,7 @@ def sweep(
     experiment: str = typer.Argument(..., help="Experiment name, e.g. matrix-sensing."),
     spec: list[str] | None = typer.Argument(
         None,
-        help="Optional spec.yaml, then key=v1,v2,... (an axis), key=v (fixed), seeds=N; "
+        help="Optional spec.yaml, then key=v1,v2,... (an axis), key=v (fixed), seeds=0..4 or seeds=0,1,2; "
         "an axis of a list-valued field: key=\\[a,b],\\[c].",
     ),
     out: Path | None = typer.Option(None, "--out", help="Sweep directory (run store); re-run to resume."),
@@ -114,11 +116,11 @@ def sweep(
     batch_size: int = typer.Option(128, "--batch-size", help="Most configurations in one batched tensor program."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the resolved runs and exit."),
 ) -> None:
-    """Run a grid of configurations (YAML spec and/or key=v1,v2 axes × seeds=N) into one resumable run store."""
+    """Run a grid of configurations (YAML spec and/or key=v1,v2 axes × seeds=0..4) into one resumable run store."""
+    from .app.sweep import resolve_sweep
     from .engine.progress import SweepProgress
     from .engine.sweep import check_manifest
     from .engine.sweep import sweep as run_sweep
-    from .experiments import resolve_sweep
 
     grid, points, out = resolve_sweep(experiment, spec or [], out, dry_run=dry_run)
     if dry_run:
@@ -167,11 +169,11 @@ def phase(
     ),
 ) -> None:
     """Phase diagram: a 2-D grid per weight-decay schedule as batched programs; heatmaps into a run directory."""
-    from .experiments import describe
-    from .experiments.phase import plan_facets, plan_phase, run_phase, split_facet
+    from .app.phase import is_faceted, plan_facets, plan_phase, run_phase
+    from .app.run import describe
     from .store import RunDir
 
-    if dry_run and split_facet(spec or [])[0] is not None:
+    if dry_run and is_faceted(spec or []):
         key, facets, out = plan_facets(experiment, spec or [], out)
         for v, fspec, _sub in facets:
             typer.echo(f"{key}={v:g}: {describe({k: x for k, x in fspec.as_dict().items() if k != 'base'})}")
@@ -237,7 +239,7 @@ def legendre(
     xmax: float | None = typer.Option(None, "--xmax", help="Right end of the plotted x range."),
 ) -> None:
     """Draw R_a of a one-dimensional reparameterization for several a; print the three effects."""
-    from .experiments.legendre import draw, effects_table
+    from .app.legendre import draw, effects_table
 
     table, rep, init, a_values = effects_table(reparam, a, scale, x0, k, data_scale)
     typer.echo(table, nl=False)

@@ -1,8 +1,15 @@
 """Experiment configs: dataclasses filled from ``key=value`` overrides, validated with one-line errors.
 
 Every experiment defines a frozen dataclass of plain fields (int, float, str, bool, tuples of them) and a
-``validate()`` method. :func:`parse_overrides` turns CLI tokens into typed values, naming the bad key on
-error; :func:`config_dict` gives the canonical dict that the run store hashes into a run id.
+``validate()`` method. :func:`build` turns ``key=value`` values into a typed, validated config, naming the bad
+key on error; :func:`config_dict` gives the canonical dict that the run store hashes into a run id.
+
+The command line's tokens have one reader, :func:`tokenize` (:func:`parse_overrides` where every token is
+``key=value``), used by ``run``, ``reproduce``, ``sweep`` and ``phase`` alike: one wording for a token without
+``=`` or a key given twice. A value that holds several items is split by :func:`split_top` /
+:func:`split_list` (commas outside brackets and quotes); what the items mean (a sweep axis, a phase axis
+``KEY:LO:HI:COUNT``) is up to the command. ``seeds=`` has one reader too, :func:`parse_seeds`
+(``0,1,2``, ``0..4``).
 
 Normalisation before hashing: a config may declare ``ignored_fields()`` — fields its other values make
 irrelevant (e.g. ``schedule=none`` ignores ``wd`` and ``off``). :func:`build` resets those to their defaults,
@@ -17,7 +24,7 @@ One validation home per kind of value, used by the command line and the Python A
 * rates (weight decay, learning rates, scales): :func:`check_rate`, including that the accumulated
   regularization a = −η Σ λ stays finite;
 * thread counts: :func:`check_threads` (a field named ``threads`` is checked by :func:`build`);
-* memory sizes: ``experiments.check_resources`` against each experiment's ``estimate_bytes``;
+* memory sizes: ``app.resources.check_resources`` against each experiment's ``estimate_bytes``;
 * paths of run directories: :meth:`mirrorflow.store.RunDir.check_out`;
 * when weight decay switches off (a step or a fraction of the run):
   :func:`mirrorflow.schedules.switch_off_step`.
@@ -115,21 +122,128 @@ def _coerce(key: str, raw: Any, typ: Any) -> Any:
     return raw
 
 
+# ------------------------------------------------------------------------ the commands' key=value tokens
+def tokenize(tokens: Iterable[str], positional: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The one splitter of command-line tokens (``run``, ``reproduce``, ``sweep``, ``phase``):
+    ``["spec.yaml", "n=50", "lr=0.1"]`` → (``["spec.yaml"]``, ``{"n": "50", "lr": "0.1"}``).
+
+    A key may be written with ``-`` for ``_`` (``n-atoms=3`` is ``n_atoms``); the value is the text after the
+    first ``=``, kept as typed (it may be empty or contain ``=``, ``:`` or commas: what it means is up to the
+    command, e.g. a sweep axis ``wd=0.1,0.2`` or a phase axis ``x=wd:0.1:1:4``). A token without ``=`` is a
+    positional argument (a sweep's spec file) where ``positional``, an error otherwise. Errors (one wording
+    for every command, naming the token typed): ``expected key=value, got 'n'`` (no ``=``, or an empty key
+    as in ``=5``) and ``wd: given twice (wd=0.1 and wd=0.2); give it once``."""
+    args: list[str] = []
+    values: dict[str, str] = {}
+    typed: dict[str, str] = {}
+    for tok in map(str, tokens):
+        raw_key, eq, value = tok.partition("=")
+        key = raw_key.strip().replace("-", "_")
+        if not eq and positional:
+            args.append(tok)
+            continue
+        if not eq or not key:
+            raise ConfigError(f"expected key=value, got {tok!r}")
+        if key in values:
+            raise ConfigError(f"{key}: given twice ({typed[key]} and {tok}); give it once")
+        values[key], typed[key] = value, tok
+    return args, values
+
+
 def parse_overrides(tokens: Iterable[str]) -> dict[str, str]:
-    """``["n=50", "lr=0.1"]`` → ``{"n": "50", "lr": "0.1"}``; a token without ``=`` and a key given twice
-    (``wd=0.1 wd=0.2``) are errors."""
-    out: dict[str, str] = {}
-    for tok in tokens:
-        if "=" not in tok:
-            raise ConfigError(f"expected key=value, got {tok!r}")
-        k, v = tok.split("=", 1)
-        k = k.strip().replace("-", "_")
-        if not k:
-            raise ConfigError(f"expected key=value, got {tok!r}")
-        if k in out:
-            raise ConfigError(f"{k}: given twice ({k}={out[k]} and {k}={v}); give it once")
-        out[k] = v
-    return out
+    """``["n=50", "lr=0.1"]`` → ``{"n": "50", "lr": "0.1"}``: :func:`tokenize` where every token is
+    ``key=value``."""
+    return tokenize(tokens)[1]
+
+
+def split_top(text: str, key: str, sep: str = ",") -> list[str]:
+    """Split the value of ``key`` at ``sep`` outside brackets and quotes: ``"[1,2],[3]"`` → ``["[1,2]", "[3]"]``
+    (items unstripped; an unbalanced bracket or an unclosed quote is a ConfigError naming ``key``)."""
+    parts, depth, quote, cur = [], 0, "", []
+    for ch in text:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "'\"":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"{key}: unbalanced ']' in {text!r}")
+        elif ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(ch)
+    if quote:
+        raise ConfigError(f"{key}: unclosed quote in {text!r}")
+    if depth:
+        raise ConfigError(f"{key}: unbalanced '[' in {text!r}")
+    parts.append("".join(cur))
+    return parts
+
+
+def unquote(s: str) -> str:
+    """``s`` stripped, without one pair of enclosing quotes (``'a,b'`` → ``a,b``)."""
+    s = s.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    return s
+
+
+def split_list(text: str, key: str) -> list[str]:
+    """The items of a comma-separated value of ``key`` (``schedules=a, b,c`` → ``["a", "b", "c"]``): split by
+    :func:`split_top`, unquoted, empty items dropped."""
+    return [unquote(p) for p in split_top(text, key) if p.strip()]
+
+
+MAX_SEEDS = 100_000  # seeds in one list or range (a sweep has at most 100,000 points in all)
+_SEED_RANGE = re.compile(r"(-?\d+)\s*\.\.\s*(-?\d+)")
+
+
+def parse_seeds(raw: Any, key: str = "seeds", count: bool = False) -> tuple[int, ...]:
+    """The one reader of ``seeds=`` (``run``, ``reproduce``, ``phase``, ``sweep``): integers and inclusive ranges,
+    comma-separated — ``0,1,2`` → (0, 1, 2), ``0..4`` → (0, 1, 2, 3, 4), ``0..2,7`` → (0, 1, 2, 7); a YAML
+    list of integers as it is. Seeds are distinct; one :class:`ConfigError` line naming ``key`` otherwise.
+
+    ``count`` (``sweep`` only): its older form ``seeds=N``, a lone integer, still means the N seeds 0..N-1;
+    a one-line note on stderr gives the range that says the same (``seeds=0..N-1``)."""
+    form = f"{key} must be integers or ranges A..B, comma-separated (e.g. {key}=0,1,2 or {key}=0..4), got {raw!r}"
+    if isinstance(raw, bool):
+        raise ConfigError(form)
+    if count and (isinstance(raw, int) or re.fullmatch(r"\s*\d+\s*", str(raw))):
+        n = int(raw)
+        if not 1 <= n <= MAX_SEEDS:
+            raise ConfigError(
+                f"{key}={raw} is a count of seeds and must be 1..{MAX_SEEDS}; "
+                f"or list the seeds ({key}=0,1,2) or give a range ({key}=0..4)"
+            )
+        print(f"note: {key}={n} (a count) runs seeds 0..{n - 1}; {key}=0..{n - 1} says the same", file=sys.stderr)
+        return tuple(range(n))
+    items = list(raw) if isinstance(raw, (list, tuple)) else split_list(str(raw), key)
+    seeds: list[int] = []
+    for item in items:
+        text = str(item).strip()
+        rng = _SEED_RANGE.fullmatch(text)
+        try:
+            lo, hi = (int(rng.group(1)), int(rng.group(2))) if rng else (int(text), int(text))
+        except ValueError:
+            raise ConfigError(form) from None
+        if isinstance(item, bool) or lo > hi or max(abs(lo), abs(hi)) >= INT_LIMIT:
+            raise ConfigError(form)
+        if len(seeds) + hi - lo + 1 > MAX_SEEDS:
+            raise ConfigError(f"{key}: at most {MAX_SEEDS} seeds, got {raw!r}")
+        seeds.extend(range(lo, hi + 1))
+    require(len(seeds) > 0, form)
+    require(len(set(seeds)) == len(seeds), f"{key} must list distinct integers, got {raw!r}")
+    return tuple(seeds)
+
+
+parse_seed_list = parse_seeds  # the experiments' reproduce_plan still call it by this name
 
 
 def check_count(key: str, raw: Any, low: int = 1, high: int | None = None) -> int:
@@ -253,13 +367,3 @@ def require(cond: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``cond``."""
     if not cond:
         raise ConfigError(message)
-
-
-def parse_seed_list(raw: Any, key: str = "seeds") -> tuple[int, ...]:
-    """``"0,1,2"`` → (0, 1, 2) for a ``reproduce`` option; one :class:`ConfigError` line naming ``key``."""
-    try:
-        seeds = tuple(int(v) for v in str(raw).split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"{key} must be a comma-separated list of integers, got {raw!r}") from None
-    require(len(seeds) > 0 and len(set(seeds)) == len(seeds), f"{key} must list distinct integers, got {raw!r}")
-    return seeds

@@ -1,7 +1,8 @@
-"""Grid specs: a YAML file and/or CLI ``key=v1,v2,...`` overrides × ``seeds=N`` → resolved configs.
+"""Grid specs: a YAML file and/or CLI ``key=v1,v2,...`` overrides × ``seeds=...`` → resolved configs.
 
-A sweep is the Cartesian product of its *axes* (every key with more than one value), crossed with
-``seed ∈ {0, ..., N-1}`` when ``seeds=N`` is given. Each grid point is resolved into the experiment's
+A sweep is the Cartesian product of its *axes* (every key with more than one value), crossed with the
+seeds of ``seeds=0..4`` or ``seeds=0,1,2`` (:func:`mirrorflow.config.parse_seeds`; the older count form
+``seeds=N``, seeds 0..N-1, is still read, with a note). Each grid point is resolved into the experiment's
 typed, validated ``Config`` (:func:`mirrorflow.config.build`) and named by the same deterministic id that
 ``mirrorflow run`` uses, ``run_id({"experiment": NAME, **config_dict(cfg)}, prefix=NAME)``: the id is a
 hash of the *resolved* config, so ``wd=0.1`` and ``wd=1e-1`` are the same run, and a re-run finds it.
@@ -9,7 +10,7 @@ hash of the *resolved* config, so ``wd=0.1`` and ``wd=1e-1`` are the same run, a
 YAML spec (every section optional)::
 
     experiment: matrix-sensing     # must match the command's EXPERIMENT when given
-    seeds: 3                       # seed = 0, 1, 2 (the config needs a ``seed`` field)
+    seeds: 0..2                    # seed = 0, 1, 2 (the config needs a ``seed`` field); or [0, 1, 2]
     base:                          # one value per key (not swept)
       n: 8
       steps: 200
@@ -22,12 +23,13 @@ YAML spec (every section optional)::
 ``grid`` may also be a list of such mappings; the sweep is then the union of their products (e.g. one
 sub-grid for ``schedule: [constant]`` and one for ``schedule: [turn_off]`` × ``off: [...]``).
 
-CLI tokens (Hydra's override syntax): ``key=v`` is one value, ``key=v1,v2,v3`` an axis. **Lists vs axes.**
+CLI tokens (Hydra's override syntax; split by :func:`mirrorflow.config.parse_overrides`, the items of a value
+by :func:`mirrorflow.config.split_top`): ``key=v`` is one value, ``key=v1,v2,v3`` an axis. **Lists vs axes.**
 Top-level commas separate axis values; a value in brackets ``[a,b]`` is a list. For a field whose type is a
 tuple (e.g. diagonal's ``weight_decays``) an unbracketed ``key=a,b`` is ONE value, the tuple ``(a, b)``,
 exactly as in ``mirrorflow run``; to sweep it, bracket each value: ``weight_decays=[0,0.1],[0.3]`` is an
 axis with two tuples. For scalar fields a bracketed value is an error. Quotes (``'a,b'``) protect commas in
-strings. A CLI token replaces the YAML's entry (``base`` or ``grid``) for that key; ``seeds=N`` on the CLI
+strings. A CLI token replaces the YAML's entry (``base`` or ``grid``) for that key; ``seeds=...`` on the CLI
 replaces the YAML's ``seeds``.
 """
 
@@ -41,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import parse_overrides, renamed
+from ..config import parse_overrides, parse_seeds, renamed, split_top, unquote
 from ..errors import ConfigError
 
 MAX_POINTS = 100_000
@@ -64,7 +66,7 @@ class Grid:
     experiment: str
     base: dict[str, Any] = field(default_factory=dict)
     grids: list[dict[str, list[Any]]] = field(default_factory=lambda: [{}])
-    seeds: int | None = None
+    seeds: tuple[int, ...] | None = None  # seeds=0..2 (or the count form seeds=3): the seed axis
     module: Any = field(default=None, repr=False, compare=False)  # the experiment module (its Config, run, ...)
 
     @property
@@ -81,52 +83,15 @@ class Grid:
 
 
 # ------------------------------------------------------------------------------------ CLI tokens
-def split_top(text: str, sep: str = ",") -> list[str]:
-    """Split ``text`` at ``sep`` outside brackets and quotes: ``"[1,2],[3]"`` → ``["[1,2]", "[3]"]``."""
-    parts, depth, quote, cur = [], 0, "", []
-    for ch in text:
-        if quote:
-            cur.append(ch)
-            if ch == quote:
-                quote = ""
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                raise ConfigError(f"unbalanced ']' in {text!r}")
-        elif ch == sep and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-            continue
-        cur.append(ch)
-    if quote:
-        raise ConfigError(f"unclosed quote in {text!r}")
-    if depth:
-        raise ConfigError(f"unbalanced '[' in {text!r}")
-    parts.append("".join(cur))
-    return parts
-
-
-def _unquote(s: str) -> str:
-    s = s.strip()
-    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
-        return s[1:-1]
-    return s
-
-
 def _parse_value(key: str, text: str) -> Any:
     """One CLI value: ``[a,b]`` → list of strings, ``'x'`` → ``x``, anything else the stripped string."""
     s = text.strip()
     if s.startswith("[") and s.endswith("]"):
         inner = s[1:-1].strip()
-        return [_unquote(x) for x in split_top(inner)] if inner else []
+        return [unquote(x) for x in split_top(inner, key)] if inner else []
     if s.startswith("[") or s.endswith("]"):
         raise ConfigError(f"{key}: malformed list {text!r}")
-    return _unquote(s)
+    return unquote(s)
 
 
 def _is_tuple_field(typ: Any) -> bool:
@@ -142,24 +107,27 @@ def field_types(config_cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
 
 
-def parse_cli(tokens: Iterable[str], config_cls: type) -> tuple[dict[str, Any], dict[str, list[Any]], int | None]:
-    """CLI tokens → (fixed values, axes, seeds). See the module docstring for the list/axis rule."""
+def parse_cli(
+    tokens: Iterable[str], config_cls: type
+) -> tuple[dict[str, Any], dict[str, list[Any]], tuple[int, ...] | None]:
+    """CLI tokens (:func:`mirrorflow.config.parse_overrides`) → (fixed values, axes, seeds). See the module
+    docstring for the list/axis rule."""
     types = field_types(config_cls)
     base: dict[str, Any] = {}
     axes: dict[str, list[Any]] = {}
-    seeds: int | None = None
+    seeds: tuple[int, ...] | None = None
     for key, text in renamed(config_cls, parse_overrides(tokens)).items():
         if key == "seeds":
-            seeds = parse_seeds(text)
+            seeds = parse_seeds(text, count=True)
             continue
         if key not in types:
             raise ConfigError(f"unknown config key {key!r} (known: {', '.join(sorted(types))})")
         if text.strip() == "":
             raise ConfigError(f"{key}: no value given")
         is_tuple = _is_tuple_field(types[key])
-        parts = split_top(text)
+        parts = split_top(text, key)
         if is_tuple and not any(p.strip().startswith("[") for p in parts):
-            values = [[_unquote(p) for p in parts]]  # key=a,b on a tuple field: one value, as in `run`
+            values = [[unquote(p) for p in parts]]  # key=a,b on a tuple field: one value, as in `run`
         else:
             values = [_parse_value(key, p) for p in parts]
             if any(p.strip() == "" for p in parts):
@@ -173,14 +141,6 @@ def parse_cli(tokens: Iterable[str], config_cls: type) -> tuple[dict[str, Any], 
         else:
             axes[key] = values
     return base, axes, seeds
-
-
-def parse_seeds(raw: Any) -> int:
-    """``seeds=N`` with N a positive integer."""
-    text = str(raw).strip()
-    if isinstance(raw, bool) or not (isinstance(raw, int) or text.isdigit()) or int(text) <= 0:
-        raise ConfigError(f"seeds must be a positive integer, got {raw!r}")
-    return int(text)
 
 
 # ------------------------------------------------------------------------------------- YAML file
@@ -285,7 +245,7 @@ def load_yaml(path: Path | str, experiment: str, config_cls: type) -> Grid:
             axes[str(k)] = list(vals)
         grids.append(axes)
     seeds = raw.get("seeds")
-    return Grid(experiment, dict(base), grids or [{}], parse_seeds(seeds) if seeds is not None else None)
+    return Grid(experiment, dict(base), grids or [{}], parse_seeds(seeds, count=True) if seeds is not None else None)
 
 
 def _check_key(fname: str, key: Any, types: Mapping[str, Any]) -> None:
@@ -320,15 +280,15 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
     types = field_types(config_cls)
     if grid.seeds is not None:
         if "seed" not in types:
-            raise ConfigError(f"seeds=N needs a 'seed' config field; experiment {grid.experiment!r} has none")
+            raise ConfigError(f"seeds= needs a 'seed' config field; experiment {grid.experiment!r} has none")
         if "seed" in grid.base or any("seed" in g for g in grid.grids):
-            raise ConfigError("give either seeds=N or seed=..., not both")
+            raise ConfigError("give either seeds=... or seed=..., not both")
     total = 0
     for g in grid.grids:
         size = 1
         for vals in g.values():
             size *= len(vals)
-        total += size * (grid.seeds or 1)
+        total += size * (len(grid.seeds) if grid.seeds is not None else 1)
     if total > MAX_POINTS:
         raise ConfigError(f"the grid has {total} points (more than {MAX_POINTS}); split it into several sweeps")
     axes = grid.axes
@@ -338,7 +298,7 @@ def expand(grid: Grid, config_cls: type) -> list[GridPoint]:
     example: dict[str, str] = {}
     points: list[GridPoint] = []
     seen: set[str] = set()
-    seed_values = range(grid.seeds) if grid.seeds is not None else [None]
+    seed_values = grid.seeds if grid.seeds is not None else [None]
     for g in grid.grids:
         keys = list(g)
         for combo in itertools.product(*(g[k] for k in keys)):

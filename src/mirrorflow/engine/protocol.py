@@ -14,7 +14,7 @@ A :class:`BatchedExperiment` also runs configs that share data as one tensor pro
 groups them): ``Config.data_key()`` (configs with equal keys and equal ``steps`` share a batch),
 ``run_many(cfgs, progress=None) -> list[result]`` and ``write_run(cfg, result, out, seconds) -> dict``.
 
-Optional: ``estimate_bytes(cfg) -> int`` (the memory check of ``run``/``sweep``).
+Optional: ``estimate_bytes(cfg) -> int`` (:class:`EstimatesMemory`, the memory check of ``run``/``sweep``).
 """
 
 from __future__ import annotations
@@ -74,3 +74,11 @@ class BatchedExperiment(Experiment, Protocol):
 def is_batched(mod: Any) -> bool:
     """True when ``mod`` is a :class:`BatchedExperiment` and its ``Config`` has ``data_key``."""
     return isinstance(mod, BatchedExperiment) and callable(getattr(mod.Config, "data_key", None))
+
+
+@runtime_checkable
+class EstimatesMemory(Protocol):
+    """An experiment that says how many bytes its big tensors take for a config (the memory check of
+    ``run``/``sweep``, :func:`mirrorflow.app.resources.check_resources`)."""
+
+    def estimate_bytes(self, cfg: Any) -> int: ...

@@ -1,6 +1,6 @@
 """How each experiment with a batched engine runs the rows of a phase diagram (``mirrorflow phase``).
 
-A phase diagram (:mod:`.phase`) runs many *rows* — one configuration each — under a λ table of shape
+A phase diagram (:mod:`mirrorflow.app.phase`) runs many *rows* — one configuration each — under a λ table of shape
 (C, T) built by the phase itself (so every experiment takes the same ``wd``, ``off`` as a fraction of the
 run, ``lr``, and the schedules of :mod:`mirrorflow.schedules`). Rows that share data form a *group* and run
 as ONE batched program (``engine.batched.run_batched``). A :class:`PhaseProgram` says, per experiment:
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..engine.batched import Trace, run_batched
+from ...engine.batched import Trace, run_batched
 
 Observe = Callable[[int, Mapping[str, np.ndarray]], Mapping[int, int] | None]
 
@@ -128,8 +128,8 @@ class MatrixSensingProgram(Names):
         return f"n={cfg.n}, r={cfg.r}, m={cfg.measurements}, steps={cfg.steps}"
 
     def run(self, cfg, rows, lam, lr, log_every, progress, observe):
-        from ..runtime import resolve_dtype
-        from .matrix_sensing import MatrixSensing, make_data
+        from ...experiments.matrix_sensing import MatrixSensing, make_data
+        from ...runtime import resolve_dtype
 
         data = make_data(cfg.n, cfg.r, cfg.measurements, cfg.seed, resolve_dtype(cfg.dtype))
         problem = MatrixSensing(
@@ -186,8 +186,8 @@ class DiagonalProgram(Names):
         return f"model={cfg.model}{k}, N={cfg.n_samples}, d={cfg.dim}, steps={cfg.steps}"
 
     def run(self, cfg, rows, lam, lr, log_every, progress, observe):
-        from ..runtime import resolve_dtype
-        from .diagonal import DiagonalNetwork, make_data
+        from ...experiments.diagonal import DiagonalNetwork, make_data
+        from ...runtime import resolve_dtype
 
         data = make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, resolve_dtype(cfg.dtype))
         problem = DiagonalNetwork(
@@ -213,9 +213,9 @@ class DiagonalProgram(Names):
         ``mismatch``; ``not converged`` when training did not fit (final loss ≥ ``converged_loss``: the
         theorem is about the limit), ``λ never off`` for a row whose λ is still on at the end (a_∞ is
         unbounded), ``unsolved`` when the constrained solve did not converge; ``theory_gap`` the ratio."""
-        from ..geometry import predict_limit
-        from ..runtime import resolve_dtype
-        from .diagonal import initial_params, make_data, reparameterization
+        from ...experiments.diagonal import initial_params, make_data, reparameterization
+        from ...geometry import predict_limit
+        from ...runtime import resolve_dtype
 
         data = make_data(cfg.n_samples, cfg.dim, cfg.sparsity, cfg.seed, resolve_dtype(cfg.dtype))
         rep = reparameterization(cfg.model, cfg.dim, cfg.k, cfg.power_penalty)
@@ -288,8 +288,8 @@ class SparseCodingProgram(Names):
         )
 
     def run(self, cfg, rows, lam, lr, log_every, progress, observe):
-        from ..runtime import resolve_device, resolve_dtype
-        from .sparse_coding import SparseCoding, faces
+        from ...experiments.sparse_coding import SparseCoding, faces
+        from ...runtime import resolve_device, resolve_dtype
 
         dtype, device = resolve_dtype(cfg.dtype), resolve_device(cfg.device)
         Y = torch.as_tensor(faces(cfg.image_size, cfg.n_images), dtype=dtype).to(device)
