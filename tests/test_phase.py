@@ -130,6 +130,7 @@ def test_axis_parsing():
         (["x=off:0.5:2:4", "y=init_scale:0.01:0.1:4"], r"^x: off is the switch point as a fraction of the run"),
         (["x=lr:0:1:4", "y=init_scale:0.01:0.1:4"], r"^x: lr must be > 0 over the whole axis, got LO=0"),
         (["x=off:0.1:0.9:4", "y=init_scale:0.01:0.1:4", "off=0.3"], r"^off: off is an axis; drop off=0.3"),
+        (["x=off_at:0.1:0.9:4", "y=wd:0.01:0.1:4"], r"^x: the switch point.s axis is off \(a fraction of the run"),
         (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=plateau:loss"], r"^auto: unknown signal 'loss'"),
         (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=plateau:train_loss:-1"], r"^auto: tol must be"),
         (["x=off:0.1:0.9:4", "y=wd:0.01:0.1:4", "auto=sometimes"], r"^auto: expected plateau"),

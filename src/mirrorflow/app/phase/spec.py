@@ -20,6 +20,7 @@ from .programs import PROGRAMS, PhaseProgram
 MAX_CELLS = 65536  # per schedule (x count × y count)
 SCHEDULES = ("constant", "turn_off", "none")
 PHASE_KEYS = ("wd", "lr", "off")  # the phase's own keys: λ, η, the switch point as a fraction of the run
+SWITCH_FIELDS = ("off_at",)  # the configs' own switch point: a phase varies it through its axis off
 OPTIONS = (
     "x",
     "y",
@@ -216,6 +217,12 @@ def parse_spec(experiment: str, kv: Mapping[str, str], mod) -> PhaseSpec:
     program = PROGRAMS[experiment]
     base = build(mod.Config, {k: v for k, v in kv.items() if k not in OPTIONS}, allow_ignored=True)
     keys = _numeric_keys(mod.Config, program, base)
+    for name in ("x", "y"):
+        if kv[name].split(":")[0].strip() in SWITCH_FIELDS:
+            raise ConfigError(
+                f"{name}: the switch point's axis is off (a fraction of the run, e.g. {name}=off:0.1:0.9:5), "
+                f"not {kv[name].split(':')[0].strip()}"
+            )
     x, y = parse_axis("x", kv["x"], keys), parse_axis("y", kv["y"], keys)
     if x.key == y.key:
         raise ConfigError(f"y: both axes vary {x.key!r}")
