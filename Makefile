@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test test-fast venv bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: venv
 test: venv
 	bash scripts/install-chromium.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# the inner loop: every test not marked slow (the whole suite stays `make test`, the README's and CI's command)
+test-fast: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 bench: venv
 	$(BIN)/python benchmarks/bench_matrix_sensing.py
