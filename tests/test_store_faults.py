@@ -269,8 +269,8 @@ def test_report_leaves_a_truncated_run_out_and_names_it(tmp_path, capsys, sweep_
 
 
 def test_group_cache_is_the_config_minus_volatile_keys_and_must_be_whole(tmp_path):
-    from mirrorflow.experiments.transformers.groups import GroupJob, group_done, save_group
-    from mirrorflow.experiments.transformers.train import ArmResult
+    from mirrorflow.experiments.transformer_kit.groups import GroupJob, group_done, save_group
+    from mirrorflow.experiments.transformer_kit.train import ArmResult
 
     cfg = {"experiment": "lora", "rank": 4, "weight_decay": 0.1, "seed": 0, "workers": 2, "threads": 1}
     path = tmp_path / "groups" / "wd0.1-seed0"
@@ -310,7 +310,7 @@ def test_an_unknown_model_without_hub_makes_no_network_call(monkeypatch):
     from transformers import AutoConfig
 
     from mirrorflow.errors import ModelError
-    from mirrorflow.experiments.transformers.models import load_pretrained
+    from mirrorflow.experiments.transformer_kit.models import load_pretrained
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)

@@ -71,7 +71,7 @@ def resolve_run(experiment: str, tokens: Sequence[str], out: Path | None = None,
     resolved = {"experiment": name, **config_dict(cfg)}
     out = Path("runs") / run_id(resolved, prefix=name) if out is None else Path(out)
     RunDir(out).check_out()
-    if dry_run and getattr(cfg, "device", "cpu") != "cuda":  # a plan for this machine: the real run's memory check
+    if dry_run and resolved.get("device", "cpu") != "cuda":  # a plan for this machine: the real run's memory check
         check_resources(mod, cfg)
     return mod, cfg, resolved, out
 
