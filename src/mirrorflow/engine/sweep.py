@@ -38,7 +38,17 @@ from typing import Any
 
 from ..config import cores
 from ..errors import ConfigError
-from ..store import ERROR, MANIFEST, SUMMARY, RunDir, has_finished_run, read_manifest, write_manifest, writing
+from ..store import (
+    ERROR,
+    MANIFEST,
+    SUMMARY,
+    RunDir,
+    has_finished_run,
+    is_cached,
+    read_manifest,
+    write_manifest,
+    writing,
+)
 from .grid import Grid, GridPoint
 from .pool import run_pool
 from .protocol import is_batched
@@ -70,15 +80,18 @@ class SweepResult:
 
 
 # ----------------------------------------------------------------------------------- planning
-def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoint], int]:
-    """Points whose run directory holds no finished, complete run (:meth:`RunDir.complete`); their leftovers are
+def pending_points(points: Sequence[GridPoint], out: Path, experiment: str) -> tuple[list[GridPoint], int]:
+    """Points whose run directory holds no finished, complete run of the point's config (the store's one check,
+    :func:`mirrorflow.store.is_cached`: a damaged or truncated run is not finished); their leftovers are
     removed. → (todo, skipped)."""
+    from ..config import config_dict
+
     todo: list[GridPoint] = []
     for p in points:
         rd = RunDir(out / p.run_id)
         if rd.path.exists() and not rd.path.is_dir():
             raise ConfigError(f"{rd.path}: is a file, not a run directory (move it away)")
-        if rd.complete():  # the store's check: a damaged or truncated run is not finished
+        if is_cached(rd.path, {"experiment": experiment, **config_dict(p.config)}):
             continue
         if rd.path.exists():
             shutil.rmtree(rd.path)  # half-written run of a killed sweep: start it afresh
@@ -230,7 +243,7 @@ def sweep(
 
 def _sweep_locked(grid, points, out, backend, address, workers, batch_size, threads, progress, t0) -> SweepResult:
     mod = grid.module
-    todo, skipped = pending_points(points, out)
+    todo, skipped = pending_points(points, out, grid.experiment)
     update_manifest(out, grid, points)
     result = SweepResult(out, len(points), skipped)
     advance: Callable[[int], None] | None = None

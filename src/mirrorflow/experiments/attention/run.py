@@ -11,10 +11,9 @@ from ...config import build, config_dict, flat_keys
 from ...engine.progress import progress_or_bar
 from ...engine.protocol import Plan
 from ...runtime import set_threads
-from ...store import cache_key
 from ..transformer_kit.config import SpeakerData
 from ..transformer_kit.distributed import barrier, dist_env
-from ..transformer_kit.groups import GroupJob, GroupRunner
+from ..transformer_kit.groups import GroupJob, GroupRunner, group_key
 from ..transformer_kit.train import ArmResult, Trainer, run_arms
 from . import report as P
 from .config import PARTS, AblationPart, Config, DigitsViT, FinetunePart, LRSchedulePart, SweepPart
@@ -36,12 +35,9 @@ VIT_ONLY = flat_keys(DigitsViT)
 
 
 def group_config(cfg: Config, part: str, unused: Sequence[str], **own) -> dict:
-    """A group's config: the store's :func:`~mirrorflow.store.cache_key` of ``cfg`` (all of it but the volatile
-    keys, :data:`GRID` and the keys the group does not read), the resolved precision (left out when ``f32``:
-    the groups written before precision existed are float32), and the group's ``own`` values."""
-    resolved = {**config_dict(cfg), "precision": cfg.resolved_precision}
-    key = cache_key(resolved, (*GRID, *unused), added={"precision": "f32"})
-    return {"experiment": "attention", "part": part, **key, **own}
+    """A group's config: ``cfg`` but the volatile keys, :data:`GRID` and the keys the group does not read
+    (:func:`..transformer_kit.groups.group_key`), and the group's ``own`` values."""
+    return {"experiment": "attention", "part": part, **group_key(cfg, (*GRID, *unused)), **own}
 
 
 def _vit_steps(cfg: Config) -> tuple[int, int]:
@@ -153,17 +149,9 @@ class AttentionRunner(GroupRunner):
             self.progress,
         )
 
-    def vit_group(
-        self,
-        part: str,
-        value: float,
-        seed: int,
-        off_epochs: Sequence[int] = (),
-        auto: bool = False,
-        optimizer: str = "adamw",
-        lr_schedule: str = "constant",
-    ) -> list[ArmResult]:
-        return self.group(vit_job(self.cfg, self.out, part, value, seed, off_epochs, auto, optimizer, lr_schedule))
+    def vit_group(self, part: str, value: float, seed: int, *args, **kwargs) -> list[ArmResult]:
+        """The arms of the ViT group :func:`vit_job` describes (same arguments after ``part, value, seed``)."""
+        return self.group(vit_job(self.cfg, self.out, part, value, seed, *args, **kwargs))
 
     def finetune_group(self, value: float, seed: int) -> list[ArmResult]:
         return self.group(finetune_job(self.cfg, self.out, value, seed))

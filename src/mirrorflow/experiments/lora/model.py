@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 from ...errors import ConfigError
+from ...models import first_line
 from ...runtime import freeze_in_bf16
 from ..transformer_kit import models
 from .config import TINY_GPT2, Config
@@ -104,4 +105,4 @@ def _peft(get_peft_model, base, lora, name: str):
     try:
         return get_peft_model(base, lora)
     except ValueError as e:  # e.g. target modules not found, or no default for the architecture
-        raise ConfigError(f"LoRA on {name!r}: {models.first_line(e)} (set target_modules=...)") from None
+        raise ConfigError(f"LoRA on {name!r}: {first_line(e)} (set target_modules=...)") from None

@@ -11,9 +11,8 @@ from ...config import build, config_dict
 from ...engine.progress import progress_or_bar
 from ...engine.protocol import Plan
 from ...runtime import set_threads
-from ...store import cache_key
 from ..transformer_kit.distributed import barrier, dist_env
-from ..transformer_kit.groups import GroupJob, GroupRunner
+from ..transformer_kit.groups import GroupJob, GroupRunner, group_key
 from ..transformer_kit.train import ArmResult, Trainer, run_arms
 from .config import Config
 from .model import make_model, make_task
@@ -33,17 +32,10 @@ GRID = ("weight_decays", "seeds", "baseline")  # the keys that enumerate the gro
 
 
 def group_job(cfg: Config, out: Path | str, value: float, seed: int) -> GroupJob:
-    """One (λ, seed) group. Its config is the store's :func:`~mirrorflow.store.cache_key`: the whole config
-    but the :data:`GRID` keys (adding a seed or a weight decay reuses the finished groups) and the volatile
-    ones, with the resolved precision (left out when ``f32``: the groups written before precision existed
-    are float32 and stay valid), plus the group's λ and seed."""
-    resolved = {**config_dict(cfg), "precision": cfg.resolved_precision}
-    config = {
-        "experiment": "lora",
-        **cache_key(resolved, GRID, added={"precision": "f32"}),
-        "weight_decay": value,
-        "seed": seed,
-    }
+    """One (λ, seed) group. Its config is the whole config but the :data:`GRID` keys (adding a seed or a weight
+    decay reuses the finished groups) and the volatile ones (:func:`..transformer_kit.groups.group_key`), plus
+    the group's λ and seed."""
+    config = {"experiment": "lora", **group_key(cfg, GRID), "weight_decay": value, "seed": seed}
     return GroupJob(
         Path(out) / "groups" / f"wd{value:g}-seed{seed}",
         config,

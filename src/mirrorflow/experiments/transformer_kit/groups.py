@@ -26,9 +26,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+from ...config import config_dict
 from ...engine.pool import run_pool
-from ...store import METRICS, RunDir, is_cached, read_csv
+from ...store import METRICS, RunDir, cache_key, is_cached, read_csv
 from .train import ArmResult
 
 
@@ -100,6 +102,15 @@ def _num(v: str) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
+
+
+def group_key(cfg: Any, grid: Sequence[str]) -> dict:
+    """The part of a group's config that comes from the experiment's config ``cfg``: the store's
+    :func:`~mirrorflow.store.cache_key` (all keys but the volatile ones and ``grid``), with the resolved
+    precision — left out when ``f32``: the groups written before precision existed are float32 and stay
+    valid. The job adds the group's own values (weight decay, seed, ...)."""
+    resolved = {**config_dict(cfg), "precision": cfg.resolved_precision}
+    return cache_key(resolved, grid, added={"precision": "f32"})
 
 
 def group_done(job: GroupJob) -> bool:
