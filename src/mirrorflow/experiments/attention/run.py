@@ -15,9 +15,9 @@ from ..transformer_kit.config import SpeakerData
 from ..transformer_kit.distributed import barrier, dist_env
 from ..transformer_kit.groups import GroupJob, GroupRunner, group_key
 from ..transformer_kit.train import ArmResult, Trainer, run_arms
-from . import report as P
 from .config import PARTS, AblationPart, Config, DigitsViT, FinetunePart, LRSchedulePart, SweepPart
 from .model import digits_task, make_finetune, make_vit
+from .report import part_ablation, part_finetune, part_lr_schedule, part_sweep
 
 # ----------------------------------------------------------------------------------------------- runs
 # the keys that enumerate the groups (each group adds its own part, weight decay, seed, turn-off epochs, ...)
@@ -215,13 +215,13 @@ def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = N
         tables: dict[str, str] = {}
         t4 = None
         if "sweep" in cfg.parts:
-            tables["sweep"] = P.part_sweep(R, rd)
+            tables["sweep"] = part_sweep(R, rd)
         if "ablation" in cfg.parts:
-            tables["ablation"], t4 = P.part_ablation(R, rd)
+            tables["ablation"], t4 = part_ablation(R, rd)
         if "finetune" in cfg.parts:
-            tables["finetune"] = P.part_finetune(R, rd, t4)
+            tables["finetune"] = part_finetune(R, rd, t4)
         if "lr-schedule" in cfg.parts:
-            tables["lr-schedule"] = P.part_lr_schedule(R, rd)
+            tables["lr-schedule"] = part_lr_schedule(R, rd)
     text = "\n".join(tables[p] for p in PARTS if p in tables)
     summary = {"experiment": "attention", "tables": tables, "seconds": round(time.perf_counter() - t0, 1)}
     if R.env.is_main:
