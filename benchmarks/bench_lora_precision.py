@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mirrorflow.config import build
 from mirrorflow.experiments import lora
-from mirrorflow.experiments.transformers.tasks import EpochSampler
+from mirrorflow.experiments.transformer_kit.tasks import EpochSampler
 from mirrorflow.runtime import autocast, native_bf16
 
 
@@ -65,8 +65,9 @@ def measure(model_name: str, precision: str, repeats: int, eval_windows: int) ->
     task = lora.make_task(cfg)
     model = lora.make_model(cfg, task, 0)
     model.train(False)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum)
-    sampler = EpochSampler(task.n_train, cfg.batch_size, 0)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(trainable, lr=cfg.train.lr, momentum=cfg.train.momentum)
+    sampler = EpochSampler(task.n_train, cfg.train.batch_size, 0)
     batch = task.train_batch(sampler.indices(0))
     prec = cfg.resolved_precision
 

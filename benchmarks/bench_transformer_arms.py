@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import replace
 
 import torch
 
 from mirrorflow.config import build
 from mirrorflow.experiments import attention
-from mirrorflow.experiments.transformers.distributed import dist_env
-from mirrorflow.experiments.transformers.tasks import DigitsTask
-from mirrorflow.experiments.transformers.train import Trainer, run_arms
+from mirrorflow.experiments.transformer_kit.distributed import dist_env
+from mirrorflow.experiments.transformer_kit.tasks import DigitsTask
+from mirrorflow.experiments.transformer_kit.train import Trainer, run_arms
 from mirrorflow.schedules import turn_off
 from mirrorflow.training.monitor import SpectralMonitor
 
 
 def trainer(cfg, task, value, schedule=None):
-    spe = task.n_train // cfg.batch_size
+    spe = task.n_train // cfg.digits.batch_size
     model = attention.make_vit(cfg, 0)
     return Trainer(
         model,
@@ -48,11 +47,12 @@ def main() -> None:
     offs_ep = [int(x) for x in args.offs.split(",")]
     cfg = build(attention.Config, {"epochs": args.epochs, "parts": "sweep"})
     task = DigitsTask()
-    spe = task.n_train // cfg.batch_size
+    spe = task.n_train // cfg.digits.batch_size
     offs = [e * spe for e in offs_ep]
-    lam = cfg.ablation_weight_decay
+    lam = cfg.ablation.weight_decay
+    one_epoch = build(attention.Config, {"epochs": 1, "parts": "sweep"})
 
-    warm = trainer(replace(cfg, epochs=1), task, lam)  # first-call costs (lazy imports, allocations)
+    warm = trainer(one_epoch, task, lam)  # first-call costs (lazy imports, allocations)
     run_arms(warm, lam, [spe // 2])
 
     t0 = time.perf_counter()
@@ -68,7 +68,7 @@ def main() -> None:
     t_scratch = time.perf_counter() - t0
     same = all(arms[n].rows[-1]["val_loss"] == scratch[n][-1]["val_loss"] for n in scratch)
 
-    T = cfg.epochs * spe
+    T = cfg.digits.epochs * spe
     print(f"ViT digits, {args.epochs} epochs ({T} steps), constant + {len(offs)} turned-off arms")
     print(f"  from snapshots: {t_fork:7.2f} s   ({T + sum(T - p for p in offs)} steps)")
     print(f"  from scratch  : {t_scratch:7.2f} s   ({T * (1 + len(offs))} steps)")
@@ -77,7 +77,7 @@ def main() -> None:
     times = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        tr = trainer(replace(cfg, epochs=1), task, lam)
+        tr = trainer(one_epoch, task, lam)
         tr.advance(2)
         t0 = time.perf_counter()
         tr.advance(tr.spec.steps)

@@ -144,8 +144,8 @@ def pilot_run(optimizer: str, lr: float, value: float, seed: int) -> dict:
 
     from mirrorflow.config import build
     from mirrorflow.experiments import lora
-    from mirrorflow.experiments.transformers.distributed import dist_env
-    from mirrorflow.experiments.transformers.train import Trainer
+    from mirrorflow.experiments.transformer_kit.distributed import dist_env
+    from mirrorflow.experiments.transformer_kit.train import Trainer
     from mirrorflow.training.monitor import SpectralMonitor
 
     torch.set_num_threads(1)
@@ -166,7 +166,7 @@ def pilot_run(optimizer: str, lr: float, value: float, seed: int) -> dict:
     tr = Trainer(
         model, task, cfg.train_spec(seed), value, dist_env("cpu"), SpectralMonitor(model, every=1, include="lora")
     )
-    tr.advance(cfg.steps)
+    tr.advance(cfg.train.steps)
     tr.close()
     stable, reason = stability(tr.rows, tr.losses, tr.diverged_at)
     v = [r["val_loss"] for r in tr.rows]
@@ -252,7 +252,7 @@ def chosen_lr(optimizer: str) -> float:
 
 def arm_rows(optimizer: str, lr: float, seed: int, grid: dict) -> list[dict]:
     """One row per arm of one seed (λ = 0 once, as arm ``lambda0``)."""
-    from mirrorflow.experiments.transformers import arms as A
+    from mirrorflow.experiments.transformer_kit import arms as A
 
     out = []
     for value, groups in grid.items():
@@ -430,7 +430,7 @@ def _mean_curve(arm: dict, seeds: list[int]) -> dict[int, float]:
 
 def _crossing(turned: dict[int, float], ref: dict[int, float]) -> str:
     """The first step after the switch where the curve ``turned`` crosses ``ref`` (``intersection``)."""
-    from mirrorflow.experiments.transformers.train import intersection
+    from mirrorflow.experiments.transformer_kit.train import intersection
 
     steps = [k for k in turned if k in ref]
     if not steps:

@@ -16,9 +16,9 @@ import torch
 from mirrorflow.cli import main
 from mirrorflow.config import build
 from mirrorflow.experiments import attention
-from mirrorflow.experiments.transformers.distributed import dist_env
-from mirrorflow.experiments.transformers.tasks import DigitsTask
-from mirrorflow.experiments.transformers.train import Trainer, intersection, run_arms
+from mirrorflow.experiments.transformer_kit.distributed import dist_env
+from mirrorflow.experiments.transformer_kit.tasks import DigitsTask
+from mirrorflow.experiments.transformer_kit.train import Trainer, intersection, run_arms
 from mirrorflow.schedules import turn_off
 from mirrorflow.store import read_csv
 from mirrorflow.training.monitor import SpectralMonitor
@@ -32,7 +32,7 @@ def digits():
 
 
 def _trainer(cfg, digits, value, seed=0, schedule=None, epochs=None, eval_every=None):
-    spe = digits.n_train // cfg.batch_size
+    spe = digits.n_train // cfg.digits.batch_size
     spec = cfg.vit_spec(seed, spe)
     spec = replace(spec, steps=epochs * spe if epochs else spec.steps, eval_every=eval_every or spec.eval_every)
     model = attention.make_vit(cfg, seed)
@@ -86,7 +86,7 @@ def test_turn_off_bookkeeping_and_forks_equal_runs_from_scratch(digits):
         )
     }
     assert set(arms) == {"constant", f"off@{T_off}", "auto"}
-    eta = cfg.lr
+    eta = cfg.digits.lr
     for r in arms["constant"].rows:
         assert r["wd"] == lam and r["a"] == pytest.approx(-eta * lam * r["step"], rel=1e-12)
     off = arms[f"off@{T_off}"]
@@ -217,8 +217,10 @@ def test_same_seed_same_metrics_other_seed_differs(tmp_path):
         (["parts=finetune", "finetune_model=no-such-org/no-such-model"], "unknown model 'no-such-org/no-such-model'"),
         (["parts=sweep", "vit=./no/such/dir"], "'./no/such/dir': no such directory"),
         (["parts=sweep,imagenet"], "parts must be among"),
-        (["ablation_off_epochs=5,40", "epochs=30"], "ablation_off_epochs must be in 1..epochs-1"),
-        (["parts=finetune", "finetune_off_at=0"], "finetune_off_at must be in 1..finetune_steps-1"),
+        (["ablation_off_epochs=5,40", "epochs=30"], "ablation_off_epochs must be a step in 1..29 or a fraction"),
+        (["ablation_off_epochs=0.99", "epochs=30"], "ablation_off_epochs=0.99 is step 30 of 30 epochs"),
+        (["parts=finetune", "finetune_off_at=0"], "finetune_off_at must be a step in 1..99 or a fraction"),
+        (["device=gpu"], "device must be one of auto, cpu, cuda"),
         (["patch_size=3"], "patch_size must divide 8"),
         (["finetune_train=values"], "finetune_train must be one of"),
     ],
@@ -311,3 +313,17 @@ def test_finetune_accepts_a_vit_checkpoint_directory(tmp_path):
     assert model.classifier.out_features == 10
     out = attention.run(cfg, tmp_path / "out")
     assert "vit (pretrained) / digits" in out["tables"]["finetune"]
+
+
+def test_switch_off_keys_are_a_step_or_a_fraction_of_the_run():
+    """``ablation_off_epochs`` (epochs) and ``finetune_off_at`` (steps) accept fractions of their run."""
+    from mirrorflow.config import build
+
+    cfg = build(
+        attention.Config,
+        {"epochs": "20", "ablation_off_epochs": "0.2,8", "finetune_steps": "100", "finetune_off_at": "0.3"},
+    )
+    assert cfg == build(
+        attention.Config,
+        {"epochs": "20", "ablation_off_epochs": "4,8", "finetune_steps": "100", "finetune_off_at": "30"},
+    )

@@ -672,7 +672,7 @@ def _dist_env(**env):
     """``dist_env("cpu")`` under the environment variables ``env`` (restored afterwards)."""
     import os
 
-    from mirrorflow.experiments.transformers.distributed import dist_env
+    from mirrorflow.experiments.transformer_kit.distributed import dist_env
 
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -686,7 +686,7 @@ def _dist_env(**env):
 def _gguf(tmp_bytes):
     import tempfile
 
-    from mirrorflow.experiments.transformers.models import load_config
+    from mirrorflow.experiments.transformer_kit.models import load_config
 
     with tempfile.TemporaryDirectory() as d:
         path = f"{d}/cut.gguf"

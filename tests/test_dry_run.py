@@ -105,7 +105,7 @@ def test_reproduce_dry_run_resolves_presets_and_lists(capsys, tmp_path, monkeypa
         (["reproduce", "diagonal", "models=mw,deep"], "error: models: unknown model 'deep'"),
         (["reproduce", "sparse-coding", "param=log"], "error: param: reproduce runs both"),
         (["reproduce", "sparse-coding", "preset=authors", "n_atoms=0"], "error: n_atoms must be positive"),
-        (["reproduce", "lora", "off_at=100"], "error: off_at must be in 1..steps-1=59"),
+        (["reproduce", "lora", "off_at=100"], "error: off_at must be a step in 1..59 or a fraction"),
         (["reproduce", "attention", "parts=sweep,bogus"], "error: parts must be among"),
         (["reproduce", "matrix-sensing", "device=tpu"], "error: device must be one of"),
     ],

@@ -10,7 +10,7 @@ from mirrorflow.cli import main
 from mirrorflow.config import build
 from mirrorflow.errors import ConfigError, ModelError
 from mirrorflow.experiments import lora
-from mirrorflow.experiments.transformers.tasks import speaker_lines
+from mirrorflow.experiments.transformer_kit.tasks import speaker_lines
 from mirrorflow.store import read_csv
 
 LM = {
@@ -46,7 +46,7 @@ def test_speaker_task_on_tiny_shakespeare():
     from transformers import AutoTokenizer
 
     from mirrorflow.data.datasets import load_tinyshakespeare
-    from mirrorflow.experiments.transformers.tasks import SpeakerTask
+    from mirrorflow.experiments.transformer_kit.tasks import SpeakerTask
     from mirrorflow.models import minilm_path
 
     tok = AutoTokenizer.from_pretrained(str(minilm_path()))
@@ -127,8 +127,8 @@ def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
 def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
     """Real pretrained MiniLM with peft LoRA on query/value: only lora_A/lora_B get weight decay, the head
     trains without it, the base stays frozen, and ρ(B A) is measured on the 12 adapters."""
-    from mirrorflow.experiments.transformers.distributed import dist_env
-    from mirrorflow.experiments.transformers.train import Trainer
+    from mirrorflow.experiments.transformer_kit.distributed import dist_env
+    from mirrorflow.experiments.transformer_kit.train import Trainer
     from mirrorflow.training.monitor import SpectralMonitor
 
     cfg = build(
@@ -166,7 +166,9 @@ def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
         (["model=/no/such/model/dir"], "'/no/such/model/dir': no such directory"),
         (["task=speakers", "model=tiny-gpt2"], "task=speakers needs a pretrained text encoder"),
         (["weight_decays=-1"], "weight_decays must be non-negative"),
-        (["off_at=400", "steps=100"], "off_at must be in 1..steps-1"),
+        (["off_at=400", "steps=100"], "off_at must be a step in 1..99 or a fraction of the run in (0, 1)"),
+        (["off_at=0.001", "steps=100"], "off_at=0.001 is step 0 of 100 steps: it must fall in 1..99"),
+        (["device=tpu"], "device must be one of auto, cpu, cuda"),
         (["optimizer=adam"], "optimizer must be one of sgd, adamw"),
         (["rank=lots"], "rank: expected an integer"),
         (["task=lm", "model=tiny-gpt2", "target_modules=no_such_layer"], "LoRA on 'tiny-gpt2'"),
@@ -187,7 +189,7 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, args, needle):
 
 
 def test_model_error_is_raised_by_the_loader():
-    from mirrorflow.experiments.transformers.models import load_config
+    from mirrorflow.experiments.transformer_kit.models import load_config
 
     with pytest.raises(ModelError, match="unknown model 'not-a-model-xyz'"):
         load_config("not-a-model-xyz")
@@ -236,9 +238,9 @@ def test_lm_task_subset_first_and_full_set_only_at_the_end():
     """The fixed subset's windows fill the first batches; during training only they are evaluated, the full
     set (with its per-window standard error) at the last step."""
     from mirrorflow.data.datasets import load_tinyshakespeare
-    from mirrorflow.experiments.transformers.distributed import dist_env
-    from mirrorflow.experiments.transformers.tasks import LMTask
-    from mirrorflow.experiments.transformers.train import Trainer
+    from mirrorflow.experiments.transformer_kit.distributed import dist_env
+    from mirrorflow.experiments.transformer_kit.tasks import LMTask
+    from mirrorflow.experiments.transformer_kit.train import Trainer
 
     task = LMTask(load_tinyshakespeare(), None, block_size=16, val_windows=40, val_subset=8, eval_batch=4)
     assert task.subset_batches == 2 and task.n_val == 40 and len(set(task.val_starts)) == 40
@@ -272,3 +274,14 @@ def test_lm_task_subset_first_and_full_set_only_at_the_end():
     assert last["val_loss"] == pytest.approx(float(t.mean()), rel=1e-5)
     assert last["val_loss_sem"] == pytest.approx(float(t.std() / math.sqrt(40)), rel=1e-4)
     assert last["val_loss_subset"] == pytest.approx(sum(sub) / 8, rel=1e-5)
+
+
+def test_off_at_is_a_step_or_a_fraction_of_the_run():
+    """``off_at=0.4`` of 60 steps is step 24 (schedules.switch_off_step): one config, one run id."""
+    from mirrorflow.config import build, config_dict
+
+    frac, step = (
+        build(lora.Config, {"steps": "60", "off_at": "0.4"}),
+        build(lora.Config, {"steps": "60", "off_at": "24"}),
+    )
+    assert frac == step and config_dict(frac)["off_at"] == 24

@@ -12,7 +12,7 @@ import pytest
 from mirrorflow.config import build
 from mirrorflow.errors import ModelError
 from mirrorflow.experiments import lora
-from mirrorflow.experiments.transformers import models
+from mirrorflow.experiments.transformer_kit import models
 
 CFG = {
     "steps": "2",
@@ -58,8 +58,8 @@ def test_smollm2_is_the_lm_default_and_gets_lora_on_q_and_v(setup):
 def test_smollm2_two_steps_constant_and_turned_off(setup, tmp_path):
     """A pretrained model: the zero-shot loss on Shakespeare windows is far below uniform (ln 49152 ≈ 10.8);
     two steps give both arms, the turned-off arm with λ = 0 after step 1, and ρ(B A) in [1, √r]."""
-    from mirrorflow.experiments.transformers.distributed import dist_env
-    from mirrorflow.experiments.transformers.train import Trainer, run_arms
+    from mirrorflow.experiments.transformer_kit.distributed import dist_env
+    from mirrorflow.experiments.transformer_kit.train import Trainer, run_arms
     from mirrorflow.training.monitor import SpectralMonitor
 
     cfg, task = setup
@@ -70,6 +70,6 @@ def test_smollm2_two_steps_constant_and_turned_off(setup, tmp_path):
     c, o = arms["constant"].rows, arms["off@1"].rows
     assert 2.0 < c[0]["val_loss_subset"] < 7.0 and math.isnan(c[0]["val_loss"])
     assert math.isfinite(c[-1]["val_loss"]) and c[-1]["val_loss"] < 7.0 and c[-1]["val_loss_sem"] > 0
-    assert c[-1]["wd"] == 0.1 and o[-1]["wd"] == 0.0 and o[-1]["a"] == pytest.approx(-cfg.lr * 0.1)
-    assert 1.0 <= c[-1]["spectral/rho"] <= math.sqrt(cfg.rank) + 1e-9
+    assert c[-1]["wd"] == 0.1 and o[-1]["wd"] == 0.0 and o[-1]["a"] == pytest.approx(-cfg.train.lr * 0.1)
+    assert 1.0 <= c[-1]["spectral/rho"] <= math.sqrt(cfg.adapter.rank) + 1e-9
     assert c[-1]["val_loss"] != o[-1]["val_loss"]

@@ -12,8 +12,8 @@ from mirrorflow import runtime as P
 from mirrorflow.config import build
 from mirrorflow.errors import ConfigError
 from mirrorflow.experiments import attention, lora
-from mirrorflow.experiments.transformers.distributed import dist_env
-from mirrorflow.experiments.transformers.train import Trainer
+from mirrorflow.experiments.transformer_kit.distributed import dist_env
+from mirrorflow.experiments.transformer_kit.train import Trainer
 from mirrorflow.training.monitor import SpectralMonitor
 
 LM = {
@@ -53,7 +53,7 @@ def _lm_run(precision: str):
     task = lora.make_task(cfg)
     model = lora.make_model(cfg, task, 0)
     tr = Trainer(model, task, cfg.train_spec(0), 0.5, dist_env("cpu"), SpectralMonitor(model, every=1, include="lora"))
-    tr.advance(cfg.steps)
+    tr.advance(cfg.train.steps)
     return cfg, model, tr
 
 
@@ -87,10 +87,10 @@ def test_group_config_records_bf16_and_keeps_f32_groups_as_before(tmp_path):
 
 def test_attention_bf16_autocast_trains_float32_weights():
     cfg = build(attention.Config, {"epochs": "1", "parts": "sweep", "precision": "bf16", "seeds": "0"})
-    from mirrorflow.experiments.transformers.tasks import DigitsTask
+    from mirrorflow.experiments.transformer_kit.tasks import DigitsTask
 
     task = DigitsTask()
-    spe = task.n_train // cfg.batch_size
+    spe = task.n_train // cfg.digits.batch_size
     rows = {}
     for prec in ("bf16", "f32"):
         c = build(attention.Config, {"epochs": "1", "parts": "sweep", "precision": prec, "seeds": "0"})

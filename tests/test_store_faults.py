@@ -269,8 +269,8 @@ def test_report_leaves_a_truncated_run_out_and_names_it(tmp_path, capsys, sweep_
 
 
 def test_group_cache_is_the_config_minus_volatile_keys_and_must_be_whole(tmp_path):
-    from mirrorflow.experiments.transformers.groups import GroupJob, group_done, save_group
-    from mirrorflow.experiments.transformers.train import ArmResult
+    from mirrorflow.experiments.transformer_kit.groups import GroupJob, group_done, save_group
+    from mirrorflow.experiments.transformer_kit.train import ArmResult
 
     cfg = {"experiment": "lora", "rank": 4, "weight_decay": 0.1, "seed": 0, "workers": 2, "threads": 1}
     path = tmp_path / "groups" / "wd0.1-seed0"
@@ -282,6 +282,55 @@ def test_group_cache_is_the_config_minus_volatile_keys_and_must_be_whole(tmp_pat
     assert not group_done(GroupJob(path, {**cfg, "seed": 1}, 2))
     (path / "metrics.csv").write_text("arm,value,step\n")
     assert not group_done(GroupJob(path, cfg, 2))  # truncated: computed again
+
+
+def test_a_new_or_changed_config_key_makes_a_cached_group_stale(tmp_path):
+    """The group cache key is the whole config minus the volatile and grid keys (store.cache_key): a changed
+    value or a field added to the config recomputes the group; workers, threads, device and the grid's other
+    seeds and weight decays do not. Attention: a ViT group does not read the fine-tuning keys, and back."""
+    import dataclasses
+
+    from mirrorflow.config import build
+    from mirrorflow.experiments import attention, lora
+    from mirrorflow.experiments.attention.run import finetune_job, vit_job
+    from mirrorflow.experiments.transformer_kit.groups import group_done, save_group
+    from mirrorflow.experiments.transformer_kit.train import ArmResult
+
+    def cached(job):
+        save_group(job.path, job.config, [ArmResult("constant", 0.1, [{"step": 0, "val_loss": 1.0}])], 1.0)
+        return job
+
+    base = {"weight_decays": "0.1", "seeds": "0", "steps": "4", "off_at": "2"}
+    job = cached(lora.group_job(build(lora.Config, base), tmp_path, 0.1, 0))
+    same = {"workers": "3", "threads": "0", "device": "cpu", "seeds": "0,5", "weight_decays": "0.1,1", "baseline": "1"}
+    assert group_done(lora.group_job(build(lora.Config, {**base, **same}), tmp_path, 0.1, 0))
+    for changed in ({"lr": "0.05"}, {"off_at": "3"}, {"auto_off": "true"}, {"rank": "4"}, {"precision": "bf16"}):
+        assert not group_done(lora.group_job(build(lora.Config, {**base, **changed}), tmp_path, 0.1, 0)), changed
+
+    @dataclasses.dataclass(frozen=True)
+    class Extended(lora.Config):  # a field added to the config after the group was written
+        new_knob: int = 0
+
+    assert not group_done(lora.group_job(build(Extended, base), tmp_path, 0.1, 0))
+    assert job.config == lora.group_job(build(lora.Config, base), tmp_path, 0.1, 0).config
+
+    cfg = build(
+        attention.Config,
+        {"epochs": "5", "ablation_off_epochs": "2", "seeds": "0", "finetune_steps": "4", "finetune_off_at": "2"},
+    )
+    vit, ft = cached(vit_job(cfg, tmp_path, "sweep", 1.0, 0)), cached(finetune_job(cfg, tmp_path, 1.0, 0))
+    other_ft = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, lr=0.5))
+    assert group_done(vit_job(other_ft, tmp_path, "sweep", 1.0, 0)) and not group_done(
+        finetune_job(other_ft, tmp_path, 1.0, 0)
+    )
+    other_vit = dataclasses.replace(cfg, digits=dataclasses.replace(cfg.digits, hidden=16))
+    assert not group_done(vit_job(other_vit, tmp_path, "sweep", 1.0, 0)) and group_done(
+        finetune_job(other_vit, tmp_path, 1.0, 0)
+    )
+    more = dataclasses.replace(cfg, sweep=dataclasses.replace(cfg.sweep, weight_decays=(1.0, 5.0)), seeds=(0, 1))
+    assert group_done(vit_job(more, tmp_path, "sweep", 1.0, 0)) and group_done(ft)
+    assert not group_done(vit_job(dataclasses.replace(cfg, hub=True), tmp_path, "sweep", 1.0, 0))
+    assert vit.config["part"] == "sweep" and "finetune_lr" not in vit.config and "finetune_lr" in ft.config
 
 
 def test_finish_records_the_sizes_and_summary_hides_them(tmp_path):
@@ -310,7 +359,7 @@ def test_an_unknown_model_without_hub_makes_no_network_call(monkeypatch):
     from transformers import AutoConfig
 
     from mirrorflow.errors import ModelError
-    from mirrorflow.experiments.transformers.models import load_pretrained
+    from mirrorflow.experiments.transformer_kit.models import load_pretrained
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)

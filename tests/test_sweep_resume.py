@@ -143,6 +143,12 @@ def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and
     assert (res3.total, res3.skipped, res3.completed, len(res3.failed)) == (9, 4, 2, 3)
     manifest = yaml.safe_load((out / "sweep.yaml").read_text())
     assert {r["id"] for r in manifest["runs"]} == {p.run_id for p in points3}
+    # a finished run of another config under a point's id (config.yaml edited, same size) is not reused
+    edited = out / next(p for p in points3 if p.config.x == 2.0).run_id / "config.yaml"
+    edited.write_text(edited.read_text().replace("x: 2.0", "x: 7.0"))
+    res4 = sweep(grid3, points3, out, workers=1)
+    assert (res4.skipped, res4.completed, len(res4.failed)) == (5, 1, 3)
+    assert yaml.safe_load(edited.read_text())["x"] == 2.0
 
 
 def test_ctrl_c_mid_sweep_stops_the_workers_leaves_only_whole_runs_and_resumes(tmp_path):

@@ -32,15 +32,23 @@ One validation home per kind of value, used by the command line and the Python A
 A config may keep old key names as ``ALIASES = {"old": "new"}`` (a ``ClassVar``): :func:`build` accepts the
 old name with a one-line note. Old keys that do not map one to one (several old keys that became several new
 ones) are converted by a classmethod ``upgrade_keys(values) -> values`` of the config, which prints its note.
+
+**Sub-configs.** A big config may group its fields into typed parts: a field ``finetune: FinetuneConfig =
+sub_config(FinetuneConfig, "finetune_")`` (a frozen dataclass of plain fields, or of further sub-configs).
+Its fields stay *flat keys* everywhere a user sees them — ``finetune_off_at=2`` on the command line, in
+``config.yaml`` and in run ids — with the prefix in front (none when the prefix is empty): :func:`build` fills
+the part from those keys, :func:`config_dict` flattens it back, :func:`flat_fields` lists the keys and types.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
 import sys
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -71,9 +79,10 @@ def cores() -> int:
 
 def _coerce(key: str, raw: Any, typ: Any) -> Any:
     origin = typing.get_origin(typ)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
+        optional = len(args) < len(typing.get_args(typ))
+        if optional and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", ""))):
             return None
         for a in args:
             try:
@@ -296,21 +305,72 @@ class IgnoredValueError(ConfigError):
         self.keys = tuple(keys)
 
 
+PREFIX = "mirrorflow.prefix"  # field metadata of a sub-config: the prefix of its flat keys
+
+
+def sub_config(cls: type, prefix: str = "", **defaults: Any) -> Any:
+    """A field holding a typed sub-config ``cls`` whose fields are the flat keys ``prefix + name`` (module
+    docstring); ``defaults`` override ``cls``'s own defaults for this use (e.g. ``workers=2``)."""
+    factory = functools.partial(cls, **defaults) if defaults else cls
+    return dataclasses.field(default_factory=factory, metadata={PREFIX: prefix})
+
+
+def flat_fields(cls: type) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """``{flat key: (path of field names, type)}`` of a config dataclass, sub-configs flattened in field order:
+    ``{"finetune_off_at": (("finetune", "off_at"), int | float), ...}``. Two fields with the same flat key are
+    a ``TypeError`` (a mistake in the config's definition)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[tuple[str, ...], Any]] = {}
+    for f in dataclasses.fields(cls):
+        if PREFIX in f.metadata:
+            inner = {
+                f.metadata[PREFIX] + k: ((f.name, *path), t) for k, (path, t) in flat_fields(hints[f.name]).items()
+            }
+        else:
+            inner = {f.name: ((f.name,), hints[f.name])}
+        for k in inner:
+            if k in out:
+                raise TypeError(f"{cls.__name__}: two fields have the flat key {k!r}")
+        out.update(inner)
+    return out
+
+
+def flat_keys(cls: type, prefix: str = "") -> tuple[str, ...]:
+    """The flat keys of config dataclass ``cls`` (:func:`flat_fields`), with ``prefix`` in front (a sub-config's
+    keys as its parent config spells them)."""
+    return tuple(prefix + k for k in flat_fields(cls))
+
+
+def _assemble(cls: type[C], values: Mapping[tuple[str, ...], Any], base: Any = None) -> C:
+    """``cls`` from values keyed by field paths (:func:`flat_fields`); a sub-config starts from its field's
+    default (``sub_config(..., **defaults)``) and takes the values given for it."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if PREFIX in f.metadata:
+            inner = {p[1:]: v for p, v in values.items() if p[0] == f.name}
+            if inner:
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+                kwargs[f.name] = _assemble(hints[f.name], inner, default)
+        elif (f.name,) in values:
+            kwargs[f.name] = values[(f.name,)]
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
 def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: bool = False) -> C:
     """Instantiate config dataclass ``cls`` from raw values (strings or typed), then ``validate()`` it.
 
     A value given for a field the config ignores (``ignored_fields()``: ``schedule=none wd=0.5``) raises
     :class:`ConfigError` naming the key, unless ``allow_ignored`` (then it is reset, module docstring)."""
     values = _renamed(cls, dict(values or {}))
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = flat_fields(cls)
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
-    hints = typing.get_type_hints(cls)
-    typed = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
+    typed = {k: _coerce(k, v, fields[k][1]) for k, v in values.items()}
     if isinstance(typed.get("threads"), int):
         check_threads("threads", typed["threads"])
-    cfg = cls(**typed)
+    cfg = _assemble(cls, {fields[k][0]: v for k, v in typed.items()})
     ignored = getattr(cfg, "ignored_fields", None)
     if ignored is not None:  # normalise values that have no effect (module docstring)
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
@@ -353,14 +413,22 @@ def _renamed(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
-    """Canonical plain dict of a config dataclass (tuples become lists), used for hashing and YAML."""
+    """Canonical plain dict of a config dataclass (tuples become lists), used for hashing and YAML; the
+    fields of sub-configs as their flat keys (module docstring)."""
 
     def plain(v):
         if isinstance(v, tuple):
             return [plain(x) for x in v]
         return v
 
-    return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if PREFIX in f.metadata:
+            out.update({f.metadata[PREFIX] + k: x for k, x in config_dict(v).items()})
+        else:
+            out[f.name] = plain(v)
+    return out
 
 
 def require(cond: bool, message: str) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "load_pretrained",
     "load_config",
     "gguf_file",
+    "first_line",
     "MODEL_KINDS",
 ]
 
@@ -164,14 +165,14 @@ def _load_pretrained(loader: Callable[..., Any], name: str, hub: bool, known: st
             return loader(str(gguf.parent), gguf_file=gguf.name, local_files_only=True, **kwargs)
         except ImportError as e:
             raise ModelError(
-                f"model {name!r} needs the package gguf (pip install 'mirrorflow[lm]'): {_first_line(e)}"
+                f"model {name!r} needs the package gguf (pip install 'mirrorflow[lm]'): {first_line(e)}"
             ) from None
         except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error) as e:
             # a truncated or damaged file fails inside the GGUF reader (struct.error: fewer bytes than a field)
             why = (
                 "the file is truncated or damaged"
                 if isinstance(e, (struct.error, EOFError, IndexError))
-                else _first_line(e)
+                else first_line(e)
             )
             raise ModelError(f"cannot load model {name!r} from {gguf}: {why}") from None
     src = resolve_model(name)
@@ -180,9 +181,9 @@ def _load_pretrained(loader: Callable[..., Any], name: str, hub: bool, known: st
         return loader(src, local_files_only=local or not hub, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         if local:
-            raise ModelError(f"cannot load model {name!r} from {src}: {_first_line(e)}") from None
+            raise ModelError(f"cannot load model {name!r} from {src}: {first_line(e)}") from None
         if hub:
-            raise ModelError(f"cannot load model {name!r} from the Hugging Face hub: {_first_line(e)}") from None
+            raise ModelError(f"cannot load model {name!r} from the Hugging Face hub: {first_line(e)}") from None
         raise ModelError(
             f"unknown model {name!r}: not 'smollm2', 'minilm'{known}, a .gguf file, a local directory, "
             "or a model in the Hugging Face cache (pass hub=true to download it; needs network)"
@@ -245,6 +246,8 @@ def load_config(name: str, hub: bool = False, known: str = ""):
     return load_pretrained(AutoConfig.from_pretrained, name, hub, known=known)
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when the message is empty): the cause a
+    one-line ``error: ...`` quotes from a library's multi-line error."""
     s = str(e).strip().splitlines()
     return s[0] if s else type(e).__name__

@@ -7,7 +7,10 @@ records the size of every file written before it (``files``), so a file cut shor
 ``metrics.csv`` or ``cells.csv``) makes the run incomplete rather than finished.
 
 One check decides whether work can be reused, for every command: :meth:`RunDir.finished_run` — "this
-directory holds a finished, complete run of exactly this config" (up to keys declared volatile).
+directory holds a finished, complete run of exactly this config" (up to keys declared volatile). What "this
+config" is for a cached piece of a larger run (a transformer experiment's group of arms) is one rule too,
+:func:`cache_key`: the whole config minus the keys that do not change the numbers (:data:`VOLATILE`) and
+minus the grid keys that enumerate the pieces; :func:`is_cached` applies the check to it.
 
 A *sweep directory* holds one run directory per grid point plus ``sweep.yaml`` (the experiment, the axes
 and the run ids); a run that failed holds ``error.txt`` instead of a summary.
@@ -198,6 +201,31 @@ def config_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[st
     """``key: old → new`` for every key whose value differs (a missing key shows as ``-``)."""
     keys = list(new) + [k for k in old if k not in new]
     return [f"{k}: {old.get(k, '-')} → {new.get(k, '-')}" for k in keys if old.get(k, "-") != new.get(k, "-")]
+
+
+VOLATILE = ("workers", "threads", "device")  # config keys that never change a run's numbers
+
+
+def cache_key(
+    config: Mapping[str, Any], grid: Iterable[str] = (), added: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The config a cached piece of work (a group of arms, one grid point of a larger run) is valid for: the
+    whole ``config`` minus :data:`VOLATILE` keys and minus ``grid``, the keys that enumerate the pieces (lists
+    of seeds or weight decays: each piece adds its own value). Every other key counts, so a new or changed
+    config key makes the cached piece stale and it is recomputed.
+
+    ``added``: keys introduced after cached pieces were written, each with the value those pieces were
+    computed with; a key at that value is left out, so the earlier pieces stay valid (e.g.
+    ``{"precision": "f32"}``)."""
+    drop = set(VOLATILE) | set(grid)
+    added = added or {}
+    return {k: v for k, v in config.items() if k not in drop and not (k in added and v == added[k])}
+
+
+def is_cached(path: Path | str, key: Mapping[str, Any]) -> bool:
+    """True when ``path`` holds a finished, complete run of ``key`` (a :func:`cache_key`; the one check
+    :meth:`RunDir.finished_run`, up to :data:`VOLATILE` keys a file written earlier may still hold)."""
+    return RunDir(path).finished_run(key, ignore=VOLATILE) == []
 
 
 class RunDir:

@@ -35,7 +35,6 @@ replaces the YAML's ``seeds``.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -102,9 +101,10 @@ def _is_tuple_field(typ: Any) -> bool:
 
 
 def field_types(config_cls: type) -> dict[str, Any]:
-    """``{name: type}`` of an experiment's config dataclass."""
-    hints = typing.get_type_hints(config_cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+    """``{key: type}`` of an experiment's config dataclass (sub-configs as their flat keys)."""
+    from ..config import flat_fields
+
+    return {k: t for k, (_, t) in flat_fields(config_cls).items()}
 
 
 def parse_cli(

@@ -14,8 +14,9 @@ Work is cut into *units*:
   ``batch_size`` configurations; a group is split further so that every worker gets work);
 * other experiments: one ``mod.run(cfg, out)`` per unit.
 
-The local backend runs units on a process pool sized to the cores (``workers``; one torch thread each
-unless ``threads`` says otherwise), or in this process when one worker suffices; the Ray backend
+The local backend runs units on the engine's worker pool (:mod:`mirrorflow.engine.pool`) sized to the cores
+(``workers``; one torch thread each unless ``threads`` says otherwise), or in this process when one worker
+suffices; the Ray backend
 (:mod:`mirrorflow.engine.ray_backend`) makes each unit a Ray task. Both call :func:`execute_unit`, so a
 run gives the same numbers on either backend. A unit that raises leaves ``error.txt`` in its run
 directories (no summary: a re-run retries them) and the sweep goes on.
@@ -27,18 +28,29 @@ Only one command may write a store at a time: the sweep holds the store's lock
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ..config import cores
 from ..errors import ConfigError
-from ..store import ERROR, MANIFEST, SUMMARY, RunDir, has_finished_run, read_manifest, write_manifest, writing
+from ..store import (
+    ERROR,
+    MANIFEST,
+    SUMMARY,
+    RunDir,
+    has_finished_run,
+    is_cached,
+    read_manifest,
+    write_manifest,
+    writing,
+)
 from .grid import Grid, GridPoint
+from .pool import run_pool
 from .protocol import is_batched
 from .units import Outcome, Unit, _fail, execute_unit
 
@@ -68,15 +80,18 @@ class SweepResult:
 
 
 # ----------------------------------------------------------------------------------- planning
-def pending_points(points: Sequence[GridPoint], out: Path) -> tuple[list[GridPoint], int]:
-    """Points whose run directory holds no finished, complete run (:meth:`RunDir.complete`); their leftovers are
+def pending_points(points: Sequence[GridPoint], out: Path, experiment: str) -> tuple[list[GridPoint], int]:
+    """Points whose run directory holds no finished, complete run of the point's config (the store's one check,
+    :func:`mirrorflow.store.is_cached`: a damaged or truncated run is not finished); their leftovers are
     removed. → (todo, skipped)."""
+    from ..config import config_dict
+
     todo: list[GridPoint] = []
     for p in points:
         rd = RunDir(out / p.run_id)
         if rd.path.exists() and not rd.path.is_dir():
             raise ConfigError(f"{rd.path}: is a file, not a run directory (move it away)")
-        if rd.complete():  # the store's check: a damaged or truncated run is not finished
+        if is_cached(rd.path, {"experiment": experiment, **config_dict(p.config)}):
             continue
         if rd.path.exists():
             shutil.rmtree(rd.path)  # half-written run of a killed sweep: start it afresh
@@ -125,36 +140,6 @@ def make_units(
     return units
 
 
-def _worker_init() -> None:
-    """Pool worker: ignore Ctrl-C (SIGINT reaches the whole process group; the parent decides and terminates
-    the workers, see :func:`run_local`) and die with the parent (Linux ``PR_SET_PDEATHSIG``), so a killed
-    sweep leaves no orphans."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-        if os.getppid() == 1:  # parent already gone
-            os._exit(1)
-    except Exception:  # pragma: no cover - not Linux
-        pass
-
-
-def _pool_context():
-    """``fork`` (workers inherit torch and the experiment instead of re-importing them) while this process
-    has a single thread; ``spawn`` otherwise (forking a threaded process can deadlock). Not ``forkserver``:
-    its server keeps the ``sys.path`` of the moment it started, so a later plug-in experiment is not found."""
-    import multiprocessing as mp
-    import threading
-
-    if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
-        return mp.get_context("fork")
-    return mp.get_context("spawn")
-
-
 def run_local(
     units: Sequence[Unit],
     out: Path,
@@ -162,7 +147,9 @@ def run_local(
     on_done: Callable[[list[Outcome]], None],
     on_start: Callable[[], None] | None = None,
 ) -> None:
-    """Run units in this process (``workers == 1`` or one unit) or on a process pool of ``workers``.
+    """Run units in this process (``workers == 1`` or one unit) or on the engine's worker pool
+    (:func:`mirrorflow.engine.pool.run_pool`: fork or spawn, no orphans); a unit whose worker died is recorded
+    as failed (``error.txt``) and the sweep goes on.
 
     ``on_start()`` is called once the pool's processes exist (so e.g. a progress bar's thread starts after
     the fork)."""
@@ -172,43 +159,14 @@ def run_local(
         for u in units:
             on_done(execute_unit(u, out))
         return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(units)), mp_context=_pool_context(), initializer=_worker_init
+    run_pool(
+        partial(execute_unit, out=out),
+        units,
+        workers,
+        on_result=lambda u, outcomes: on_done(outcomes),
+        on_error=lambda u, e: on_done([_fail(out, rid, e) for rid in u.run_ids]),  # the worker process died
+        on_start=on_start,
     )
-    try:
-        futures = {pool.submit(execute_unit, u, out): u for u in units}  # with fork: all workers start here
-        if on_start is not None:
-            on_start()
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                try:
-                    outcomes = f.result()
-                except Exception as e:  # the worker process died (e.g. out of memory)
-                    outcomes = [_fail(out, rid, e) for rid in futures[f].run_ids]
-                on_done(outcomes)
-    except BaseException:  # Ctrl-C (or an error in on_done): stop now, do not let workers finish more runs
-        _terminate(pool)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _terminate(pool: Any, grace: float = 2.0) -> None:
-    """Cancel the queued units and terminate the pool's processes (SIGTERM, then SIGKILL after ``grace`` s)."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    deadline = time.monotonic() + grace
-    for p in procs:
-        p.join(max(0.0, deadline - time.monotonic()))
-        if p.is_alive():
-            p.kill()
-            p.join(1.0)
 
 
 def remove_unfinished(points: Sequence[GridPoint], out: Path) -> None:
@@ -285,7 +243,7 @@ def sweep(
 
 def _sweep_locked(grid, points, out, backend, address, workers, batch_size, threads, progress, t0) -> SweepResult:
     mod = grid.module
-    todo, skipped = pending_points(points, out)
+    todo, skipped = pending_points(points, out, grid.experiment)
     update_manifest(out, grid, points)
     result = SweepResult(out, len(points), skipped)
     advance: Callable[[int], None] | None = None

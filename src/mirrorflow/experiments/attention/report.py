@@ -1,6 +1,6 @@
 """The four parts of the attention experiment: each part's table and figures (Fig. 14, Tables 3, 4, App. G).
 
-Each ``part_*`` reads its groups through the :class:`~mirrorflow.experiments.attention.AttentionRunner`
+Each ``part_*`` reads its groups through the :class:`~mirrorflow.experiments.attention.run.AttentionRunner`
 (computing those not finished yet), writes its figures into the run directory and returns its markdown table.
 Per-arm cells are "mean ± std" over seeds; every comparison of two arms is also given as the paired
 difference over seeds (mean, 95 % interval, sign count, seeds needed for the paper's effect size).
@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from ..report.figures import COLORS, Curve, bars_figure, color_cycle, curves_figure, save_png
-from ..report.stats import PAIRED_COLUMNS, mean_std, paired_cells
-from ..report.stats import format_mean_std as pm
-from ..report.tables import markdown_table
-from .transformers import arms as A
-from .transformers.train import ArmResult, arm_name, intersection
+from ...report.figures import COLORS, Curve, bars_figure, color_cycle, curves_figure, save_png
+from ...report.stats import PAIRED_COLUMNS, mean_std, paired_cells
+from ...report.stats import format_mean_std as pm
+from ...report.tables import markdown_table
+from ..transformer_kit import arms as A
+from ..transformer_kit.train import ArmResult, arm_name, intersection
 
 RHO_LABEL = "ρ = avg ‖W_Q W_Kᵀ‖_* / avg ‖W_Q W_Kᵀ‖_F"
 
@@ -61,10 +61,11 @@ def _epoch_of(arm: ArmResult, step: float) -> float:
 def part_sweep(R, rd) -> str:
     """Fig. 14 analog: ρ and validation accuracy of the digits ViT for each weight decay (AdamW, constant)."""
     cfg = R.cfg
-    res = {v: [R.vit_group("sweep", v, s)[0] for s in cfg.seeds] for v in cfg.sweep_weight_decays}
+    vit = cfg.digits
+    res = {v: [R.vit_group("sweep", v, s)[0] for s in cfg.seeds] for v in cfg.sweep.weight_decays}
     lines = [
-        f"Fig. 14 analog: ViT from scratch on digits ({_vit_desc(cfg)}), AdamW lr {cfg.lr:g} "
-        f"(warm-up {cfg.warmup_epochs} epochs, then constant), {cfg.epochs} epochs, constant weight decay. "
+        f"Fig. 14 analog: ViT from scratch on digits ({_vit_desc(cfg)}), AdamW lr {vit.lr:g} "
+        f"(warm-up {vit.warmup_epochs} epochs, then constant), {vit.epochs} epochs, constant weight decay. "
         f"Final values, mean ± std over seeds {_seeds(cfg)}.\n",
     ]
     rows = [
@@ -141,14 +142,15 @@ def table3_rows(by: Mapping[str, list[ArmResult]], ref: str = "constant") -> lis
 def part_ablation(R, rd) -> tuple[str, dict]:
     """Table 3 analog: turn-off epoch ablation (and the automatic switch-off) at one weight decay."""
     cfg = R.cfg
-    v = cfg.ablation_weight_decay
-    groups = [R.vit_group("ablation", v, s, cfg.ablation_off_epochs, auto=cfg.auto_off) for s in cfg.seeds]
+    vit = cfg.digits
+    v = cfg.ablation.weight_decay
+    groups = [R.vit_group("ablation", v, s, cfg.ablation.off_epochs, auto=cfg.auto.off) for s in cfg.seeds]
     by = A.by_arm(groups)
     rows = table3_rows(by)
     lines = [
-        f"Table 3 analog: ViT from scratch on digits ({_vit_desc(cfg)}), AdamW lr {cfg.lr:g}, weight decay {v:g} "
-        f"kept (WD) or turned off (Off) at the given epoch, {cfg.epochs} epochs; auto = switch-off on a plateau of ρ "
-        f"(tol {cfg.auto_tol:g}, window {cfg.auto_window} epochs). Intersect = first epoch after the turn-off where "
+        f"Table 3 analog: ViT from scratch on digits ({_vit_desc(cfg)}), AdamW lr {vit.lr:g}, weight decay {v:g} "
+        f"kept (WD) or turned off (Off) at the given epoch, {vit.epochs} epochs; auto = switch-off on a plateau of ρ "
+        f"(tol {cfg.auto.tol:g}, window {cfg.auto.window} epochs). Intersect = first epoch after the turn-off where "
         f"the seed-mean ρ curves cross; Val Acc and Norm Ratio (ρ) at that epoch, or at the end with the ρ of each "
         f"arm in parentheses when they do not cross. Mean ± std over seeds {_seeds(cfg)}.\n",
     ]
@@ -201,7 +203,7 @@ def part_ablation(R, rd) -> tuple[str, dict]:
     lines.append(markdown_table(["λ", "arm", "metric", *PAIRED_COLUMNS], prows))
     constants = {v: by["constant"]}
     if "sweep" in cfg.parts:
-        constants.update({w: [R.vit_group("sweep", w, s)[0] for s in cfg.seeds] for w in cfg.sweep_weight_decays})
+        constants.update({w: [R.vit_group("sweep", w, s)[0] for s in cfg.seeds] for w in cfg.sweep.weight_decays})
     turned = [(label(n), arms) for n, arms in by.items() if n != "constant"]
     lines.append("\n" + A.crossings_markdown(turned, constants, "epoch", spe))
     colors = color_cycle(list(by))
@@ -212,9 +214,9 @@ def part_ablation(R, rd) -> tuple[str, dict]:
     ]
     panels[1] = (panels[1][0], panels[1][1], panels[1][2], [])
     save_png(curves_figure(panels, [RHO_LABEL, "validation accuracy"], "epoch"), rd.file("fig4_attention_rho.png"))
-    first = arm_name(cfg.ablation_off_epochs[0] * spe) if cfg.ablation_off_epochs else None
+    first = arm_name(cfg.ablation.off_epochs[0] * spe) if cfg.ablation.off_epochs else None
     t4 = {
-        "model": f"ViT (scratch) / digits, off at epoch {cfg.ablation_off_epochs[0]}",
+        "model": f"ViT (scratch) / digits, off at epoch {cfg.ablation.off_epochs[0]}",
         "value": v,
         "by": {k: by[k] for k in ("constant", first, "auto") if k in by},
     }
@@ -224,26 +226,26 @@ def part_ablation(R, rd) -> tuple[str, dict]:
 def part_finetune(R, rd, extra: dict | None) -> str:
     """Table 4 analog: pretrained fine-tuning with AdamW, weight decay kept vs turned off vs automatic."""
     cfg = R.cfg
-    res = {v: A.by_arm([R.finetune_group(v, s) for s in cfg.seeds]) for v in cfg.finetune_weight_decays}
+    res = {v: A.by_arm([R.finetune_group(v, s) for s in cfg.seeds]) for v in cfg.finetune.weight_decays}
     task = R.ft_cache.get("task")
     desc = task.describe() if task is not None else "(loaded from finished runs)"
     lines = [
         f"Table 4 analog: validation accuracy at the end, weight decay kept (WD) vs turned off (Off) vs automatic "
-        f"switch-off (auto). {cfg.finetune_model}: {desc}; AdamW lr {cfg.finetune_lr:g}, "
-        f"batch {cfg.finetune_batch_size}, "
-        f"{cfg.finetune_steps} steps, "
-        f"trained: {'W_Q, W_K and head' if cfg.finetune_train == 'qk' else 'all but embeddings'}, "
-        f"off at step {cfg.finetune_off_at}. Mean ± std over seeds {_seeds(cfg)}.\n",
+        f"switch-off (auto). {cfg.finetune.model}: {desc}; AdamW lr {cfg.finetune.lr:g}, "
+        f"batch {cfg.finetune.batch_size}, "
+        f"{cfg.finetune.steps} steps, "
+        f"trained: {'W_Q, W_K and head' if cfg.finetune.train == 'qk' else 'all but embeddings'}, "
+        f"off at step {cfg.finetune.off_at}. Mean ± std over seeds {_seeds(cfg)}.\n",
     ]
     table = []
     rows = [
         (
-            f"{cfg.finetune_model} (pretrained) / speakers"
+            f"{cfg.finetune.model} (pretrained) / speakers"
             if task is None or task.name == "speakers"
-            else f"{cfg.finetune_model} (pretrained) / digits",
+            else f"{cfg.finetune.model} (pretrained) / digits",
             v,
             by,
-            f"off@{cfg.finetune_off_at}",
+            f"off@{cfg.finetune.off_at}",
         )
         for v, by in res.items()
     ]
@@ -308,7 +310,7 @@ def part_finetune(R, rd, extra: dict | None) -> str:
             curves += cs
             vlines += vl
             marks += mk if key == "spectral/rho" else []
-        panels.append((f"{cfg.finetune_model} fine-tuning: {title}", curves, sorted(set(vlines)), marks))
+        panels.append((f"{cfg.finetune.model} fine-tuning: {title}", curves, sorted(set(vlines)), marks))
     save_png(curves_figure(panels, [RHO_LABEL, "validation accuracy"], "step"), rd.file("table4_finetune_curves.png"))
     return "\n".join(lines)
 
@@ -316,16 +318,17 @@ def part_finetune(R, rd, extra: dict | None) -> str:
 def part_lr_schedule(R, rd) -> str:
     """App. G (Figs. 15, 16): constant learning rate vs CosineAnnealingWarmRestarts, AdamW and SGD."""
     cfg = R.cfg
+    vit = cfg.digits
     lines = [
-        f"App. G analog: ViT from scratch on digits ({_vit_desc(cfg)}), {cfg.epochs} epochs, constant weight decay; "
-        f"learning rate constant (AdamW after {cfg.warmup_epochs} warm-up epochs) or CosineAnnealingWarmRestarts "
-        f"(T_0 = {cfg.restart_epochs} epochs). AdamW lr {cfg.lr:g}; SGD lr {cfg.sgd_lr:g}, momentum {cfg.momentum:g}, "
-        f"gradient norm clipped at {cfg.sgd_clip:g}, no warm-up. "
+        f"App. G analog: ViT from scratch on digits ({_vit_desc(cfg)}), {vit.epochs} epochs, constant weight decay; "
+        f"learning rate constant (AdamW after {vit.warmup_epochs} warm-up epochs) or CosineAnnealingWarmRestarts "
+        f"(T_0 = {vit.restart_epochs} epochs). AdamW lr {vit.lr:g}; SGD lr {vit.sgd_lr:g}, momentum {vit.momentum:g}, "
+        f"gradient norm clipped at {vit.sgd_clip:g}, no warm-up. "
         f"Final values, mean ± std over seeds {_seeds(cfg)}.\n",
     ]
     table, prows = [], []
-    for opt in cfg.lrs_optimizers:
-        values = cfg.lrs_adamw_weight_decays if opt == "adamw" else cfg.lrs_sgd_weight_decays
+    for opt in cfg.lrs.optimizers:
+        values = cfg.lrs.adamw_weight_decays if opt == "adamw" else cfg.lrs.sgd_weight_decays
         curves_rho, curves_acc = [], []
         for i, v in enumerate(values):
             pair = {}
@@ -360,9 +363,10 @@ def part_lr_schedule(R, rd) -> str:
 
 
 def _vit_desc(cfg) -> str:
-    if cfg.vit != "tiny-vit":
-        return cfg.vit
-    return f"patch {cfg.patch_size}, width {cfg.hidden}, {cfg.layers} layers, {cfg.heads} heads, batch {cfg.batch_size}"
+    vit = cfg.digits
+    if vit.vit != "tiny-vit":
+        return vit.vit
+    return f"patch {vit.patch_size}, width {vit.hidden}, {vit.layers} layers, {vit.heads} heads, batch {vit.batch_size}"
 
 
 def _seeds(cfg) -> str:

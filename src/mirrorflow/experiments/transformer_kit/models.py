@@ -15,7 +15,7 @@ import random
 from functools import partial
 
 from ... import models as _models
-from ...models import _first_line, gguf_file, is_minilm  # noqa: F401  (re-exported for the experiments)
+from ...models import gguf_file  # noqa: F401  (re-exported for the experiments)
 
 TINY_MODELS = ("tiny-gpt2", "tiny-vit")
 _KNOWN = "".join(f", {t!r}" for t in TINY_MODELS)

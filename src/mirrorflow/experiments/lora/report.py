@@ -1,6 +1,6 @@
 """The LoRA experiment's report (Table 5 / Fig. 4 analogs): per-λ summary rows over seeds, the markdown
 tables (per-arm means, the paired difference turned off − kept with its 95 % interval, the per-seed values,
-ρ's crossings of every constant-λ curve) and the figures. ``cfg`` is a :class:`mirrorflow.experiments.lora.Config`.
+ρ's crossings of every constant-λ curve) and the figures. ``cfg`` is a :class:`.config.Config`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
-from ..report.stats import PAIRED_COLUMNS, paired_cells
-from ..report.stats import format_mean_std as pm
-from ..report.tables import markdown_table
-from .transformers import arms as A
+from ...report.stats import PAIRED_COLUMNS, paired_cells
+from ...report.stats import format_mean_std as pm
+from ...report.tables import markdown_table
+from ..transformer_kit import arms as A
 
 # The paper gives no Table 5 values (all of Table 5 is not recoverable); the seeds-needed column uses this
 # reference effect on the validation loss instead: 0.01 nats, i.e. a 1 % change of perplexity.
@@ -61,14 +61,15 @@ def table5_markdown(cfg: Any, rows: list[dict], task_desc: str) -> str:
     """Table 5 analog: final validation loss with weight decay kept vs turned off, as per-arm means and as
     the paired difference over seeds; then when each turned-off ρ crosses every constant-λ ρ curve."""
     acc = cfg.task == "speakers"
-    opt = f"SGD momentum {cfg.momentum:g}" if cfg.optimizer == "sgd" else "AdamW"
+    tr, ad = cfg.train, cfg.adapter
+    opt = f"SGD momentum {tr.momentum:g}" if tr.optimizer == "sgd" else "AdamW"
     head = (
-        f"LoRA (Table 5 analog): {cfg.resolved_model}, {task_desc}. LoRA r={cfg.rank}, α={cfg.alpha:g}, "
-        f"{opt}, constant lr {cfg.lr:g}, batch {cfg.batch_size}, {cfg.steps} steps, weight decay on A, B turned off "
+        f"LoRA (Table 5 analog): {cfg.resolved_model}, {task_desc}. LoRA r={ad.rank}, α={ad.alpha:g}, "
+        f"{opt}, constant lr {tr.lr:g}, batch {tr.batch_size}, {tr.steps} steps, weight decay on A, B turned off "
         f"at step {cfg.off_at}"
         + (
-            f"; auto = switch-off on a plateau of ρ (tol {cfg.auto_tol:g}, window {cfg.auto_window} evaluations)"
-            if cfg.auto_off
+            f"; auto = switch-off on a plateau of ρ (tol {cfg.auto.tol:g}, window {cfg.auto.window} evaluations)"
+            if cfg.auto.off
             else ""
         )
         + f". Seeds {', '.join(map(str, cfg.seeds))}; per-arm cells are mean ± std over seeds.\n\n"
@@ -152,13 +153,13 @@ def _per_seed_markdown(cfg: Any, rows: list[dict]) -> str:
 
 def figures(cfg: Any, grid: Mapping, rd) -> None:
     """Fig. 4 analog: ρ of B A over steps per λ (constant solid, turned off dashed, auto dotted; × = crossing)."""
-    from ..report.figures import color_cycle, curves_figure, save_png
+    from ...report.figures import color_cycle, curves_figure, save_png
 
     values = list(grid)
     color = color_cycle(values)
     loss_key, loss_label = "val_loss", "validation loss"
-    if cfg.task == "lm" and 0 < cfg.val_subset < cfg.val_windows:
-        loss_key, loss_label = "val_loss_subset", f"validation loss (fixed subset of {cfg.val_subset} windows)"
+    if cfg.task == "lm" and 0 < cfg.lm.val_subset < cfg.lm.val_windows:
+        loss_key, loss_label = "val_loss_subset", f"validation loss (fixed subset of {cfg.lm.val_subset} windows)"
     for key, name, ylabel in (
         ("spectral/rho", "fig4_lora_rho.png", "ρ = avg ‖BA‖_* / avg ‖BA‖_F"),
         (loss_key, "lora_val_loss.png", loss_label),

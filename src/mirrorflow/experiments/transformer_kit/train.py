@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -190,37 +190,29 @@ class Trainer:
         batches = self.task.eval_batches()
         k = getattr(self.task, "subset_batches", None)  # the first k batches: the subset evaluated every row
         full = k is None or self.step == self.spec.steps or self.step in self.full_eval_at
-        chosen = list(range(len(batches) if full else k))
-        sums = [0.0] * 9  # full set: loss, correct, count, unit loss, unit loss², units; subset: loss, count, -
-        for i in chosen[env.rank :: env.world]:
-            with autocast(env.device, self.spec.precision):
-                st = _unit_stats(self.task.eval_stats(self.model, batches[i]))
-            for j, v in enumerate(st):
-                sums[j] += v
-            if k is not None and i < k:
-                sums[6] += st[0]
-                sums[7] += st[2]
         last = self.rows[-1]["step"] if self.rows else 0
         recent = self.losses[last : self.step]
-        loss_sum, loss_n, s0, s1, s2, u1, u2, un, b0, b2, _ = all_reduce_sum(
-            [sum(recent), float(len(recent)), *sums], env
-        )
+        sums = EvalSums(train_loss=sum(recent), train_steps=float(len(recent)))
+        for i in list(range(len(batches) if full else k))[env.rank :: env.world]:
+            with autocast(env.device, self.spec.precision):
+                sums.add(_unit_stats(self.task.eval_stats(self.model, batches[i])), subset=k is not None and i < k)
+        t = sums.all_reduce(env)
         group = self.opt.param_groups[self.decay_index]
         nan = math.nan
         row = {
             "step": self.step,
             "epoch": self.step / self.sampler.steps_per_epoch,
-            "train_loss": loss_sum / loss_n if loss_n else nan,
-            "val_loss": s0 / s2 if s2 and full else nan,
-            "val_acc": s1 / s2 if s2 and full else nan,
+            "train_loss": t.train_loss / t.train_steps if t.train_steps else nan,
+            "val_loss": t.loss / t.count if t.count and full else nan,
+            "val_acc": t.correct / t.count if t.count and full else nan,
             # standard error of the validation loss: spread of the per-unit (window / example) losses
-            "val_loss_sem": math.sqrt(max(u2 / un - (u1 / un) ** 2, 0.0) / max(un - 1, 1)) if un > 1 and full else nan,
+            "val_loss_sem": t.unit_sem() if t.units > 1 and full else nan,
             "wd": float(group["weight_decay"]),
             "a": float(self.wd.a),
             "lr": float(group["lr"]),
         }
         if k is not None:
-            row["val_loss_subset"] = b0 / b2 if b2 else nan
+            row["val_loss_subset"] = t.subset_loss / t.subset_count if t.subset_count else nan
         if self.monitor is not None:
             row.update(self.monitor.compute(self.step))
         return row
@@ -285,6 +277,49 @@ def _unit_stats(stats: Sequence[float]) -> list[float]:
         return st[:6]
     m = st[0] / st[2] if st[2] else 0.0
     return st[:3] + [m, m * m, 1.0 if st[2] else 0.0]
+
+
+@dataclass
+class EvalSums:
+    """The sums behind one evaluation row, added over batches and all-reduced over ranks (module docstring).
+
+    Training loss since the last row; the full validation set's loss, correct predictions and count, and the
+    per-unit losses (Σ ℓ_u, Σ ℓ_u², units) for the standard error; the subset's loss and count (the first
+    ``subset_batches`` batches, ``val_loss_subset``)."""
+
+    train_loss: float = 0.0
+    train_steps: float = 0.0
+    loss: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+    unit_loss: float = 0.0
+    unit_loss_sq: float = 0.0
+    units: float = 0.0
+    subset_loss: float = 0.0
+    subset_count: float = 0.0
+
+    def add(self, stats: Sequence[float], subset: bool) -> None:
+        """One batch's :func:`_unit_stats` (counted in the subset too when ``subset``)."""
+        loss, correct, count, unit_loss, unit_loss_sq, units = stats
+        self.loss += loss
+        self.correct += correct
+        self.count += count
+        self.unit_loss += unit_loss
+        self.unit_loss_sq += unit_loss_sq
+        self.units += units
+        if subset:
+            self.subset_loss += loss
+            self.subset_count += count
+
+    def all_reduce(self, env: DistEnv) -> EvalSums:
+        """The sums over all ranks (the same on every rank; this process's own without ``torchrun``)."""
+        names = [f.name for f in fields(self)]
+        return EvalSums(**dict(zip(names, all_reduce_sum([getattr(self, n) for n in names], env))))
+
+    def unit_sem(self) -> float:
+        """Standard error of the mean unit loss: sqrt(max(E[ℓ²] − E[ℓ]², 0) / (units − 1))."""
+        n = self.units
+        return math.sqrt(max(self.unit_loss_sq / n - (self.unit_loss / n) ** 2, 0.0) / max(n - 1, 1))
 
 
 # ------------------------------------------------------------------------------------------------- arms

@@ -6,13 +6,16 @@ described by a :class:`GroupJob` — its directory, the config values its number
 training steps — and computed by an experiment's :class:`GroupRunner`.
 
 * **Cache.** A finished group is a run directory (``config.yaml``, ``metrics.csv`` with an ``arm``
-  column, ``summary.json`` last). It is reused when the store's check (``RunDir.finished_run``) finds a
-  finished, complete group of the job's config up to :data:`VOLATILE` keys (workers, threads, device do not
-  change the numbers; the grid's other values — the other weight decays and seeds — are not part of a
-  group's config, see ``lora.group_job``); otherwise it is recomputed.
-* **Pool.** :meth:`GroupRunner.run_all` first computes the unfinished groups in ``workers`` spawned
-  processes (each rebuilds the runner from the experiment module's ``make_runner(values, out)``, once per
-  process), longest first, then loads every group in order.
+  column, ``summary.json`` last). Its config is the store's :func:`~mirrorflow.store.cache_key` of the
+  experiment's config — all of it except the keys that do not change the numbers (workers, threads, device)
+  and the grid keys that enumerate the groups (the lists of weight decays and seeds) — plus the group's own
+  values (its weight decay, seed, ...). It is reused when :func:`~mirrorflow.store.is_cached` finds a
+  finished, complete group of that config; otherwise it is recomputed, so a new or changed config key
+  never reuses a stale group.
+* **Pool.** :meth:`GroupRunner.run_all` first computes the unfinished groups on the engine's worker pool
+  (:func:`mirrorflow.engine.pool.run_pool`, ``workers`` processes; each rebuilds the runner from the
+  experiment module's ``make_runner(values, out)``, once per process), longest first, then loads every group
+  in order. The first failure stops the pool and is raised.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from ...store import METRICS, RunDir, read_csv
+from ...config import config_dict
+from ...engine.pool import run_pool
+from ...store import METRICS, RunDir, cache_key, is_cached, read_csv
 from .train import ArmResult
-
-VOLATILE = ("workers", "threads", "device")  # keys that do not change the numbers
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,19 @@ def _num(v: str) -> float:
         return math.nan
 
 
+def group_key(cfg: Any, grid: Sequence[str]) -> dict:
+    """The part of a group's config that comes from the experiment's config ``cfg``: the store's
+    :func:`~mirrorflow.store.cache_key` (all keys but the volatile ones and ``grid``), with the resolved
+    precision — left out when ``f32``: the groups written before precision existed are float32 and stay
+    valid. The job adds the group's own values (weight decay, seed, ...)."""
+    resolved = {**config_dict(cfg), "precision": cfg.resolved_precision}
+    return cache_key(resolved, grid, added={"precision": "f32"})
+
+
 def group_done(job: GroupJob) -> bool:
-    """True when ``job``'s directory holds a finished, complete group of the same config up to
-    :data:`VOLATILE` keys (:meth:`mirrorflow.store.RunDir.finished_run`, the store's one "finished" check)."""
-    return RunDir(job.path).finished_run(job.config, ignore=VOLATILE) == []
+    """True when ``job``'s directory holds a finished, complete group of ``job.config`` (a
+    :func:`mirrorflow.store.cache_key`; :func:`mirrorflow.store.is_cached`, the store's one "finished" check)."""
+    return is_cached(job.path, job.config)
 
 
 # -------------------------------------------------------------------------------------- runner
@@ -145,8 +159,12 @@ class GroupRunner:
         if len(todo) <= 1:
             return
         progress, self.progress = self.progress, None
-        tick = (lambda j: progress(j.steps)) if progress is not None else None
-        _pool([(self.module, self.values, str(self.out), j) for j in todo], workers, todo, tick)
+        run_pool(
+            partial(_worker_job, self.module, self.values, str(self.out)),
+            todo,
+            workers,
+            on_result=(lambda j, _: progress(j.steps)) if progress is not None else None,
+        )
 
     def run_all(self, jobs: Sequence[GroupJob], workers: int = 1) -> list[list[ArmResult]]:
         """Every job's arms, in order (:meth:`prepare` first)."""
@@ -166,25 +184,3 @@ def _worker_job(module: str, values: dict, out: str, job: GroupJob) -> None:
         _WORKER.clear()
         _WORKER[key] = importlib.import_module(module).make_runner(values, out)
     _WORKER[key].group(job)
-
-
-def _pool(args: list[tuple], workers: int, jobs: list[GroupJob], on_done: Callable[[GroupJob], None] | None) -> None:
-    """``_worker_job(*a)`` for every ``a`` in ``workers`` spawned processes; ``on_done(job)`` as each ends.
-
-    The first failure cancels the jobs not yet started and is raised here (a ``MirrorflowError`` keeps its
-    one-line message).
-    """
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    ex = cf.ProcessPoolExecutor(max_workers=min(workers, len(args)), mp_context=mp.get_context("spawn"))
-    try:
-        futures = {ex.submit(_worker_job, *a): j for a, j in zip(args, jobs)}
-        for f in cf.as_completed(futures):
-            f.result()
-            if on_done is not None:
-                on_done(futures[f])
-    except BaseException:
-        ex.shutdown(wait=True, cancel_futures=True)
-        raise
-    ex.shutdown(wait=True)
