@@ -52,18 +52,23 @@ def test_every_top_level_module_has_a_layer():
     assert "mirrorflow.runtime" in layers()[-2]  # the bottom group, with store, config and data
 
 
+def lint_edited(tmp_path, old: str, new: str) -> subprocess.CompletedProcess:
+    """import-linter on .importlinter with ``old`` replaced by ``new`` (which must occur)."""
+    text = (ROOT / ".importlinter").read_text()
+    assert old in text
+    cfg = tmp_path / "contracts.ini"
+    cfg.write_text(text.replace(old, new))
+    return lint(cfg)
+
+
 def test_an_upward_import_breaks_the_layers_contract(tmp_path):
     """The same check fails when a real import points upward: training imports schedules, so a contract
     that puts schedules above training is broken."""
-    text = (ROOT / ".importlinter").read_text()
-    swapped = text.replace(
+    res = lint_edited(
+        tmp_path,
         "    mirrorflow.training | mirrorflow.models\n    mirrorflow.geometry\n    mirrorflow.schedules\n",
         "    mirrorflow.schedules\n    mirrorflow.training | mirrorflow.models\n    mirrorflow.geometry\n",
     )
-    assert swapped != text
-    cfg = tmp_path / "contracts.ini"
-    cfg.write_text(swapped)
-    res = lint(cfg)
     assert res.returncode != 0
     assert "mirrorflow.training" in res.stdout and "BROKEN" in res.stdout
 
@@ -71,14 +76,9 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path):
 def test_a_direct_import_of_the_forbidden_package_breaks_the_cli_contract(tmp_path):
     """The cli-through-app contract is a real check: cli imports mirrorflow.app directly, so the same contract
     naming app as forbidden is broken (cli → experiments would be, the same way)."""
-    text = (ROOT / ".importlinter").read_text()
-    swapped = text.replace(
-        "forbidden_modules =\n    mirrorflow.experiments\n", "forbidden_modules =\n    mirrorflow.app\n"
+    res = lint_edited(
+        tmp_path, "forbidden_modules =\n    mirrorflow.experiments\n", "forbidden_modules =\n    mirrorflow.app\n"
     )
-    assert swapped != text
-    cfg = tmp_path / "contracts.ini"
-    cfg.write_text(swapped)
-    res = lint(cfg)
     assert res.returncode != 0
     assert "mirrorflow.cli -> mirrorflow.app" in res.stdout and "BROKEN" in res.stdout
 
@@ -94,12 +94,9 @@ def test_every_experiment_is_in_the_independence_contract():
 
 def test_the_kit_below_lora_and_attention_is_a_real_check(tmp_path):
     """lora and attention import transformer_kit, so a contract that puts the kit above them is broken."""
-    text = (ROOT / ".importlinter").read_text()
-    swapped = text.replace("    lora | attention\n    transformer_kit\n", "    transformer_kit\n    lora | attention\n")
-    assert swapped != text
-    cfg = tmp_path / "contracts.ini"
-    cfg.write_text(swapped)
-    res = lint(cfg)
+    res = lint_edited(
+        tmp_path, "    lora | attention\n    transformer_kit\n", "    transformer_kit\n    lora | attention\n"
+    )
     assert res.returncode != 0 and "mirrorflow.experiments.lora" in res.stdout
 
 
