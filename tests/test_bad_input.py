@@ -57,8 +57,14 @@ CLI_CASES = [
     (MS + ["schedule=turn_off", "off_at=-1"], "off_at must be a step in 1..3999 or a fraction of the run"),
     (MS + ["schedule=turn_off", "off_at=nan"], "off_at must be a step in 1..3999"),
     (MS + ["schedule=turn_off", "off_at=5000", "steps=100"], "off_at must be a step in 1..99"),
-    (MS + ["schedule=linear", "off_at=5000", "steps=100"], "off_at must be a step in 1..99"),
-    (MS + ["schedule=cosine", "off_at=500", "steps=100"], "off_at must be a step in 1..99"),
+    (
+        MS + ["schedule=linear", "off_at=5000", "steps=100"],
+        "off_at must be a step in 1..100 or a fraction of the run in (0, 1]",
+    ),
+    (
+        MS + ["schedule=cosine", "off_at=500", "steps=100"],
+        "off_at must be a step in 1..100 or a fraction of the run in (0, 1]",
+    ),
     (MS + ["schedule=turn_off", "off_at=0.001", "steps=100"], "off_at=0.001 is step 0 of 100 steps"),
     # integer range and sizes that cannot fit (memory estimated before allocating)
     (MS + ["seed=1e30"], "seed: '1e30' is out of range"),
@@ -90,8 +96,8 @@ CLI_CASES = [
     (DG + ["weight_decays="], "weight_decays must list at least one value"),
     (DG + ["steps_on=-1"], "steps_on must be an integer ≥ 0, got -1"),
     (DG + ["steps_off=-1"], "steps_off must be an integer ≥ 0, got -1"),
-    (DG + ["steps=100", "off_at=0"], "off_at=0.0 is step 0 of 100 steps: it must fall in 1..99"),
-    (DG + ["steps=100", "off_at=-0.5"], "off_at must be a step in 1..99"),
+    (DG + ["steps=100", "off_at=0"], "off_at=0.0 is step 0 of 100 steps: it must fall in 1..100"),
+    (DG + ["steps=100", "off_at=-0.5"], "off_at must be a step in 1..100"),
     (DG + ["k=0"], "k must be at least 1"),
     (DG + ["power_penalty=foo"], "power_penalty must be one of"),
     (DG + ["threads=100000"], "threads: at most the"),

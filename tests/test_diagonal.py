@@ -368,7 +368,7 @@ def test_reproduce_with_seeds_keeps_the_seed_table_first_and_counts_regimes(tmp_
 
 
 def test_bad_seeds_option_is_one_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="seeds must be a comma-separated list"):
+    with pytest.raises(ConfigError, match="seeds must be integers or ranges A..B, comma-separated"):
         D.reproduce(tmp_path / "x", {"seeds": "0,a"})
 
 
