@@ -56,6 +56,7 @@ def test_intersection_finds_the_crossing_after_the_turn_off():
     assert intersection(steps, const, [5, 4, 3.2, math.nan, 2.1, 1.8], start=10) == 40
 
 
+@pytest.mark.slow
 def test_stronger_weight_decay_gives_lower_rho(digits):
     """Fig. 14's claim on a small run: with AdamW, higher weight decay keeps ρ(W_Q W_Kᵀ) lower."""
     cfg = build(attention.Config, {**TINY, "epochs": "6", "parts": "sweep"})
@@ -73,6 +74,7 @@ def test_stronger_weight_decay_gives_lower_rho(digits):
         assert finals[10.0][key] < finals[0.0][key]
 
 
+@pytest.mark.slow
 def test_turn_off_bookkeeping_and_forks_equal_runs_from_scratch(digits):
     """λ = 0 from the switch on, a_t frozen at −η·λ·t_off, and the arm continued from the constant run's
     snapshot gives the same numbers as a fresh run with the turn-off schedule."""
@@ -111,6 +113,7 @@ def test_turn_off_bookkeeping_and_forks_equal_runs_from_scratch(digits):
     assert off.rows[-1]["spectral/frobenius_mean"] > arms["constant"].rows[-1]["spectral/frobenius_mean"]
 
 
+@pytest.mark.slow
 def test_auto_arm_firing_at_a_fixed_switch_reuses_that_arm_and_equals_its_own_run(digits):
     """When the automatic switch-off fires at a fixed arm's switch step, run_arms reuses that arm's rows; they
     are exactly the rows the automatic arm gives when computed on its own."""
@@ -150,6 +153,7 @@ def _tiny_overrides(out: Path, **extra) -> list[str]:
     return ["reproduce", "attention", *[f"{k}={v}" for k, v in ov.items()], "--out", str(out)]
 
 
+@pytest.mark.slow
 def test_reproduce_cli_writes_tables_and_figures_and_reuses_finished_groups(tmp_path, capsys):
     out = tmp_path / "att"
     main(_tiny_overrides(out))
@@ -192,6 +196,7 @@ def test_reproduce_cli_writes_tables_and_figures_and_reuses_finished_groups(tmp_
     assert "Fig. 14 analog" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     """Same seed → identical metrics.csv, also when the groups run in 2 worker processes; seeds differ."""
 
@@ -239,6 +244,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process(tmp_path):
     """torchrun with 2 CPU processes (Gloo): each rank trains on half of every batch; the recorded rows
     match a single-process run up to float rounding."""

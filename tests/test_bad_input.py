@@ -380,6 +380,7 @@ CLI_CASES_21 = [
 @pytest.mark.parametrize(
     "args, needle", CLI_CASES + CLI_CASES_21, ids=[" ".join(a)[:60] for a, _ in CLI_CASES + CLI_CASES_21]
 )
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(workdir, capsys, args, needle):
     before = _snapshot(workdir)
     if "--out" not in args and args[0] in ("run", "reproduce", "sweep", "phase") and len(args) > 1:
@@ -459,6 +460,7 @@ def test_report_never_counts_an_invalid_summary_as_finished(workdir):
         (["legendre", "mw", "--a", "5"], 2, "a = -∫λ must be ≤ 0"),
     ],
 )
+@pytest.mark.slow
 def test_front_door_exit_codes(tmp_path, args, code, needle):
     p = subprocess.run([sys.executable, "-m", "mirrorflow", *args], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == code, p.stderr

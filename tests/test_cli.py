@@ -21,6 +21,7 @@ def test_help_everywhere():
         assert "Usage" in p.stdout
 
 
+@pytest.mark.slow
 def test_run_writes_a_run_directory_and_skips_finished_work(tmp_path):
     out = tmp_path / "run"
     args = [
@@ -53,6 +54,7 @@ def test_run_writes_a_run_directory_and_skips_finished_work(tmp_path):
     assert forced.returncode == 0 and "finished run found" not in forced.stdout
 
 
+@pytest.mark.slow
 def test_default_run_directory_is_the_config_hash(tmp_path):
     p = mf("run", "matrix-sensing", "n=6", "r=1", "steps=50", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -79,6 +81,7 @@ def test_default_run_directory_is_the_config_hash(tmp_path):
         (["reproduce", "matrix-sensing", "r=0"], "r must be in"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, needle):
     out = tmp_path / "out"
     p = mf(*args, "--out", out)

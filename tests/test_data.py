@@ -72,6 +72,7 @@ def test_directory_instead_of_file_is_a_data_error(tmp_path):
         load_olivetti(tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_reports_corrupted_package_data_as_one_line(tmp_path):
     """A corrupted shipped file reaches the user as one ``error:`` line naming the file, exit code 2."""
     pkg = tmp_path / "pkg"

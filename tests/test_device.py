@@ -46,6 +46,7 @@ def test_config_device_key_is_checked(monkeypatch):
         build(ms.Config, {"device": "cuda"})
 
 
+@pytest.mark.slow
 def test_cli_device_cuda_without_cuda_is_one_line_error(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     p = subprocess.run(

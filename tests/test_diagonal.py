@@ -153,6 +153,7 @@ def test_models_are_the_geometry_families(model, name, options):
     assert 0 < gaps[1] < 0.6 * gaps[0], gaps
 
 
+@pytest.mark.slow
 def test_theorem_3_11_prediction_matches_the_trained_mw_limit():
     """Theorem 3.11 via ``geometry.predict_limit``: x_∞ = argmin_{Zx=y} R_{a_∞}(x); the gap between the
     trained and the predicted limit is discretisation error, O(η) (it shrinks with η at equal a_∞)."""
@@ -172,6 +173,7 @@ def test_theorem_3_11_prediction_matches_the_trained_mw_limit():
     assert gaps[1] < 0.6 * gaps[0]
 
 
+@pytest.mark.slow
 def test_claim_a_linear_weight_decay_is_not_stored(sweeps):
     """(a): after turn-off every λ ends at the same min-L2-norm interpolant; its L1/L2 ratio is above x*'s."""
     cfg, trace, data, rows = sweeps["linear"]
@@ -259,6 +261,7 @@ def test_bad_config_values_name_the_key(bad, match):
         build(D.Config, bad)
 
 
+@pytest.mark.slow
 def test_cli_run_and_reproduce_write_run_directories(tmp_path, capsys):
     from mirrorflow.cli import main
 
@@ -340,6 +343,7 @@ def test_regimes_of_one_run():
     assert x1_witness(1.588, 1.395) and not x1_witness(1e-60, 1.395) and not x1_witness(1.39, 1.395)
 
 
+@pytest.mark.slow
 def test_reproduce_with_seeds_keeps_the_seed_table_first_and_counts_regimes(tmp_path):
     import json
 

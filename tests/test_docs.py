@@ -322,6 +322,7 @@ def run_python(block: Block) -> None:
 CASES = [b for doc in DOCS for b in blocks(doc) if b.lang in ("python", "bash", "text")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", CASES, ids=[b.where for b in CASES])
 def test_doc_block(block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -382,6 +383,7 @@ BROKEN = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("what", list(BROKEN))
 def test_the_harness_fails_on_a_broken_block(what, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -47,6 +47,7 @@ def test_run_dry_run_is_what_the_run_then_does(capsys, tmp_path, monkeypatch):
     assert {k: str(v) for k, v in written.items() if k != "experiment"} == planned
 
 
+@pytest.mark.slow
 def test_reproduce_dry_run_is_what_the_reproduction_then_runs(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["reproduce", "matrix-sensing", "n=6", "r=1", "steps=60", "log_every=20"]
@@ -149,6 +150,7 @@ def test_planning_accepts_a_device_name_without_the_device():
             resolve_device("cuda")  # outside the block: checked again
 
 
+@pytest.mark.slow
 def test_phase_dry_run_is_the_grid_the_phase_command_then_runs(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args = ["phase", "matrix-sensing", "x=wd:1e-3:1e-1:2:log", "y=init_scale:1e-3:1e-1:3:log", "n=6", "r=1", "steps=30"]

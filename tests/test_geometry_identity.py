@@ -105,6 +105,7 @@ def test_identity_along_training_matrix_sensing():
     assert 0.3 < e2 / e1 < 0.7, (e1, e2)
 
 
+@pytest.mark.slow
 def test_identity_along_training_generic_flow_path():
     """A user's (g, h) given as plain callables: R_a from the commuting flows (Theorem B.1), here for
     x = m⊙w written by hand; and depth 3 without weight decay (a = 0, where g alone commutes)."""
@@ -161,6 +162,7 @@ DECAY_FAMILIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(DECAY_FAMILIES))
 def test_decay_flow_solves_the_weight_decay_ode(name):
     """decay_flow(w, s) is the solution at time s of dw/dt = −∇h(w) (checked by RK4 on h_grad), per row of

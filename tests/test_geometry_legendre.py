@@ -229,6 +229,7 @@ def test_logcosh_closed_form():
         G.LogCoshLegendre(u0, v0, -1.0)
 
 
+@pytest.mark.slow
 def test_quadratic_and_flow_paths_reproduce_eq9():
     n = 3
     rep = G.get("mw", n)

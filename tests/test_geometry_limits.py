@@ -51,6 +51,7 @@ def train_and_predict(rep, w0, a_values, Z, y, lr, steps):
         ("log", lambda n: G.get("log", n), 1.0, (0.0, -0.1), 0.02, 5000),
     ],
 )
+@pytest.mark.slow
 def test_predicted_limit_matches_training(name, make, scale, a_values, lr, steps):
     Z, y = regression(target=(0.4, 0.25))
     rep = make(Z.shape[1])

@@ -64,6 +64,7 @@ def _lm_cli(out, **extra):
     return ["reproduce", "lora", *[f"{k}={v}" for k, v in {**LM, **extra}.items()], "--out", str(out)]
 
 
+@pytest.mark.slow
 def test_lm_reproduce_end_to_end_with_turn_off_bookkeeping(tmp_path, capsys):
     out = tmp_path / "lm"
     main(_lm_cli(out))
@@ -176,6 +177,7 @@ def test_minilm_speakers_lora_decays_only_the_adapter(tmp_path):
         (["val_subset=-1"], "val_subset must be non-negative"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_error(tmp_path, capsys, args, needle):
     with pytest.raises(SystemExit) as e:
         main(
@@ -196,6 +198,7 @@ def test_model_error_is_raised_by_the_loader():
     assert load_config("minilm").model_type == "bert"
 
 
+@pytest.mark.slow
 def test_lm_with_a_local_causal_lm_directory_and_its_tokenizer(tmp_path):
     """The path `model=gpt2 hub=true` takes, minus the download: a causal LM directory with its own
     tokenizer (here a 1-layer GPT-2 saved with MiniLM's WordPiece tokenizer), LoRA on c_attn."""

@@ -14,6 +14,8 @@ from mirrorflow.errors import ModelError
 from mirrorflow.experiments import lora
 from mirrorflow.experiments.transformer_kit import models
 
+pytestmark = pytest.mark.slow
+
 CFG = {
     "steps": "2",
     "off_at": "1",

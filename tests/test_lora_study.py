@@ -61,6 +61,7 @@ def test_claim_verdict_reads_the_interval():
         claim_verdict(d(0, 1), 0, 0.01)
 
 
+@pytest.mark.slow
 def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study):
     rows = []
     kept = [4.03, 4.02, 4.05, 4.04]

@@ -20,6 +20,7 @@ def table2():
     return {lab: ms.summarize(c, r) for (lab, c), r in zip(arms, res)}
 
 
+@pytest.mark.slow
 def test_turn_off_recovers_ground_truth_better_than_constant_and_no_decay(table2):
     const = table2["Constant 0.01, no t-o"]
     none = table2["No weight decay"]
@@ -174,6 +175,7 @@ def test_init_scale_preset_runs_seeds_and_writes_a_run_directory(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_default_reproduce_with_seeds_keeps_the_single_seed_table_first(tmp_path):
     ov = {"n": "8", "r": "2", "steps": "60", "log_every": "20"}
     plain = ms.reproduce(tmp_path / "a", ov, progress=lambda k: None)

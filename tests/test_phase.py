@@ -34,6 +34,7 @@ def phase_run(tmp_path_factory):
     return run_phase("matrix-sensing", GRID + SMALL, out)
 
 
+@pytest.mark.slow
 def test_phase_run_store_and_cells(phase_run):
     out, summary = phase_run
     names = {p.name for p in out.iterdir()}
@@ -289,6 +290,7 @@ def _dn_alone(seed: int, wd: float, steps_on: int, total: int = 200) -> dict:
     return {"dist": float(trace.final("dist")[0]), "train_loss": trace.metrics["train_loss"][0], "steps": trace.steps}
 
 
+@pytest.mark.slow
 def test_diagonal_switch_map_cells_are_single_runs_with_seed_intervals(dn_run):
     out, summary = dn_run
     assert summary["schedules"] == ["constant", "turn_off", "none", "auto"]  # auto by default on an off axis
@@ -383,6 +385,7 @@ def test_theory_marks_are_predict_limit_against_the_trained_point(dn_run):
             assert r["theory_gap"] in ("", "nan")
 
 
+@pytest.mark.slow
 def test_phase_resumes_from_finished_groups(dn_run, tmp_path):
     out, summary = dn_run
     import shutil
@@ -401,6 +404,7 @@ def test_phase_resumes_from_finished_groups(dn_run, tmp_path):
     assert third["groups_resumed"] == 0 and third["auto"] == "plateau:train_loss:0.2:5"
 
 
+@pytest.mark.slow
 def test_report_on_a_phase_directory(dn_run, tmp_path, capsys):
     out, summary = dn_run
     main(["report", str(out), "--out", str(tmp_path / "rep")])
@@ -427,6 +431,7 @@ def test_winners_margin_and_clarity():
     assert clear.tolist() == [[True, False, True]]  # 0.95 ± 0.1 overlaps 1.0 ± 0.1
 
 
+@pytest.mark.slow
 def test_sparse_coding_phase_cell_equals_a_single_run(tmp_path):
     tokens = [
         "x=k:1:2:2",
@@ -493,6 +498,7 @@ def test_observe_hook_switches_rows_off_and_recomputes_a():
     assert (lam == 0.2).all()  # the caller's table is left alone
 
 
+@pytest.mark.slow
 def test_facets_one_phase_per_value_and_their_report(tmp_path, capsys):
     out = tmp_path / "fac"
     tokens = [

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mirrorflow.engine.progress import SweepProgress, progress_or_bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +61,7 @@ def test_no_bar_when_stderr_is_not_a_terminal(monkeypatch):
     assert err.getvalue() == "" and out.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_piped_command_output_holds_the_results_only(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     p = subprocess.run(

@@ -11,6 +11,8 @@ import pytest
 
 from mirrorflow.cli import main
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

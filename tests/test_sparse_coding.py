@@ -303,6 +303,7 @@ def test_a_diverging_config_is_recorded_and_the_others_are_unaffected(faces16):
     np.testing.assert_allclose(trace.metrics["mse"][:2], alone.metrics["mse"], rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_per_sample_divergence_is_decided_on_the_codes_and_dictionary(faces16):
     """Per-sample: only U, V, D (and a) are checked and frozen; a diverging k is recorded, the others are
     the same as without it, and the in-place accumulators are not scanned."""
@@ -408,6 +409,7 @@ def test_bad_config_values_name_the_key(bad, match):
         build(S.Config, bad)
 
 
+@pytest.mark.slow
 def test_cli_reproduce_writes_figures_and_table(tmp_path, capsys):
     from mirrorflow.cli import main
 

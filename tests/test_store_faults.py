@@ -89,6 +89,7 @@ WRITERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_a_second_writer_of_a_locked_directory_is_refused_and_changes_nothing(tmp_path, capsys, sweep_dir, name):
     out = tmp_path / "out"
@@ -110,6 +111,7 @@ def test_a_second_writer_of_a_locked_directory_is_refused_and_changes_nothing(tm
     assert code == 0, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "phase"])
 def test_two_concurrent_writers_with_different_configs_one_wins_whole(tmp_path, command):
     """Two real processes write one --out with different configs: one finishes, the other exits 2 with one
@@ -213,6 +215,7 @@ def test_a_sweep_on_a_full_disk_keeps_only_whole_runs(full_disk, capsys):
 
 
 # ------------------------------------------------------------------------------ stale and damaged results
+@pytest.mark.slow
 def test_phase_refuses_a_finished_grid_of_other_bounds_and_redoes_a_truncated_one(tmp_path, capsys):
     out = tmp_path / "p"
     assert _cli(["phase", *PHASE, "--out", out], capsys)[0] == 0
@@ -229,6 +232,7 @@ def test_phase_refuses_a_finished_grid_of_other_bounds_and_redoes_a_truncated_on
     assert (out / "cells.csv").read_bytes() == cells and RunDir(out).complete()
 
 
+@pytest.mark.slow
 def test_run_redoes_a_truncated_run_and_reuses_a_whole_one(tmp_path, capsys):
     out = tmp_path / "r"
     assert _cli(["run", *MS, "--out", out], capsys)[0] == 0
@@ -241,6 +245,7 @@ def test_run_redoes_a_truncated_run_and_reuses_a_whole_one(tmp_path, capsys):
     assert (out / "metrics.csv").read_bytes() == metrics
 
 
+@pytest.mark.slow
 def test_sweep_redoes_only_the_truncated_run(tmp_path, capsys):
     out = tmp_path / "s"
     assert _cli(["sweep", *MS, "wd=0.01,0.1", "--workers", "1", "--out", out], capsys)[0] == 0
@@ -387,6 +392,7 @@ def test_an_unknown_model_without_hub_makes_no_network_call(monkeypatch):
         (["run", "matrix-sensing", "schedule=none", "wd=0.5", "--dry-run"], 2, "error: wd=0.5 has no effect"),
     ],
 )
+@pytest.mark.slow
 def test_an_ascii_terminal_gets_escapes_not_a_traceback(tmp_path, args, code, needle):
     env = {**os.environ, "PYTHONIOENCODING": "ascii"}
     p = subprocess.run(
@@ -399,6 +405,7 @@ def test_an_ascii_terminal_gets_escapes_not_a_traceback(tmp_path, args, code, ne
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_damaged_cached_kernel_is_rebuilt(tmp_path, monkeypatch, caplog):
     import torch
 

@@ -14,6 +14,8 @@ from mirrorflow.engine.sweep import sweep
 from mirrorflow.experiments import load
 from mirrorflow.store import read_csv
 
+pytestmark = pytest.mark.slow
+
 AXES = ["n=8", "r=2", "steps=200", "schedule=turn_off", "wd=0,0.2", "seeds=2"]
 
 

@@ -35,6 +35,7 @@ def check_finished(run_dir, steps=200, log_every=20):
     return summary
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_completes_only_the_missing_runs(tmp_path):
     out = tmp_path / "sweep"
     ids = [p.run_id for p in resolve("matrix-sensing", load("matrix-sensing"), None, AXES)[1]]
@@ -108,6 +109,7 @@ def probe(plugin_experiment):
     return plugin_experiment("sweep-probe", PROBE)
 
 
+@pytest.mark.slow
 def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and_retried(tmp_path, probe):
     out = tmp_path / "s"
     grid, points = resolve(probe, load(probe), None, ["x=-1,2,3", "seeds=2"])
@@ -151,6 +153,7 @@ def test_generic_experiment_runs_on_a_process_pool_and_failures_are_recorded_and
     assert yaml.safe_load(edited.read_text())["x"] == 2.0
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_sweep_stops_the_workers_leaves_only_whole_runs_and_resumes(tmp_path):
     """SIGINT to the process group (what a terminal's Ctrl-C sends): one line `interrupted`, exit 130, every
     process of the group gone when the sweep exits (the pool's workers are terminated, not left to finish

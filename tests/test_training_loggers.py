@@ -368,6 +368,7 @@ def test_plain_scheduler_switch_beyond_the_horizon_warns():
         ("lightning", "mirrorflow.training.lightning", "WeightDecayMonitor", "mirrorflow[lightning]"),
     ],
 )
+@pytest.mark.slow
 def test_a_missing_extra_names_the_pip_command(missing, module, name, extra):
     """In a fresh interpreter where the framework cannot be imported: one line naming the pip command."""
     import subprocess

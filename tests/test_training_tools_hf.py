@@ -120,6 +120,7 @@ class _StopAt(transformers.TrainerCallback):
         return control
 
 
+@pytest.mark.slow
 def test_auto_turn_off_on_rho_survives_checkpoint_resume(tmp_path):
     ref_auto = _plateau()
     ref = WeightDecayCallback(ref_auto, monitor_every=2)
