@@ -84,3 +84,19 @@ def test_the_pool_records_or_raises_failures():
     assert list(errors) == [-1.0] and isinstance(errors[-1.0], ValueError)
     with pytest.raises(ValueError, match="math domain error"):
         run_pool(math.sqrt, [4.0, -1.0, 9.0], 2)
+
+
+def test_a_step_or_a_fraction_keeps_what_the_user_typed():
+    """An ``int | float`` key (a switch point: a step or a fraction) reads ``24`` as the step 24 and ``1.0`` as
+    the fraction 1.0 (the whole run), as :func:`mirrorflow.schedules.switch_off_step` defines them."""
+    from mirrorflow.config import _coerce
+
+    assert [_coerce("off_at", raw, int | float) for raw in ("24", "1.0", "0.4", " 7 ", 3, 0.5)] == [
+        24,
+        1.0,
+        0.4,
+        7,
+        3,
+        0.5,
+    ]
+    assert isinstance(_coerce("off_at", "1.0", int | float), float)

@@ -84,6 +84,9 @@ def _coerce(key: str, raw: Any, typ: Any) -> Any:
         optional = len(args) < len(typing.get_args(typ))
         if optional and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", ""))):
             return None
+        if int in args and float in args and not isinstance(raw, bool):  # a step or a fraction: 1.0 stays a float
+            whole = isinstance(raw, int) or (isinstance(raw, str) and re.fullmatch(r"\s*[+-]?\d+\s*", raw))
+            return _coerce(key, raw, int if whole else float)
         for a in args:
             try:
                 return _coerce(key, raw, a)
