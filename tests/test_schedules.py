@@ -115,3 +115,13 @@ def test_switch_off_step_reads_a_step_or_a_fraction_and_names_the_key():
             switch_off_step("off_at", at, 60)
     with pytest.raises(ValueError, match=r"finetune_off_at must be a step in 1\.\.11 .*\(the run has 12 epochs\)"):
         switch_off_step("finetune_off_at", 12, 12, unit="epochs")
+
+
+def test_the_automatic_switch_off_is_a_triggered_schedule_and_a_fixed_one_is_not():
+    from mirrorflow.schedules import TriggeredSchedule
+    from mirrorflow.training import AutoTurnOff
+
+    assert isinstance(AutoTurnOff(0.1), TriggeredSchedule)
+    assert not isinstance(S.turn_off(0.1, at=5), TriggeredSchedule)
+    assert S.turn_off(at=0.5).value_open and not S.turn_off(0.1, at=0.5).value_open
+    assert S.linear_decay(None, until=10).value_open

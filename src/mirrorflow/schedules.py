@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -40,6 +41,7 @@ __all__ = [
     "turn_off_for_budget",
     "from_spec",
     "switch_off_step",
+    "TriggeredSchedule",
     "SCHEDULE_KINDS",
 ]
 
@@ -175,6 +177,11 @@ class Schedule:
         """True while the horizon (a fraction ``at``) or the value (``value=None``) is still open."""
         return self.resolve_with is not None
 
+    @property
+    def value_open(self) -> bool:
+        """True when λ itself is still open (``value=None``/``init=None``: λ is the optimizer's weight decay)."""
+        return _value_open(self.params)
+
     def resolve(self, horizon: int | None = None, value: float | None = None) -> Schedule:
         """Fix what was left open: ``horizon`` for fractions of training, ``value`` for λ (e.g. the
         optimizer's ``weight_decay``). A resolved schedule returns itself.
@@ -212,11 +219,35 @@ class Schedule:
         return f"{self.name}({args})"
 
 
+def _value_open(params: Mapping) -> bool:
+    return params.get("value", params.get("init", 0.0)) is None
+
+
+@runtime_checkable
+class TriggeredSchedule(Protocol):
+    """A schedule whose switch-off is decided during training from what it observes
+    (:class:`~mirrorflow.training.auto_off.AutoTurnOff`). Besides λ_t (``__call__``) and Σ_{s<t} λ_s
+    (``integral``), the scheduler that drives it fixes its open horizon and λ in place (``resolve_horizon``),
+    feeds it the training metrics (``observe``) and saves and restores it with a checkpoint."""
+
+    def __call__(self, step: int) -> float: ...
+
+    def integral(self, t: int) -> float: ...
+
+    def resolve_horizon(self, horizon: int | None, value: float | None = None) -> None: ...
+
+    def observe(self, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: Mapping) -> None: ...
+
+
 def _pending(name: str, params: dict, build: Callable[[int | None, float | None], Schedule]) -> Schedule:
     """A schedule waiting for its horizon and/or value: calling it raises, ``resolve`` builds it."""
     args = ", ".join(f"{k}={v!r}" for k, v in params.items())
     missing = []
-    if params.get("value", params.get("init", 0.0)) is None:
+    if _value_open(params):
         missing.append("λ (value=None takes it from the optimizer)")
     if any(is_fraction(v) for k, v in params.items() if k in ("at", "until")):
         missing.append("the horizon (the fraction is of the number of training steps)")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from ..schedules import as_count
+from ..schedules import TriggeredSchedule, as_count
 from .lora_check import check_lora_decay
 from .monitor import SpectralMonitor
 from .scheduler import WeightDecayScheduler, warn_if_small
@@ -114,7 +114,7 @@ class ScheduleDriver:
 
     def auto_offs(self) -> list:
         """The automatic turn-off schedules among the driven ones."""
-        return [s for s in self._schedules() if hasattr(s, "observe")]
+        return [s for s in self._schedules() if isinstance(s, TriggeredSchedule)]
 
     def observe(self, step: int, metrics: dict) -> bool:
         """Feed metrics to every schedule with ``observe``; True if one fired now."""

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from ..schedules import Schedule, as_count
+from ..schedules import Schedule, TriggeredSchedule, as_count
 
 ScheduleLike = Schedule | Callable[[int], float]
 
@@ -212,12 +212,12 @@ class WeightDecayScheduler(LRScheduler):
 
     def _resolve(self, schedule, k: int):
         """Fix a schedule's open horizon / λ (see :meth:`~mirrorflow.schedules.Schedule.resolve`)."""
-        if hasattr(schedule, "resolve_horizon"):  # AutoTurnOff: resolves its base schedule in place
+        if isinstance(schedule, TriggeredSchedule):  # AutoTurnOff: resolves its base schedule in place
             schedule.resolve_horizon(self.horizon, self._initial(k))
             return schedule
-        if not getattr(schedule, "unresolved", False):
+        if not (isinstance(schedule, Schedule) and schedule.unresolved):
             return schedule
-        if schedule.params.get("value", schedule.params.get("init", 0.0)) is None and self._initial(k) == 0:
+        if schedule.value_open and self._initial(k) == 0:
             warnings.warn(
                 f"{schedule!r} takes λ from the optimizer, but param group {self.group_indices[k]} has weight_decay 0",
                 stacklevel=3,
@@ -345,7 +345,7 @@ class WeightDecayScheduler(LRScheduler):
             "group_indices": list(self.group_indices),
             "scale_by_initial": self.scale_by_initial,
             "_last_wd": list(self._last_wd),
-            "schedule_state": [s.state_dict() if hasattr(s, "state_dict") else None for s in self.schedules],
+            "schedule_state": [s.state_dict() if isinstance(s, TriggeredSchedule) else None for s in self.schedules],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -364,7 +364,7 @@ class WeightDecayScheduler(LRScheduler):
         self.last_used_wd = float(state.get("last_used_wd", 0.0))
         self.scale_by_initial = bool(state["scale_by_initial"])
         for s, st in zip(self.schedules, state.get("schedule_state", [])):
-            if st is not None and hasattr(s, "load_state_dict"):
+            if st is not None and isinstance(s, TriggeredSchedule):
                 s.load_state_dict(st)
         self._last_wd = list(state["_last_wd"])
         for i, v in zip(self.group_indices, self._last_wd):
