@@ -51,7 +51,7 @@ import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from .errors import ConfigError
 
@@ -360,6 +360,20 @@ def _assemble(cls: type[C], values: Mapping[tuple[str, ...], Any], base: Any = N
     return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
 
 
+@runtime_checkable
+class Validated(Protocol):
+    """A config that checks itself: ``validate()`` raises :class:`ConfigError` naming the bad key."""
+
+    def validate(self) -> None: ...
+
+
+@runtime_checkable
+class IgnoresFields(Protocol):
+    """A config whose values can make other fields irrelevant (module docstring: normalisation)."""
+
+    def ignored_fields(self) -> tuple[str, ...]: ...
+
+
 def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: bool = False) -> C:
     """Instantiate config dataclass ``cls`` from raw values (strings or typed), then ``validate()`` it.
 
@@ -374,10 +388,9 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: 
     if isinstance(typed.get("threads"), int):
         check_threads("threads", typed["threads"])
     cfg = _assemble(cls, {fields[k][0]: v for k, v in typed.items()})
-    ignored = getattr(cfg, "ignored_fields", None)
-    if ignored is not None:  # normalise values that have no effect (module docstring)
+    if isinstance(cfg, IgnoresFields):  # normalise values that have no effect (module docstring)
         defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-        reset = {k: defaults[k] for k in ignored() if k in defaults and getattr(cfg, k) != defaults[k]}
+        reset = {k: defaults[k] for k in cfg.ignored_fields() if k in defaults and getattr(cfg, k) != defaults[k]}
         given = [k for k in reset if k in values]
         if given and not allow_ignored:
             why = f" with schedule={cfg.schedule}" if hasattr(cfg, "schedule") else " in this config"
@@ -388,9 +401,8 @@ def build(cls: type[C], values: Mapping[str, Any] | None = None, allow_ignored: 
             )
         if reset:
             cfg = dataclasses.replace(cfg, **reset)
-    validate = getattr(cfg, "validate", None)
-    if validate is not None:
-        validate()
+    if isinstance(cfg, Validated):
+        cfg.validate()
     return cfg
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..config import Validated
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -40,12 +42,9 @@ class Plan:
 
 
 @runtime_checkable
-class ExperimentConfig(Protocol):
-    def validate(self) -> None: ...
+class BatchedConfig(Validated, Protocol):
+    """A config whose runs can share a batch: equal ``data_key()`` (and equal ``steps``) run together."""
 
-
-@runtime_checkable
-class BatchedConfig(ExperimentConfig, Protocol):
     def data_key(self) -> Any: ...
 
 
@@ -72,8 +71,8 @@ class BatchedExperiment(Experiment, Protocol):
 
 
 def is_batched(mod: Any) -> bool:
-    """True when ``mod`` is a :class:`BatchedExperiment` and its ``Config`` has ``data_key``."""
-    return isinstance(mod, BatchedExperiment) and callable(getattr(mod.Config, "data_key", None))
+    """True when ``mod`` is a :class:`BatchedExperiment` and its ``Config`` a :class:`BatchedConfig`."""
+    return isinstance(mod, BatchedExperiment) and isinstance(mod.Config, type) and issubclass(mod.Config, BatchedConfig)
 
 
 @runtime_checkable
