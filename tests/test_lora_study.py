@@ -1,5 +1,6 @@
-"""The LoRA study's analysis (scripts/lora_study.py): diverged arms imputed as the design says, paired
-differences with Bonferroni intervals, verdicts, and the pilot's learning-rate rule."""
+"""The LoRA study's analysis (mirrorflow.experiments.lora.studies, run by scripts/lora_study.py): diverged arms
+imputed as the design says, paired differences with Bonferroni intervals, verdicts, and the pilot's
+learning-rate rule."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mirrorflow.experiments.lora import studies as S
 from mirrorflow.report.stats import PairedDifference, claim_verdict, paired_difference
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "lora_study.py"
@@ -73,7 +75,7 @@ def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study
             _row("auto", 0.1, s, k - 0.01, off_at=36),
             _row("lambda0", 0.0, s, 4.06),
         ]
-    text = study.verdict_tables({"sgd": rows}, min_seeds=2)
+    text = S.verdict_tables({"sgd": rows}, min_seeds=2)
     imputed = [o if math.isfinite(o) else math.log(49152) for o in off]
     d = paired_difference(kept, imputed, 0.01, 1 - 0.05 / 4)
     assert f"| {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}] | 3/1 |" in text
@@ -86,8 +88,8 @@ def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study
     assert "| sgd | 0.1 | 1.300 | 1.150 / 1.100 / 1.300 / 1.300 | 60 | none | none |" in text
     # the same seeds without the divergence: reproduced
     ok = [r for r in rows if not (r["arm"] == "off" and r["seed"] == "3")] + [_row("off", 0.1, 3, 4.02)]
-    assert "| reproduced |" in study.verdict_tables({"sgd": ok}, min_seeds=2)
-    assert "| interim (4/12 seeds) |" in study.verdict_tables({"sgd": ok})
+    assert "| reproduced |" in S.verdict_tables({"sgd": ok}, min_seeds=2)
+    assert "| interim (4/12 seeds) |" in S.verdict_tables({"sgd": ok})
 
 
 def test_pilot_rule_takes_the_largest_learning_rate_whose_runs_are_all_stable(study):
@@ -100,45 +102,45 @@ def test_pilot_rule_takes_the_largest_learning_rate_whose_runs_are_all_stable(st
                 "seed": str(s),
                 "stable": "0" if (v, s) in bad else "1",
             }
-            for v in (*study.WEIGHT_DECAYS["sgd"], 0.0)
-            for s in study.PILOT_SEEDS
+            for v in (*S.WEIGHT_DECAYS["sgd"], 0.0)
+            for s in S.PILOT_SEEDS
         ]
 
-    top, mid, low = study.LR_GRID["sgd"]
-    assert study.pilot_choice([], "sgd") == (None, f"pending at lr {top:g}")
-    assert study.pilot_choice(runs(top), "sgd") == (top, "chosen")
-    one_bad = runs(top, bad={(0.0, study.PILOT_SEEDS[1])})
-    assert study.pilot_choice(one_bad, "sgd") == (None, f"pending at lr {mid:g}")
-    assert study.pilot_choice(one_bad + runs(mid), "sgd") == (mid, "chosen")
+    top, mid, low = S.LR_GRID["sgd"]
+    assert S.pilot_choice([], "sgd") == (None, f"pending at lr {top:g}")
+    assert S.pilot_choice(runs(top), "sgd") == (top, "chosen")
+    one_bad = runs(top, bad={(0.0, S.PILOT_SEEDS[1])})
+    assert S.pilot_choice(one_bad, "sgd") == (None, f"pending at lr {mid:g}")
+    assert S.pilot_choice(one_bad + runs(mid), "sgd") == (mid, "chosen")
     all_bad = [dict(r, stable="0") for r in runs(top) + runs(mid) + runs(low)]
-    assert study.pilot_choice(all_bad, "sgd") == (None, "no stable learning rate in the grid")
+    assert S.pilot_choice(all_bad, "sgd") == (None, "no stable learning rate in the grid")
 
 
 def test_stability_rule(study):
     rows = [{"step": 0, "val_loss": 4.10}, {"step": 12, "val_loss": 4.05}, {"step": 24, "val_loss": 4.19}]
-    assert study.stability(rows, [4.2] * 60, None) == (True, "")
+    assert S.stability(rows, [4.2] * 60, None) == (True, "")
     bad = rows + [{"step": 36, "val_loss": 4.25}]
-    ok, why = study.stability(bad, [4.2] * 60, None)
+    ok, why = S.stability(bad, [4.2] * 60, None)
     assert not ok and "4.250 at step 36 > 4.100 + 0.1" in why
-    ok, why = study.stability(rows, [4.0] * 12 + [4.2] * 48, None)
+    ok, why = S.stability(rows, [4.0] * 12 + [4.2] * 48, None)
     assert not ok and "last 12 steps 4.200 > first 12 4.000" in why
-    ok, why = study.stability(rows, [4.0] * 30, 30)
+    ok, why = S.stability(rows, [4.0] * 30, 30)
     assert not ok and "non-finite training loss at step 30" in why
 
 
 def test_docs_block_is_interim_until_every_seed_has_finished(study, tmp_path, monkeypatch):
     rows = [_row(a, v, 100, 4.0) for a, v in (("constant", 0.1), ("off", 0.1), ("auto", 0.1), ("lambda0", 0.0))]
-    block = study.docs_block({"sgd": rows})
-    assert block.startswith(study.DOCS_START) and block.endswith(study.DOCS_END)
+    block = S.docs_block({"sgd": rows})
+    assert block.startswith(S.DOCS_START) and block.endswith(S.DOCS_END)
     assert "interim, not a verdict** (seeds finished: SGD 100; of 100–111)" in block
-    full = [dict(r, seed=str(s)) for s in study.SEEDS for r in rows]
-    assert "all seeds of the design" in study.docs_block({"sgd": full})
+    full = [dict(r, seed=str(s)) for s in S.SEEDS for r in rows]
+    assert "all seeds of the design" in S.docs_block({"sgd": full})
     # table --docs rewrites only the generated block of the file
     (tmp_path / "lora_study").mkdir()
-    study.append_rows(tmp_path / "lora_study" / "sgd.csv", study.ARM_FIELDS, rows)
+    study.append_rows(tmp_path / "lora_study" / "sgd.csv", S.ARM_FIELDS, rows)
     monkeypatch.setattr(study, "RESULTS", tmp_path / "lora_study")
     doc = tmp_path / "doc.md"
-    doc.write_text(f"before\n{study.DOCS_START}\nold\n{study.DOCS_END}\nafter\n")
+    doc.write_text(f"before\n{S.DOCS_START}\nold\n{S.DOCS_END}\nafter\n")
     study.table(type("A", (), {"optimizers": ["sgd"], "docs": str(doc)})())
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("\nafter\n") and "old" not in text
