@@ -255,9 +255,6 @@ def parse_seeds(raw: Any, key: str = "seeds", count: bool = False) -> tuple[int,
     return tuple(seeds)
 
 
-parse_seed_list = parse_seeds  # the experiments' reproduce_plan still call it by this name
-
-
 def check_count(key: str, raw: Any, low: int = 1, high: int | None = None) -> int:
     """A count (grid points, seeds, windows, block sizes): an integer in ``low..high`` from a number or a
     string; ``inf``, ``1e400``, ``2.5`` and ``abc`` raise one :class:`ConfigError` naming ``key``."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...config import build, config_dict, parse_seed_list
+from ...config import build, config_dict, parse_seeds
 from ...engine.batched import Trace
 from ...engine.progress import progress_or_bar
 from ...engine.protocol import Plan
@@ -121,7 +121,7 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
     if "model" in ov:
         raise ConfigError("model: reproduce runs several models; use models=linear,mw,... instead")
     base = build(Config, ov)
-    seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else None
+    seeds = parse_seeds(seeds_raw) if seeds_raw is not None else None
     options = {"models": tuple(models), **({"seeds": seeds} if seeds else {})}
     return Plan(tuple((m, replace(base, model=m)) for m in models), options)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ...config import build, config_dict, parse_seed_list
+from ...config import build, config_dict, parse_seeds
 from ...engine.progress import progress_or_bar
 from ...engine.protocol import Plan
 from ...errors import ConfigError
@@ -57,7 +57,7 @@ def reproduce_plan(overrides: Mapping[str, str] | None = None) -> Plan:
         if key in ov:
             raise ConfigError(f"{key}: reproduce sets the schedule and off-point of each arm itself; drop {key}=")
     seeds_raw = ov.pop("seeds", None)
-    seeds = parse_seed_list(seeds_raw) if seeds_raw is not None else S.DEFAULT_SEEDS
+    seeds = parse_seeds(seeds_raw) if seeds_raw is not None else S.DEFAULT_SEEDS
     base = build(Config, S.preset_overrides(preset, ov))
     S.check_budget(base)
     options = {"preset": preset, **({"seeds": seeds} if preset != "table2" or seeds_raw is not None else {})}
