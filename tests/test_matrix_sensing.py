@@ -252,3 +252,14 @@ def test_a_decay_may_reach_zero_at_the_end_of_the_run_a_turn_off_may_not():
     assert cfg.lam_schedule().integral(40) == pytest.approx(cfg.wd * 40 / 2, rel=0.05)
     with pytest.raises(ConfigError, match=r"^off_at must be a step in 1\.\.39 .* got 40$"):
         build(ms.Config, {"n": "6", "r": "1", "steps": "40", "schedule": "turn_off", "off_at": "40"})
+
+
+def test_off_at_one_point_zero_is_the_whole_run_for_the_schedule_as_for_its_check():
+    """``off_at=1.0`` is a fraction (the end of the run) both where the config is checked and where λ_t is
+    built; ``off_at=1`` is step 1."""
+    from mirrorflow.config import build
+
+    lin = build(ms.Config, {"n": "6", "r": "1", "steps": "40", "schedule": "linear", "off_at": "1.0"})
+    assert lin.lam_schedule().integral(40) == pytest.approx(lin.wd * 20.5)
+    step1 = build(ms.Config, {"n": "6", "r": "1", "steps": "40", "schedule": "turn_off", "off_at": "1"})
+    assert step1.lam_schedule().integral(40) == pytest.approx(step1.wd)

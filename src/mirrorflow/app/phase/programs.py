@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ...engine.batched import Trace, run_batched
+from ...schedules import is_fraction
 
 Observe = Callable[[int, Mapping[str, np.ndarray]], Mapping[int, int] | None]
 
@@ -122,7 +123,7 @@ class MatrixSensingProgram(Names):
         return cfg.lr
 
     def switch(self, cfg) -> float:
-        return cfg.off_at if cfg.off_at < 1 else cfg.off_at / cfg.steps
+        return cfg.off_at if is_fraction(cfg.off_at) else cfg.off_at / cfg.steps
 
     def describe(self, cfg) -> str:
         return f"n={cfg.n}, r={cfg.r}, m={cfg.measurements}, steps={cfg.steps}"

@@ -46,7 +46,7 @@ class Config:
     steps: int = 4000
     schedule: str = "constant"  # none | constant | turn_off | linear | cosine
     wd: float = 0.01  # λ (peak for linear/cosine)
-    off_at: float = 0.5  # switch-off (turn_off) or zero-point (linear/cosine): a step, or a fraction of steps
+    off_at: int | float = 0.5  # switch-off (turn_off) or zero-point (linear/cosine): a step, or a fraction of steps
     decay: str = "exact"
     penalty: str = "half"  # half: ½λ‖U‖_F² (factor e^{−ηλ}); full: λ‖U‖_F² (factor e^{−2ηλ})
     loss_threshold: float = 1e-6
@@ -88,9 +88,10 @@ class Config:
         self.lam_schedule()
 
     def lam_schedule(self) -> Schedule:
-        """The weight-decay schedule λ_t of this run (``off_at`` < 1 a fraction of ``steps``, else a step)."""
+        """The weight-decay schedule λ_t of this run (``off_at`` a fraction of ``steps`` when it is a float in
+        [0, 1], else a step: the reading of :func:`~mirrorflow.schedules.switch_off_step`)."""
         at = self.off_at
-        if at >= 1 and float(at).is_integer():
+        if at > 1 and float(at).is_integer():
             at = int(round(at))
         try:
             return from_spec(self.schedule, self.wd, at, self.steps)
