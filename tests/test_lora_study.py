@@ -83,6 +83,9 @@ def test_verdict_table_imputes_diverged_arms_and_corrects_for_the_settings(study
     assert "| 1 | 4.0000 | 10.8023† |" not in text  # the per-seed line carries the imputed value
     assert f"| sgd | 0.1 | 3 | 4.0400 | {math.log(49152):.4f}† |" in text
     assert "| 0 / 1 / 0 / 0 |" in text  # unstable counts per arm: only the diverged one
+    # the automatic arm against the fixed switch, paired on the same seeds (the imputed value included)
+    a = paired_difference(imputed, [k - 0.01 for k in kept], 0.01, 1 - 0.05 / 4)
+    assert a.mean < -1.0 and f"| 36, 36, 36, 36 | {a.mean:+.4f} [{a.low:+.4f}, {a.high:+.4f}] |" in text
     assert "98.75 %" in text
     # ρ: off − kept is +0.03 at 36, +0.01 at 48, −0.05 at 60 → crosses at 60; it never meets λ = 0's curve
     assert "| sgd | 0.1 | 1.300 | 1.150 / 1.100 / 1.300 / 1.300 | 60 | none | none |" in text

@@ -250,7 +250,8 @@ def _ci(d) -> str:
 
 def verdict_tables(rows_by_optimizer: dict[str, list[dict]], min_seeds: int = len(SEEDS)) -> str:
     """The design's tables from the per-arm rows (``results/lora_study/<optimizer>.csv``): per setting the
-    paired differences (Bonferroni over the settings), the verdicts, the divergence counts; then per seed.
+    paired differences (Bonferroni over the settings), the verdicts, the automatic arm against kept and against
+    the fixed switch at step 24 (auto − off), the divergence counts; then per seed.
     A setting with fewer than ``min_seeds`` seeds (the design's 12) gets no verdict: "interim (n/12)"."""
     from ...report.stats import claim_verdict
 
@@ -262,9 +263,9 @@ def verdict_tables(rows_by_optimizer: dict[str, list[dict]], min_seeds: int = le
         f"{TOLERANCE}.",
         "",
         "| optimizer, lr | λ | a at switch | seeds | kept | off − kept [CI] | signs −/+ | verdict "
-        "| auto − kept [CI] | auto verdict | auto switched at | off − λ=0 [CI] | kept − λ=0 [CI] "
+        "| auto − kept [CI] | auto verdict | auto switched at | auto − off [CI] | off − λ=0 [CI] | kept − λ=0 [CI] "
         "| unstable kept / off / auto / λ=0 |",
-        "|" + "---|" * 14,
+        "|" + "---|" * 15,
     ]
     per_seed, rho_rows = [], []
     for opt, rows in rows_by_optimizer.items():
@@ -279,6 +280,7 @@ def verdict_tables(rows_by_optimizer: dict[str, list[dict]], min_seeds: int = le
                 continue
             d_off = _paired(kept, off, seeds, level)
             d_auto = _paired(kept, auto, seeds, level)
+            d_auto_off = _paired(off, auto, seeds, level)
             d_off0, d_kept0 = _paired(zero, off, seeds, level), _paired(zero, kept, seeds, level)
             fired = [auto[s]["off_at"] or "never" for s in seeds]
             a_sw = kept[seeds[0]]["a_switch"]
@@ -289,7 +291,7 @@ def verdict_tables(rows_by_optimizer: dict[str, list[dict]], min_seeds: int = le
                 f"{mean_kept:.4f} | {_ci(d_off)} | {d_off.negative}/{d_off.positive} | "
                 f"{_verdict_cell(claim_verdict(d_off, -1, LOSS_EFFECT), d_off, min_seeds)} | {_ci(d_auto)} | "
                 f"{_verdict_cell(claim_verdict(d_auto, -1, LOSS_EFFECT), d_auto, min_seeds)} | "
-                f"{', '.join(map(str, fired))} | "
+                f"{', '.join(map(str, fired))} | {_ci(d_auto_off)} | "
                 f"{_ci(d_off0)} | {_ci(d_kept0)} | {' / '.join(map(str, n_unst))} |"
             )
             curves = [_mean_curve(a, seeds) for a in (kept, off, auto, zero)]
