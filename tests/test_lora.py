@@ -288,3 +288,21 @@ def test_off_at_is_a_step_or_a_fraction_of_the_run():
         build(lora.Config, {"steps": "60", "off_at": "24"}),
     )
     assert frac == step and config_dict(frac)["off_at"] == 24
+
+
+def test_run_grid_in_this_process_trains_with_the_configured_threads(tmp_path):
+    """``run_grid`` (the LoRA study's entry point) with ``workers=1`` computes in this process: every training
+    step runs with ``threads`` torch threads, and the caller's setting is restored afterwards."""
+    import torch
+
+    cfg = build(lora.Config, {**LM, "seeds": "0", "baseline": "false", "auto_off": "false", "threads": "1"})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+        grid, _ = lora.run_grid(cfg, tmp_path, progress=lambda k: seen.append(torch.get_num_threads()))
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+        assert [a.name for a in grid[0.5][0]] == ["constant", "off@6"]
+    finally:
+        torch.set_num_threads(before)

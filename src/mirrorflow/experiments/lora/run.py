@@ -82,12 +82,16 @@ def run_grid(
 ) -> tuple[dict[float, list[list[ArmResult]]], str]:
     """All (weight decay, seed) groups of ``cfg`` under ``out/groups/``; finished groups are reused.
 
-    With ``workers > 1`` the unfinished groups first run in that many processes (one thread each).
+    With ``workers > 1`` the unfinished groups first run in that many processes; every group, in a worker or
+    in this process, runs with ``threads`` torch threads.
     Returns ``{λ: [arms of seed 0, arms of seed 1, ...]}`` (λ = 0 for the baseline) and the task's description.
     """
-    runner = LoRARunner(cfg, out, progress)
+    from ...runtime import torch_threads
+
     keys = [(v, s) for v in _values(cfg) for s in cfg.seeds]
-    groups = runner.run_all([group_job(cfg, out, v, s) for v, s in keys], cfg.runtime.workers)
+    with torch_threads(cfg.runtime.threads):
+        runner = LoRARunner(cfg, out, progress)
+        groups = runner.run_all([group_job(cfg, out, v, s) for v, s in keys], cfg.runtime.workers)
     result: dict[float, list[list[ArmResult]]] = {}
     for (v, _), arms in zip(keys, groups):
         result.setdefault(v, []).append(arms)
@@ -96,12 +100,10 @@ def run_grid(
 
 def run(cfg: Config, out: Path | str, progress: Callable[[int], None] | None = None) -> dict:
     """The grid of ``cfg`` into ``out``: groups/, table5.md, figures, summary.json (last)."""
-    from ...runtime import torch_threads
     from ...store import RunDir
 
     t0 = time.perf_counter()
-    with torch_threads(cfg.runtime.threads):
-        grid, task_desc = run_grid(cfg, out, progress)
+    grid, task_desc = run_grid(cfg, out, progress)
     env = dist_env(cfg.runtime.device)
     rows = summarize(cfg, grid)
     table = table5_markdown(cfg, rows, task_desc)
